@@ -1,0 +1,1 @@
+"""Shared NeRF core: cameras, rays, encodings, samplers, volume rendering, renderer."""

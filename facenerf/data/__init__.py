@@ -1,0 +1,1 @@
+"""Datasets, pixel samplers and the procedural FaceScape-format generator."""

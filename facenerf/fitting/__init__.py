@@ -1,0 +1,1 @@
+"""Single-image fitting of a trained MoFaNeRF."""

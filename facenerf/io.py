@@ -1,0 +1,130 @@
+"""Reading and writing images and videos with clear errors.
+
+In memory an image is ``float32 [H, W, 3]`` in [0, 1]. Greyscale and RGBA inputs are converted
+to RGB (RGBA is composited over black, the training renders' background), and EXIF
+orientation is applied so phone photos come out upright.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from facenerf.errors import FaceNerfError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """Sorted image files directly inside ``folder`` (suffix match is case-insensitive)."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise FaceNerfError(f"image folder not found: {root} (check the path)")
+    return sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _to_rgb(array: np.ndarray) -> np.ndarray:
+    """uint8/uint16 greyscale, grey+alpha, RGB or RGBA -> float32 RGB in [0, 1]."""
+    if array.dtype == np.uint16:
+        image = array.astype(np.float32) / 65535.0
+    elif array.dtype == np.uint8:
+        image = array.astype(np.float32) / 255.0
+    else:
+        image = np.clip(array.astype(np.float32), 0.0, 1.0)
+    if image.ndim == 2:
+        image = image[..., None]
+    channels = image.shape[-1]
+    if channels in (2, 4):
+        alpha = image[..., -1:]
+        image = image[..., :-1] * alpha
+    if image.shape[-1] == 1:
+        image = np.repeat(image, 3, axis=-1)
+    return np.ascontiguousarray(image[..., :3])
+
+
+def read_image(path: str | Path, size: tuple[int, int] | None = None) -> np.ndarray:
+    """Read an image as ``float32 [H, W, 3]`` in [0, 1].
+
+    Args:
+        path: image file.
+        size: optional ``(width, height)`` to resize to (area filter when shrinking).
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    file = Path(path)
+    if not file.is_file():
+        raise FaceNerfError(f"image not found: {file} (check the path)")
+    try:
+        with Image.open(file) as handle:
+            handle = ImageOps.exif_transpose(handle)
+            if handle.mode in ("P", "PA", "CMYK", "YCbCr", "LAB", "HSV", "1"):
+                handle = handle.convert("RGBA" if "A" in handle.mode or handle.mode == "P" else "RGB")
+            elif handle.mode == "I;16":
+                handle = handle.convert("I")
+            array = np.asarray(handle)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
+        raise FaceNerfError(f"cannot read image {file}: not a valid image file ({err.__class__.__name__})") from err
+    if array.dtype == np.int32:
+        array = np.clip(array, 0, 65535).astype(np.uint16)
+    image = _to_rgb(array)
+    if size is not None and (image.shape[1], image.shape[0]) != tuple(size):
+        image = resize_image(image, size)
+    return image
+
+
+def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize ``[H, W, C]`` float image to ``size = (width, height)``: area when shrinking, cubic else."""
+    import cv2
+
+    width, height = size
+    shrink = width < image.shape[1] or height < image.shape[0]
+    interp = cv2.INTER_AREA if shrink else cv2.INTER_CUBIC
+    out = cv2.resize(image, (int(width), int(height)), interpolation=interp)
+    if out.ndim == 2:
+        out = out[..., None]
+    return np.clip(out, 0.0, 1.0).astype(np.float32)
+
+
+def to_uint8(image) -> np.ndarray:
+    """float [0, 1] (numpy or torch) or uint8 ``[H, W, C]`` -> uint8 numpy."""
+    if hasattr(image, "detach"):
+        image = image.detach().float().cpu().numpy()
+    image = np.asarray(image)
+    if image.dtype == np.uint8:
+        return image
+    return (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def write_image(path: str | Path, image) -> Path:
+    """Write ``[H, W, 3]`` (or ``[H, W]``) float in [0, 1] or uint8 to PNG/JPG; creates parents."""
+    import imageio.v3 as iio
+
+    file = Path(path)
+    try:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        iio.imwrite(file, to_uint8(image))
+    except OSError as err:
+        raise FaceNerfError(f"cannot write image {file}: {err.strerror or err}") from err
+    return file
+
+
+def write_video(path: str | Path, frames: Sequence | Iterable, fps: int = 25) -> Path:
+    """Write frames (``[H, W, 3]`` float or uint8) as an H.264 MP4 playable everywhere."""
+    import imageio.v2 as imageio
+
+    file = Path(path)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    count = 0
+    try:
+        with imageio.get_writer(file, fps=fps, codec="libx264", quality=8,
+                                pixelformat="yuv420p", macro_block_size=2) as writer:
+            for frame in frames:
+                writer.append_data(to_uint8(frame))
+                count += 1
+    except OSError as err:
+        raise FaceNerfError(f"cannot write video {file}: {err}") from err
+    if count == 0:
+        raise FaceNerfError(f"no frames to write to {file}")
+    return file

@@ -1,0 +1,1 @@
+"""Models. Each subpackage holds one model family (field, networks, losses)."""

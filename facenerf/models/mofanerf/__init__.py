@@ -1,0 +1,1 @@
+"""MoFaNeRF: morphable facial NeRF."""

@@ -1,0 +1,1 @@
+"""pix2pixHD-style RefineNet."""

@@ -1,0 +1,1 @@
+"""Preprocessing: training-data preparation and wild-photo preparation."""

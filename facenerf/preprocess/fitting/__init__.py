@@ -1,0 +1,1 @@
+"""Wild-photo preprocessing: detection, alignment, segmentation, relighting, pose."""

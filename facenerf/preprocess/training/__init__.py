@@ -1,0 +1,1 @@
+"""FaceScape mesh alignment/clipping and multi-view rendering."""

@@ -1,0 +1,58 @@
+"""Device selection, seeding and mixed precision. Called by scripts, never at import."""
+
+from __future__ import annotations
+
+import contextlib
+import random
+
+import numpy as np
+import torch
+
+from facenerf.errors import FaceNerfError
+
+AMP_MODES = ("none", "bf16", "fp16")
+
+
+def select_device(name: str = "auto") -> torch.device:
+    """Return the device to run on: ``"auto"`` picks CUDA when available, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise FaceNerfError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N") from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise FaceNerfError(f"device {name!r} requested but CUDA is not available: use --device cpu")
+    return device
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python, NumPy and torch; return a CPU ``torch.Generator`` seeded with ``seed``."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    return generator
+
+
+def amp_dtype(device: torch.device, amp: str) -> torch.dtype | None:
+    """The autocast dtype for ``amp`` on ``device``, or ``None`` when running in fp32.
+
+    On CPU only ``bf16`` is honoured; ``fp16`` falls back to fp32 there.
+    """
+    if amp not in AMP_MODES:
+        raise FaceNerfError(f"unknown amp mode {amp!r}: use one of {', '.join(AMP_MODES)}")
+    if amp == "none":
+        return None
+    if amp == "bf16":
+        return torch.bfloat16
+    return torch.float16 if device.type == "cuda" else None
+
+
+def autocast(device: torch.device, amp: str):
+    """A context manager running the enclosed ops in the requested mixed precision."""
+    dtype = amp_dtype(device, amp)
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
