@@ -1,0 +1,243 @@
+"""Self-describing training checkpoints: atomic writes, safe loading, clear errors.
+
+A checkpoint is one ``torch.save`` file holding a plain dict (the *payload*)::
+
+    {"format": "facenerf-checkpoint", "version": 1, "model": "<model name>",
+     "config": {...resolved config, primitives only...}, "step": <completed steps>,
+     "model_state": state_dict, "optimizer_state": {optimiser name: state_dict},
+     "scaler_state": state_dict | None, "extra": {...}}
+
+It is loaded with ``torch.load(..., weights_only=True)`` only, so opening a file never runs
+code from it. Files are written to a temporary file in the destination folder and moved into
+place with ``os.replace``: a crash or a full disk mid-write never damages the newest
+complete checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from facenerf.errors import FaceNerfError
+
+CHECKPOINT_FORMAT = "facenerf-checkpoint"
+CHECKPOINT_VERSION = 1
+REQUIRED_KEYS = ("format", "version", "model", "config", "step", "model_state")
+_STEP_FILE = re.compile(r"^step_(\d+)\.pt$")
+_ORIGINAL_MOFANERF_KEYS = ("network_fn_state_dict", "network_fine_state_dict")
+
+
+def make_payload(model_name: str, config: Mapping[str, Any], step: int, model_state: Mapping,
+                 optimizer_state: Mapping[str, Mapping] | None = None, scaler_state: Mapping | None = None,
+                 extra: Mapping[str, Any] | None = None) -> dict:
+    """Assemble a payload dict in the documented layout (see the module docstring)."""
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "model": str(model_name),
+        "config": dict(config),
+        "step": int(step),
+        "model_state": dict(model_state),
+        "optimizer_state": dict(optimizer_state or {}),
+        "scaler_state": scaler_state,
+        "extra": dict(extra or {}),
+    }
+
+
+def save_checkpoint(path: str | Path, payload: Mapping[str, Any]) -> Path:
+    """Write ``payload`` to ``path`` atomically (temporary file in the same folder + ``os.replace``).
+
+    If writing fails the temporary file is removed and any previous file at ``path`` is left
+    untouched. Raises :class:`FaceNerfError` for OS errors (disk full, permissions).
+    """
+    target = Path(path)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        handle, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    except OSError as err:
+        raise FaceNerfError(f"cannot write checkpoint {target}: {err.strerror or err}; "
+                            "choose a writable output directory") from err
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            torch.save(dict(payload), stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(tmp, target)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise FaceNerfError(f"cannot write checkpoint {target}: {err.strerror or err}; "
+                            "free disk space or choose another output directory") from err
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return target
+
+
+def _read_file(path: Path, map_location) -> Any:
+    """``torch.load`` with ``weights_only=True``, translating every failure to one line."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "weights only" in str(err).lower():
+            raise FaceNerfError(
+                f"{path} contains Python objects that cannot be loaded safely: it is not a facenerf "
+                "checkpoint (re-save it as a plain state dict or use a checkpoint written by facenerf)"
+            ) from err
+        raise FaceNerfError(f"checkpoint {path} is corrupt or truncated ({err}); "
+                            "delete it and use an earlier checkpoint") from err
+    except Exception as err:  # arbitrary bytes make the unpickler raise almost any error type
+        raise FaceNerfError(f"checkpoint {path} is corrupt or truncated ({err.__class__.__name__}); "
+                            "delete it and use an earlier checkpoint") from err
+
+
+def _check_payload(path: Path, payload: Any) -> None:
+    """Raise a one-line :class:`FaceNerfError` unless ``payload`` is a loadable facenerf checkpoint."""
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        if isinstance(payload, dict) and all(k in payload for k in _ORIGINAL_MOFANERF_KEYS):
+            raise FaceNerfError(f"{path} is a checkpoint of the original MoFaNeRF code, not a facenerf "
+                                "checkpoint: convert it to the facenerf format before loading")
+        raise FaceNerfError(f"{path} is not a facenerf checkpoint (no '{CHECKPOINT_FORMAT}' format tag); "
+                            "pass a file written by facenerf training")
+    version = payload.get("version")
+    if not isinstance(version, int):
+        raise FaceNerfError(f"checkpoint {path} has no valid format version; it is damaged, "
+                            "use an earlier checkpoint")
+    if version > CHECKPOINT_VERSION:
+        raise FaceNerfError(f"checkpoint {path} has format version {version}, newer than this facenerf "
+                            f"understands ({CHECKPOINT_VERSION}); upgrade facenerf to load it")
+    missing = [key for key in REQUIRED_KEYS if key not in payload]
+    if missing:
+        raise FaceNerfError(f"checkpoint {path} is incomplete (missing {', '.join(missing)}); "
+                            "use an earlier checkpoint")
+
+
+def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
+    """Load and validate a checkpoint payload (``torch.load(..., weights_only=True)``).
+
+    Raises :class:`FaceNerfError` for a missing file, a corrupt or truncated file, a file that
+    is not a facenerf checkpoint, or a format version newer than this code.
+    """
+    file = Path(path)
+    if not file.is_file():
+        raise FaceNerfError(f"checkpoint not found: {file} (check the path)")
+    payload = _read_file(file, map_location)
+    _check_payload(file, payload)
+    payload.setdefault("optimizer_state", {})
+    payload.setdefault("scaler_state", None)
+    payload.setdefault("extra", {})
+    return payload
+
+
+def _likely_cause(missing: list[str], unexpected: list[str], shapes: list[str]) -> str:
+    if any(k.startswith("module.") for k in unexpected) or any(k.startswith("module.") for k in missing):
+        return "a 'module.' prefix from a DataParallel/DDP wrapper differs; save and load the bare model"
+    if shapes and not missing and not unexpected:
+        return "model sizes in the config (code sizes, layer widths, grid sizes) differ from the checkpoint"
+    return "the checkpoint was written by a different model or model configuration"
+
+
+def check_compatible(model: nn.Module, state_dict: Mapping[str, torch.Tensor], where: str) -> None:
+    """Raise :class:`FaceNerfError` unless ``state_dict`` matches ``model``'s keys and shapes.
+
+    The message names ``where`` (usually the checkpoint path), the first few missing,
+    unexpected and mis-shaped entries, and the likely cause.
+    """
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    shapes = [
+        f"{k} {tuple(state_dict[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in expected
+        if k in state_dict and hasattr(state_dict[k], "shape") and tuple(state_dict[k].shape) != tuple(expected[k].shape)
+    ]
+    if not (missing or unexpected or shapes):
+        return
+    parts = []
+    for label, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes)):
+        if items:
+            more = f" (+{len(items) - 3} more)" if len(items) > 3 else ""
+            parts.append(f"{label}: {', '.join(items[:3])}{more}")
+    raise FaceNerfError(f"{where} does not match the model ({'; '.join(parts)}); likely cause: "
+                        f"{_likely_cause(missing, unexpected, shapes)}")
+
+
+def load_model_weights(model: nn.Module, path: str | Path, expected_model: str | None = None,
+                       map_location: Any = "cpu") -> dict:
+    """Load a checkpoint's ``model_state`` into ``model`` after checking it fits; return the payload.
+
+    ``expected_model``, when given, must equal the payload's model name.
+    """
+    payload = load_checkpoint(path, map_location=map_location)
+    if expected_model is not None and payload["model"] != expected_model:
+        raise FaceNerfError(f"{path} holds a '{payload['model']}' model, not '{expected_model}'; "
+                            "pass a checkpoint trained for this model")
+    check_compatible(model, payload["model_state"], str(path))
+    model.load_state_dict(payload["model_state"])
+    return payload
+
+
+class CheckpointManager:
+    """Numbered checkpoints ``step_00001234.pt`` in one folder, keeping the newest ``keep_last``.
+
+    ``keep_last <= 0`` keeps every checkpoint.
+    """
+
+    def __init__(self, directory: str | Path, keep_last: int = 3):
+        self.directory = Path(directory)
+        self.keep_last = int(keep_last)
+
+    def path_for(self, step: int) -> Path:
+        return self.directory / f"step_{int(step):08d}.pt"
+
+    def checkpoints(self) -> list[tuple[int, Path]]:
+        """All complete checkpoints as ``(step, path)``, oldest first (temporary files ignored)."""
+        if not self.directory.is_dir():
+            return []
+        found = []
+        for path in self.directory.iterdir():
+            match = _STEP_FILE.match(path.name)
+            if match and path.is_file():
+                found.append((int(match.group(1)), path))
+        return sorted(found)
+
+    def latest(self) -> Path | None:
+        """The newest checkpoint's path, or ``None`` when there is none."""
+        found = self.checkpoints()
+        return found[-1][1] if found else None
+
+    def save(self, step: int, payload: Mapping[str, Any]) -> Path:
+        """Write the checkpoint for ``step`` atomically, then delete all but the newest ``keep_last``."""
+        path = save_checkpoint(self.path_for(step), payload)
+        self.prune()
+        return path
+
+    def prune(self) -> list[Path]:
+        """Delete the oldest checkpoints beyond ``keep_last``; return the deleted paths."""
+        if self.keep_last <= 0:
+            return []
+        stale = [path for _, path in self.checkpoints()[:-self.keep_last]]
+        for path in stale:
+            path.unlink(missing_ok=True)
+        return stale
+
+    def load_latest(self, map_location: Any = "cpu", warn=print) -> dict | None:
+        """Load the newest readable checkpoint, skipping damaged ones with a warning; ``None`` if none."""
+        for _, path in reversed(self.checkpoints()):
+            try:
+                payload = load_checkpoint(path, map_location=map_location)
+            except FaceNerfError as err:
+                if "newer than this facenerf" in str(err):
+                    raise
+                warn(f"warning: skipping unreadable checkpoint: {err}")
+                continue
+            payload["path"] = str(path)
+            return payload
+        return None

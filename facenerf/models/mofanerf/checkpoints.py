@@ -1,0 +1,91 @@
+"""Load a trained MoFaNeRF from either checkpoint format; save one in ours.
+
+* facenerf checkpoints (``checkpoints/step_XXXXXXXX.pt``, written by training) carry the
+  architecture in ``config["model_config"]`` and load without the training config.
+* The original code's ``.tar`` files (the released pretrained model) are recognised by their
+  keys and imported with :mod:`facenerf.models.mofanerf.official`.
+
+Both are read with ``torch.load(..., weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from facenerf.engine.checkpoint import check_compatible, load_checkpoint, make_payload, save_checkpoint
+from facenerf.errors import FaceNerfError
+from facenerf.models.mofanerf.config import MoFaNeRFConfig, describe_mismatch
+from facenerf.models.mofanerf.model import MODEL_NAME, MoFaNeRF
+from facenerf.models.mofanerf.official import import_official, is_official_layout, read_official_file
+
+
+def model_config_from_payload(config: dict, where: str) -> MoFaNeRFConfig:
+    """The architecture stored in a facenerf checkpoint's config."""
+    if isinstance(config.get("model_config"), dict):
+        return MoFaNeRFConfig.from_dict(config["model_config"])
+    try:
+        return MoFaNeRFConfig.from_args(argparse.Namespace(**config))
+    except AttributeError as err:
+        raise FaceNerfError(f"{where} stores no MoFaNeRF architecture ({err}); "
+                            "it was not written by MoFaNeRF training") from err
+
+
+def _load_ours(payload: dict, where: str, expect: MoFaNeRFConfig | None, **model_kwargs) -> MoFaNeRF:
+    if payload["model"] != MODEL_NAME:
+        raise FaceNerfError(f"{where} holds a '{payload['model']}' model, not '{MODEL_NAME}'; "
+                            "pass a MoFaNeRF checkpoint")
+    cfg = model_config_from_payload(payload["config"], where)
+    if expect is not None:
+        message = describe_mismatch(expect, cfg, where)
+        if message:
+            raise FaceNerfError(message)
+    model = MoFaNeRF(cfg, **model_kwargs)
+    check_compatible(model, payload["model_state"], where)
+    model.load_state_dict(payload["model_state"])
+    return model
+
+
+def load_mofanerf(path: str | Path, expect: MoFaNeRFConfig | None = None,
+                  **model_kwargs) -> tuple[MoFaNeRF, dict[str, Any]]:
+    """Load a MoFaNeRF (CPU) from a facenerf checkpoint or an original ``.tar``.
+
+    Args:
+        path: checkpoint file.
+        expect: sizes the caller's config asks for; a mismatch raises one FaceNerfError naming
+            both values of every differing size.
+        model_kwargs: passed to :class:`MoFaNeRF` (``lrate``, render settings).
+    Returns:
+        ``(model, info)`` with ``info = {"format": "facenerf" | "official", "step": int,
+        "config": dict}``.
+    """
+    try:
+        payload = load_checkpoint(path, map_location="cpu")
+    except FaceNerfError as ours_error:
+        data = _official_or_none(path)
+        if data is None:
+            raise ours_error
+        model, step = import_official(data, expect=expect, where=str(path), **model_kwargs)
+        return model, {"format": "official", "step": step, "config": {"model_config": model.cfg.to_dict()}}
+    model = _load_ours(payload, str(path), expect, **model_kwargs)
+    return model, {"format": "facenerf", "step": int(payload["step"]), "config": payload["config"]}
+
+
+def _official_or_none(path: str | Path) -> dict | None:
+    """The file's dict when it has the original layout, else None (errors left to the caller)."""
+    try:
+        return read_official_file(path)
+    except FaceNerfError:
+        return None
+
+
+def save_mofanerf(path: str | Path, model: MoFaNeRF, step: int = 0, config: dict | None = None) -> Path:
+    """Write ``model`` as a self-describing facenerf checkpoint (no optimiser state)."""
+    full = {**(config or {}), "model_config": model.cfg.to_dict()}
+    return save_checkpoint(path, make_payload(MODEL_NAME, full, step, model.state_dict()))
+
+
+def is_official_file(path: str | Path) -> bool:
+    """True when ``path`` reads as an original MoFaNeRF checkpoint."""
+    return is_official_layout(_official_or_none(path))

@@ -1,0 +1,107 @@
+"""Building blocks of the MoFaNeRF MLPs: code-conditioned linear layers and skip trunks.
+
+A conditioning code (shape, texture or expression) is constant over all samples of one face,
+so a layer whose input is ``[code, feature]`` is evaluated as
+``feature @ W_feature^T + (code @ W_code^T + b)``: the code's contribution is computed once
+per call (``[1, out]``) instead of concatenating a ``[M, code_dim]`` copy to every sample.
+The weight keeps the concatenated layout ``[out, code_dim + feature_dim]`` so checkpoints
+match the released model's layer shapes exactly.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+RELU_GAIN = math.sqrt(2.0)
+
+
+def xavier_linear(in_dim: int, out_dim: int, gain: float = RELU_GAIN) -> nn.Linear:
+    """``nn.Linear`` with Xavier-uniform weights (``gain``) and PyTorch's default bias."""
+    layer = nn.Linear(in_dim, out_dim)
+    nn.init.xavier_uniform_(layer.weight, gain=gain)
+    return layer
+
+
+def split_linear(layer: nn.Linear, parts: list[Tensor | None]) -> Tensor:
+    """Apply ``layer`` to the concatenation of ``parts`` without materialising it.
+
+    Args:
+        layer: Linear whose ``in_features`` equals the summed widths of ``parts``.
+        parts: tensors ``[M_i, d_i]`` (``M_i`` is 1 for a code shared by all rows, or M);
+            ``None`` entries are skipped (their width must then be 0).
+    Returns:
+        ``[M, out]`` equal to ``layer(torch.cat(parts, -1))`` with codes broadcast over rows.
+    """
+    weight, bias = layer.weight, layer.bias
+    offset, out, shared = 0, None, bias
+    for part in parts:
+        if part is None:
+            continue
+        width = part.shape[-1]
+        w = weight[:, offset:offset + width]
+        offset += width
+        if part.shape[0] == 1:
+            # a per-face code: fold into the bias once ([1, out])
+            shared = F.linear(part, w) + shared
+        else:
+            out = F.linear(part, w) if out is None else out + F.linear(part, w)
+    if offset != weight.shape[1]:
+        raise ValueError(f"inputs of width {offset} for a layer expecting {weight.shape[1]}")
+    if out is None:
+        return shared
+    return out + shared
+
+
+class SkipTrunk(nn.Module):
+    """``depth`` Linear+ReLU layers of width ``width`` with one skip connection.
+
+    The input is ``[code, feature]`` (``[feature, code]`` with ``code_first=False``); after the
+    first ``skip`` layers the block input is concatenated back in front of the hidden state
+    (``[input, hidden]``) and the remaining ``depth - skip`` layers follow. ReLU follows every layer, including the last.
+    ``skip = None`` (or ``skip >= depth``) gives a plain stack of ``depth`` layers.
+
+    Parameters are named ``block1.{i}`` and ``block2.{i}`` (the released model's
+    ``linears1.Linear{i}`` and ``linears2.Linear{i}``).
+    """
+
+    def __init__(self, code_dim: int, feature_dim: int, width: int, depth: int, skip: int | None,
+                 code_first: bool = True):
+        super().__init__()
+        self.code_dim, self.feature_dim, self.width = code_dim, feature_dim, width
+        self.code_first = code_first
+        n_first = depth if skip is None or skip >= depth else skip
+        in_dim = code_dim + feature_dim
+        self.block1 = nn.ModuleList(
+            [xavier_linear(in_dim, width)] + [xavier_linear(width, width) for _ in range(n_first - 1)])
+        second = depth - n_first
+        self.block2 = nn.ModuleList(
+            ([xavier_linear(in_dim + width, width)] + [xavier_linear(width, width) for _ in range(second - 1)])
+            if second > 0 else [])
+
+    def forward(self, feature: Tensor, code: Tensor | None = None) -> Tensor:
+        """
+        Args:
+            feature: ``[M, feature_dim]`` per-sample input.
+            code: ``[1, code_dim]`` per-face code, or ``[M, code_dim]``, or None when code_dim == 0.
+        Returns:
+            ``[M, width]`` hidden feature (after ReLU).
+        """
+        if feature.dim() != 2:
+            raise ValueError(f"expected a [M, {self.feature_dim}] feature, got {tuple(feature.shape)}")
+        inputs = [code, feature] if self.code_first else [feature, code]
+        h = torch.relu(split_linear(self.block1[0], inputs))
+        for layer in self.block1[1:]:
+            h = torch.relu(layer(h))
+        if len(self.block2):
+            h = torch.relu(split_linear(self.block2[0], inputs + [h]))
+            for layer in self.block2[1:]:
+                h = torch.relu(layer(h))
+        return h
+
+    def linear_layers(self) -> list[nn.Linear]:
+        """All Linear layers in evaluation order."""
+        return list(self.block1) + list(self.block2)

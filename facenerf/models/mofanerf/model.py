@@ -1,0 +1,188 @@
+"""The morphable face NeRF: networks, learned expression codes, ISM and texture encoder.
+
+A face is described by three codes (:class:`FaceCodes`): the shape code ``beta`` (fixed per
+identity, from the FaceScape bilinear model), the appearance code ``alpha`` (the texture
+encoder's output on the identity's neutral UV map in training, a free variable in fitting)
+and the expression code ``eps`` (one of ``n_expressions`` learned vectors, or a free
+variable), which the identity-specific modulation rescales by ``beta`` before use.
+
+:meth:`MoFaNeRF.fields` binds the codes of one face and returns two
+:data:`facenerf.core.renderer.FieldFn` callbacks (coarse and fine) for the shared renderer;
+the fields never see rays. :meth:`MoFaNeRF.training_step` implements the engine's model
+interface: photometric MSE on the coarse and the fine colour, as in the released model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+from facenerf.core.encodings import FrequencyEncoding
+from facenerf.core.renderer import RenderSettings, render_image, render_rays
+from facenerf.core.rays import RayBundle
+from facenerf.models.mofanerf.config import MoFaNeRFConfig
+from facenerf.models.mofanerf.ism import IdentityModulation
+from facenerf.models.mofanerf.network import MoFaNeRFNetwork
+from facenerf.models.mofanerf.texture_encoder import TextureEncoder
+
+MODEL_NAME = "mofanerf"
+FieldFn = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
+
+
+@dataclass
+class FaceCodes:
+    """The codes of one face, each with a leading batch dimension of 1."""
+
+    shape: Tensor  # [1, shape_dim] beta
+    texture: Tensor  # [1, texture_dim] alpha
+    expression: Tensor  # [1, exp_dim] eps' = ISM(beta) applied to eps
+
+
+def psnr_from_mse(mse: Tensor) -> Tensor:
+    """PSNR in dB of images in [0, 1] from their mean squared error."""
+    return -10.0 * torch.log10(mse.clamp_min(1e-10))
+
+
+class MoFaNeRF(nn.Module):
+    """MoFaNeRF with sizes from ``cfg``; ``lrate`` and the render settings are training options.
+
+    Args:
+        cfg: architecture sizes (:class:`MoFaNeRFConfig`).
+        lrate: learning rate of the single "main" Adam parameter group.
+        train_settings: renderer settings for training (stratified jitter on).
+        eval_settings: renderer settings for validation/test renders (deterministic).
+    """
+
+    def __init__(self, cfg: MoFaNeRFConfig, lrate: float = 5e-4,
+                 train_settings: RenderSettings | None = None, eval_settings: RenderSettings | None = None):
+        super().__init__()
+        self.cfg = cfg
+        self.lrate = float(lrate)
+        n_fine = 64 if cfg.has_fine else 0
+        self.train_settings = train_settings or RenderSettings(n_samples=64, n_importance=n_fine, perturb=True)
+        self.eval_settings = eval_settings or replace(self.train_settings, perturb=False)
+        self.pe_xyz = FrequencyEncoding(3, cfg.multires)
+        self.pe_dir = FrequencyEncoding(3, cfg.multires_views)
+        self.coarse = self._network(cfg.netwidth, cfg.netdepth)
+        self.fine = self._network(cfg.netwidth_fine, cfg.netdepth_fine) if cfg.has_fine else None
+        self.ism = IdentityModulation(cfg.shape_dim, cfg.exp_dim, cfg.ism_width, cfg.ism_depth)
+        self.texture_encoder = TextureEncoder(cfg.texture_dim, cfg.tex_size, cfg.tex_channels, cfg.tex_hidden,
+                                              cfg.tex_decoder_depth, cfg.tex_logstd_head)
+        # [n_expressions, exp_dim] learned codes shared by all identities, uniform [0, 1) init
+        self.expression_codes = nn.Parameter(torch.rand(cfg.n_expressions, cfg.exp_dim))
+        self._compiled: dict[int, Callable] = {}  # plain dict: compiled wrappers stay out of state_dict
+
+    def compile_networks(self, **compile_kwargs) -> None:
+        """Use ``torch.compile``d versions of the coarse and fine MLPs from now on.
+
+        The wrappers are kept outside the module tree, so ``state_dict`` keys do not change.
+        """
+        for net in (self.coarse, self.fine):
+            if net is not None:
+                self._compiled[id(net)] = torch.compile(net, **compile_kwargs)
+
+    def _network(self, width: int, depth: int) -> MoFaNeRFNetwork:
+        cfg = self.cfg
+        return MoFaNeRFNetwork(self.pe_xyz.out_dim, self.pe_dir.out_dim, cfg.shape_dim, cfg.texture_dim,
+                               cfg.exp_dim, width, depth, cfg.skip, cfg.xyz_depth)
+
+    # ----------------------------------------------------------------- codes and fields
+    def texture_code(self, uv: Tensor) -> Tensor:
+        """``uv [B, 3, S, S]`` in [0, 1] -> ``alpha [B, texture_dim]``."""
+        return self.texture_encoder(uv)
+
+    def face_codes(self, shape: Tensor, *, expression: Tensor | None = None,
+                   expression_index: int | Tensor | None = None, texture: Tensor | None = None,
+                   uv: Tensor | None = None) -> FaceCodes:
+        """Assemble one face's codes.
+
+        Args:
+            shape: ``[shape_dim]`` or ``[1, shape_dim]`` beta.
+            expression: ``[1, exp_dim]`` raw (pre-ISM) code, or ``expression_index`` into the
+                learned codes (int or 0-d/1-element tensor).
+            texture: ``[1, texture_dim]`` alpha, or ``uv [1, 3, S, S]`` to encode.
+        """
+        shape = shape.reshape(1, -1)
+        if expression is None:
+            if expression_index is None:
+                raise ValueError("give an expression code or an expression index")
+            index = torch.as_tensor(expression_index, device=self.expression_codes.device).reshape(1).long()
+            expression = self.expression_codes.index_select(0, index)  # [1, exp_dim]
+        if texture is None:
+            if uv is None:
+                raise ValueError("give a texture code or a UV map")
+            texture = self.texture_code(uv)
+        return FaceCodes(shape=shape, texture=texture.reshape(1, -1),
+                         expression=self.ism(shape, expression.reshape(1, -1)))
+
+    def field(self, codes: FaceCodes, network: MoFaNeRFNetwork) -> FieldFn:
+        """A FieldFn ``(points [M, 3], unit directions [M, 3]) -> (density [M] >= 0, rgb [M, 3])``."""
+        network = self._compiled.get(id(network), network)
+
+        def evaluate(points: Tensor, directions: Tensor) -> tuple[Tensor, Tensor]:
+            raw_density, raw_rgb = network(self.pe_xyz(points), self.pe_dir(directions),
+                                           codes.expression, codes.shape, codes.texture)
+            return torch.relu(raw_density), torch.sigmoid(raw_rgb)
+
+        return evaluate
+
+    def fields(self, codes: FaceCodes) -> tuple[FieldFn, FieldFn | None]:
+        """The coarse and (when configured) fine fields of one face."""
+        fine = self.field(codes, self.fine) if self.fine is not None else None
+        return self.field(codes, self.coarse), fine
+
+    def render_rays(self, rays: RayBundle, codes: FaceCodes, settings: RenderSettings | None = None,
+                    generator: torch.Generator | None = None) -> dict:
+        """Render ``rays`` of one face with the shared renderer (see core.renderer.render_rays)."""
+        coarse, fine = self.fields(codes)
+        return render_rays(rays, coarse, fine, settings or self.eval_settings, generator=generator)
+
+    def render_image(self, rays: RayBundle, codes: FaceCodes, height: int, width: int,
+                     settings: RenderSettings | None = None, progress: bool = False) -> dict:
+        """Render an image's ``height * width`` rays (row-major) in chunks, without gradients.
+
+        Returns ``{"rgb": [H, W, 3], "depth": [H, W], "opacity": [H, W], ...}``.
+        """
+        coarse, fine = self.fields(codes)
+        return render_image(rays, coarse, fine, settings or self.eval_settings, height, width, progress=progress)
+
+    # ----------------------------------------------------------------- engine interface
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """Every parameter the optimiser updates (the frozen logstd head is excluded)."""
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def param_groups(self) -> dict[str, list[dict]]:
+        return {"main": [{"params": self.trainable_parameters(), "lr": self.lrate, "name": "mofanerf"}]}
+
+    def training_step(self, batch: dict, step: int) -> tuple[dict[str, Tensor], dict[str, float]]:
+        """Photometric loss of one batch of rays from one frame.
+
+        ``batch``: ``rays`` (RayBundle, N rays), ``rgb [N, 3]`` targets, ``shape [1, shape_dim]``,
+        ``uv [1, 3, S, S]`` (or ``texture [1, texture_dim]``) and ``expression`` (index tensor [1]).
+        """
+        return self(batch)
+
+    def forward(self, batch: dict) -> tuple[dict[str, Tensor], dict[str, float]]:
+        codes = self.face_codes(batch["shape"], expression_index=batch["expression"],
+                                texture=batch.get("texture"), uv=batch.get("uv"))
+        out = self.render_rays(batch["rays"], codes, self.train_settings, batch.get("generator"))
+        target = batch["rgb"]
+        mse_fine = torch.mean((out["rgb"].float() - target) ** 2)
+        loss = mse_fine
+        scalars = {"mse": mse_fine.detach()}
+        if "rgb_coarse" in out:
+            mse_coarse = torch.mean((out["rgb_coarse"].float() - target) ** 2)
+            loss = loss + mse_coarse
+            scalars["psnr_coarse"] = psnr_from_mse(mse_coarse.detach())
+        scalars["psnr"] = psnr_from_mse(mse_fine.detach())
+        scalars["loss"] = loss.detach()
+        values = torch.stack([v.float() for v in scalars.values()]).tolist()  # one device sync
+        return {"main": loss}, dict(zip(scalars.keys(), values))
+
+
+def count_parameters(module: nn.Module | None) -> int:
+    """Number of parameter values in ``module`` (trainable or frozen); 0 for None."""
+    return 0 if module is None else sum(p.numel() for p in module.parameters())

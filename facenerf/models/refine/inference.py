@@ -1,0 +1,112 @@
+"""Refining folders of renders with a trained RefineNet generator.
+
+Output location: the images of ``<folder>`` are written to the sibling folder
+``<folder>_refined`` (``renders/`` and ``renders`` both give ``renders_refined/``), one PNG per
+input with the same stem. The input folder is never written to.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from facenerf.engine.checkpoint import CheckpointManager, check_compatible, load_checkpoint
+from facenerf.errors import FaceNerfError
+from facenerf.io import list_images, read_image, resize_image, write_image
+from facenerf.models.refine.model import MODEL_NAME, RefineConfig, generator_from_config, generator_state
+
+REFINED_SUFFIX = "_refined"
+
+
+def refined_folder_for(nerf_folder: str | Path) -> Path:
+    """``<nerf_folder>_refined`` beside ``nerf_folder``, independent of a trailing slash."""
+    folder = Path(nerf_folder)
+    if folder.name in ("", ".", ".."):
+        folder = folder.resolve()
+    return folder.with_name(folder.name + REFINED_SUFFIX)
+
+
+def find_checkpoint(checkpoints_dir: str | Path, name: str, checkpoint: str | Path | None = None) -> Path:
+    """``checkpoint`` if given, else the newest ``<checkpoints_dir>/<name>/checkpoints/step_*.pt``."""
+    if checkpoint:
+        return Path(checkpoint)
+    folder = Path(checkpoints_dir) / name / "checkpoints"
+    latest = CheckpointManager(folder).latest()
+    if latest is None:
+        raise FaceNerfError(f"no RefineNet checkpoint in {folder}: train one with trainingDataPreprocess/train.py "
+                            f"--name {name}, or pass --checkpoint PATH")
+    return latest
+
+
+def load_refine_generator(path: str | Path, device: torch.device) -> tuple[nn.Module, dict]:
+    """The trained generator (eval mode, on ``device``) and the run config stored in the checkpoint."""
+    payload = load_checkpoint(path, map_location="cpu")
+    if payload["model"] != MODEL_NAME:
+        raise FaceNerfError(f"{path} holds a '{payload['model']}' model, not a RefineNet; "
+                            "pass a checkpoint written by trainingDataPreprocess/train.py")
+    net = RefineConfig.from_mapping(payload["config"])
+    generator = generator_from_config(net)
+    state = generator_state(payload["model_state"])
+    check_compatible(generator, state, str(path))
+    generator.load_state_dict(state)
+    return generator.to(device).eval(), payload["config"]
+
+
+@torch.no_grad()
+def refine_image(generator: nn.Module, image: np.ndarray, size: int | None, device: torch.device) -> np.ndarray:
+    """Refine ``[H, W, 3]`` float [0, 1]: resize to ``size x size`` (None: keep), run G, resize back."""
+    height, width = image.shape[:2]
+    net_input = resize_image(image, (size, size)) if size else image
+    x = torch.from_numpy(np.ascontiguousarray(net_input.transpose(2, 0, 1))).float()[None].to(device)
+    y = ((generator(x * 2.0 - 1.0) + 1.0) * 0.5).clamp(0, 1)  # [1, 3, size, size]
+    out = y[0].permute(1, 2, 0).cpu().numpy()
+    return resize_image(out, (width, height)) if out.shape[:2] != (height, width) else out
+
+
+@dataclass
+class RefineSummary:
+    out_folder: Path
+    written: list[Path] = field(default_factory=list)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+    def summary(self) -> str:
+        return f"refined {len(self.written)} images into {self.out_folder}; skipped {len(self.skipped)}"
+
+
+def _output_names(paths: list[Path]) -> dict[Path, str]:
+    """``stem.png`` per input, or ``name.png`` (suffix kept) where two inputs share a stem."""
+    stems = [p.stem for p in paths]
+    return {p: (p.stem if stems.count(p.stem) == 1 else p.name) + ".png" for p in paths}
+
+
+def refine_folder(generator: nn.Module, nerf_folder: str | Path, size: int | None, device: torch.device,
+                  out_folder: str | Path | None = None, progress: bool = True,
+                  report: Callable[[str], None] = print) -> RefineSummary:
+    """Refine every image directly inside ``nerf_folder`` into ``out_folder`` (default: sibling ``_refined``).
+
+    Unreadable images are reported and skipped; the rest are written.
+    """
+    from tqdm import tqdm
+
+    source = Path(nerf_folder)
+    paths = list_images(source)
+    if not paths:
+        raise FaceNerfError(f"no images (.png/.jpg) in {source}: pass the folder holding the renders")
+    out = Path(out_folder) if out_folder else refined_folder_for(source)
+    if out.resolve() == source.resolve():
+        raise FaceNerfError(f"output folder {out} is the input folder; choose another --out_folder")
+    result = RefineSummary(out)
+    names = _output_names(paths)
+    for path in tqdm(paths, desc="refine", disable=not progress, dynamic_ncols=True):
+        try:
+            refined = refine_image(generator, read_image(path), size, device)
+            result.written.append(write_image(out / names[path], refined))
+        except FaceNerfError as err:
+            result.skipped.append((path, str(err)))
+            report(f"skipping {path}: {err}")
+    return result

@@ -1,0 +1,154 @@
+"""Training the RefineNet on (render, ground truth) pairs with the shared Trainer.
+
+:func:`train_refine` is what ``trainingDataPreprocess/train.py`` calls: it scans the pair
+folders (reporting every pair it must skip), holds out whole identities for validation, and
+runs :class:`~facenerf.engine.trainer.Trainer` (progress bar, TensorBoard, resumable
+checkpoints under ``<checkpoints_dir>/<name>/checkpoints``). The validation callback reports
+PSNR/SSIM of the unrefined renders and of the refined ones against the ground truth.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from facenerf.data.pairs import PairBatches, PairDataset, PairScan, scan_pairs, split_pairs
+from facenerf.errors import FaceNerfError
+from facenerf.models.refine.model import MODEL_NAME, RefineConfig, RefineModel
+
+MAX_PROBLEM_LINES = 20
+
+
+@dataclass
+class RefineTrainSettings:
+    """Everything :func:`train_refine` needs besides the network (:class:`RefineConfig`)."""
+
+    out_dir: Path                   # <checkpoints_dir>/<name>
+    render_dir: Path                # <dataroot>/<nerf_folder>
+    target_dir: Path                # <dataroot>/<gt_folder>
+    load_size: int = 512            # pairs are resized to load_size x load_size
+    batch_size: int = 1
+    max_steps: int = 480_000
+    beta1: float = 0.5
+    lr_decay_steps: int | None = None
+    lr_decay_rate: float = 0.1
+    flip: bool = False
+    cache: bool = False             # keep decoded images in memory
+    val_fraction: float = 0.05
+    max_val: int = 64
+    seed: int = 0
+    amp: str = "none"
+    log_every: int = 100
+    eval_every: int = 1000
+    save_every: int = 1000
+    keep_last: int = 3
+    progress: bool = True
+
+
+def report_scan(scan: PairScan, report: Callable[[str], None] = print) -> None:
+    """Print up to :data:`MAX_PROBLEM_LINES` problems, a count of the rest, and the summary."""
+    problems = scan.problems()
+    for line in problems[:MAX_PROBLEM_LINES]:
+        report(f"warning: {line}")
+    if len(problems) > MAX_PROBLEM_LINES:
+        report(f"warning: ... and {len(problems) - MAX_PROBLEM_LINES} more problems")
+    report(scan.summary())
+
+
+def _stack(dataset: PairDataset, report: Callable[[str], None]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Load every pair of ``dataset`` -> renders, targets ``[N, 3, H, W]``, skipping unreadable ones."""
+    renders, targets = [], []
+    for index in range(len(dataset)):
+        try:
+            item = dataset[index]
+        except FaceNerfError as err:
+            report(f"skipping validation pair {dataset.pairs[index].key}: {err}")
+            continue
+        renders.append(item["A"])
+        targets.append(item["B"])
+    if not renders:
+        raise FaceNerfError("no validation pair could be read: check the dataset or set val_fraction = 0")
+    return torch.stack(renders), torch.stack(targets)
+
+
+def image_grid(rows: list[list[torch.Tensor]]) -> np.ndarray:
+    """Rows of ``[3, H, W]`` images in [0, 1] -> one ``[rows*H, cols*W, 3]`` numpy image."""
+    return torch.cat([torch.cat(row, dim=2) for row in rows], dim=1).permute(1, 2, 0).clamp(0, 1).cpu().numpy()
+
+
+class PairEvaluator:
+    """``evaluator(model, step)``: PSNR/SSIM of renders and of refined renders on held-out pairs.
+
+    Scalars: ``psnr_input``, ``psnr_refined``, ``ssim_input``, ``ssim_refined`` (means over the
+    held-out pairs); image ``input_refined_target``: up to ``n_show`` rows of render | refined | target.
+    """
+
+    def __init__(self, dataset: PairDataset, chunk: int = 8, n_show: int = 4, report: Callable[[str], None] = print):
+        self.renders, self.targets = _stack(dataset, report)  # [N, 3, H, W] each, in [0, 1]
+        self.chunk, self.n_show = chunk, n_show
+
+    @torch.no_grad()
+    def refine_all(self, model: RefineModel) -> torch.Tensor:
+        """The model's refinement of every held-out render, ``[N, 3, H, W]`` on the CPU."""
+        device = next(model.parameters()).device
+        outputs = [model.refine(self.renders[i:i + self.chunk].to(device)).clamp(0, 1).cpu()
+                   for i in range(0, len(self.renders), self.chunk)]
+        return torch.cat(outputs)
+
+    def __call__(self, model: RefineModel, step: int) -> dict:
+        from facenerf.metrics import psnr, ssim
+
+        refined = self.refine_all(model)
+        scalars = {"psnr_input": float(psnr(self.renders, self.targets)),
+                   "psnr_refined": float(psnr(refined, self.targets))}
+        if min(self.targets.shape[-2:]) >= 11:
+            scalars["ssim_input"] = float(ssim(self.renders, self.targets))
+            scalars["ssim_refined"] = float(ssim(refined, self.targets))
+        rows = [[self.renders[i], refined[i], self.targets[i]] for i in range(min(self.n_show, len(refined)))]
+        return {"scalars": scalars, "images": {"input_refined_target": image_grid(rows)}}
+
+
+def _trainer_config(settings: RefineTrainSettings, has_val: bool):
+    from facenerf.engine.trainer import TrainerConfig
+
+    return TrainerConfig(
+        out_dir=settings.out_dir, max_steps=settings.max_steps, lr_decay_steps=settings.lr_decay_steps,
+        lr_decay_rate=settings.lr_decay_rate, amp=settings.amp, log_every=settings.log_every,
+        eval_every=settings.eval_every if has_val else 0, save_every=settings.save_every,
+        keep_last=settings.keep_last, progress=settings.progress, adam_betas=(settings.beta1, 0.999))
+
+
+def train_refine(settings: RefineTrainSettings, net: RefineConfig, device: torch.device, config: dict,
+                 report: Callable[[str], None] = print) -> dict:
+    """Scan pairs, split, train (resuming if checkpoints exist) and evaluate; return the Trainer's result.
+
+    The result gains ``"pairs"`` (train/val counts and skipped problems) and is also written to
+    ``<out_dir>/train_summary.json``.
+    """
+    from facenerf.engine.trainer import Trainer
+
+    scan = scan_pairs(settings.render_dir, settings.target_dir)
+    report_scan(scan, report)
+    if not scan.pairs:
+        raise FaceNerfError(f"no usable pairs in {settings.render_dir} and {settings.target_dir}: "
+                            "both need images at the same relative paths (e.g. 1/1_neutral/3.png)")
+    train_pairs, val_pairs = split_pairs(scan.pairs, settings.val_fraction, settings.seed)
+    val_pairs = val_pairs[:settings.max_val]
+    size = (settings.load_size, settings.load_size)
+    batches = PairBatches(PairDataset(train_pairs, size, cache=settings.cache), settings.batch_size,
+                          settings.seed, settings.flip, report)
+    evaluator = PairEvaluator(PairDataset(val_pairs, size), report=report) if val_pairs else None
+    report(f"training on {len(train_pairs)} pairs, validating on {len(val_pairs)}")
+    model = RefineModel(net)
+    trainer = Trainer(model, batches, _trainer_config(settings, evaluator is not None), device,
+                      config=config, evaluate=evaluator, model_name=MODEL_NAME)
+    result = trainer.fit()
+    result["pairs"] = {"train": len(train_pairs), "val": len(val_pairs), "problems": scan.problems()}
+    summary = {k: (str(v) if isinstance(v, Path) else v) for k, v in result.items()}
+    (Path(settings.out_dir) / "train_summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    return result

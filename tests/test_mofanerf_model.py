@@ -1,0 +1,159 @@
+"""MoFaNeRF networks: sizes of the released model, layer maths, fields and a training step."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from facenerf.core.cameras import Intrinsics, mofanerf_pose
+from facenerf.core.rays import pixel_rays
+from facenerf.core.renderer import RenderSettings
+from facenerf.errors import FaceNerfError
+from facenerf.models.mofanerf.config import MoFaNeRFConfig
+from facenerf.models.mofanerf.layers import SkipTrunk, split_linear
+from facenerf.models.mofanerf.model import MoFaNeRF, count_parameters
+
+TINY = dict(multires=4, multires_views=2, netdepth=4, netwidth=32, netdepth_fine=4, netwidth_fine=32,
+            xyz_depth=2, skip=2, shape_dim=8, texture_dim=8, exp_dim=6, n_expressions=5, ism_width=16,
+            ism_depth=2, tex_size=32, tex_channels=(8, 8, 16), tex_hidden=32, tex_decoder_depth=1)
+
+
+def tiny_model(**kw) -> MoFaNeRF:
+    torch.manual_seed(0)
+    settings = RenderSettings(n_samples=8, n_importance=8, perturb=False)
+    return MoFaNeRF(MoFaNeRFConfig(**{**TINY, **kw}), lrate=5e-3, train_settings=settings)
+
+
+def test_full_size_parameter_counts_match_the_released_model():
+    with torch.device("meta"):  # construct only: no memory, no compute
+        model = MoFaNeRF(MoFaNeRFConfig())
+    assert count_parameters(model.coarse) == 1_598_852
+    assert count_parameters(model.fine) == 27_502_084
+    assert count_parameters(model.texture_encoder) == 3_297_088
+    assert count_parameters(model.ism) == 225_852
+    assert tuple(model.expression_codes.shape) == (20, 30)
+    sd = model.state_dict()
+    expected = {
+        "coarse.xyz_encoder.block1.0.weight": (256, 93),
+        "coarse.density_trunk.block1.0.weight": (256, 306),
+        "coarse.density_trunk.block2.0.weight": (256, 562),
+        "coarse.colour_trunk.block2.0.weight": (256, 768),
+        "coarse.view_layer.weight": (128, 283),
+        "fine.density_trunk.block2.0.weight": (1024, 2098),
+        "fine.colour_trunk.block1.0.weight": (1024, 1280),
+        "fine.colour_trunk.block2.0.weight": (1024, 2304),
+        "fine.view_layer.weight": (512, 1051),
+        "fine.rgb_head.weight": (3, 512),
+        "texture_encoder.fc.weight": (512, 4096),
+        "texture_encoder.convs.6.weight": (256, 128, 4, 4),
+        "ism.scale.weight": (30, 256),
+    }
+    for name, shape in expected.items():
+        assert tuple(sd[name].shape) == shape, name
+    n_linear = lambda net: sum(isinstance(m, torch.nn.Linear) for m in net.modules())  # noqa: E731
+    assert n_linear(model.coarse) == 23 and n_linear(model.fine) == 27
+
+
+def test_logstd_head_is_kept_frozen_and_out_of_the_optimiser():
+    model = tiny_model()
+    assert model.texture_encoder.logstd is not None
+    assert not model.texture_encoder.logstd.weight.requires_grad
+    trained = {id(p) for g in model.param_groups()["main"] for p in g["params"]}
+    assert id(model.texture_encoder.logstd.weight) not in trained
+    assert id(model.expression_codes) in trained
+    assert len(trained) == sum(1 for p in model.parameters() if p.requires_grad)
+
+
+def test_split_linear_equals_concatenation_with_shared_and_per_row_codes():
+    torch.manual_seed(1)
+    layer = torch.nn.Linear(5 + 7 + 3, 11)
+    code = torch.randn(1, 5, requires_grad=True)
+    feat = torch.randn(9, 7, requires_grad=True)
+    rows = torch.randn(9, 3)
+    ours = split_linear(layer, [code, feat, rows])
+    ref = layer(torch.cat([code.expand(9, 5), feat, rows], -1))
+    torch.testing.assert_close(ours, ref)
+    g_ours = torch.autograd.grad(ours.square().sum(), [code, feat, layer.weight])
+    g_ref = torch.autograd.grad(ref.square().sum(), [code, feat, layer.weight])
+    for a, b in zip(g_ours, g_ref):
+        torch.testing.assert_close(a, b)
+
+
+def test_skip_trunk_matches_the_concatenating_reference():
+    torch.manual_seed(2)
+    trunk = SkipTrunk(code_dim=4, feature_dim=6, width=8, depth=5, skip=3)
+    assert len(trunk.block1) == 3 and len(trunk.block2) == 2
+    assert trunk.block2[0].in_features == 4 + 6 + 8
+    code, feat = torch.randn(1, 4), torch.randn(10, 6)
+    x = torch.cat([code.expand(10, 4), feat], -1)
+    h = x
+    for layer in trunk.block1:
+        h = F.relu(layer(h))
+    h = torch.cat([x, h], -1)
+    for layer in trunk.block2:
+        h = F.relu(layer(h))
+    torch.testing.assert_close(trunk(feat, code), h)
+
+
+def test_ism_scales_and_shifts_the_expression_code():
+    model = tiny_model()
+    beta = torch.randn(1, 8)
+    eps = torch.rand(1, 6)
+    scale, shift = model.ism.scale_shift(beta)
+    torch.testing.assert_close(model.ism(beta, eps), scale * eps + shift)
+    other = model.ism(torch.randn(1, 8), eps)
+    assert not torch.allclose(other, model.ism(beta, eps))
+
+
+def test_field_outputs_and_dependence_on_codes():
+    model = tiny_model()
+    uv = torch.rand(1, 3, 64, 64)  # resized to tex_size inside the encoder
+    beta = torch.randn(8)
+    codes0 = model.face_codes(beta, expression_index=0, uv=uv)
+    codes1 = model.face_codes(beta, expression_index=3, uv=uv)
+    assert codes0.texture.shape == (1, 8) and codes0.expression.shape == (1, 6)
+    coarse, fine = model.fields(codes0)
+    pts, dirs = torch.randn(50, 3), F.normalize(torch.randn(50, 3), dim=-1)
+    density, rgb = fine(pts, dirs)
+    assert density.shape == (50,) and rgb.shape == (50, 3)
+    assert (density >= 0).all() and ((rgb > 0) & (rgb < 1)).all()
+    d1, _ = model.fields(codes1)[1](pts, dirs)
+    d0c, _ = coarse(pts, dirs)
+    assert not torch.allclose(density, d1)
+    assert not torch.allclose(density, d0c)
+
+
+def _batch(model: MoFaNeRF, n_rays: int = 32) -> dict:
+    K = Intrinsics(16, 16, 30.0, 30.0, 8.0, 8.0)
+    gen = torch.Generator().manual_seed(3)
+    xy = torch.randint(0, 16, (n_rays, 2), generator=gen).float()
+    rays = pixel_rays(K, mofanerf_pose(0.0, 0.0), xy, near=8.0, far=26.0)
+    return {"rays": rays, "rgb": torch.rand(n_rays, 3, generator=gen), "shape": torch.randn(1, 8, generator=gen),
+            "uv": torch.rand(1, 3, 32, 32, generator=gen), "expression": torch.tensor([2])}
+
+
+def test_loss_decreases_on_a_repeated_batch():
+    model = tiny_model()
+    batch = _batch(model)
+    opt = torch.optim.Adam([p for g in model.param_groups()["main"] for p in g["params"]], lr=5e-3)
+    first = None
+    for step in range(40):
+        losses, scalars = model.training_step(batch, step)
+        opt.zero_grad()
+        losses["main"].backward()
+        opt.step()
+        first = scalars["loss"] if first is None else first
+    assert set(scalars) >= {"psnr", "psnr_coarse", "loss", "mse"}
+    assert scalars["loss"] < 0.5 * first
+    assert model.expression_codes.grad[2].abs().sum() > 0  # the batch's code is trained
+    assert model.expression_codes.grad[0].abs().sum() == 0  # the others are not
+
+
+def test_config_rejects_impossible_sizes():
+    with pytest.raises(FaceNerfError, match="skip"):
+        MoFaNeRFConfig(**{**TINY, "netdepth": 2})
+    with pytest.raises(FaceNerfError, match="tex_size"):
+        MoFaNeRFConfig(**{**TINY, "tex_size": 36})
+    cfg = MoFaNeRFConfig(**TINY)
+    assert MoFaNeRFConfig.from_dict(cfg.to_dict()) == cfg

@@ -1,0 +1,89 @@
+"""Pixel samplers: counts, bounds, distributions, precrop and the fixes to the original (§11.3)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from facenerf.data.ray_batches import (PixelSamplerConfig, gather_pixels, landmark_pixels, precrop_region,
+                                       sample_pixels, uniform_pixels, weighted_pixels)
+
+
+def _inside(xy, h, w):
+    return bool(((xy[:, 0] >= 0) & (xy[:, 0] < w) & (xy[:, 1] >= 0) & (xy[:, 1] < h)).all())
+
+
+def test_uniform_pixels_are_distinct_and_cover_the_region():
+    gen = torch.Generator().manual_seed(0)
+    xy = uniform_pixels(12 * 10, 10, 12, gen)  # every pixel once
+    assert xy.dtype == torch.long and _inside(xy, 10, 12)
+    assert len({(int(x), int(y)) for x, y in xy}) == 120
+    region = (3, 2, 7, 5)
+    xy = uniform_pixels(500, 10, 12, gen, region)  # more than the region holds: repeats allowed
+    assert xy.shape == (500, 2)
+    assert xy[:, 0].min() == 3 and xy[:, 0].max() == 6 and xy[:, 1].min() == 2 and xy[:, 1].max() == 4
+
+
+def test_precrop_region_is_central():
+    assert precrop_region(64, 64, 0.5) == (16, 16, 48, 48)
+    assert precrop_region(512, 512, 0.5) == (128, 128, 384, 384)
+    assert precrop_region(5, 7, 0.01) == (3, 2, 4, 3)  # never empty
+
+
+def test_landmark_pixels_round_to_nearest_and_stay_inside():
+    gen = torch.Generator().manual_seed(1)
+    # a landmark at (10.6, 20.4) with no spread rounds to (11, 20): the original floored
+    xy = landmark_pixels(torch.tensor([[10.6, 20.4]]), 5, 0.0, 64, 64, gen)
+    assert (xy == torch.tensor([11, 20])).all()
+    # landmarks on the border with a huge spread: everything clipped into the image
+    corners = torch.tensor([[0.0, 0.0], [63.0, 63.0], [0.0, 63.0]])
+    xy = landmark_pixels(corners, 3000, 40.0, 64, 64, gen)
+    assert xy.shape == (3000, 2) and _inside(xy, 64, 64)
+    # samples are spread evenly over landmarks and centred on them
+    lms = torch.tensor([[20.0, 30.0], [45.0, 12.0]])
+    xy = landmark_pixels(lms, 4000, 2.0, 64, 64, gen).float()
+    torch.testing.assert_close(xy[0::2].mean(0), lms[0], atol=0.15, rtol=0)
+    torch.testing.assert_close(xy[1::2].mean(0), lms[1], atol=0.15, rtol=0)
+    assert abs(float(xy[0::2, 0].std()) - 2.0) < 0.15
+
+
+def test_landmarks_outside_the_image_are_ignored():
+    gen = torch.Generator().manual_seed(2)
+    lms = torch.tensor([[-5.0, 10.0], [10.0, 70.0], [30.0, 31.0], [float("nan"), 3.0]])
+    xy = landmark_pixels(lms, 50, 0.0, 64, 64, gen)
+    assert (xy == torch.tensor([30, 31])).all()
+    assert landmark_pixels(lms[:2], 50, 1.0, 64, 64, gen).shape == (0, 2)
+
+
+def test_weighted_pixels_follow_the_mask():
+    gen = torch.Generator().manual_seed(3)
+    mask = torch.zeros(16, 16)
+    mask[4:8, 10:14] = 1.0
+    xy = weighted_pixels(mask, 16, gen)
+    assert ((xy[:, 0] >= 10) & (xy[:, 0] < 14) & (xy[:, 1] >= 4) & (xy[:, 1] < 8)).all()
+    assert len({(int(x), int(y)) for x, y in xy}) == 16  # distinct while possible
+    assert weighted_pixels(torch.zeros(4, 4), 8, gen).shape == (0, 2)
+
+
+def test_sample_pixels_mixes_landmark_and_uniform_rays_with_precrop():
+    gen = torch.Generator().manual_seed(4)
+    cfg = PixelSamplerConfig(n_rays=100, landmark_share=0.6, landmark_sigma=0.0, precrop_iters=10,
+                             precrop_frac=0.5)
+    lms = torch.tensor([[2.0, 3.0]])
+    early = sample_pixels(cfg, 64, 64, step=0, landmarks_xy=lms, generator=gen)
+    assert early.shape == (100, 2) and _inside(early, 64, 64)
+    assert (early[:60] == torch.tensor([2, 3])).all()
+    uniform = early[60:]
+    assert ((uniform >= 16) & (uniform < 48)).all()  # central crop during warm-up
+    late = sample_pixels(cfg, 64, 64, step=10, landmarks_xy=lms, generator=gen)[60:]
+    assert not ((late >= 16) & (late < 48)).all()
+    no_lm = sample_pixels(cfg, 64, 64, step=50, landmarks_xy=torch.tensor([[-9.0, -9.0]]), generator=gen)
+    assert no_lm.shape == (100, 2)  # invisible landmarks: uniform rays fill the batch
+
+
+def test_sampler_config_validation_and_gather():
+    with pytest.raises(ValueError):
+        PixelSamplerConfig(landmark_share=0.8, mask_share=0.5)
+    image = torch.arange(5 * 4 * 3, dtype=torch.float32).reshape(5, 4, 3)  # H=5, W=4
+    xy = torch.tensor([[3, 0], [0, 4], [2, 2]])
+    torch.testing.assert_close(gather_pixels(image, xy), torch.stack([image[0, 3], image[4, 0], image[2, 2]]))
