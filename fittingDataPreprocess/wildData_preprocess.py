@@ -38,14 +38,14 @@ def build_parser():
     parser.add_argument("--image_size", type=int, default=512, help="side of the aligned outputs")
     parser.add_argument("--upsample", type=int, default=1, help="HOG face detector up-sampling (finds smaller faces)")
     parser.add_argument("--cnn_fallback", action="store_true", help="try dlib's CNN detector when HOG finds no face")
-    parser.add_argument("--predictor", default=None, help="dlib 68-landmark predictor file "
-                        "(default: from the face_recognition_models package)")
-    parser.add_argument("--cnn_detector", default=None, help="dlib MMOD detector file (default: face_recognition_models)")
+    parser.add_argument("--predictor", default=None, help="dlib 68-landmark predictor file; unset = the copy in face_recognition_models")
+    parser.add_argument("--cnn_detector", default=None, help="dlib MMOD detector file; unset = the copy in face_recognition_models")
     parser.add_argument("--relight", default="sh", choices=["sh", "none"],
                         help="sh: weights-free SH re-shading to the training lighting; none: copy segRes")
     parser.add_argument("--parsing_weights", default=None,
                         help="optional face-parsing network weights (BiSeNet, 19 CelebAMask-HQ classes) "
                              "used instead of the weights-free segmentation")
+    parser.add_argument("--device", default="auto", help="device for --parsing_weights: auto, cpu, cuda, cuda:N")
     parser.add_argument("--neck_length", type=float, default=0.4, help="neck kept below the chin (face heights)")
     parser.add_argument("--grabcut_size", type=int, default=256, help="resolution GrabCut works at")
     parser.add_argument("--no_contact_sheet", action="store_true", help="do not write contact sheets")
@@ -57,11 +57,12 @@ def main(argv=None) -> int:
     args = parse_args(build_parser(), argv)
     from facenerf.preprocess.fitting.pipeline import PreprocessSettings, preprocess_folder
     from facenerf.preprocess.fitting.segment import SegmentSettings
+    from facenerf.runtime import select_device
 
     settings = PreprocessSettings(
         image_size=args.image_size, upsample=args.upsample, cnn_fallback=args.cnn_fallback,
         predictor=args.predictor, cnn_detector=args.cnn_detector, relight=args.relight,
-        parsing_weights=args.parsing_weights,
+        parsing_weights=args.parsing_weights, device=str(select_device(args.device)),
         segment=SegmentSettings(work_size=args.grabcut_size, neck_length=args.neck_length, seed=args.seed),
     )
     summary = preprocess_folder(args.filePath, args.out, settings, contact_sheet=not args.no_contact_sheet)

@@ -91,7 +91,7 @@ def _reference_encode(x, table, meta):
                 verts = meta.level_resolutions[level] + 1
                 size, offset = meta.level_sizes[level], meta.level_offsets[level]
                 pos = [point[d] * scale + 0.5 for d in range(meta.in_dim)]
-                base = [math.floor(float(p)) for p in pos]
+                base = [math.floor(float(p.detach())) for p in pos]
                 for corner in range(2**meta.in_dim):
                     bits = [(corner >> d) & 1 for d in range(meta.in_dim)]
                     c = [base[d] + bits[d] for d in range(meta.in_dim)]

@@ -15,7 +15,6 @@ from torch import Tensor, nn
 
 # instant-ngp / torch-ngp spatial hash primes (one per input dimension, up to 7).
 HASH_PRIMES = (1, 2654435761, 805459861, 3674653429, 2097192037, 1434869437, 2165219737)
-_UINT32_MASK = 0xFFFFFFFF
 
 
 class FrequencyEncoding(nn.Module):
@@ -102,7 +101,10 @@ class SHEncoding(nn.Module):
 
 @dataclass(frozen=True)
 class HashGridMeta:
-    """Static layout of a multiresolution hash grid (see :func:`make_hash_grid_meta`)."""
+    """Static layout of a multiresolution hash grid; build it with :func:`make_hash_grid_meta`,
+    which guarantees what :func:`hash_grid_encode` relies on: resolutions never decrease, so
+    the dense levels come first and the hashed levels all hold ``2^log2_table_size`` rows,
+    stored back to back."""
 
     in_dim: int
     n_features: int
@@ -145,6 +147,8 @@ def make_hash_grid_meta(
         raise ValueError(f"hash grid input dimension must be 1..{len(HASH_PRIMES)}, got {in_dim}")
     if n_levels < 1 or base_resolution < 1 or max_resolution < base_resolution:
         raise ValueError("hash grid needs n_levels >= 1 and 1 <= base_resolution <= max_resolution")
+    if not 1 <= log2_table_size <= 32:
+        raise ValueError(f"log2_table_size must be in 1..32 (uint32 hash), got {log2_table_size}")
     log2_growth = math.log2(max_resolution / base_resolution) / max(n_levels - 1, 1)
     cap = 2**log2_table_size
     scales, resolutions, sizes, offsets, hashed = [], [], [], [], []
@@ -165,18 +169,44 @@ def make_hash_grid_meta(
     )
 
 
-def _level_index(corner: Tensor, strides: Tensor, primes: Tensor, hashed: Tensor) -> Tensor:
-    """Row (before modulo) of integer vertices ``corner`` [N, L, D] per level.
+def _encode_levels(
+    pos: Tensor, table: Tensor, mult: Tensor, bias: Tensor, hashed: bool, size_mask: int
+) -> Tensor:
+    """Trilinear lookup for a group of levels that are all dense or all hashed.
 
-    Dense levels: ``sum_d c_d * (R_l + 1)^d``. Hashed levels: XOR over ``d`` of
-    ``c_d * prime_d`` with uint32 wrap-around, emulated in int64 by masking to 32 bits.
+    pos [N, G, D] vertex-space positions; table [rows, F] the group's rows; mult [G, D] the
+    per-dimension multiplier (dense strides ``(R_l + 1)^d``, or hash primes); bias [G] the
+    first row of each level inside ``table``. Dense rows are ``bias + sum_d c_d * mult_d``.
+    Hashed rows are ``bias XOR (XOR_d c_d * prime_d)`` with every product reduced modulo the
+    (power-of-two) level size: the low bits of the uint32 product ``c_d * prime_d mod 2^32``
+    that the modulo keeps, computed in int64; ``bias`` (= level * size) occupies only the bits
+    above, so XOR adds it. Returns [N, G, F].
     """
-    dense = (corner * strides).sum(-1)  # [N, L]
-    prod = (corner * primes) & _UINT32_MASK  # [N, L, D]
-    hashed_idx = prod[..., 0]
-    for d in range(1, corner.shape[-1]):
-        hashed_idx = hashed_idx ^ prod[..., d]
-    return torch.where(hashed, hashed_idx, dense)
+    base = torch.floor(pos)
+    frac = (pos - base).to(table.dtype)  # [N, G, D]
+    base = base.long()
+    dim = pos.shape[-1]
+    terms = []  # per dimension: (lower, upper) vertex contribution, [N, G] each
+    for d in range(dim):
+        lower = base[..., d] * mult[:, d]
+        upper = lower + mult[:, d]
+        if hashed:
+            lower, upper = lower & size_mask, upper & size_mask
+        if d == 0:
+            lower, upper = (lower ^ bias, upper ^ bias) if hashed else (lower + bias, upper + bias)
+        terms.append((lower, upper))
+    weights = [(1.0 - frac[..., d], frac[..., d]) for d in range(dim)]
+    out = None
+    for corner in range(2**dim):
+        bits = [(corner >> d) & 1 for d in range(dim)]
+        rows, weight = terms[0][bits[0]], weights[0][bits[0]]
+        for d in range(1, dim):
+            rows = (rows ^ terms[d][bits[d]]) if hashed else (rows + terms[d][bits[d]])
+            weight = weight * weights[d][bits[d]]
+        feats = table.index_select(0, rows.reshape(-1)).view(*rows.shape, -1)  # [N, G, F]
+        term = weight.unsqueeze(-1) * feats
+        out = term if out is None else out + term
+    return out
 
 
 def hash_grid_encode(x: Tensor, table: Tensor, meta: HashGridMeta) -> Tensor:
@@ -184,39 +214,39 @@ def hash_grid_encode(x: Tensor, table: Tensor, meta: HashGridMeta) -> Tensor:
 
     ``table`` [P, F] holds all levels (level ``l`` starts at ``meta.level_offsets[l]``).
     Per level the point is scaled to ``p = x * scale_l + 0.5``; the 2^D surrounding vertices
-    are looked up (dense index or XOR hash, modulo the level size) and blended with trilinear
-    weights. Output is level-major. Points with any coordinate outside [0, 1] get zeros (and
-    zero gradient). Gradients reach ``table`` (scatter-add through the gather) and ``x``.
+    are looked up - dense index ``sum_d c_d (R_l + 1)^d`` where the level fits, otherwise the
+    instant-ngp hash ``XOR_d (c_d * prime_d mod 2^32)`` modulo the level size - and blended
+    with trilinear weights. Output is level-major. Points with any coordinate outside
+    [0, 1] get zeros (and zero gradient). Gradients reach ``table`` (scatter-add through the
+    gather) and ``x``.
     """
     if x.shape[-1] != meta.in_dim or table.shape != (meta.table_rows, meta.n_features):
         raise ValueError(
             f"hash_grid_encode: x {tuple(x.shape)} / table {tuple(table.shape)} do not match the "
             f"grid layout (D={meta.in_dim}, P={meta.table_rows}, F={meta.n_features})"
         )
-    device, n_levels, dim = x.device, meta.n_levels, meta.in_dim
-    inside = ((x >= 0) & (x <= 1)).all(dim=-1)  # [N]
+    device, dim, n_points = x.device, meta.in_dim, x.shape[0]
+    # Resolutions grow with the level, so dense levels form a prefix and every hashed level
+    # has the same power-of-two size, stored back to back.
+    n_dense = meta.hashed.index(True) if any(meta.hashed) else meta.n_levels
     scales = torch.tensor(meta.level_scales, dtype=x.dtype, device=device)  # [L]
-    sizes = torch.tensor(meta.level_sizes, dtype=torch.int64, device=device)  # [L]
-    offsets = torch.tensor(meta.level_offsets, dtype=torch.int64, device=device)  # [L]
-    hashed = torch.tensor(meta.hashed, device=device)  # [L]
-    vertices = torch.tensor(meta.level_resolutions, dtype=torch.int64, device=device) + 1  # [L]
-    strides = vertices[:, None] ** torch.arange(dim, device=device)  # [L, D]
-    primes = torch.tensor(HASH_PRIMES[:dim], dtype=torch.int64, device=device)  # [D]
-
     pos = x.clamp(0.0, 1.0)[:, None, :] * scales[None, :, None] + 0.5  # [N, L, D]
-    base = torch.floor(pos)
-    frac = pos - base  # [N, L, D]
-    base = base.long()
-    out = x.new_zeros(x.shape[0], n_levels, meta.n_features)  # [N, L, F]
-    for bits in range(2**dim):
-        offset = torch.tensor([(bits >> d) & 1 for d in range(dim)], device=device)  # [D]
-        corner = base + offset  # [N, L, D]
-        weight = torch.where(offset.bool(), frac, 1.0 - frac).prod(dim=-1)  # [N, L]
-        rows = _level_index(corner, strides, primes, hashed) % sizes + offsets  # [N, L]
-        feats = table.index_select(0, rows.reshape(-1)).view(*rows.shape, -1)  # [N, L, F]
-        out = out + weight.unsqueeze(-1).to(table.dtype) * feats
+    groups = []
+    if n_dense:
+        verts = torch.tensor(meta.level_resolutions[:n_dense], device=device) + 1  # [Ld]
+        strides = verts[:, None] ** torch.arange(dim, device=device)  # [Ld, D]
+        offsets = torch.tensor(meta.level_offsets[:n_dense], device=device)
+        groups.append(_encode_levels(pos[:, :n_dense], table, strides, offsets, False, 0))
+    if n_dense < meta.n_levels:
+        size = meta.level_sizes[-1]
+        primes = torch.tensor(HASH_PRIMES[:dim], device=device).expand(meta.n_levels - n_dense, dim)
+        level_bias = torch.arange(meta.n_levels - n_dense, device=device) * size  # [Lh]
+        hashed_table = table[meta.level_offsets[n_dense]:]
+        groups.append(_encode_levels(pos[:, n_dense:], hashed_table, primes, level_bias, True, size - 1))
+    out = groups[0] if len(groups) == 1 else torch.cat(groups, dim=1)  # [N, L, F]
+    inside = ((x >= 0) & (x <= 1)).all(dim=-1)  # [N]
     out = out * inside[:, None, None].to(out.dtype)
-    return out.reshape(x.shape[0], n_levels * meta.n_features)
+    return out.reshape(n_points, meta.n_levels * meta.n_features)
 
 
 class HashGridEncoding(nn.Module):

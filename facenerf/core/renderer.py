@@ -21,7 +21,7 @@ from typing import Callable
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from facenerf.core import volume_rendering as vr
 from facenerf.core.occupancy_grid import OccupancyGrid

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -83,18 +84,81 @@ def _floats(parts: list[str], count: int, path: Path, lineno: int) -> list[float
     return values
 
 
-def read_obj(path: str | Path) -> ObjMesh:
-    """Parse an OBJ file (see the module docstring for what is supported)."""
-    file = Path(path)
+def _read_text(file: Path) -> str:
     if not file.is_file():
         raise FaceNerfError(f"mesh not found: {file} (check the path)")
     try:
-        text = file.read_text(errors="strict")
+        return file.read_text(errors="strict")
     except (OSError, UnicodeDecodeError) as err:
         raise FaceNerfError(f"cannot read OBJ {file}: {err.__class__.__name__}; is it a text OBJ file?") from err
-    verts, uvs, faces, face_uv = [], [], [], []
+
+
+def _fast_parse(lines: list[str]) -> ObjMesh | None:
+    """Vectorised parse of the common case (3-number ``v``, triangles, one corner format).
+
+    Returns None whenever the file strays from that case, or an index is out of range, so the
+    line-by-line parser can handle it (and name the offending line).
+    """
+    v_lines = [ln[2:] for ln in lines if ln.startswith("v ")]
+    vt_lines = [ln[3:] for ln in lines if ln.startswith("vt ")]
+    f_lines = [ln[2:] for ln in lines if ln.startswith("f ")]
+    if not v_lines or not f_lines:
+        return None
+    first = f_lines[0].split()
+    if len(first) != 3 or "//" in first[0]:
+        return None
+    slashes = first[0].count("/")
+    per_corner = 1 if slashes == 0 else 2
+    joined = " ".join(f_lines)
+    if joined.count("/") != 3 * slashes * len(f_lines):
+        return None
+    if slashes == 2:
+        joined = " ".join(c.rsplit("/", 1)[0] for c in joined.split())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")   # malformed numbers raise instead of truncating
+        try:
+            verts = np.fromstring(" ".join(v_lines), dtype=np.float64, sep=" ")
+            uvs = np.fromstring(" ".join(vt_lines), dtype=np.float64, sep=" ") if vt_lines else np.zeros(0)
+            idx = np.fromstring(joined.replace("/", " "), dtype=np.int64, sep=" ")
+        except (ValueError, DeprecationWarning):
+            return None
+    if verts.size != 3 * len(v_lines) or (vt_lines and uvs.size != 2 * len(vt_lines)) or \
+            idx.size != 3 * per_corner * len(f_lines):
+        return None
+    idx = idx.reshape(-1, 3, per_corner)
+    counts = (len(v_lines), len(vt_lines))
+    fixed = [np.where(idx[..., k] > 0, idx[..., k] - 1, counts[k] + idx[..., k]) for k in range(per_corner)]
+    if any(((f < 0) | (f >= counts[k])).any() or (idx[..., k] == 0).any() for k, f in enumerate(fixed)):
+        return None
+    return ObjMesh(verts.reshape(-1, 3), fixed[0], uvs.reshape(-1, 2),
+                   fixed[1] if per_corner == 2 else None)
+
+
+def _header(lines: list[str]) -> tuple[str | None, str | None]:
+    """``(mtllib, last usemtl)`` of an OBJ."""
     mtllib = material = None
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    for line in lines:
+        if line.startswith("mtllib ") or line.startswith("mtllib\t"):
+            mtllib = line.split(None, 1)[1].strip()
+        elif line.startswith("usemtl"):
+            parts = line.split()
+            material = parts[1] if len(parts) > 1 else material
+    return mtllib, material
+
+
+def read_obj(path: str | Path) -> ObjMesh:
+    """Parse an OBJ file (see the module docstring for what is supported)."""
+    file = Path(path)
+    lines = _read_text(file).splitlines()
+    mesh = _fast_parse(lines) or _slow_parse(lines, file)
+    mesh.mtllib, mesh.material = _header(lines)
+    return mesh
+
+
+def _slow_parse(lines: list[str], file: Path) -> ObjMesh:
+    """Line-by-line parse: polygons, mixed corner formats, precise error messages."""
+    verts, uvs, faces, face_uv = [], [], [], []
+    for lineno, line in enumerate(lines, start=1):
         parts = line.split()
         if not parts or parts[0].startswith("#"):
             continue
@@ -111,18 +175,13 @@ def read_obj(path: str | Path) -> ObjMesh:
                 tri = (corners[0], corners[k], corners[k + 1])
                 faces.append([c[0] for c in tri])
                 face_uv.append([c[1] for c in tri])
-        elif key == "mtllib" and len(parts) > 1:
-            mtllib = line.split(None, 1)[1].strip()
-        elif key == "usemtl" and len(parts) > 1:
-            material = parts[1]
     if not verts or not faces:
         raise FaceNerfError(f"corrupt OBJ {file}: no {'vertices' if not verts else 'faces'} found; "
                             "re-export or re-download the file")
     fuv = np.asarray(face_uv, dtype=np.int64)
     has_uv = bool(uvs) and bool((fuv >= 0).all())
     return ObjMesh(np.asarray(verts, dtype=np.float64), np.asarray(faces, dtype=np.int64),
-                   np.asarray(uvs, dtype=np.float64).reshape(-1, 2), fuv if has_uv else None,
-                   mtllib, material)
+                   np.asarray(uvs, dtype=np.float64).reshape(-1, 2), fuv if has_uv else None)
 
 
 def read_mtl(path: str | Path) -> dict[str, Material]:

@@ -24,16 +24,13 @@ The module also exports the mean-identity template used by the wild-photo prepro
 from __future__ import annotations
 
 import io
-import json
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from facenerf.data import synthetic_expr as sx
 from facenerf.data import synthetic_head as sh
-from facenerf.data.meshio import ObjMesh, write_mtl, write_obj
 from facenerf.data.synthetic_texture import TextureParams, paint_albedo
 from facenerf.errors import FaceNerfError
 
@@ -196,9 +193,8 @@ def parse_expression_list(text: str | None) -> list[int]:
 
 def main(argv: list[str] | None = None) -> int:
     """Command line: write a synthetic FaceScape-format dataset."""
-    from facenerf.data.synthetic_writer import build_parser, run
-
     from facenerf.config import parse_args
+    from facenerf.data.synthetic_writer import build_parser, run
 
     args = parse_args(build_parser(), argv)
     return run(args)

@@ -113,15 +113,15 @@ def _chart_slide(x: np.ndarray, y: np.ndarray, upper: np.ndarray, lower: np.ndar
     inner = mouth_mask(x)
     brow_band = smoothstep(22.0, 36.0, y) * smoothstep(100.0, 40.0, y) * smoothstep(72.0, 45.0, np.abs(x))
     low_brow = smoothstep(20.0, 33.0, y) * smoothstep(70.0, 38.0, y) * smoothstep(70.0, 40.0, np.abs(x))
-    dx = (side * corners * (5.0 * w[_D["corner_pull"]] + 2.0 * w[_D["corner_depress"]])
+    dx = (side * corners * (6.5 * w[_D["corner_pull"]] + 2.0 * w[_D["corner_depress"]])
           + x * 0.3 * w[_D["lip_stretch"]] * gauss2(x, y, 0.0, LIP_Y, 30.0, 14.0)
           + 11.0 * w[_D["mouth_shift"]] * mouth
-          - x * lips * (0.45 * w[_D["pucker"]] + 0.3 * w[_D["funnel"]])
+          - x * gauss2(x, y, 0.0, LIP_Y, 30.0, 14.0) * (0.6 * w[_D["pucker"]] + 0.35 * w[_D["funnel"]])
           - side * 4.0 * w[_D["brow_lower"]] * low_brow * smoothstep(55.0, 12.0, np.abs(x)))
-    dy = (corners * (8.0 * w[_D["corner_pull"]] - 7.0 * w[_D["corner_depress"]])
+    dy = (corners * (11.0 * w[_D["corner_pull"]] - 10.0 * w[_D["corner_depress"]])
           - (y - LIP_Y) * lips * (0.25 * w[_D["pucker"]] + 0.15 * w[_D["funnel"]])
           + 7.0 * w[_D["brow_raise"]] * brow_band - 5.0 * w[_D["brow_lower"]] * low_brow
-          + 5.0 * w[_D["chin_raise"]] * gauss2(x, y, 0.0, -64.0, 25.0, 18.0) * lower)
+          + 8.0 * w[_D["chin_raise"]] * gauss2(x, y, 0.0, -60.0, 25.0, 18.0) * lower)
     lip_gap = inner * upper * (4.5 * w[_D["upper_lip_raise"]] * gauss2(x, y, 0.0, LIP_Y + 4.0, 18.0, 8.0)
                                + 2.5 * w[_D["funnel"]])
     lip_gap -= inner * lower * 3.5 * w[_D["funnel"]] * gauss2(x, y, 0.0, LIP_Y - 4.0, 18.0, 8.0)
@@ -136,14 +136,15 @@ def _radial(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray:
     """Radial push (+) or pull (-) in mm for deformer weights ``w [K]``."""
     ax = np.abs(x)
     lips = gauss2(x, y, 0.0, LIP_Y, 20.0, 12.0)
-    out = (9.0 * w[_D["pucker"]] + 8.0 * w[_D["funnel"]]) * lips
-    out += 12.0 * w[_D["cheek_puff"]] * gauss2(ax, y, 46.0, -34.0, 19.0, 17.0)
-    out -= 3.5 * w[_D["dimple"]] * gauss2(ax, y, 31.0, LIP_Y - 1.0, 3.5, 3.5)
+    out = (13.0 * w[_D["pucker"]] + 9.0 * w[_D["funnel"]]) * lips
+    out += 17.0 * w[_D["cheek_puff"]] * gauss2(ax, y, 48.0, -34.0, 22.0, 19.0)
+    out -= 5.0 * w[_D["dimple"]] * gauss2(ax, y, 31.0, LIP_Y - 1.0, 4.0, 4.0)
     out -= 2.0 * w[_D["dimple"]] * gauss2(ax, y, 26.0, LIP_Y, 8.0, 8.0)
-    out += 3.0 * w[_D["chin_raise"]] * gauss2(x, y, 0.0, -66.0, 18.0, 14.0)
+    out += 6.0 * w[_D["chin_raise"]] * gauss2(x, y, 0.0, -66.0, 18.0, 14.0)
+    out += 3.0 * w[_D["chin_raise"]] * gauss2(x, y, 0.0, LIP_Y - 6.0, 18.0, 5.0)
     out -= 5.0 * w[_D["lip_roll"]] * gauss2(x, y, 0.0, LIP_Y, 20.0, 7.0)
     out += 2.0 * w[_D["brow_lower"]] * gauss2(ax, y, 16.0, 32.0, 10.0, 6.0)
-    out += 4.0 * (w[_D["corner_pull"]] + 0.5 * w[_D["squint"]]) * gauss2(ax, y, 40.0, -14.0, 14.0, 12.0)
+    out += 5.0 * (w[_D["corner_pull"]] + 0.5 * w[_D["squint"]]) * gauss2(ax, y, 40.0, -14.0, 14.0, 12.0)
     out -= 3.0 * w[_D["corner_pull"]] * gauss2(ax, y, MOUTH_HALF_WIDTH, LIP_Y, 6.0, 6.0)
     return out
 
@@ -171,12 +172,12 @@ def _apply_jaw(points: np.ndarray, weight: np.ndarray, w: np.ndarray, scale: np.
     """Blend each vertex toward its rigidly moved jaw position."""
     hinge = np.array([0.0, -8.0, 6.0]) * scale
     angle = np.deg2rad(24.0) * w[_D["jaw_open"]]
-    turn = np.deg2rad(6.0) * w[_D["jaw_lateral"]]
+    turn = np.deg2rad(7.0) * w[_D["jaw_lateral"]]
     c, s = np.cos(angle), np.sin(angle)
     rot_x = np.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
     cy, sy = np.cos(turn), np.sin(turn)
     rot_y = np.array([[cy, 0.0, sy], [0.0, 1.0, 0.0], [-sy, 0.0, cy]])
-    shift = np.array([9.0 * w[_D["jaw_lateral"]], 0.0, 7.0 * w[_D["jaw_forward"]]])
+    shift = np.array([12.0 * w[_D["jaw_lateral"]], 0.0, 10.0 * w[_D["jaw_forward"]]])
     moved = (points - hinge) @ (rot_y @ rot_x).T + hinge + shift
     return points + weight[:, None] * (moved - points)
 

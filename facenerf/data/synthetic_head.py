@@ -292,8 +292,8 @@ def feature_offsets(az: np.ndarray, el: np.ndarray, p: ShapeParams) -> np.ndarra
     off += 3.0 * gauss2(x, y, 0.0, LIP_Y + 13.0, 4.0, 4.0)    # columella / philtrum
     off += 6.0 * p.chin * gauss2(x, y, 0.0, -76.0, 13.0, 9.0)
     for side in (-1.0, 1.0):                                  # ears
-        off += 15.0 * gauss2(x, y, side * 155.0, 4.0, 9.0, 19.0)
-        off += 6.0 * gauss2(x, y, side * 165.0, 8.0, 5.0, 13.0)
+        off += 11.0 * gauss2(x, y, side * 157.0, 4.0, 8.0, 17.0)
+        off += 5.0 * gauss2(x, y, side * 166.0, 8.0, 5.0, 12.0)
     return off
 
 

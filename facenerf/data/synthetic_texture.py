@@ -54,17 +54,19 @@ class TextureParams:
 
 
 def fractal_noise(size: int, rng: np.random.Generator, base_cells: int, octaves: int,
-                  persistence: float = 0.5) -> np.ndarray:
+                  persistence: float = 0.5, stretch: float = 1.0) -> np.ndarray:
     """Zero-mean multi-octave value noise [size, size], roughly in [-1, 1].
 
-    Each octave is a random grid of ``base_cells * 2**k`` cells upsampled with bicubic
-    interpolation; octaves are summed with amplitude ``persistence**k``.
+    Each octave is a random grid of ``base_cells * 2**k`` cells (``stretch`` times fewer along
+    the rows, giving streaks along v) upsampled with bicubic interpolation; octaves are summed
+    with amplitude ``persistence**k``.
     """
     total = np.zeros((size, size), dtype=np.float32)
     amplitude, norm = 1.0, 0.0
     for k in range(octaves):
         cells = min(base_cells * 2 ** k, size)
-        grid = rng.uniform(-1.0, 1.0, (cells + 1, cells + 1)).astype(np.float32)
+        rows = max(int(cells / stretch), 2)
+        grid = rng.uniform(-1.0, 1.0, (rows + 1, cells + 1)).astype(np.float32)
         total += amplitude * cv2.resize(grid, (size, size), interpolation=cv2.INTER_CUBIC)
         norm += amplitude
         amplitude *= persistence
@@ -159,8 +161,8 @@ def paint_albedo(topology: HeadTopology, params: TextureParams, size: int,
     for side in (-1.0, 1.0):
         rgb = _mix(rgb, np.array([0.05, 0.03, 0.03]), 0.85 * smoothstep(1.0, 0.6, np.hypot((x - 6.5 * side) / 3.2, (y + 18.5) / 1.7)))
         rgb *= (1.0 - 0.3 * gauss2(x, y, side * 157.0, 6.0, 4.0, 8.0))[..., None]
-    streaks = fractal_noise(size, rng, max(size // 8, 8), 2)
-    hair = params.hair[None, None, :] * (0.8 + 0.35 * streaks)[..., None]
+    streaks = fractal_noise(size, rng, max(size // 4, 8), 2, 0.6, stretch=8.0)
+    hair = params.hair[None, None, :] * (0.85 + 0.25 * streaks)[..., None]
     rgb = _mix(rgb, hair, 0.97 * _hair_mask(x, y, az, params.hairline))
     rgb = _mix(rgb, params.hair * params.brow_darkness * (0.85 + 0.3 * streaks[..., None]),
                0.9 * _brow_mask(x, y))

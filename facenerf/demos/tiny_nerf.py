@@ -145,13 +145,20 @@ def comparison_grid(targets: Tensor, preds: Tensor, upscale: int) -> np.ndarray:
     return np.repeat(np.repeat(grid, upscale, axis=0), upscale, axis=1)
 
 
-def orbit_frames(model: TinyNeRF, scene: Scene, data: DemoData, n_frames: int, scale: int) -> list[np.ndarray]:
-    """Frames ``[H*s, 2*W*s, 3]`` of a 360-degree orbit at pitch 25: ground truth | prediction."""
+def orbit_frames(model: TinyNeRF, scene: Scene, data: DemoData, n_frames: int, scale: int,
+                 upscale: int = 1, progress: bool = False) -> list[np.ndarray]:
+    """Frames ``[H*s*u, 2*W*s*u, 3]`` of a 360-degree orbit at pitch 25: ground truth | prediction,
+    rendered at ``scale`` times the training resolution and nearest-upscaled by ``upscale``."""
     K = data.K.scaled(scale)
     poses = ring_poses(n_frames, (25.0,), float(data.train_poses[0, :3, 3].norm()))
     truths = render_views(scene, K, poses)
-    return [torch.cat([gt, model.render(K, pose, data.near, data.far).cpu()], dim=1).numpy()
-            for gt, pose in zip(truths, poses)]
+    from tqdm import tqdm
+
+    frames = []
+    for gt, pose in tqdm(list(zip(truths, poses)), desc="orbit video", unit="frame", disable=not progress):
+        frame = torch.cat([gt, model.render(K, pose, data.near, data.far).cpu()], dim=1).numpy()
+        frames.append(np.repeat(np.repeat(frame, upscale, axis=0), upscale, axis=1))
+    return frames
 
 
 def run_core_demo(args: argparse.Namespace, device: torch.device, config: dict, out_dir: Path) -> dict:
@@ -166,7 +173,7 @@ def run_core_demo(args: argparse.Namespace, device: torch.device, config: dict, 
     model = TinyNeRF(args.n_freqs, args.width, args.depth, args.lr, scene.bound,
                      RenderSettings(n_samples=args.n_samples, chunk_rays=args.chunk_rays))
     cfg = TrainerConfig(out_dir=out_dir, max_steps=args.steps, lr_decay_steps=args.steps,
-                        lr_decay_rate=args.lr_decay_rate, log_every=args.log_every,
+                        lr_decay_rate=args.lr_decay_rate, warmup_steps=args.warmup_steps, log_every=args.log_every,
                         eval_every=args.eval_every, save_every=args.save_every, amp=args.amp,
                         progress=not args.no_progress, resume=not args.no_resume)
     trainer = Trainer(model, RandomRayBatches(data, args.n_rays, args.seed), cfg, device, config,
@@ -177,7 +184,8 @@ def run_core_demo(args: argparse.Namespace, device: torch.device, config: dict, 
     model.eval()
     with torch.no_grad():
         final = evaluate_heldout(model, data)
-        frames = orbit_frames(model, scene, data, args.video_frames, args.video_scale)
+        frames = orbit_frames(model, scene, data, args.video_frames, args.video_scale, args.video_upscale,
+                              progress=not args.no_progress)
     outputs = {
         "comparison_png": write_image(out_dir / "heldout_gt_vs_pred.png",
                                       comparison_grid(data.heldout_images, final["preds"], args.png_upscale)),

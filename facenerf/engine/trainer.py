@@ -367,7 +367,7 @@ class Trainer:
             for key, value in {**losses, **scalars}.items():
                 window.setdefault(key, []).append(value)
             self._bar.update(1)
-            self._bar.set_postfix({k.split("/")[-1]: f"{v:.4g}" for k, v in {**losses, **scalars}.items()
+            self._bar.set_postfix({k.replace("/", "_"): f"{v:.4g}" for k, v in {**losses, **scalars}.items()
                                    if k.startswith("loss/") or k == "psnr"}, refresh=False)
             if self._due(cfg.log_every):
                 self._log_window(window)

@@ -161,14 +161,16 @@ class MoFaNeRF(nn.Module):
         """Photometric loss of one batch of rays from one frame.
 
         ``batch``: ``rays`` (RayBundle, N rays), ``rgb [N, 3]`` targets, ``shape [1, shape_dim]``,
-        ``uv [1, 3, S, S]`` (or ``texture [1, texture_dim]``) and ``expression`` (index tensor [1]).
+        ``uv [1, 3, S, S]`` (or ``texture [1, texture_dim]``), ``expression`` (index tensor [1])
+        and optionally ``seed`` (int) for the stratified jitter, making the step reproducible.
         """
         return self(batch)
 
     def forward(self, batch: dict) -> tuple[dict[str, Tensor], dict[str, float]]:
         codes = self.face_codes(batch["shape"], expression_index=batch["expression"],
                                 texture=batch.get("texture"), uv=batch.get("uv"))
-        out = self.render_rays(batch["rays"], codes, self.train_settings, batch.get("generator"))
+        generator = torch.Generator().manual_seed(int(batch["seed"])) if "seed" in batch else None
+        out = self.render_rays(batch["rays"], codes, self.train_settings, generator)
         target = batch["rgb"]
         mse_fine = torch.mean((out["rgb"].float() - target) ** 2)
         loss = mse_fine

@@ -12,6 +12,7 @@ classifier and deeper layers are ignored) loads, as does a file saved from :clas
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import torch
@@ -111,11 +112,12 @@ def load_vgg19_features(path: str | Path) -> VGG19Features:
                             "file, or leave it unset to train without the perceptual loss)")
     try:
         raw = torch.load(file, map_location="cpu", weights_only=True)
-    except (RuntimeError, OSError, EOFError, ValueError) as err:
+    except (pickle.UnpicklingError, RuntimeError, OSError, EOFError, ValueError) as err:
         raise FaceNerfError(f"cannot read VGG-19 weights {file}: {err.__class__.__name__}; "
                             "it must be a state dict saved with torch.save") from err
     state = _extract_state_dict(raw, file)
-    model = VGG19Features()
+    with torch.device("meta"):  # skip the random initialisation: every weight is loaded below
+        model = VGG19Features()
     wanted = model.state_dict()
     missing = [k for k in wanted if k not in state]
     if missing:
@@ -125,8 +127,10 @@ def load_vgg19_features(path: str | Path) -> VGG19Features:
     if bad:
         raise FaceNerfError(f"VGG-19 weights {file}: {bad[0]} has shape {tuple(state[bad[0]].shape)}, "
                             f"expected {tuple(wanted[bad[0]].shape)}; the file is not a VGG-19")
-    model.load_state_dict({k: state[k].float() for k in wanted})
-    return model
+    model.load_state_dict({k: state[k].float() for k in wanted}, assign=True)
+    model.mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    model.std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return model.requires_grad_(False)
 
 
 class VGGLoss(nn.Module):

@@ -29,7 +29,8 @@ MODEL_NAME = "refine"
 
 @dataclass
 class RefineConfig:
-    """Network sizes and loss weights. Defaults are the reference's (MoFaNeRF's pix2pixHD options)."""
+    """Network sizes and loss weights. Defaults are the reference's (MoFaNeRF's pix2pixHD options)
+    except ``residual`` (same parameters, identity start) and the added ``lambda_l1`` term."""
 
     netG: str = "global"            # "global" or "local" (global generator + local enhancer)
     ngf: int = 32                   # generator base filters
@@ -37,6 +38,7 @@ class RefineConfig:
     n_blocks_global: int = 9
     n_local_enhancers: int = 1      # netG = local only
     n_blocks_local: int = 3         # netG = local only
+    residual: bool = True           # G predicts a correction added to its input (False = original)
     ndf: int = 64                   # discriminator base filters
     n_layers_D: int = 3
     num_D: int = 2
@@ -60,7 +62,7 @@ class RefineConfig:
 def generator_from_config(cfg: RefineConfig) -> nn.Module:
     """The generator described by ``cfg`` (freshly initialised)."""
     return build_generator(cfg.netG, 3, 3, cfg.ngf, cfg.n_downsample_global, cfg.n_blocks_global,
-                           cfg.n_local_enhancers, cfg.n_blocks_local)
+                           cfg.n_local_enhancers, cfg.n_blocks_local, cfg.residual)
 
 
 class _Frozen:

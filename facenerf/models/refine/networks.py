@@ -83,10 +83,30 @@ def crop_padding(x: torch.Tensor, pad: tuple[int, int, int, int]) -> torch.Tenso
     return x[..., top:height - bottom, left:width - right]
 
 
+def _zero_output_conv(head: nn.Sequential) -> None:
+    """Zero the last convolution before the tanh so a residual generator starts as the identity."""
+    conv = head[-2]
+    nn.init.zeros_(conv.weight)
+    nn.init.zeros_(conv.bias)
+
+
+def _add_residual(x: torch.Tensor, out: torch.Tensor, residual: bool) -> torch.Tensor:
+    """``clamp(x + out, -1, 1)`` in residual mode (first ``out`` channels of ``x``), else ``out``."""
+    if not residual:
+        return out
+    return (x[:, :out.shape[1]] + out).clamp(-1.0, 1.0)
+
+
 class GlobalGenerator(nn.Module):
     """The pix2pixHD global generator: c7s1-ngf, n downsamplings, residual blocks, n upsamplings, c7s1-3, tanh.
 
     ``forward(x [B, input_nc, H, W] in [-1, 1]) -> [B, output_nc, H, W] in [-1, 1]`` for any H, W.
+
+    ``residual=False`` is the original network. With ``residual=True`` (same parameters) the
+    tanh output is a correction added to the input, ``clamp(x + G(x), -1, 1)``, and the last
+    convolution starts at zero, so training starts from the identity: a refinement network
+    then only has to learn what to fix. Instance normalisation discards each channel's mean,
+    so the original must re-learn absolute colours from scratch, which costs many steps.
     """
 
     def __init__(self, input_nc: int = 3, output_nc: int = 3, ngf: int = 32,
@@ -104,6 +124,8 @@ class GlobalGenerator(nn.Module):
         layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, output_nc, 7), nn.Tanh()]
         self.model = nn.Sequential(*layers)
         self.apply(init_weights)
+        if residual:
+            _zero_output_conv(self.model)
 
     @property
     def size_multiple(self) -> int:
@@ -112,10 +134,7 @@ class GlobalGenerator(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         padded, pad = pad_to_multiple(x, self.size_multiple)
-        out = self.model(padded)
-        if self.residual:
-            out = (padded[:, :out.shape[1]] + out).clamp(-1.0, 1.0)
-        return crop_padding(out, pad)
+        return crop_padding(_add_residual(padded, self.model(padded), self.residual), pad)
 
 
 class LocalEnhancer(nn.Module):
@@ -126,16 +145,18 @@ class LocalEnhancer(nn.Module):
     adds features of the input at its own resolution to the coarser result and upsamples it. Attribute names:
     ``model`` (global trunk), ``model{i}_1`` (enhancer down branch), ``model{i}_2`` (up branch).
     ``forward(x [B, input_nc, H, W]) -> [B, output_nc, H, W]`` in [-1, 1] for any H, W.
+    ``residual`` as in :class:`GlobalGenerator`.
     """
 
     def __init__(self, input_nc: int = 3, output_nc: int = 3, ngf: int = 32,
                  n_downsample_global: int = 4, n_blocks_global: int = 9,
-                 n_local_enhancers: int = 1, n_blocks_local: int = 3):
+                 n_local_enhancers: int = 1, n_blocks_local: int = 3, residual: bool = False):
         super().__init__()
         if n_local_enhancers < 1:
             raise ValueError("LocalEnhancer needs n_local_enhancers >= 1; use GlobalGenerator otherwise")
         self.n_local_enhancers = n_local_enhancers
         self.n_downsample_global = n_downsample_global
+        self.residual = residual
         trunk = GlobalGenerator(input_nc, output_nc, ngf * 2 ** n_local_enhancers,
                                 n_downsample_global, n_blocks_global)
         self.model = nn.Sequential(*list(trunk.model.children())[:-3])  # drop pad, conv7, tanh
@@ -150,6 +171,8 @@ class LocalEnhancer(nn.Module):
             setattr(self, f"model{n}_2", nn.Sequential(*up))
         self.downsample = nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False)
         self.apply(init_weights)
+        if residual:
+            _zero_output_conv(getattr(self, f"model{n_local_enhancers}_2"))
 
     @property
     def size_multiple(self) -> int:
@@ -165,7 +188,7 @@ class LocalEnhancer(nn.Module):
             level = pyramid[self.n_local_enhancers - n]
             down = getattr(self, f"model{n}_1")(level)
             features = getattr(self, f"model{n}_2")(down + features)
-        return crop_padding(features, pad)
+        return crop_padding(_add_residual(padded, features, self.residual), pad)
 
 
 class NLayerDiscriminator(nn.Module):
@@ -231,13 +254,13 @@ class MultiscaleDiscriminator(nn.Module):
 
 def build_generator(net: str = "global", input_nc: int = 3, output_nc: int = 3, ngf: int = 32,
                     n_downsample_global: int = 4, n_blocks_global: int = 9,
-                    n_local_enhancers: int = 1, n_blocks_local: int = 3) -> nn.Module:
+                    n_local_enhancers: int = 1, n_blocks_local: int = 3, residual: bool = False) -> nn.Module:
     """``net="global"`` -> :class:`GlobalGenerator`; ``"local"`` -> :class:`LocalEnhancer`."""
     if net == "global":
-        return GlobalGenerator(input_nc, output_nc, ngf, n_downsample_global, n_blocks_global)
+        return GlobalGenerator(input_nc, output_nc, ngf, n_downsample_global, n_blocks_global, residual)
     if net == "local":
         return LocalEnhancer(input_nc, output_nc, ngf, n_downsample_global, n_blocks_global,
-                             n_local_enhancers, n_blocks_local)
+                             n_local_enhancers, n_blocks_local, residual)
     raise ValueError(f"unknown generator {net!r}: use 'global' or 'local'")
 
 

@@ -34,6 +34,8 @@ def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     d = np.diag([1.0, np.sign(np.linalg.det(u) * np.linalg.det(vt)) or 1.0])
     rot = u @ d @ vt
     scale = float(np.trace(np.diag(sig) @ d)) / var_s
+    if scale <= 1e-9 * np.sqrt(float((dc ** 2).sum()) / len(dst) / var_s):
+        raise ValueError("no proper similarity fits (points look mirrored or collapsed)")
     out = np.zeros((2, 3))
     out[:, :2] = scale * rot
     out[:, 2] = mu_d - scale * rot @ mu_s

@@ -59,6 +59,7 @@ class PreprocessSettings:
     relight: str = "sh"                 # "sh" (weights-free) or "none"
     relight_settings: RelightSettings = RelightSettings()
     parsing_weights: str | None = None  # optional face-parsing network weights (BiSeNet layout)
+    device: str = "cpu"                 # where the optional network runs
 
 
 @dataclass
@@ -97,7 +98,7 @@ class WildPreprocessor:
         if settings.parsing_weights:
             from facenerf.preprocess.fitting.parsing import FaceParser
 
-            self.parser = FaceParser.from_file(settings.parsing_weights)
+            self.parser = FaceParser.from_file(settings.parsing_weights, settings.device)
 
     def process(self, image: np.ndarray) -> ProcessedFace:
         """Run the whole chain on one ``[H, W, 3]`` float photo; raises :class:`FaceNerfError` if unusable."""

@@ -4,7 +4,8 @@ Our method (it replaces the reference's learned relighting network, whose weight
 available):
 
 1. The template head mesh is rasterised with the estimated camera pose, giving a surface
-   normal under every face pixel (:mod:`.raster`).
+   normal under every face pixel (:mod:`.raster`); the normal map is low-passed because only
+   the template's broad shape matches the person.
 2. The photo is linearised (sRGB -> linear) and its luminance on skin pixels is modelled as
    ``albedo * irradiance(normal)`` with second-order SH irradiance (:mod:`.sh`) and a constant
    skin albedo; a robust least-squares fit gives 9 coefficients (albedo absorbed).
@@ -33,8 +34,10 @@ MIN_FIT_PIXELS = 50
 @dataclass(frozen=True)
 class RelightSettings:
     target: tuple[float, ...] = tuple(float(v) for v in sh.FCSP_LIGHT)  # 9 SH coefficients
-    max_ratio: float = 3.0       # clamp on the per-pixel shading ratio (and its inverse)
+    prior_strength: float = 3e-3  # pull of the fit towards the target's shape where the data is ambiguous
+    max_ratio: float = 2.5       # clamp on the per-pixel shading ratio (and its inverse)
     fill_sigma: float = 0.06     # smoothing scale (fraction of the image side) for the ratio fill-in
+    normal_sigma: float = 0.02   # low-pass of the template normals (fraction of the image side); 0 = off
 
 
 @dataclass
@@ -46,16 +49,35 @@ class RelightResult:
     notes: list[str] = field(default_factory=list)
 
 
-def estimate_lighting(image: np.ndarray, normals_cam: np.ndarray, sample: np.ndarray) -> np.ndarray:
+def estimate_lighting(image: np.ndarray, normals_cam: np.ndarray, sample: np.ndarray,
+                      prior: np.ndarray | None = None, strength: float = 1e-3) -> np.ndarray:
     """SH lighting ``[9]`` of an sRGB image from camera-frame normals on the ``sample`` pixels.
 
     Args:
         image: ``[H, W, 3]`` sRGB float in [0, 1].
         normals_cam: ``[H, W, 3]`` unit normals in the OpenGL camera frame.
         sample: ``[H, W]`` bool pixels to fit (skin with a valid normal).
+        prior, strength: see :func:`facenerf.preprocess.fitting.sh.fit_sh`.
     """
     lum = sh.srgb_to_linear(image) @ LUMA
-    return sh.fit_sh(lum[sample], sh.camera_to_sh_frame(normals_cam[sample]))
+    return sh.fit_sh(lum[sample], sh.camera_to_sh_frame(normals_cam[sample]), prior=prior, strength=strength)
+
+
+def smooth_normals(normals_cam: np.ndarray, covered: np.ndarray, sigma: float) -> np.ndarray:
+    """Low-pass the normal map inside ``covered`` (normalised Gaussian convolution, renormalised).
+
+    The template's fine geometry (nose ridge, eye sockets, lips) does not match the person in
+    the photo; only its broad shape does, so the re-shading uses smoothed normals.
+    """
+    import cv2
+
+    if sigma <= 0:
+        return normals_cam
+    weight = covered.astype(np.float32)
+    blurred = cv2.GaussianBlur(normals_cam.astype(np.float32) * weight[..., None], (0, 0), sigma)
+    blurred /= np.maximum(cv2.GaussianBlur(weight, (0, 0), sigma), 1e-6)[..., None]
+    length = np.linalg.norm(blurred, axis=-1, keepdims=True)
+    return np.where(covered[..., None], blurred / np.maximum(length, 1e-6), 0.0).astype(np.float32)
 
 
 def _fill_outside(ratio: np.ndarray, known: np.ndarray, sigma: float) -> np.ndarray:
@@ -97,6 +119,7 @@ def relight_image(image: np.ndarray, normals_cam: np.ndarray, covered: np.ndarra
 
     With too few usable skin pixels the image is returned unchanged with a note.
     """
+    normals_cam = smooth_normals(normals_cam, covered, settings.normal_sigma * max(image.shape[:2]))
     lum = sh.srgb_to_linear(image) @ LUMA
     sample = skin & covered & (lum > 0.005) & (lum < 0.97) & (normals_cam[..., 2] > 0.05)
     count = int(sample.sum())
@@ -104,7 +127,8 @@ def relight_image(image: np.ndarray, normals_cam: np.ndarray, covered: np.ndarra
         note = f"relighting skipped: only {count} skin pixels under the template (need {MIN_FIT_PIXELS})"
         return RelightResult(image.astype(np.float32), np.full(9, np.nan), np.ones(image.shape[:2], np.float32),
                              count, [note])
-    coeffs = estimate_lighting(image, normals_cam, sample)
+    target = np.asarray(settings.target, dtype=np.float64)
+    coeffs = estimate_lighting(image, normals_cam, sample, prior=target, strength=settings.prior_strength)
     ratio = shading_ratio(normals_cam, covered, coeffs, sample, settings)
     relit = sh.linear_to_srgb(sh.srgb_to_linear(image) * ratio[..., None])
     return RelightResult(relit, coeffs, ratio, count)

@@ -69,16 +69,21 @@ def shading(normals_sh: np.ndarray, coeffs: np.ndarray) -> np.ndarray:
     return flat.reshape(normals_sh.shape[:-1])
 
 
-def fit_sh(intensity: np.ndarray, normals_sh: np.ndarray, ridge: float = 1e-4,
-           iterations: int = 4, huber: float = 1.5) -> np.ndarray:
+def fit_sh(intensity: np.ndarray, normals_sh: np.ndarray, prior: np.ndarray | None = None,
+           strength: float = 1e-3, iterations: int = 4, huber: float = 1.5) -> np.ndarray:
     """Least-squares SH lighting ``[9]`` such that ``intensity ~= sh_basis(normals) @ coeffs``.
 
     Args:
         intensity: ``[N]`` observed linear intensity (albedo is absorbed into the coefficients,
             i.e. the result is ``albedo * lighting`` for a constant albedo).
         normals_sh: ``[N, 3]`` unit normals in the SH frame.
-        ridge: Tikhonov weight on the band-1 and band-2 terms, relative to the mean squared
-            basis value; keeps the solve stable when the normals cover only a small cone.
+        prior: ``[9]`` lighting whose *shape* is preferred where the data cannot decide (only the
+            part of ``coeffs`` orthogonal to ``prior`` is penalised, so the overall scale is
+            free). Without a prior the band-1 and band-2 terms are shrunk towards zero.
+            Over a face seen from the front the constant, depth (``Y``), ``3Z^2-1`` and
+            ``X^2-Y^2`` terms are nearly indistinguishable; the prior settles that trade-off.
+        strength: penalty weight relative to the data term, with every basis function scaled to
+            unit RMS over the samples (so one strength means the same for every term).
         iterations: reweighting rounds (Huber weights) that down-weight outliers such as
             eyebrows, cast shadows and specular highlights; 1 = plain least squares.
         huber: Huber threshold in units of the residuals' median absolute deviation.
@@ -89,18 +94,24 @@ def fit_sh(intensity: np.ndarray, normals_sh: np.ndarray, ridge: float = 1e-4,
     a = sh_basis(normals_sh)
     if a.shape[0] < 9:
         raise ValueError(f"fit_sh needs at least 9 samples, got {a.shape[0]}")
-    penalty = np.full(9, ridge * float(np.mean(a * a)) * a.shape[0])
-    penalty[0] = 0.0
+    col = np.sqrt(np.mean(a * a, axis=0)) + 1e-12  # standardise columns: one strength for all terms
+    a_std = a / col
+    if prior is None:
+        proj = np.diag([0.0] + [1.0] * 8)
+    else:
+        p = (np.asarray(prior, dtype=np.float64).reshape(9) * col).reshape(9, 1)
+        proj = np.eye(9) - (p @ p.T) / float(np.sum(p * p))
     weights = np.ones_like(b)
-    coeffs = np.zeros(9)
+    coeffs_std = np.zeros(9)
     for _ in range(max(1, iterations)):
-        aw = a * weights[:, None]
-        coeffs = np.linalg.solve(aw.T @ a + np.diag(penalty), aw.T @ b)
-        residual = b - a @ coeffs
+        aw = a_std * weights[:, None]
+        penalty = strength * float(np.sum(weights)) * (proj.T @ proj)
+        coeffs_std = np.linalg.solve(aw.T @ a_std + penalty, aw.T @ b)
+        residual = b - a_std @ coeffs_std
         scale = 1.4826 * float(np.median(np.abs(residual))) + 1e-12
         r = np.abs(residual) / (huber * scale)
         weights = np.where(r <= 1.0, 1.0, 1.0 / np.maximum(r, 1e-12))
-    return coeffs
+    return coeffs_std / col
 
 
 def sh_relative_error(estimate: np.ndarray, truth: np.ndarray, scale_invariant: bool = False) -> float:

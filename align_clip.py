@@ -1,0 +1,59 @@
+"""Align raw FaceScape scans into the canonical TU frame and clip shoulders and neck.
+
+    python align_clip.py --data data
+
+reads ``data/models_raw/{id}/{k}_{name}/{k}_{name}.obj`` and the predef files in
+``data/predef`` (Rt_scale_dict.json, maxDistance.npy, order_new_old.txt, landmark_indices.npz)
+and writes ``data/models_out/{id}/{k}_{name}.obj`` (+ MTL, texture, 3D landmarks). A missing
+Rt entry falls back to a 3D-landmark alignment; problems are reported per file.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from facenerf.config import ensure_writable_dir, make_parser, parse_args, save_config
+from facenerf.errors import run_cli
+
+
+def build_parser():
+    parser = make_parser(__doc__.strip().splitlines()[0], prog="align_clip.py")
+    parser.add_argument("--data", default="data", help="dataset root holding models_raw/ and predef/")
+    parser.add_argument("--models_raw", default=None, help="raw scans (default: {data}/models_raw)")
+    parser.add_argument("--predef", default=None, help="predef folder (default: {data}/predef)")
+    parser.add_argument("--landmarks", default=None,
+                        help="[ids, 20, 68, 3] TU landmarks in mm (default: {data}/landmarks_3d.npy if present)")
+    parser.add_argument("--out", default=None, help="output folder (default: {data}/models_out)")
+    parser.add_argument("--ids", default=None, help="comma list of identity folders (default: all)")
+    parser.add_argument("--expressions", default="all", help="comma list of expressions (1..20, names or stems)")
+    parser.add_argument("--max_distance_base", type=int, choices=(0, 1), default=1,
+                        help="maxDistance.npy entry of id n is n - base (1: ids start at 1; 0: original code)")
+    parser.add_argument("--clip_radius", type=float, default=None, help="clip radius in mm instead of maxDistance.npy")
+    parser.add_argument("--no_clip", action="store_true", help="keep every face")
+    parser.add_argument("--output_ids", choices=("new", "old"), default="new",
+                        help="name output folders by TU (new) id or by the raw folder (old) id")
+    parser.add_argument("--no_progress", action="store_true", help="hide the progress bar")
+    return parser
+
+
+def main(argv=None) -> int:
+    args = parse_args(build_parser(), argv)
+    from facenerf.data.synthetic import parse_expression_list
+    from facenerf.preprocess.training import align
+
+    data = Path(args.data)
+    out = ensure_writable_dir(args.out or data / "models_out")
+    predef = align.load_predef(Path(args.predef or data / "predef"),
+                               Path(args.landmarks) if args.landmarks else data / "landmarks_3d.npy")
+    opts = align.AlignOptions(args.max_distance_base, args.clip_radius, args.no_clip, args.output_ids)
+    results, problems = align.align_dataset(
+        Path(args.models_raw or data / "models_raw"), out, predef, opts,
+        ids=[s.strip() for s in args.ids.split(",")] if args.ids else None,
+        expressions=parse_expression_list(args.expressions), progress=not args.no_progress)
+    save_config(args, out, "align_config.txt")
+    return align.print_summary(results, problems, out)
+
+
+if __name__ == "__main__":
+    run_cli(lambda: main(sys.argv[1:]))

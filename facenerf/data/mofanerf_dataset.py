@@ -1,0 +1,251 @@
+"""MoFaNeRF training data streamed one frame per step, never all images in memory.
+
+Stages (docs/architecture.md, Data): the FaceScape parser turns the render folder into
+records; :class:`MoFaNeRFData` holds only their light part (paths, poses, indices, shape codes,
+3D landmarks) and, for each step, reads one frame, projects its identity/expression landmarks,
+picks pixels with :mod:`facenerf.data.ray_batches` and returns a ray batch:
+
+    {"rays": RayBundle [N], "rgb": [N, 3], "shape": [1, shape_dim], "uv": [1, 3, S, S],
+     "expression": int64 [1], "identity": int64 [1], "frame": int64 [1], "seed": int}
+
+Each batch depends only on ``(seed, rank, step)``, so a resumed run continues with exactly the
+batches the interrupted run would have seen, and data-parallel ranks see different frames.
+:class:`StepBatches` prefetches them in DataLoader worker processes.
+
+The texture encoder's input (the identity's neutral UV map resized to ``tex_size``) is
+computed once per identity and cached (reference §11.4: the original re-read and resized a
+4K JPEG at every step): in memory (LRU, ``uv_cache`` maps per process) and, when a cache folder
+is given, as a ``.npy`` file that later runs and other workers reuse.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from facenerf.core.cameras import Intrinsics, project_points
+from facenerf.core.rays import RayBundle, image_rays, pixel_rays
+from facenerf.data.ray_batches import PixelSamplerConfig, gather_pixels, sample_pixels
+from facenerf.errors import FaceNerfError
+from facenerf.io import read_image
+
+
+@dataclass
+class IdentityData:
+    """What training needs of one identity."""
+
+    identity: int  # FaceScape id (folder name)
+    shape_code: np.ndarray  # [shape_dim] float32, beta
+    uv_path: Path  # the neutral UV texture (any size; resized to tex_size once)
+    landmarks: np.ndarray | None = None  # [n_expressions, 68, 3] world units (mm / 50), NaN if unknown
+
+
+@dataclass
+class FrameTable:
+    """All frames as parallel arrays (F frames)."""
+
+    image_paths: list[Path]  # F images
+    identity: np.ndarray  # [F] int64: index into the identity list (not the FaceScape id)
+    expression: np.ndarray  # [F] int64 in [0, n_expressions)
+    c2w: np.ndarray  # [F, 4, 4] float32 camera-to-world, OpenGL
+    is_test: np.ndarray  # [F] bool: held-out view
+    intrinsics: Intrinsics  # of the images as stored on disk
+    landmarks_2d: np.ndarray | None = None  # [F, 68, 2] (x, y) px at the stored size, NaN = hidden
+
+    def __len__(self) -> int:
+        return len(self.image_paths)
+
+
+def step_seed(seed: int, rank: int, step: int) -> int:
+    """A 63-bit seed that depends only on ``(seed, rank, step)``."""
+    state = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(rank), int(step)]).generate_state(2, np.uint32)
+    return int((int(state[0]) << 31) ^ int(state[1])) & ((1 << 63) - 1)
+
+
+@dataclass
+class MoFaNeRFData:
+    """Frames + identities + sampling rules; produces one training batch per step.
+
+    Args:
+        frames: the frame table.
+        identities: one entry per identity index used in ``frames.identity``.
+        sampler: pixel sampling rules (rays per frame, landmark share, precrop).
+        near, far: ray bounds in world units.
+        tex_size: side of the texture encoder's input.
+        image_scale: resize factor applied to every image (0.5 = the seed's ``half_res``).
+        uv_cache_dir: folder for cached resized UV maps (None = memory only).
+        uv_cache: UV maps kept in memory per process.
+        seed: base seed of the per-step randomness.
+    """
+
+    frames: FrameTable
+    identities: list[IdentityData]
+    sampler: PixelSamplerConfig
+    near: float = 8.0
+    far: float = 26.0
+    tex_size: int = 512
+    image_scale: float = 1.0
+    uv_cache_dir: Path | None = None
+    uv_cache: int = 64
+    seed: int = 0
+    _uv_memory: OrderedDict = field(default_factory=OrderedDict, repr=False)
+
+    def __post_init__(self) -> None:
+        self.train_indices = np.flatnonzero(~self.frames.is_test)  # [F_train]
+        self.test_indices = np.flatnonzero(self.frames.is_test)  # [F_test]
+        if len(self.train_indices) == 0:
+            raise FaceNerfError("no training frames: every frame is marked as a test view; "
+                                "check the transforms_train_*.json files")
+        self.K = self.frames.intrinsics.scaled(self.image_scale) if self.image_scale != 1.0 \
+            else self.frames.intrinsics
+
+    # ------------------------------------------------------------------ per-frame data
+    def image(self, frame: int) -> Tensor:
+        """Frame ``frame`` as ``float32 [H, W, 3]`` at the training resolution."""
+        image = read_image(self.frames.image_paths[frame], size=(self.K.width, self.K.height))
+        return torch.from_numpy(image)
+
+    def pose(self, frame: int) -> Tensor:
+        return torch.from_numpy(np.asarray(self.frames.c2w[frame], dtype=np.float32))  # [4, 4]
+
+    def landmarks_xy(self, frame: int) -> Tensor | None:
+        """The frame's landmarks in pixels ``[68, 2]`` (x, y) at the training size, or None.
+
+        Uses the renderer's per-frame 2D landmarks when the frame table has them (hidden ones
+        are NaN and get no rays), else projects the identity/expression's 3D landmarks.
+        """
+        if self.frames.landmarks_2d is not None:
+            xy = np.asarray(self.frames.landmarks_2d[frame], dtype=np.float32) * float(self.image_scale)
+            return torch.from_numpy(xy) if np.isfinite(xy).any() else None
+        person = self.identities[int(self.frames.identity[frame])]
+        if person.landmarks is None:
+            return None
+        points = person.landmarks[int(self.frames.expression[frame])]  # [68, 3] world units
+        if not np.isfinite(points).all():
+            return None
+        return project_points(torch.from_numpy(np.asarray(points, dtype=np.float32)), self.pose(frame), self.K)
+
+    def uv(self, identity: int) -> Tensor:
+        """The identity's texture-encoder input ``float32 [1, 3, S, S]`` in [0, 1] (cached)."""
+        cached = self._uv_memory.get(identity)
+        if cached is None:
+            cached = self._load_uv(identity)  # uint8 [S, S, 3]
+            self._uv_memory[identity] = cached
+            while len(self._uv_memory) > max(self.uv_cache, 1):
+                self._uv_memory.popitem(last=False)
+        else:
+            self._uv_memory.move_to_end(identity)
+        return torch.from_numpy(cached).permute(2, 0, 1)[None].float() / 255.0
+
+    def _load_uv(self, identity: int) -> np.ndarray:
+        person = self.identities[identity]
+        disk = None
+        if self.uv_cache_dir is not None:
+            disk = Path(self.uv_cache_dir) / f"uv_{person.identity}_{self.tex_size}.npy"
+            if disk.is_file():
+                try:
+                    return np.load(disk)
+                except (OSError, ValueError):
+                    disk.unlink(missing_ok=True)  # a damaged cache entry is rebuilt below
+        image = read_image(person.uv_path, size=(self.tex_size, self.tex_size))
+        array = (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+        if disk is not None:
+            disk.parent.mkdir(parents=True, exist_ok=True)
+            tmp = disk.with_suffix(f".{np.random.randint(1 << 30)}.tmp.npy")
+            np.save(tmp, array)
+            tmp.replace(disk)
+        return array
+
+    # ------------------------------------------------------------------ batches
+    def training_batch(self, step: int, rank: int = 0) -> dict:
+        """The batch of ``step`` for data-parallel ``rank`` (see the module docstring)."""
+        seed = step_seed(self.seed, rank, step)
+        gen = torch.Generator().manual_seed(seed)
+        frame = int(self.train_indices[int(torch.randint(len(self.train_indices), (1,), generator=gen))])
+        image = self.image(frame)  # [H, W, 3]
+        mask = (image.amax(dim=-1) > 1.0 / 255.0).float() if self.sampler.mask_share > 0 else None
+        xy = sample_pixels(self.sampler, self.K.height, self.K.width, step, self.landmarks_xy(frame), mask, gen)
+        person = int(self.frames.identity[frame])
+        return {
+            "rays": pixel_rays(self.K, self.pose(frame), xy.float(), self.near, self.far),
+            "rgb": gather_pixels(image, xy),  # [N, 3]
+            "shape": torch.from_numpy(np.asarray(self.identities[person].shape_code, np.float32))[None],
+            "uv": self.uv(person),
+            "expression": torch.tensor([int(self.frames.expression[frame])]),
+            "identity": torch.tensor([person]),
+            "frame": torch.tensor([frame]),
+            "seed": seed,
+        }
+
+    def frame_rays(self, frame: int, scale: float = 1.0) -> tuple[RayBundle, Intrinsics]:
+        """All rays of ``frame`` at ``scale`` times the training resolution (row-major)."""
+        K = self.K.scaled(scale) if scale != 1.0 else self.K
+        return image_rays(K, self.pose(frame), self.near, self.far), K
+
+    def frame_image(self, frame: int, K: Intrinsics) -> Tensor:
+        """Ground truth of ``frame`` at the size of ``K`` (float32 [H, W, 3])."""
+        return torch.from_numpy(read_image(self.frames.image_paths[frame], size=(K.width, K.height)))
+
+    def mean_colour(self, max_frames: int = 64) -> Tensor:
+        """Mean RGB over (up to ``max_frames``, evenly spread) training images: the baseline."""
+        picks = self.train_indices[np.linspace(0, len(self.train_indices) - 1,
+                                               min(max_frames, len(self.train_indices))).astype(int)]
+        return torch.stack([self.image(int(i)).reshape(-1, 3).mean(0) for i in picks]).mean(0)
+
+    def validation_frames(self, n: int) -> list[int]:
+        """``n`` held-out frames spread evenly over identities and expressions (deterministic)."""
+        pool = self.test_indices if len(self.test_indices) else self.train_indices
+        order = np.lexsort((self.frames.expression[pool], self.frames.identity[pool]))
+        picks = np.linspace(0, len(pool) - 1, min(n, len(pool))).round().astype(int)
+        return [int(pool[order[i]]) for i in picks]
+
+
+class _Steps(torch.utils.data.Dataset):
+    """Map-style view ``i -> batch of step start + i`` (lets a DataLoader prefetch)."""
+
+    def __init__(self, data: MoFaNeRFData, rank: int, start: int, stop: int):
+        self.data, self.rank, self.start, self.stop = data, rank, start, stop
+
+    def __len__(self) -> int:
+        return max(self.stop - self.start, 0)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.data.training_batch(self.start + i, self.rank)
+
+
+def _single_thread_worker(_: int) -> None:
+    torch.set_num_threads(1)
+
+
+class StepBatches:
+    """``batches(step) -> batch`` for the Trainer, prefetched by ``num_workers`` processes.
+
+    Asking for a step other than the next one (e.g. after a resume) restarts the prefetch
+    from that step.
+    """
+
+    def __init__(self, data: MoFaNeRFData, max_steps: int, rank: int = 0, num_workers: int = 0, prefetch: int = 4):
+        self.data, self.max_steps, self.rank = data, max_steps, rank
+        self.num_workers, self.prefetch = num_workers, prefetch
+        self._iterator, self._next = None, None
+
+    def _start(self, step: int) -> None:
+        loader = torch.utils.data.DataLoader(
+            _Steps(self.data, self.rank, step, max(self.max_steps, step + 1)), batch_size=None, shuffle=False,
+            num_workers=self.num_workers, worker_init_fn=_single_thread_worker if self.num_workers else None,
+            prefetch_factor=self.prefetch if self.num_workers else None, persistent_workers=False)
+        self._iterator, self._next = iter(loader), step
+
+    def __call__(self, step: int) -> dict:
+        if self.num_workers == 0:
+            return self.data.training_batch(step, self.rank)
+        if self._iterator is None or self._next != step:
+            self._start(step)
+        batch = next(self._iterator)
+        self._next = step + 1
+        return batch

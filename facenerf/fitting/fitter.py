@@ -1,0 +1,218 @@
+"""The fit loop: one trained MoFaNeRF (frozen), one image, free codes + camera + colour gain.
+
+Stages of :class:`Fitter`:
+
+1. **prepare** - freeze the network (``eval()``, ``requires_grad = False``), build the
+   resolution pyramid of the target, initialise the variables deterministically (beta and
+   alpha at the code-statistics means, eps at a learned code, identity pose correction, gain 1)
+   and one Adam parameter group per variable;
+2. **step** - pick the level of this iteration, draw its rays (landmarks + mask, distinct
+   pixels; the generator is seeded by ``(seed, iteration)`` so a resumed fit draws the same
+   rays), render them through the frozen network with the current codes and pose, evaluate
+   :func:`~facenerf.fitting.objective.fit_loss`, take one Adam step with this iteration's
+   learning rates;
+3. **run** - loop to the planned iteration count with a progress bar, logging the loss and the
+   PSNR of the sampled rays, and calling ``on_checkpoint(fitter)`` every ``save_every``
+   iterations and at the end (the caller writes the fit file and previews there).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Callable
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from facenerf.core.cameras import Intrinsics
+from facenerf.core.rays import image_rays, pixel_rays
+from facenerf.core.renderer import RenderSettings
+from facenerf.fitting.inputs import FitTarget
+from facenerf.fitting.objective import FitVariables, FitWeights, fit_loss, render_fit_rays
+from facenerf.fitting.result import FitResult
+from facenerf.fitting.sampling import build_levels, sample_fit_pixels
+from facenerf.fitting.schedule import VARIABLE_GROUPS, FitSchedule
+from facenerf.fitting.stats import CodeStatistics
+from facenerf.metrics import mse_to_psnr
+from facenerf.runtime import autocast
+
+HISTORY_KEYS = ("iteration", "level", "loss", "photometric", "psnr", "shape_prior", "texture_prior",
+                "expression_prior", "gain_prior")
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    """Everything that controls a fit besides the model and the image."""
+
+    schedule: FitSchedule = field(default_factory=FitSchedule)
+    weights: FitWeights = field(default_factory=FitWeights)
+    n_rays: int = 1024  # rays per iteration
+    landmark_share: float = 0.5  # fraction of the rays drawn around landmarks
+    landmark_sigma: float = 0.025  # their spread, fraction of the image height
+    band_frac: float = 0.03  # background ring around the mask, fraction of the height
+    pose_parametrisation: str = "axis_angle"
+    optimise_pose: bool = True
+    gain_mode: str = "rgb"
+    init_expression: int = 0  # learned code eps starts from (0 = neutral)
+    amp: str = "none"  # autocast of the network ("bf16" on capable GPUs)
+    fast_render: bool = True  # coarse pass without gradients/colour (same result), else full render
+    save_every: int = 100  # call on_checkpoint every N iterations (0 = only at the end)
+    log_every: int = 10  # record the history every N iterations
+    progress: bool = True
+    seed: int = 0
+
+
+def freeze(model) -> None:
+    """Put ``model`` in eval mode and stop gradients to every network weight."""
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+
+
+class Fitter:
+    """Fits ``model`` to ``target``; see the module docstring for the stages."""
+
+    def __init__(self, model, target: FitTarget, stats: CodeStatistics, settings: FitSettings,
+                 render_settings: RenderSettings, device: torch.device | str = "cpu"):
+        self.model, self.target, self.stats, self.settings = model, target, stats, settings
+        self.device = torch.device(device)
+        self.render_settings = replace(render_settings, perturb=False)
+        freeze(model)
+        self.model.to(self.device)
+        self.levels = build_levels(target.image, target.mask, target.landmarks_xy, target.K,
+                                   settings.schedule.scales, settings.band_frac)
+        self.learned = model.expression_codes.detach().to(self.device)  # [K, E]
+        init_eps = self.learned[min(max(settings.init_expression, 0), self.learned.shape[0] - 1)]
+        self.variables = FitVariables(stats, init_eps.cpu(), target.c2w, settings.pose_parametrisation,
+                                      settings.gain_mode).to(self.device)
+        self.stats_device = _stats_to(stats, self.device)
+        self.optimizer = torch.optim.Adam(self._param_groups())
+        self.iteration = 0
+        self.history: dict[str, list[float]] = {k: [] for k in HISTORY_KEYS}
+
+    def _param_groups(self) -> list[dict]:
+        frozen = set() if self.settings.optimise_pose else {"rotation", "translation"}
+        if self.settings.gain_mode == "none":
+            frozen.add("gain")
+        groups = []
+        for name, params in self.variables.groups().items():
+            if name in frozen:
+                for p in params:
+                    p.requires_grad_(False)
+                continue
+            groups.append({"params": params, "lr": self.settings.schedule.lr(name, 0), "name": name})
+        return groups
+
+    # ------------------------------------------------------------------ state
+    def codes(self):
+        """The model's :class:`FaceCodes` for the current variables (differentiable)."""
+        v = self.variables
+        return self.model.face_codes(v.shape[None], expression=v.expression[None], texture=v.texture[None])
+
+    def resume(self, result: FitResult) -> None:
+        """Continue from a fit file: variables, optimiser state, history and iteration."""
+        self.variables.load_values(result.shape, result.expression, result.texture, result.rotation,
+                                   result.translation, result.gain)
+        if result.optimizer_state:
+            self.optimizer.load_state_dict(result.optimizer_state)
+        self.history = {k: list(result.history.get(k, [])) for k in HISTORY_KEYS}
+        self.iteration = int(result.iteration)
+
+    def result(self, config: dict | None = None, checkpoint: str = "", model_config: dict | None = None) -> FitResult:
+        """The current state as a :class:`FitResult`."""
+        v = self.variables
+        return FitResult(shape=v.shape.detach().cpu(), expression=v.expression.detach().cpu(),
+                         texture=v.texture.detach().cpu(), rotation=v.pose.rotation.detach().cpu(),
+                         translation=v.pose.translation.detach().cpu(), initial_c2w=self.target.c2w.cpu(),
+                         gain=v.gain().detach().cpu(), intrinsics=self.target.K, near=self.target.near,
+                         far=self.target.far, iteration=self.iteration,
+                         iterations=self.settings.schedule.iterations,
+                         pose_parametrisation=v.pose.parametrisation, history=self.history,
+                         config=dict(config or {}), checkpoint=checkpoint, target=str(self.target.path),
+                         model_config=dict(model_config or {}), optimizer_state=self.optimizer.state_dict())
+
+    # ------------------------------------------------------------------ one iteration
+    def _set_learning_rates(self) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.settings.schedule.lr(group["name"], self.iteration)
+
+    def _rays_and_targets(self, level_index: int):
+        level = self.levels[level_index]
+        generator = torch.Generator().manual_seed(self.settings.seed * 1_000_003 + self.iteration)
+        xy = sample_fit_pixels(level, self.settings.n_rays, self.settings.landmark_share,
+                               self.settings.landmark_sigma, generator)  # [N, 2]
+        colours = level.image[xy[:, 1], xy[:, 0]].to(self.device)  # [N, 3]
+        c2w = self.variables.pose()
+        rays = pixel_rays(level.K, c2w, xy.to(self.device, torch.float32), self.target.near, self.target.far)
+        return rays, colours
+
+    def step(self) -> dict[str, float]:
+        """One optimisation step; returns the scalars of this iteration."""
+        self._set_learning_rates()
+        level = self.settings.schedule.level(self.iteration)
+        rays, target = self._rays_and_targets(level)
+        with autocast(self.device, self.settings.amp):
+            codes = self.codes()
+            if self.settings.fast_render:
+                pred = render_fit_rays(self.model, rays, codes, self.render_settings)
+            else:
+                pred = self.model.render_rays(rays, codes, self.render_settings)["rgb"]
+        loss, terms = fit_loss(pred.float(), target, self.variables, self.stats_device, self.learned,
+                               self.settings.weights)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        scalars = {"level": float(level), "loss": float(loss.detach()),
+                   "psnr": float(mse_to_psnr(terms["mse"].clamp_min(1e-10)))}
+        scalars.update({k: float(v) for k, v in terms.items() if k != "mse"})
+        self.iteration += 1
+        return scalars
+
+    def _record(self, scalars: dict[str, float]) -> None:
+        self.history["iteration"].append(float(self.iteration))
+        for key in HISTORY_KEYS[1:]:
+            self.history[key].append(scalars[key])
+
+    def run(self, on_checkpoint: Callable[["Fitter"], None] | None = None, stop_at: int | None = None) -> None:
+        """Iterate until the planned count (or ``stop_at``), calling ``on_checkpoint`` on the way."""
+        end = min(self.settings.schedule.iterations, stop_at if stop_at is not None else 1 << 62)
+        every = self.settings.save_every
+        bar = tqdm(total=end, initial=self.iteration, desc="fit", unit="it", disable=not self.settings.progress)
+        with bar:
+            while self.iteration < end:
+                scalars = self.step()
+                if self.iteration % self.settings.log_every == 0 or self.iteration == end:
+                    self._record(scalars)
+                    bar.set_postfix(loss=f"{scalars['loss']:.4f}", psnr=f"{scalars['psnr']:.2f}",
+                                    level=int(scalars["level"]))
+                bar.update(1)
+                if on_checkpoint is not None and every > 0 and self.iteration % every == 0 and self.iteration < end:
+                    on_checkpoint(self)
+        if on_checkpoint is not None:
+            on_checkpoint(self)
+
+    # ------------------------------------------------------------------ renders
+    @torch.no_grad()
+    def render(self, c2w: Tensor | None = None, K: Intrinsics | None = None, with_gain: bool = True) -> Tensor:
+        """The current fit rendered at ``c2w`` (default: the fitted camera) -> ``[H, W, 3]`` CPU."""
+        K = K or self.target.K
+        c2w = self.variables.pose() if c2w is None else c2w.to(self.device)
+        rays = image_rays(K, c2w, self.target.near, self.target.far)
+        with autocast(self.device, self.settings.amp):
+            rgb = self.model.render_image(rays, self.codes(), K.height, K.width, self.render_settings)["rgb"]
+        if with_gain:
+            rgb = rgb.float() * self.variables.gain()
+        return rgb.float().clamp(0, 1).cpu()
+
+
+def _stats_to(stats: CodeStatistics, device: torch.device) -> CodeStatistics:
+    return CodeStatistics(stats.shape_mean.to(device), stats.shape_std.to(device), stats.texture_mean.to(device),
+                          stats.texture_std.to(device), stats.n_identities, stats.step)
+
+
+def settings_history_keys() -> tuple[str, ...]:
+    return HISTORY_KEYS
+
+
+__all__ = ["Fitter", "FitSettings", "freeze", "VARIABLE_GROUPS"]

@@ -1,0 +1,174 @@
+"""What a fit optimises and how it is scored.
+
+:class:`FitVariables` holds the free variables: shape code ``beta``, expression code ``eps``
+(before ISM, as the learned codes are), texture code ``alpha``, a rigid pose correction
+(:class:`~facenerf.fitting.pose.PoseCorrection`) and a colour gain. The gain multiplies the
+rendered colour before it is compared with the photo: ``gain = exp(log_gain)``, one value
+(``gain_mode = "scalar"``) or one per RGB channel (``"rgb"``), or fixed at 1 (``"none"``).
+
+:func:`fit_loss` is the objective:
+
+    photometric(gain * render, target)                         L1 (default) or MSE over rays
+  + w_shape   * 0.5 * mean(((beta  - mu_beta)  / std_beta)^2)     Gaussian prior (code statistics)
+  + w_texture * 0.5 * mean(((alpha - mu_alpha) / std_alpha)^2)    Gaussian prior (code statistics)
+  + w_expr    * min_k mean((eps - e_k)^2) / var(e)                 pull towards the nearest learned code
+  + w_gain    * mean(log_gain^2)                                   keeps the gain near 1
+
+The original fitted with the L1 term alone (reference §11.17).
+
+:func:`render_fit_rays` renders rays for the loss. With a fine network only the fine colour
+enters the loss, so the coarse pass (which only places the importance samples, whose depths
+are detached) runs without gradients and without its colour branch; the result and its
+gradient equal a full two-pass render's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from facenerf.core.rays import RayBundle
+from facenerf.core.renderer import RenderSettings, composite_dense, unit_directions
+from facenerf.core.samplers import importance_samples, stratified_samples
+from facenerf.fitting.pose import PoseCorrection
+from facenerf.fitting.stats import CodeStatistics
+
+GAIN_MODES = ("rgb", "scalar", "none")
+PHOTOMETRIC_LOSSES = ("l1", "mse")
+
+
+@dataclass(frozen=True)
+class FitWeights:
+    """Weights of the objective's terms (see the module docstring)."""
+
+    photometric: str = "l1"
+    shape_prior: float = 1e-3
+    texture_prior: float = 1e-3
+    expression_prior: float = 1e-3
+    gain_prior: float = 1e-2
+
+
+class FitVariables(nn.Module):
+    """The free variables of one fit, initialised deterministically.
+
+    Args:
+        stats: code statistics; ``beta`` and ``alpha`` start at their means.
+        expression_init: ``[E]`` starting ``eps`` (a learned code, neutral by default).
+        c2w_0: ``[4, 4]`` initial camera pose.
+        pose_parametrisation: ``"axis_angle"`` or ``"6d"``.
+        gain_mode: ``"rgb"``, ``"scalar"`` or ``"none"``.
+    """
+
+    def __init__(self, stats: CodeStatistics, expression_init: Tensor, c2w_0: Tensor,
+                 pose_parametrisation: str = "axis_angle", gain_mode: str = "rgb"):
+        super().__init__()
+        if gain_mode not in GAIN_MODES:
+            raise ValueError(f"gain_mode must be one of {GAIN_MODES}, got {gain_mode!r}")
+        self.gain_mode = gain_mode
+        self.shape = nn.Parameter(stats.shape_mean.detach().float().clone())  # [S]
+        self.expression = nn.Parameter(expression_init.detach().float().reshape(-1).clone())  # [E]
+        self.texture = nn.Parameter(stats.texture_mean.detach().float().clone())  # [T]
+        self.pose = PoseCorrection(c2w_0, pose_parametrisation)
+        self.log_gain = nn.Parameter(torch.zeros(3 if gain_mode == "rgb" else 1),
+                                     requires_grad=gain_mode != "none")  # [3] or [1]
+
+    def gain(self) -> Tensor:
+        """``[1]`` or ``[3]`` positive colour gain."""
+        return torch.exp(self.log_gain)
+
+    def groups(self) -> dict[str, list[nn.Parameter]]:
+        """Parameters per learning-rate group (names of :data:`schedule.VARIABLE_GROUPS`)."""
+        return {"shape": [self.shape], "expression": [self.expression], "texture": [self.texture],
+                "rotation": [self.pose.rotation], "translation": [self.pose.translation],
+                "gain": [self.log_gain]}
+
+    def load_values(self, shape: Tensor, expression: Tensor, texture: Tensor, rotation: Tensor,
+                    translation: Tensor, gain: Tensor) -> None:
+        """Set every variable (e.g. from a fit file when resuming)."""
+        with torch.no_grad():
+            self.shape.copy_(shape.reshape(-1))
+            self.expression.copy_(expression.reshape(-1))
+            self.texture.copy_(texture.reshape(-1))
+            self.pose.rotation.copy_(rotation.reshape(-1))
+            self.pose.translation.copy_(translation.reshape(-1))
+            self.log_gain.copy_(torch.log(gain.reshape(-1).clamp_min(1e-6)).expand_as(self.log_gain))
+
+
+def nearest_code_distance(code: Tensor, learned: Tensor) -> Tensor:
+    """``min_k mean((code - learned_k)^2) / mean per-dimension variance of learned`` (scalar)."""
+    scale = learned.var(dim=0, unbiased=False).mean().clamp_min(1e-6) if learned.shape[0] > 1 \
+        else learned.new_tensor(1.0)
+    return ((code[None] - learned) ** 2).mean(dim=-1).min() / scale
+
+
+def gaussian_prior(code: Tensor, mean: Tensor, std: Tensor) -> Tensor:
+    """``0.5 * mean(((code - mean) / std)^2)`` (scalar)."""
+    return 0.5 * (((code - mean) / std) ** 2).mean()
+
+
+def photometric_loss(pred: Tensor, target: Tensor, kind: str) -> Tensor:
+    """L1 or MSE between ``pred [N, 3]`` and ``target [N, 3]``."""
+    if kind == "l1":
+        return (pred - target).abs().mean()
+    if kind == "mse":
+        return ((pred - target) ** 2).mean()
+    raise ValueError(f"photometric loss must be one of {PHOTOMETRIC_LOSSES}, got {kind!r}")
+
+
+def fit_loss(pred: Tensor, target: Tensor, variables: FitVariables, stats: CodeStatistics,
+             learned_expressions: Tensor, weights: FitWeights) -> tuple[Tensor, dict[str, Tensor]]:
+    """The objective for one batch of rays.
+
+    Args:
+        pred: ``[N, 3]`` rendered colour *before* the gain; target: ``[N, 3]``.
+        learned_expressions: ``[K, E]`` the model's learned expression codes.
+    Returns:
+        ``(total, terms)`` with detached terms ``photometric``, ``mse`` (after gain), the priors.
+    """
+    shown = pred * variables.gain()
+    photo = photometric_loss(shown, target, weights.photometric)
+    terms = {
+        "shape_prior": gaussian_prior(variables.shape, stats.shape_mean, stats.shape_std),
+        "texture_prior": gaussian_prior(variables.texture, stats.texture_mean, stats.texture_std),
+        "expression_prior": nearest_code_distance(variables.expression, learned_expressions),
+        "gain_prior": (variables.log_gain ** 2).mean(),
+    }
+    total = photo + weights.shape_prior * terms["shape_prior"] + weights.texture_prior * terms["texture_prior"] \
+        + weights.expression_prior * terms["expression_prior"] + weights.gain_prior * terms["gain_prior"]
+    out = {k: v.detach() for k, v in terms.items()}
+    out["photometric"] = photo.detach()
+    out["mse"] = ((shown.detach() - target) ** 2).mean()
+    return total, out
+
+
+# ----------------------------------------------------------------------------- rendering for the loss
+
+def _coarse_weights(model, codes, rays: RayBundle, t: Tensor, settings: RenderSettings) -> Tensor:
+    """Compositing weights ``[R, S]`` of the coarse network's density at depths ``t`` (no colour)."""
+    n_rays, n_samples = t.shape
+    points = rays.origins[:, None, :] + rays.directions[:, None, :] * t[..., None]  # [R, S, 3]
+    raw = model.coarse.raw_density(model.pe_xyz(points.reshape(-1, 3)), codes.expression, codes.shape)
+    density = torch.relu(raw).view(n_rays, n_samples)
+    zeros = density.new_zeros(n_rays, n_samples, 3)
+    return composite_dense(t, density, zeros, rays, settings)["weights"]
+
+
+def render_fit_rays(model, rays: RayBundle, codes, settings: RenderSettings,
+                    generator: torch.Generator | None = None) -> Tensor:
+    """Colour ``[R, 3]`` of ``rays`` for the fitting loss (see the module docstring)."""
+    if model.fine is None or settings.n_importance <= 0:
+        return model.render_rays(rays, codes, settings, generator)["rgb"]
+    t = stratified_samples(rays.near, rays.far, settings.n_samples, settings.perturb, settings.lindisp, generator)
+    with torch.no_grad():
+        weights = _coarse_weights(model, codes, rays, t, settings)
+    t_new = importance_samples(t, weights, settings.n_importance, not settings.perturb, generator)
+    t_all, _ = torch.sort(torch.cat([t, t_new], dim=-1), dim=-1)  # [R, S + I]
+    n_rays, n_samples = t_all.shape
+    points = rays.origins[:, None, :] + rays.directions[:, None, :] * t_all[..., None]
+    dirs = unit_directions(rays.directions)[:, None, :].expand(n_rays, n_samples, 3)
+    fine = model.field(codes, model.fine)
+    density, rgb = fine(points.reshape(-1, 3), dirs.reshape(-1, 3))
+    out = composite_dense(t_all, density.view(n_rays, n_samples), rgb.view(n_rays, n_samples, 3), rays, settings)
+    return out["rgb"]

@@ -1,0 +1,343 @@
+"""Batch multi-view rendering of ``models_out`` into ``multiViewImages`` (the body of ``render.py``).
+
+Output layout (documented in ``data/README.md``)::
+
+    {out}/{id}/{name}/{pitch}_{yawIndex}.png   RGB, black background, unlit texture colour
+    {out}/{id}/{name}/transforms.json          cameras of that expression (+ landmarks_2d)
+    {out}/transforms_{train,val,test,all}_{id}.json   MoFaNeRF per-identity camera files
+    {out}/render_report.json                   what was rendered, skipped and what failed
+
+Work is split into one job per (identity, expression). Jobs run in parallel worker processes
+(each owns its own offscreen renderer), finished views are skipped on a re-run, and a job that
+fails (missing texture, corrupt OBJ, ...) is reported without stopping the others.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from facenerf.data.facescape import expression_from_stem
+from facenerf.data.synthetic import EXPRESSIONS
+from facenerf.errors import FaceNerfError
+from facenerf.preprocess.training import rig
+from facenerf.preprocess.training.render import (
+    JobResult, RenderJob, ViewRenderer, load_render_mesh, project_landmarks, write_json_atomic,
+    write_png_atomic,
+)
+
+CAMERA_FILE = "transforms.json"
+REPORT_FILE = "render_report.json"
+MOFANERF_ROTATION = 0.666   # unused field kept for compatibility with MoFaNeRF's loader
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    """Settings shared by every job of one run."""
+
+    resolution: int = 512
+    views: tuple[rig.View, ...] = tuple(rig.all_views())
+    seed: int = 0
+    n_test: int | None = None
+    n_val: int = 0
+    double_sided: bool = False
+
+
+@dataclass
+class BatchReport:
+    results: list[JobResult] = field(default_factory=list)
+    problems: list[dict] = field(default_factory=list)   # {"path", "error"} found before rendering
+    transforms: list[str] = field(default_factory=list)
+
+
+# ----------------------------------------------------------------------------------- one job
+
+def _finished_views(job: RenderJob, opts: RenderOptions) -> set[str]:
+    """Views of ``job`` whose PNG already exists at the requested resolution."""
+    from PIL import Image
+
+    camera_file = job.out_dir / CAMERA_FILE
+    if camera_file.is_file():
+        try:
+            stored = json.loads(camera_file.read_text())
+            if int(stored.get("w", -1)) != opts.resolution:
+                return set()
+        except (ValueError, TypeError):
+            return set()
+    done = set()
+    for view in opts.views:
+        png = job.out_dir / f"{view.name}.png"
+        if png.is_file():
+            try:
+                with Image.open(png) as handle:
+                    if handle.size == (opts.resolution, opts.resolution):
+                        done.add(view.name)
+            except OSError:
+                continue
+    return done
+
+
+def _split_key(opts: RenderOptions) -> list:
+    return [opts.seed, opts.n_test, opts.n_val]
+
+
+def _cached_frames(job: RenderJob, opts: RenderOptions, done: set[str]) -> list[dict] | None:
+    """The stored frames when every requested view is finished with the same split settings."""
+    camera_file = job.out_dir / CAMERA_FILE
+    if len(done) != len(opts.views) or not camera_file.is_file():
+        return None
+    try:
+        stored = json.loads(camera_file.read_text())
+    except ValueError:
+        return None
+    if stored.get("split_key") != _split_key(opts) or \
+            sorted(f.get("view") for f in stored.get("frames", [])) != sorted(done):
+        return None
+    if job.landmarks_mm is not None and any("landmarks_2d" not in f for f in stored["frames"]):
+        return None
+    return stored["frames"]
+
+
+def _frame(job: RenderJob, view: rig.View, split: str, depth: np.ndarray, resolution: int) -> dict:
+    frame = {
+        "file_path": f"/{job.identity}/{EXPRESSIONS[job.expression]}/{view.name}",
+        "rotation": MOFANERF_ROTATION, "expression": job.expression,
+        "transform_matrix": np.round(view.c2w(), 8).tolist(),
+        "view": view.name, "pitch": view.pitch, "yaw": view.yaw_deg, "yaw_index": view.yaw_index,
+        "split": split,
+    }
+    if job.landmarks_mm is not None:
+        xy, visible = project_landmarks(job.landmarks_mm, view, resolution, depth)
+        frame["landmarks_2d"] = np.round(xy, 3).tolist()
+        frame["landmarks_visible"] = visible.astype(int).tolist()
+    return frame
+
+
+def camera_header(resolution: int) -> dict:
+    """Intrinsics and scene constants shared by every camera file."""
+    K = rig.rig_intrinsics(resolution)
+    return {"camera_angle_x": rig.camera_angle_x(resolution), "fl_x": K.fx, "fl_y": K.fy,
+            "cx": K.cx, "cy": K.cy, "w": K.width, "h": K.height, "near": rig.NEAR, "far": rig.FAR,
+            "mesh_scale": rig.MESH_SCALE, "convention": "opengl_c2w",
+            "pixel_convention": "pixel (i, j) centred at (x, y) = (i, j)"}
+
+
+def run_job(renderer: ViewRenderer, job: RenderJob, opts: RenderOptions) -> JobResult:
+    """Render the missing views of one job, write its camera file; errors become ``result.error``."""
+    result = JobResult(job.identity, job.expression, str(job.obj_path))
+    try:
+        done = _finished_views(job, opts)
+        cached = _cached_frames(job, opts, done)
+        if cached is not None:
+            result.frames, result.skipped = cached, len(cached)
+            return result
+        mesh = load_render_mesh(job.obj_path)
+        job.out_dir.mkdir(parents=True, exist_ok=True)
+        names = [v.name for v in opts.views]
+        split = rig.split_views(names, opts.seed, job.identity, job.expression, opts.n_test, opts.n_val)
+        skip = done if job.landmarks_mm is not None else set()
+        views = [v for v in opts.views if v.name not in done or v.name in skip]
+        for view, rgb, depth in renderer.render(mesh, views, depth_only=skip):
+            if rgb is not None:
+                write_png_atomic(job.out_dir / f"{view.name}.png", rgb)
+            result.frames.append(_frame(job, view, split[view.name], depth, opts.resolution))
+        rendered = {f["view"] for f in result.frames}
+        result.frames += [_frame(job, v, split[v.name], None, opts.resolution)
+                          for v in opts.views if v.name not in rendered]
+        result.frames.sort(key=lambda f: rig.parse_view_name(f["view"]))
+        result.skipped = len(done)
+        result.rendered = len(opts.views) - len(done)
+        payload = dict(camera_header(opts.resolution), identity=job.identity, expression=job.expression,
+                       expression_name=EXPRESSIONS[job.expression], mesh=str(job.obj_path),
+                       split_key=_split_key(opts), frames=result.frames)
+        write_json_atomic(job.out_dir / CAMERA_FILE, payload)
+    except FaceNerfError as err:
+        result.error = str(err)
+    except (OSError, ValueError, RuntimeError) as err:
+        result.error = f"{err.__class__.__name__}: {err}"
+    return result
+
+
+def discover_jobs(models_out: Path, out_root: Path, ids: list[str] | None = None,
+                  expressions: list[int] | None = None,
+                  landmarks: np.ndarray | None = None) -> tuple[list[RenderJob], list[dict]]:
+    """One job per ``models_out/{id}/{k}_{name}.obj``; bad names become problems, not jobs.
+
+    Landmarks come from ``{k}_{name}.landmarks.txt`` beside the OBJ (68 rows ``x y z`` in mm,
+    written by align_clip) or else from ``landmarks [ids, 20, 68, 3]`` indexed by the integer id.
+    """
+    if not models_out.is_dir():
+        raise FaceNerfError(f"aligned meshes not found: {models_out} (run align_clip.py first or pass --models_out)")
+    folders = sorted((p for p in models_out.iterdir() if p.is_dir()),
+                     key=lambda p: (not p.name.isdigit(), int(p.name) if p.name.isdigit() else 0, p.name))
+    if ids:
+        missing = sorted(set(ids) - {p.name for p in folders})
+        if missing:
+            raise FaceNerfError(f"identities {missing} not found in {models_out}; check --ids")
+        folders = [p for p in folders if p.name in ids]
+    jobs, problems = [], []
+    for folder in folders:
+        for obj in sorted(folder.glob("*.obj")):
+            stem = obj.name[: -len(".obj")]
+            try:
+                expression = expression_from_stem(stem)
+            except FaceNerfError as err:
+                problems.append({"path": str(obj), "error": str(err)})
+                continue
+            if expressions is not None and expression not in expressions:
+                continue
+            lm = _job_landmarks(obj, folder.name, expression, landmarks, problems)
+            jobs.append(RenderJob(folder.name, expression, obj, out_root / folder.name / EXPRESSIONS[expression], lm))
+    return jobs, problems
+
+
+def _job_landmarks(obj: Path, identity: str, expression: int, landmarks: np.ndarray | None,
+                   problems: list[dict]) -> np.ndarray | None:
+    side = obj.with_name(obj.name[: -len(".obj")] + ".landmarks.txt")
+    if side.is_file():
+        try:
+            values = np.loadtxt(side, dtype=np.float64).reshape(68, 3)
+            if np.isfinite(values).all():
+                return values
+        except ValueError as err:
+            problems.append({"path": str(side), "error": f"unreadable landmarks ({err}); landmarks_2d skipped"})
+    if landmarks is not None and identity.isdigit() and int(identity) < landmarks.shape[0]:
+        values = landmarks[int(identity), expression]
+        if np.isfinite(values).all():
+            return values
+    return None
+
+
+# ------------------------------------------------------------------------------- worker pool
+
+_worker_state: dict = {}   # per worker process: its own renderer and options
+
+
+def _init_worker(platform: str, opts: RenderOptions) -> None:
+    import os
+
+    os.environ["PYOPENGL_PLATFORM"] = platform
+    _worker_state["renderer"] = ViewRenderer(opts.resolution, opts.double_sided)
+    _worker_state["opts"] = opts
+
+
+def _worker_run(job: RenderJob) -> JobResult:
+    return run_job(_worker_state["renderer"], job, _worker_state["opts"])
+
+
+def run_jobs(jobs: list[RenderJob], opts: RenderOptions, workers: int, platform: str,
+             progress: bool = True) -> list[JobResult]:
+    """Run ``jobs`` in ``workers`` processes (in this process when ``workers <= 1``)."""
+    from tqdm import tqdm
+
+    results: list[JobResult] = []
+    bar = tqdm(total=len(jobs) * len(opts.views), desc="rendering views", unit="view", disable=not progress)
+    if workers <= 1 or len(jobs) <= 1:
+        renderer = ViewRenderer(opts.resolution, opts.double_sided)
+        try:
+            for job in jobs:
+                results.append(run_job(renderer, job, opts))
+                bar.update(len(opts.views))
+        finally:
+            renderer.close()
+    else:
+        import multiprocessing as mp
+
+        context = mp.get_context("spawn")
+        with context.Pool(min(workers, len(jobs)), initializer=_init_worker, initargs=(platform, opts)) as pool:
+            for result in pool.imap_unordered(_worker_run, jobs):
+                results.append(result)
+                bar.update(len(opts.views))
+    bar.close()
+    return results
+
+
+# ---------------------------------------------------------------------------- batch assembly
+
+def write_identity_transforms(out_root: Path, identity: str, resolution: int) -> list[Path]:
+    """Merge an identity's per-expression camera files into ``transforms_{split}_{id}.json``.
+
+    ``val`` holds the val views, or the test views when none were drawn (MoFaNeRF behaviour).
+    """
+    frames = []
+    for folder in sorted((out_root / identity).iterdir()) if (out_root / identity).is_dir() else []:
+        camera_file = folder / CAMERA_FILE
+        if camera_file.is_file():
+            frames += json.loads(camera_file.read_text())["frames"]
+    if not frames:
+        return []
+    frames.sort(key=lambda f: (f["expression"], rig.parse_view_name(f["view"])))
+    by_split = {name: [f for f in frames if f["split"] == name] for name in ("train", "val", "test")}
+    if not by_split["val"]:
+        by_split["val"] = by_split["test"]
+    by_split["all"] = frames
+    header = camera_header(resolution)
+    paths = []
+    for name, chosen in by_split.items():
+        path = out_root / f"transforms_{name}_{identity}.json"
+        write_json_atomic(path, dict(header, identity=identity, split=name, frames=chosen))
+        paths.append(path)
+    return paths
+
+
+def write_report(out_root: Path, report: BatchReport, opts: RenderOptions) -> Path:
+    """``render_report.json``: settings, per-job counts and every error."""
+    payload = {
+        "resolution": opts.resolution, "views": [v.name for v in opts.views], "seed": opts.seed,
+        "jobs": [{k: v for k, v in asdict(r).items() if k != "frames"} for r in report.results],
+        "problems": report.problems + [{"path": r.obj_path, "error": r.error} for r in report.results if r.error],
+        "transforms": report.transforms,
+    }
+    path = out_root / REPORT_FILE
+    write_json_atomic(path, payload)
+    return path
+
+
+def load_landmark_array(path: Path | None) -> np.ndarray | None:
+    """``[ids, 20, 68, 3]`` landmark array (mm) or None; FaceNerfError if unreadable or misshapen."""
+    if path is None or not Path(path).is_file():
+        return None
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise FaceNerfError(f"cannot read landmarks {path}: {err}; regenerate it or pass --landmarks ''") from err
+    if array.ndim != 4 or array.shape[1:] != (len(EXPRESSIONS), 68, 3):
+        raise FaceNerfError(f"landmarks {path} has shape {array.shape}, expected [ids, 20, 68, 3]")
+    return array
+
+
+def render_dataset(models_out: Path, out_root: Path, opts: RenderOptions, workers: int = 1,
+                   platform: str = "egl", ids: list[str] | None = None,
+                   expressions: list[int] | None = None, landmarks: np.ndarray | None = None,
+                   progress: bool = True) -> BatchReport:
+    """Render every aligned mesh, write per-identity camera files and the report.
+
+    The GL platform must already be selected (see :mod:`facenerf.preprocess.training.gl`).
+    """
+    jobs, problems = discover_jobs(models_out, out_root, ids, expressions, landmarks)
+    if not jobs and not problems:
+        raise FaceNerfError(f"no meshes '{{id}}/{{k}}_{{name}}.obj' found under {models_out}; check --models_out")
+    report = BatchReport(problems=problems)
+    report.results = run_jobs(jobs, opts, workers, platform, progress)
+    for identity in sorted({job.identity for job in jobs}):
+        report.transforms += [str(p) for p in write_identity_transforms(out_root, identity, opts.resolution)]
+    write_report(out_root, report, opts)
+    return report
+
+
+def print_summary(report: BatchReport, out_root: Path) -> int:
+    """Print counts, every failure and where things went; returns 1 if anything failed, else 0."""
+    ok = [r for r in report.results if r.error is None]
+    rendered = sum(r.rendered for r in ok)
+    skipped = sum(r.skipped for r in ok)
+    failures = report.problems + [{"path": r.obj_path, "error": r.error} for r in report.results if r.error]
+    print(f"rendered {rendered} views, skipped {skipped} finished views, "
+          f"{len(ok)} of {len(report.results)} meshes done, {len(failures)} problem(s)")
+    for item in failures:
+        print(f"  FAILED {item['path']}: {item['error']}")
+    print(f"images and cameras in {out_root} ({len(report.transforms)} transforms files); "
+          f"report: {out_root / REPORT_FILE}")
+    return 1 if failures else 0
