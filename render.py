@@ -35,7 +35,8 @@ def build_parser():
     parser.add_argument("--seed", type=int, default=0, help="seed of the random test/val split")
     parser.add_argument("--workers", type=int, default=1, help="parallel render processes")
     parser.add_argument("--gl", default="auto", help="headless GL platform: auto, egl or osmesa")
-    parser.add_argument("--double_sided", action="store_true", help="render back faces too (for scans with flipped normals)")
+    parser.add_argument("--cull_back_faces", action="store_true",
+                        help="hide back faces (default: draw both sides, so open boundaries do not show the background)")
     parser.add_argument("--no_progress", action="store_true", help="hide the progress bar")
     return parser
 
@@ -58,7 +59,7 @@ def main(argv=None) -> int:
     opts = multiview.RenderOptions(
         resolution=args.resolution, seed=args.seed, n_test=args.test_views, n_val=args.val_views,
         views=tuple(rig.select_views(args.views, _ints(args.pitches), _ints(args.yaws))),
-        double_sided=args.double_sided)
+        double_sided=not args.cull_back_faces)
     report = multiview.render_dataset(
         Path(args.models_out or data / "models_out"), out, opts, args.workers, platform,
         ids=[s.strip() for s in args.ids.split(",")] if args.ids else None,

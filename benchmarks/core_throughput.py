@@ -14,7 +14,7 @@ Every case is timed forward and forward+backward (marching: forward only).
 4. occupancy-grid marching vs dense sampling on a ball scene (hash field), rays/s and
    field evaluations per ray; forward only.
 
-Usage:  .venv/bin/python benchmarks/core_throughput.py [--rays 1024] [--samples 64] [--repeats 3] [--cpu-only]
+Usage:  .venv/bin/python benchmarks/core_throughput.py [--rays 1024] [--samples 64] [--repeats 3] [--threads 1] [--cpu-only]
 Writes benchmarks/results/core_throughput_<device>.json and .md.
 """
 
@@ -303,7 +303,11 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     parser.add_argument("--cpu-only", action="store_true", help="skip CUDA even when available")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="CPU threads for torch (0 = torch's default); 1 gives stable numbers on a busy machine")
     args = parser.parse_args()
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     devices = [torch.device("cpu")]
     if torch.cuda.is_available() and not args.cpu_only:
         devices.append(torch.device("cuda"))

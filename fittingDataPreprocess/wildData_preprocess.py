@@ -40,6 +40,8 @@ def build_parser():
     parser.add_argument("--cnn_fallback", action="store_true", help="try dlib's CNN detector when HOG finds no face")
     parser.add_argument("--predictor", default=None, help="dlib 68-landmark predictor file; unset = the copy in face_recognition_models")
     parser.add_argument("--cnn_detector", default=None, help="dlib MMOD detector file; unset = the copy in face_recognition_models")
+    parser.add_argument("--pose_no_contour", action="store_true",
+                        help="estimate the pose without the 17 jaw-contour landmarks (helps for turned heads)")
     parser.add_argument("--relight", default="sh", choices=["sh", "none"],
                         help="sh: weights-free SH re-shading to the training lighting; none: copy segRes")
     parser.add_argument("--parsing_weights", default=None,
@@ -62,6 +64,7 @@ def main(argv=None) -> int:
     settings = PreprocessSettings(
         image_size=args.image_size, upsample=args.upsample, cnn_fallback=args.cnn_fallback,
         predictor=args.predictor, cnn_detector=args.cnn_detector, relight=args.relight,
+        pose_use_contour=not args.pose_no_contour,
         parsing_weights=args.parsing_weights, device=str(select_device(args.device)),
         segment=SegmentSettings(work_size=args.grabcut_size, neck_length=args.neck_length, seed=args.seed),
     )

@@ -2,6 +2,7 @@
 
 import os
 import signal
+import threading
 
 import pytest
 import torch
@@ -152,6 +153,17 @@ def test_each_optimiser_gets_only_its_own_gradient(tmp_path):
     assert not torch.equal(model.g.detach(), g0.detach()) and not torch.equal(model.d.detach(), d0.detach())
 
 
+def test_absent_loss_leaves_that_optimiser_alone(tmp_path):
+    model = TwoPlayer()
+    model.training_step = lambda batch, step: ({"D": TwoPlayer.losses(model.g, model.d, model.d_only_unused,
+                                                                      batch)["D"]}, {})
+    g0, d0 = model.g.detach().clone(), model.d.detach().clone()
+    trainer = Trainer(model, iter(lambda: torch.ones(2), None), config(tmp_path, "alt", 1), CPU, {})
+    trainer.train_step(torch.ones(2), 0)
+    assert torch.equal(model.g.detach(), g0) and model.g.grad is None
+    assert not torch.equal(model.d.detach(), d0)
+
+
 class Broken(Regressor):
     def __init__(self, mode):
         super().__init__()
@@ -188,6 +200,8 @@ class Interrupting(Regressor):
 
 @pytest.mark.parametrize("how, saved_step", [("signal", 4), ("raise", 3)])
 def test_interrupt_saves_a_checkpoint(tmp_path, how, saved_step):
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signal handlers can only be installed from the main thread")
     previous = signal.getsignal(signal.SIGINT)
     trainer = Trainer(Interrupting(3, how), step_batches, config(tmp_path, how, 20), CPU, {})
     with pytest.raises(KeyboardInterrupt):
@@ -226,3 +240,11 @@ def test_resume_refuses_another_model_or_shape(tmp_path):
         Trainer(Regressor(width=16), step_batches, config(tmp_path, "r", 1, resume=False), CPU, {}).fit()
     fresh = Trainer(Regressor(width=16), step_batches, config(tmp_path, "new", 1, resume=False), CPU, {})
     assert fresh.fit()["resumed_from"] is None
+
+
+def test_unreadable_checkpoints_stop_the_run(tmp_path):
+    trainer = Trainer(Regressor(), step_batches, config(tmp_path, "bad", 2), CPU, {})
+    trainer.fit()
+    trainer.checkpoints.latest().write_bytes(b"garbage")
+    with pytest.raises(FaceNerfError, match="no checkpoint .* can be read"):
+        Trainer(Regressor(), step_batches, config(tmp_path, "bad", 4), CPU, {}).fit()

@@ -3,6 +3,15 @@
 import pytest
 import torch
 
+
+@pytest.fixture(autouse=True)
+def single_thread():
+    """One intra-op thread: tiny convolutions only lose time to thread hand-offs on a shared CPU."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
 from facenerf.errors import FaceNerfError
 from facenerf.models.refine.losses import (VGG19Features, VGGLoss, feature_matching_loss,
                                            load_vgg19_features, lsgan_loss)
@@ -38,7 +47,10 @@ def test_feature_matching_weighting_and_detach():
 def vgg_file(tmp_path_factory):
     """A random VGG-19 state dict in torchvision's layout, saved once for this module."""
     generator = torch.Generator().manual_seed(0)
-    state = {k: torch.randn(v.shape, generator=generator) * 0.05 for k, v in VGG19Features().state_dict().items()}
+    state = {}
+    for key, value in VGG19Features().state_dict().items():
+        fan_in = value[0].numel() if value.ndim > 1 else 1e4  # He-scaled weights, small biases
+        state[key] = torch.randn(value.shape, generator=generator) * (2.0 / fan_in) ** 0.5
     state["features.30.weight"] = torch.zeros(8, 8, 3, 3)  # deeper layers / classifier: ignored
     state["classifier.0.weight"] = torch.zeros(4, 4)
     path = tmp_path_factory.mktemp("vgg") / "vgg19.pth"

@@ -210,7 +210,7 @@ def deform(topology: HeadTopology, params: ShapeParams, weights: np.ndarray,
 def _landmark_targets() -> tuple[np.ndarray, np.ndarray]:
     """Chart targets [68, 2] (mm) in iBUG order and a seam-row code per landmark.
 
-    Seam code: 0 any ordinary row, 1 upper-lip inner row, 2 mouth interior row,
+    Seam code: 0 any ordinary row, 1 upper-lip inner row (also the inner mouth corners),
     3 lower-lip inner row.
     """
     t = np.linspace(0.0, np.pi, 17)
@@ -232,8 +232,7 @@ def _landmark_targets() -> tuple[np.ndarray, np.ndarray]:
     inner = [[-21, L], [-9, L], [0, L], [9, L], [21, L], [9, L], [0, L], [-9, L]]
     targets = np.concatenate([jaw, brows, nose, right_eye, left_eye, mouth, inner]).astype(float)
     seam = np.zeros(68, dtype=int)
-    seam[[61, 62, 63]] = 1
-    seam[[60, 64]] = 2
+    seam[[60, 61, 62, 63, 64]] = 1
     seam[[65, 66, 67]] = 3
     return targets, seam
 
@@ -243,8 +242,8 @@ def landmark_indices(topology: HeadTopology) -> np.ndarray:
     az, el, row = topology.vertex_chart()
     xy = np.stack([CHART_MM * az, CHART_MM * el], 1)
     targets, seam = _landmark_targets()
-    lo, mid, hi = topology.seam_rows
-    allowed_rows = {1: hi, 2: mid, 3: lo}
+    lo, _, hi = topology.seam_rows
+    allowed_rows = {1: hi, 3: lo}
     ordinary = ~np.isin(row, topology.seam_rows) & (row < topology.n_rows)
     indices = np.empty(68, dtype=np.int64)
     for i, (target, code) in enumerate(zip(targets, seam)):

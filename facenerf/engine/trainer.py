@@ -221,6 +221,8 @@ class Trainer:
         if unknown:
             raise KeyError(f"training_step returned losses for unknown optimiser(s) {unknown}; "
                            f"known: {sorted(self.optimizers)}")
+        if not losses:
+            return
         values = torch.stack([loss.detach().float() for loss in losses.values()])  # [n_losses]
         if not bool(torch.isfinite(values).all()):
             bad = {name: float(loss.detach()) for name, loss in losses.items()}
@@ -308,6 +310,9 @@ class Trainer:
     def _resume(self) -> str | None:
         payload = self.checkpoints.load_latest(map_location=self.device, warn=self._say)
         if payload is None:
+            if self.checkpoints.checkpoints():
+                raise FaceNerfError(f"no checkpoint in {self.checkpoints.directory} can be read; move them "
+                                    "away to start over, or choose another output directory")
             return None
         self.load_state(payload, payload["path"])
         changed = [k for k in sorted(set(self.config) | set(payload["config"]))

@@ -35,9 +35,11 @@ def split_linear(layer: nn.Linear, parts: list[Tensor | None]) -> Tensor:
             ``None`` entries are skipped (their width must then be 0).
     Returns:
         ``[M, out]`` equal to ``layer(torch.cat(parts, -1))`` with codes broadcast over rows.
+        Shared codes are folded into the bias once; per-row parts are accumulated with fused
+        ``addmm`` calls on column blocks of the weight (no copy of the inputs or weight).
     """
-    weight, bias = layer.weight, layer.bias
-    offset, out, shared = 0, None, bias
+    weight = layer.weight
+    offset, shared, per_row = 0, layer.bias, []
     for part in parts:
         if part is None:
             continue
@@ -45,15 +47,17 @@ def split_linear(layer: nn.Linear, parts: list[Tensor | None]) -> Tensor:
         w = weight[:, offset:offset + width]
         offset += width
         if part.shape[0] == 1:
-            # a per-face code: fold into the bias once ([1, out])
-            shared = F.linear(part, w) + shared
+            shared = F.linear(part, w) + shared  # [1, out]: a per-face code
         else:
-            out = F.linear(part, w) if out is None else out + F.linear(part, w)
+            per_row.append((part, w))
     if offset != weight.shape[1]:
         raise ValueError(f"inputs of width {offset} for a layer expecting {weight.shape[1]}")
-    if out is None:
+    if not per_row:
         return shared
-    return out + shared
+    out = None
+    for part, w in per_row:
+        out = torch.addmm(shared if out is None else out, part, w.t())
+    return out
 
 
 class SkipTrunk(nn.Module):
@@ -93,13 +97,13 @@ class SkipTrunk(nn.Module):
         if feature.dim() != 2:
             raise ValueError(f"expected a [M, {self.feature_dim}] feature, got {tuple(feature.shape)}")
         inputs = [code, feature] if self.code_first else [feature, code]
-        h = torch.relu(split_linear(self.block1[0], inputs))
+        h = torch.relu_(split_linear(self.block1[0], inputs))
         for layer in self.block1[1:]:
-            h = torch.relu(layer(h))
+            h = torch.relu_(layer(h))
         if len(self.block2):
-            h = torch.relu(split_linear(self.block2[0], inputs + [h]))
+            h = torch.relu_(split_linear(self.block2[0], inputs + [h]))
             for layer in self.block2[1:]:
-                h = torch.relu(layer(h))
+                h = torch.relu_(layer(h))
         return h
 
     def linear_layers(self) -> list[nn.Linear]:

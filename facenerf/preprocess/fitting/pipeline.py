@@ -9,7 +9,8 @@ For every photo ``<name>.<ext>`` in the input folder the batch writes, under the
     segRes/<name>.png      aligned photo with background and clothing removed (black)
     segRelRes/<name>.png   segRes relit to the training lighting: the image to fit
     pose_<name>.npy        {"pose": 4x4 camera-to-world (OpenGL, scene units), "kp": 68x2 (row, col),
-                            "kp_xy": 68x2 (x, y), "sh": 9 estimated SH lighting, "rmse_px": float}
+                            "kp_xy": 68x2 (x, y), "sh": 9 estimated SH lighting (reference basis order),
+                            "rmse_px": landmark reprojection error, "image_size": int}
     contact/contact_sheet.png   input | landmarks + pose | mask | segmented | relit, one row per photo
 
 ``run_fit.py --filePath <out>/segRelRes/<name>.png`` finds ``<out>/pose_<name>.npy`` two folders
@@ -27,7 +28,7 @@ import numpy as np
 
 from facenerf.errors import FaceNerfError
 from facenerf.io import IMAGE_SUFFIXES, read_image, write_image
-from facenerf.preprocess.fitting.align import align_to_template, transform_points
+from facenerf.preprocess.fitting.align import align_to_template, transform_points, transform_scale
 from facenerf.preprocess.fitting.contact import draw_landmarks, overlay_labels
 from facenerf.preprocess.fitting.detect import FaceDetection, LandmarkDetector
 from facenerf.preprocess.fitting.pose import PoseEstimate, estimate_pose
@@ -111,7 +112,7 @@ class WildPreprocessor:
         aligned, inside, matrix, landmarks = align_to_template(image, detection.landmarks,
                                                                self.template.landmarks_2d, size)
         if self.settings.refine_landmarks:
-            landmarks = self._refined_landmarks(aligned, landmarks)
+            landmarks = self._refined_landmarks(aligned, landmarks, detection.box, matrix)
         pose = estimate_pose(landmarks, self.template.landmarks_3d, self.template.intrinsics,
                              self.settings.pose_use_contour)
         segmentation = self._segment(aligned, landmarks, inside)
@@ -122,13 +123,16 @@ class WildPreprocessor:
                              (aligned * keep).astype(np.float32), (relit * keep).astype(np.float32),
                              coeffs, projected, notes)
 
-    def _refined_landmarks(self, aligned: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
-        """Re-predict landmarks on the aligned face; keep the warped ones if the two disagree badly."""
-        lo, hi = landmarks.min(axis=0), landmarks.max(axis=0)
-        pad = 0.1 * (hi - lo)
-        box = (lo[0] - pad[0], lo[1] - pad[1], hi[0] + pad[0], hi[1] + pad[1])
-        refined = self.detector.landmarks_in_box(aligned, box)
-        spread = float(np.linalg.norm(hi - lo))
+    def _refined_landmarks(self, aligned: np.ndarray, landmarks: np.ndarray, box: tuple, matrix: np.ndarray
+                           ) -> np.ndarray:
+        """Re-predict landmarks on the aligned face in the detector's box carried through ``matrix``.
+
+        The warped landmarks are kept if the two disagree badly (more than 5% of the face size).
+        """
+        centre = transform_points(np.array([[(box[0] + box[2]) / 2, (box[1] + box[3]) / 2]]), matrix)[0]
+        half = 0.5 * transform_scale(matrix) * np.array([box[2] - box[0], box[3] - box[1]])
+        refined = self.detector.landmarks_in_box(aligned, (*(centre - half), *(centre + half)))
+        spread = float(np.linalg.norm(landmarks.max(axis=0) - landmarks.min(axis=0)))
         if np.mean(np.linalg.norm(refined - landmarks, axis=1)) > 0.05 * spread:
             return landmarks
         return refined

@@ -109,15 +109,12 @@ class FaceFrame:
                          left + inset + drop_l + bottom])
 
 
-def _fill(shape: tuple[int, int], polygon: np.ndarray, convex: bool = True) -> np.ndarray:
+def _fill(shape: tuple[int, int], polygon: np.ndarray) -> np.ndarray:
+    """``[H, W]`` bool: the convex hull of ``polygon`` ``[N, 2]`` (x, y) filled."""
     import cv2
 
     mask = np.zeros(shape, dtype=np.uint8)
-    pts = np.round(polygon).astype(np.int32)
-    if convex:
-        cv2.fillConvexPoly(mask, cv2.convexHull(pts), 1)
-    else:
-        cv2.fillPoly(mask, [pts], 1)
+    cv2.fillConvexPoly(mask, cv2.convexHull(np.round(polygon).astype(np.int32)), 1)
     return mask.astype(bool)
 
 
@@ -155,7 +152,10 @@ def seed_mask(shape: tuple[int, int], frame: FaceFrame, inside: np.ndarray, neck
 
 
 def _grabcut(image: np.ndarray, mask: np.ndarray, iterations: int, seed: int) -> np.ndarray:
-    """Run GrabCut from ``mask``; return the foreground ``[H, W]`` float32 (1 = foreground)."""
+    """Run GrabCut from ``mask``; return the foreground ``[H, W]`` float32 (1 = foreground).
+
+    If GrabCut cannot start (too few pixels of one kind to model), the seed regions are returned.
+    """
     import cv2
 
     rgb8 = (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
@@ -165,8 +165,11 @@ def _grabcut(image: np.ndarray, mask: np.ndarray, iterations: int, seed: int) ->
     if has_fg and has_bg:
         cv2.setRNGSeed(int(seed))
         bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
-        cv2.grabCut(np.ascontiguousarray(rgb8[..., ::-1]), work, None, bgd, fgd, max(1, iterations),
-                    cv2.GC_INIT_WITH_MASK)
+        try:
+            cv2.grabCut(np.ascontiguousarray(rgb8[..., ::-1]), work, None, bgd, fgd, max(1, iterations),
+                        cv2.GC_INIT_WITH_MASK)
+        except cv2.error:
+            work = mask.copy()
     return np.isin(work, (cv2.GC_FGD, cv2.GC_PR_FGD)).astype(np.float32)
 
 

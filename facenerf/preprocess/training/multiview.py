@@ -43,7 +43,7 @@ class RenderOptions:
     seed: int = 0
     n_test: int | None = None
     n_val: int = 0
-    double_sided: bool = False
+    double_sided: bool = True
 
 
 @dataclass

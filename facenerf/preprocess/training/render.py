@@ -58,9 +58,13 @@ def load_render_mesh(obj_path: str | Path) -> RenderMesh:
 
 
 class ViewRenderer:
-    """One offscreen pyrender context at a fixed square resolution; reuse it for many meshes."""
+    """One offscreen pyrender context at a fixed square resolution; reuse it for many meshes.
 
-    def __init__(self, resolution: int, double_sided: bool = False):
+    Faces are drawn from both sides by default, so looking into an open boundary (the neck
+    cut, a scan's holes) shows the textured inside of the surface instead of the background.
+    """
+
+    def __init__(self, resolution: int, double_sided: bool = True):
         import pyrender
 
         self._pyrender = pyrender
@@ -109,7 +113,8 @@ def project_landmarks(landmarks_mm: np.ndarray, view: rig.View, resolution: int,
     """Pixel positions ``(x, y)`` [68, 2] of 3D landmarks (mm, TU frame) and visibility [68].
 
     A landmark is visible when it lies inside the image, in front of the camera and, if a
-    depth map is given, within :data:`VISIBILITY_TOLERANCE` of the rendered surface.
+    depth map is given, within :data:`VISIBILITY_TOLERANCE` of the rendered surface at its pixel
+    or one of the 8 neighbouring pixels.
     """
     import torch
 
@@ -122,8 +127,12 @@ def project_landmarks(landmarks_mm: np.ndarray, view: rig.View, resolution: int,
     col, row = np.round(xy[:, 0]).astype(int), np.round(xy[:, 1]).astype(int)
     visible = (z > 0) & (col >= 0) & (col < K.width) & (row >= 0) & (row < K.height)
     if depth is not None:
-        surface = depth[np.clip(row, 0, K.height - 1), np.clip(col, 0, K.width - 1)]
-        visible &= (surface > 0) & (np.abs(surface - z) < VISIBILITY_TOLERANCE)
+        near_surface = np.zeros_like(visible)
+        for dy in (-1, 0, 1):          # 3 x 3 neighbourhood: grazing surfaces and pixel rounding
+            for dx in (-1, 0, 1):
+                surface = depth[np.clip(row + dy, 0, K.height - 1), np.clip(col + dx, 0, K.width - 1)]
+                near_surface |= (surface > 0) & (np.abs(surface - z) < VISIBILITY_TOLERANCE)
+        visible &= near_surface
     return xy, visible
 
 
