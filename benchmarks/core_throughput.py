@@ -264,7 +264,10 @@ def write_results(out_dir, device, meta, rows):
     stem.with_suffix(".json").write_text(json.dumps({**meta, "results": rows}, indent=2))
     lines = [f"# Core throughput on {meta['device_name']}", "",
              f"torch {meta['torch']}, device `{device}`, {meta['config']}.",
-             f"Wall-clock best of interleaved runs; 1-minute load average when the run started: {meta['load_average_before']}.", "",
+             f"Wall-clock best of interleaved runs; 1-minute load average when the run started: "
+             f"{meta['load_average_before']:.2f}.",
+             "Full-render rows are dominated by the field itself (the same in both columns); the "
+             "compositing rows isolate the core's own work.", "",
              "| case | ours | reference | speed-up |", "|---|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['case']} | {r['ours_per_s']:.4g} {r['unit']}/s | "
@@ -278,7 +281,7 @@ def write_results(out_dir, device, meta, rows):
 
 
 def run_device(device, args):
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     torch.manual_seed(0)
     side = int(round(args.rays ** 0.5))
     K = Intrinsics(side, side, 1.2 * side, 1.2 * side, side / 2, side / 2)

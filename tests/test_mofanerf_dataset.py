@@ -36,7 +36,7 @@ def make_data(tmp_path: Path, n_ids=2, n_exp=3, lm_share=0.5, cache=True, **kw) 
         uv = tmp_path / "uv" / f"{i + 1}" / "1_neutral.jpg"
         write_image(uv, rng.random((64, 64, 3)).astype(np.float32))
         landmarks = rng.normal(0.0, 0.5, (n_exp, 68, 3)).astype(np.float32)
-        people.append(IdentityData(identity=i + 1, shape_code=rng.normal(size=50).astype(np.float32),
+        people.append(IdentityData(identity=str(i + 1), shape_code=rng.normal(size=50).astype(np.float32),
                                    uv_path=uv, landmarks=landmarks))
     frames = FrameTable(paths, np.array(ids), np.array(exps), np.stack(poses).astype(np.float32),
                         np.array(test), K)

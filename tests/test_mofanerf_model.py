@@ -157,3 +157,23 @@ def test_config_rejects_impossible_sizes():
         MoFaNeRFConfig(**{**TINY, "tex_size": 36})
     cfg = MoFaNeRFConfig(**TINY)
     assert MoFaNeRFConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_visible_sample_render_matches_the_dense_renderer():
+    from facenerf.core.rays import image_rays
+
+    model = tiny_model().eval()
+    with torch.no_grad():  # a denser field so some weights are large and others tiny
+        model.coarse.density_head.bias.fill_(0.5)
+        model.fine.density_head.bias.fill_(0.5)
+    K = Intrinsics(12, 12, 30.0, 30.0, 6.0, 6.0)
+    rays = image_rays(K, mofanerf_pose(10.0, 20.0), 8.0, 26.0)
+    codes = model.face_codes(torch.randn(8) * 0.1, expression_index=1, uv=torch.rand(1, 3, 32, 32))
+    dense = model.render_image(rays, codes, 12, 12, min_weight=None)
+    exact = model.render_image(rays, codes, 12, 12, min_weight=0.0)
+    torch.testing.assert_close(exact["rgb"], dense["rgb"], atol=1e-5, rtol=0)
+    torch.testing.assert_close(exact["opacity"], dense["opacity"], atol=1e-6, rtol=0)
+    culled = model.render_image(rays, codes, 12, 12, min_weight=0.02)
+    assert culled["skipped_weight"].max() > 0  # the threshold did skip samples
+    error = (culled["rgb"] - dense["rgb"]).abs().amax(-1)
+    assert (error <= culled["skipped_weight"] + 1e-5).all()  # bounded by the skipped weight

@@ -10,6 +10,7 @@ from facenerf.errors import FaceNerfError
 from facenerf.io import read_image, write_image
 from facenerf.models.refine.inference import (find_checkpoint, load_refine_generator, refine_folder,
                                               refined_folder_for)
+from facenerf.models.refine.losses import lsgan_loss
 from facenerf.models.refine.model import MODEL_NAME, RefineConfig, RefineModel, generator_state
 from facenerf.models.refine.training import PairEvaluator
 
@@ -47,6 +48,33 @@ def test_param_groups_split_generator_and_discriminator():
     g_ids = {id(p) for p in groups["G"][0]["params"]}
     assert g_ids == {id(p) for p in model.netG.parameters()}
     assert not g_ids & {id(p) for p in groups["D"][0]["params"]}
+
+
+def test_single_discriminator_call_matches_pix2pixhd_recipe(pairs):
+    """Our one batched D call gives the same gradients as D(real), D(fake.detach()), D(fake)."""
+    torch.manual_seed(3)
+    model = RefineModel(RefineConfig(**TINY))
+    torch.nn.init.normal_(model.netG.model[-2].weight, 0, 0.02)  # leave the identity start
+    batch = PairBatches(PairDataset(pairs[:2], (32, 32)), batch_size=2)(0)
+    g_params, d_params = list(model.netG.parameters()), list(model.netD.parameters())
+
+    real_a, real_b = batch["A"] * 2 - 1, batch["B"] * 2 - 1
+    fake_b = model.netG(real_a)
+    pred_real = model.netD(torch.cat([real_a, real_b], 1))
+    pred_fake_detached = model.netD(torch.cat([real_a, fake_b.detach()], 1))
+    loss_d = 0.5 * (lsgan_loss(pred_fake_detached, False) + lsgan_loss(pred_real, True))
+    pred_fake = model.netD(torch.cat([real_a, fake_b], 1))
+    loss_g = sum(model.generator_losses(real_b, fake_b, pred_fake, pred_real).values())
+    expected_g = torch.autograd.grad(loss_g, g_params, retain_graph=True)
+    expected_d = torch.autograd.grad(loss_d, d_params)
+
+    losses, _ = model.training_step(batch, 0)
+    assert losses["G"].item() == pytest.approx(loss_g.item(), rel=1e-5)
+    assert losses["D"].item() == pytest.approx(loss_d.item(), rel=1e-5)
+    got_g = torch.autograd.grad(losses["G"], g_params, retain_graph=True)
+    got_d = torch.autograd.grad(losses["D"], d_params)
+    for got, expected in zip(got_g + got_d, expected_g + expected_d):
+        assert torch.allclose(got, expected, rtol=1e-4, atol=1e-7)
 
 
 def test_losses_decrease_on_a_repeated_batch(pairs, tmp_path):

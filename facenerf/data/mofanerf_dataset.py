@@ -39,7 +39,7 @@ from facenerf.io import read_image
 class IdentityData:
     """What training needs of one identity."""
 
-    identity: int  # FaceScape id (folder name)
+    identity: str  # FaceScape id (folder name)
     shape_code: np.ndarray  # [shape_dim] float32, beta
     uv_path: Path  # the neutral UV texture (any size; resized to tex_size once)
     landmarks: np.ndarray | None = None  # [n_expressions, 68, 3] world units (mm / 50), NaN if unknown
@@ -249,3 +249,81 @@ class StepBatches:
         batch = next(self._iterator)
         self._next = step + 1
         return batch
+
+
+# ---------------------------------------------------------------------- from the FaceScape parser
+def _sorted_ids(ids) -> list[str]:
+    return sorted(ids, key=lambda s: (not s.isdigit(), int(s) if s.isdigit() else 0, s))
+
+
+def _frame_arrays(frames: list, index_of: dict[str, int], is_test: bool) -> dict:
+    """Parallel arrays of parsed frame records (hidden 2D landmarks become NaN)."""
+    lm = []
+    for f in frames:
+        if f.landmarks_2d is None:
+            lm.append(None)
+            continue
+        xy = np.array(f.landmarks_2d, dtype=np.float32)
+        if f.landmarks_visible is not None:
+            xy[~np.asarray(f.landmarks_visible, dtype=bool)] = np.nan
+        lm.append(xy)
+    return {"paths": [f.image_path for f in frames], "identity": [index_of[f.identity] for f in frames],
+            "expression": [f.expression for f in frames], "c2w": [f.c2w for f in frames],
+            "is_test": [is_test] * len(frames), "lm": lm, "K": {f.intrinsics for f in frames}}
+
+
+def _identity_data(record, shape_dim: int, source: str) -> IdentityData:
+    if record.shape_code is None:
+        raise FaceNerfError(f"no shape code for identity {record.identity}: factors_id.npy not found next to "
+                            f"{source}; pass --shape_codes path/to/factors_id.npy")
+    if record.shape_code.shape[-1] != shape_dim:
+        raise FaceNerfError(f"shape codes have {record.shape_code.shape[-1]} dims but input_ch_shapeCodes = "
+                            f"{shape_dim}; set input_ch_shapeCodes = {record.shape_code.shape[-1]}")
+    if record.uv_texture is None:
+        raise FaceNerfError(f"no neutral UV texture for identity {record.identity} (looked for {{id}}/1_neutral.jpg "
+                            "next to the data); pass --uv_dir")
+    return IdentityData(str(record.identity), record.shape_code, Path(record.uv_texture), record.landmarks_3d)
+
+
+def load_mofanerf_sources(args) -> tuple[FrameTable, list[IdentityData]]:
+    """Frames (train + held-out test views) and identities of the first ``person_num`` ids.
+
+    Uses :func:`facenerf.data.facescape.parse_multiview` with ``args.datadir``,
+    ``args.shape_codes``, ``args.uv_dir`` and ``args.landmarks`` (empty = look next to datadir).
+    """
+    from facenerf.data.facescape import parse_multiview
+
+    options = dict(factors_path=args.shape_codes or None, landmarks_path=args.landmarks or None,
+                   texture_roots=[args.uv_dir] if args.uv_dir else None)
+    train = parse_multiview(args.datadir, "train", **options)
+    ids = _sorted_ids(train.identities)[: args.person_num]
+    try:
+        test = parse_multiview(args.datadir, "test", ids=ids, **options)
+    except FaceNerfError:
+        test = None  # no held-out views: validation falls back to training frames
+    index_of = {identity: i for i, identity in enumerate(ids)}
+    parts = [_frame_arrays(train.frames(ids), index_of, False)]
+    if test is not None:
+        parts.append(_frame_arrays(test.frames(ids), index_of, True))
+    n_train = len(parts[0]["paths"])
+    if n_train == 0:
+        raise FaceNerfError(f"no training images found in {args.datadir} ({len(train.problems)} listed images "
+                            "are missing); run render.py or fix --datadir")
+    bad = [f for p in parts for f in p["expression"] if f >= args.n_expressions]
+    if bad:
+        raise FaceNerfError(f"frames use expression index {max(bad)} but n_expressions = {args.n_expressions}; "
+                            f"set n_expressions = {max(bad) + 1}")
+    sizes = set().union(*(p["K"] for p in parts))
+    if len(sizes) != 1:
+        raise FaceNerfError(f"images of different sizes/cameras in {args.datadir}: re-render all at one resolution")
+    lm = [x for p in parts for x in p["lm"]]
+    frames = FrameTable(
+        image_paths=[x for p in parts for x in p["paths"]],
+        identity=np.asarray([x for p in parts for x in p["identity"]], dtype=np.int64),
+        expression=np.asarray([x for p in parts for x in p["expression"]], dtype=np.int64),
+        c2w=np.stack([x for p in parts for x in p["c2w"]]).astype(np.float32),
+        is_test=np.asarray([x for p in parts for x in p["is_test"]], dtype=bool),
+        intrinsics=sizes.pop(),
+        landmarks_2d=np.stack(lm) if all(x is not None for x in lm) else None)
+    people = [_identity_data(train.identities[i], args.input_ch_shapeCodes, args.datadir) for i in ids]
+    return frames, people

@@ -11,9 +11,9 @@ Stages of :class:`Fitter`:
    rays), render them through the frozen network with the current codes and pose, evaluate
    :func:`~facenerf.fitting.objective.fit_loss`, take one Adam step with this iteration's
    learning rates;
-3. **run** - loop to the planned iteration count with a progress bar, logging the loss and the
-   PSNR of the sampled rays, and calling ``on_checkpoint(fitter)`` every ``save_every``
-   iterations and at the end (the caller writes the fit file and previews there).
+3. **run** - loop to the planned iteration count with a progress bar, recording the loss and
+   the PSNR of the sampled rays every ``log_every`` iterations and calling
+   ``on_iteration(fitter)`` after every step (the caller writes fit files and previews there).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from facenerf.fitting.inputs import FitTarget
 from facenerf.fitting.objective import FitVariables, FitWeights, fit_loss, render_fit_rays
 from facenerf.fitting.result import FitResult
 from facenerf.fitting.sampling import build_levels, sample_fit_pixels
-from facenerf.fitting.schedule import VARIABLE_GROUPS, FitSchedule
+from facenerf.fitting.schedule import FitSchedule
 from facenerf.fitting.stats import CodeStatistics
 from facenerf.metrics import mse_to_psnr
 from facenerf.runtime import autocast
@@ -57,7 +57,6 @@ class FitSettings:
     init_expression: int = 0  # learned code eps starts from (0 = neutral)
     amp: str = "none"  # autocast of the network ("bf16" on capable GPUs)
     fast_render: bool = True  # coarse pass without gradients/colour (same result), else full render
-    save_every: int = 100  # call on_checkpoint every N iterations (0 = only at the end)
     log_every: int = 10  # record the history every N iterations
     progress: bool = True
     seed: int = 0
@@ -174,10 +173,9 @@ class Fitter:
         for key in HISTORY_KEYS[1:]:
             self.history[key].append(scalars[key])
 
-    def run(self, on_checkpoint: Callable[["Fitter"], None] | None = None, stop_at: int | None = None) -> None:
-        """Iterate until the planned count (or ``stop_at``), calling ``on_checkpoint`` on the way."""
+    def run(self, on_iteration: Callable[["Fitter"], None] | None = None, stop_at: int | None = None) -> None:
+        """Iterate until the planned count (or ``stop_at``); ``on_iteration(fitter)`` follows every step."""
         end = min(self.settings.schedule.iterations, stop_at if stop_at is not None else 1 << 62)
-        every = self.settings.save_every
         bar = tqdm(total=end, initial=self.iteration, desc="fit", unit="it", disable=not self.settings.progress)
         with bar:
             while self.iteration < end:
@@ -187,10 +185,8 @@ class Fitter:
                     bar.set_postfix(loss=f"{scalars['loss']:.4f}", psnr=f"{scalars['psnr']:.2f}",
                                     level=int(scalars["level"]))
                 bar.update(1)
-                if on_checkpoint is not None and every > 0 and self.iteration % every == 0 and self.iteration < end:
-                    on_checkpoint(self)
-        if on_checkpoint is not None:
-            on_checkpoint(self)
+                if on_iteration is not None:
+                    on_iteration(self)
 
     # ------------------------------------------------------------------ renders
     @torch.no_grad()
@@ -209,10 +205,3 @@ class Fitter:
 def _stats_to(stats: CodeStatistics, device: torch.device) -> CodeStatistics:
     return CodeStatistics(stats.shape_mean.to(device), stats.shape_std.to(device), stats.texture_mean.to(device),
                           stats.texture_std.to(device), stats.n_identities, stats.step)
-
-
-def settings_history_keys() -> tuple[str, ...]:
-    return HISTORY_KEYS
-
-
-__all__ = ["Fitter", "FitSettings", "freeze", "VARIABLE_GROUPS"]

@@ -75,28 +75,40 @@ class _ArrayUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
-def load_pose_file(path: str | Path) -> dict:
-    """Read ``pose_<name>.npy`` (a pickled dict saved with ``np.save``) without running code.
+def read_npy_object(path: str | Path, what: str, fix: str):
+    """Load an ``.npy`` file that may hold a pickled dict (``np.save(path, dict)``) without running code.
 
-    Only numpy arrays and plain values are accepted; anything else raises FaceNerfError.
+    Only numpy arrays, dtypes, scalars and plain containers are accepted; a 0-d object array is
+    unwrapped. Anything else, or an unreadable file, raises FaceNerfError (``fix`` says what to do).
     """
     file = Path(path)
     try:
         with file.open("rb") as handle:
             version = np.lib.format.read_magic(handle)
             reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            shape, _, dtype = reader(handle)
-            if dtype.hasobject:
-                record = _ArrayUnpickler(handle).load()
-            else:
-                record = None
+            _, _, dtype = reader(handle)
+            record = _ArrayUnpickler(handle).load() if dtype.hasobject else None
+        if record is None:
+            record = np.load(file, allow_pickle=False)
     except (OSError, ValueError, EOFError, pickle.UnpicklingError, AttributeError, ImportError) as err:
-        raise FaceNerfError(f"cannot read pose file {file} ({err}); rerun the wild-photo preprocessing") from err
+        raise FaceNerfError(f"cannot read {what} {file} ({err}); {fix}") from err
     if isinstance(record, np.ndarray) and record.dtype.hasobject and record.shape == ():
         record = record.item()
+    return record
+
+
+def load_pose_file(path: str | Path) -> dict:
+    """Read ``pose_<name>.npy`` (a dict saved with ``np.save``); see :func:`read_npy_object`."""
+    fix = "rerun the wild-photo preprocessing"
+    record = read_npy_object(path, "pose file", fix)
     if not isinstance(record, dict) or "pose" not in record or ("kp" not in record and "kp_xy" not in record):
-        raise FaceNerfError(f"pose file {file} is not a dict with 'pose' and 'kp'; rerun the wild-photo "
-                            "preprocessing")
+        raise FaceNerfError(f"pose file {path} is not a dict with 'pose' and 'kp'; {fix}")
+    try:
+        pose = np.asarray(record["pose"], dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise FaceNerfError(f"pose file {path} has a non-numeric 'pose'; {fix}") from err
+    if pose.size != 16 or not np.isfinite(pose).all():
+        raise FaceNerfError(f"pose file {path} holds a 'pose' of shape {pose.shape}, not a finite 4x4 matrix; {fix}")
     return record
 
 
@@ -227,3 +239,28 @@ def load_target(image_path: str | Path, pose_path: str | Path | None = None, fit
         raise FaceNerfError(f"no face in {path}: the image has no foreground (it is black or its mask is empty); "
                             "fit a preprocessed photo (segRelRes/<name>.png) with the face visible")
     return reduce_target(target, fit_size)
+
+
+def sibling_views(target: FitTarget, count: int) -> list[tuple[Tensor, Tensor, Intrinsics]]:
+    """Up to ``count`` other views of a synthetic target's identity and expression, for evaluation.
+
+    Reads the ``transforms.json`` beside the render; returns ``(image [h, w, 3], c2w [4, 4], K)``
+    at the fit's resolution, spread evenly over the available views (the fitted view excluded).
+    An empty list for wild photos or when no other view exists.
+    """
+    camera_file = target.path.parent / CAMERA_FILE
+    if target.kind != "synthetic" or count <= 0 or not camera_file.is_file():
+        return []
+    header = json.loads(camera_file.read_text())
+    frames = [f for f in header.get("frames", []) if f.get("view") != target.info.get("view")
+              and (target.path.parent / f"{f.get('view')}.png").is_file()]
+    if not frames:
+        return []
+    picks = np.unique(np.linspace(0, len(frames) - 1, min(count, len(frames))).round().astype(int))
+    views = []
+    for i in picks:
+        frame = frames[int(i)]
+        image = read_image(target.path.parent / f"{frame['view']}.png", size=(target.K.width, target.K.height))
+        views.append((torch.from_numpy(image), torch.tensor(frame["transform_matrix"], dtype=torch.float32),
+                      target.K))
+    return views

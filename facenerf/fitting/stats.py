@@ -54,7 +54,12 @@ class CodeStatistics:
 
     @classmethod
     def load(cls, path: str | Path) -> "CodeStatistics":
-        """Read a file written by :meth:`save`; FaceNerfError when missing or not such a file."""
+        """Read a file written by :meth:`save`, or the original ``texShpDistribution.npy``.
+
+        FaceNerfError when the file is missing or neither of the two.
+        """
+        if Path(path).suffix.lower() == ".npy":
+            return cls.from_original(path)
         data = _load_tensor_file(path, "code statistics")
         if not isinstance(data, dict) or data.get("format") != STATS_FORMAT:
             raise FaceNerfError(f"{path} is not a facenerf code-statistics file; delete it to recompute "
@@ -64,6 +69,19 @@ class CodeStatistics:
                                 "facenerf understands; upgrade facenerf")
         return cls(data["shape_mean"], data["shape_std"], data["texture_mean"], data["texture_std"],
                    int(data["n_identities"]), int(data.get("step", -1)))
+
+    @classmethod
+    def from_original(cls, path: str | Path) -> "CodeStatistics":
+        """The original repository's ``configs/texShpDistribution.npy`` (reference §1.11)."""
+        from facenerf.fitting.inputs import read_npy_object
+
+        fix = "pass configs/texShpDistribution.npy of the original code or a code_stats.pt"
+        record = read_npy_object(path, "code statistics", fix)
+        keys = ("shape_mean", "shape_std", "texture_mean", "texture_std")
+        if not isinstance(record, dict) or any(k not in record for k in keys):
+            raise FaceNerfError(f"{path} does not hold {', '.join(keys)}; {fix}")
+        vals = [torch.as_tensor(record[k], dtype=torch.float32).reshape(-1) for k in keys]
+        return cls(vals[0], vals[1].clamp_min(1e-6), vals[2], vals[3].clamp_min(1e-6), n_identities=0)
 
     def check_sizes(self, shape_dim: int, texture_dim: int, where: str) -> None:
         """FaceNerfError unless the code sizes match the model's."""

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from facenerf.core.encodings import FrequencyEncoding
-from facenerf.core.renderer import RenderSettings, render_image, render_rays
+from facenerf.core.renderer import RenderSettings, render_chunked, render_image, render_rays
 from facenerf.core.rays import RayBundle
 from facenerf.models.mofanerf.config import MoFaNeRFConfig
 from facenerf.models.mofanerf.ism import IdentityModulation
@@ -141,13 +141,23 @@ class MoFaNeRF(nn.Module):
         return render_rays(rays, coarse, fine, settings or self.eval_settings, generator=generator)
 
     def render_image(self, rays: RayBundle, codes: FaceCodes, height: int, width: int,
-                     settings: RenderSettings | None = None, progress: bool = False) -> dict:
+                     settings: RenderSettings | None = None, progress: bool = False,
+                     min_weight: float | None = 1e-4) -> dict:
         """Render an image's ``height * width`` rays (row-major) in chunks, without gradients.
 
+        ``min_weight`` selects the inference path of :mod:`~facenerf.models.mofanerf.fast_render`
+        (colour evaluated only where the compositing weight exceeds it; 0 = every sample with a
+        non-zero weight); ``None`` runs the shared dense renderer exactly as in training.
         Returns ``{"rgb": [H, W, 3], "depth": [H, W], "opacity": [H, W], ...}``.
         """
-        coarse, fine = self.fields(codes)
-        return render_image(rays, coarse, fine, settings or self.eval_settings, height, width, progress=progress)
+        settings = settings or self.eval_settings
+        if min_weight is None or settings.perturb:
+            coarse, fine = self.fields(codes)
+            return render_image(rays, coarse, fine, settings, height, width, progress=progress)
+        from facenerf.models.mofanerf.fast_render import render_rays_visible
+
+        return render_chunked(lambda chunk: render_rays_visible(self, chunk, codes, settings, min_weight),
+                              rays, settings.chunk_rays, height, width, progress)
 
     # ----------------------------------------------------------------- engine interface
     def trainable_parameters(self) -> list[nn.Parameter]:

@@ -12,6 +12,7 @@ Wiring (reference §1.1, §1.7):
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from facenerf.models.mofanerf.layers import SkipTrunk, split_linear, xavier_linear
@@ -57,9 +58,13 @@ class MoFaNeRFNetwork(nn.Module):
         """
         f_sigma = self.density_feature(pe_x, expression, shape)
         raw_density = self.density_head(f_sigma).squeeze(-1)
+        return raw_density, self.raw_colour(f_sigma, pe_d, texture)
+
+    def raw_colour(self, f_sigma: Tensor, pe_d: Tensor, texture: Tensor) -> Tensor:
+        """Raw rgb ``[M, 3]`` from density features ``[M, W]``, encoded directions and alpha."""
         f_colour = self.colour_trunk(f_sigma, texture)
-        view = split_linear(self.view_layer, [pe_d, f_colour]).relu()
-        return raw_density, self.rgb_head(view)
+        view = torch.relu_(split_linear(self.view_layer, [pe_d, f_colour]))
+        return self.rgb_head(view)
 
     def raw_density(self, pe_x: Tensor, expression: Tensor, shape: Tensor) -> Tensor:
         """Raw density ``[M]`` alone (skips the colour branch)."""

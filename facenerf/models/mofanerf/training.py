@@ -24,7 +24,7 @@ import torch
 
 from facenerf.config import config_to_dict, ensure_writable_dir, save_config
 from facenerf.core.renderer import RenderSettings
-from facenerf.data.mofanerf_dataset import MoFaNeRFData, StepBatches
+from facenerf.data.mofanerf_dataset import MoFaNeRFData, StepBatches, load_mofanerf_sources
 from facenerf.data.ray_batches import PixelSamplerConfig
 from facenerf.engine import distributed
 from facenerf.engine.checkpoint import CheckpointManager
@@ -53,8 +53,6 @@ def build_model(args) -> MoFaNeRF:
 
 def build_data(args, out_dir: Path) -> MoFaNeRFData:
     """The streamed training data (see :mod:`facenerf.data.mofanerf_dataset`)."""
-    from facenerf.data.mofanerf_sources import load_mofanerf_sources
-
     frames, identities = load_mofanerf_sources(args)
     sampler = PixelSamplerConfig(n_rays=args.N_rand, landmark_share=args.lm_share, landmark_sigma=args.lm_sigma,
                                  mask_share=args.mask_share, precrop_iters=args.precrop_iters,

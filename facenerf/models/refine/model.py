@@ -7,6 +7,10 @@ discriminator judges ``concat[render, image]`` (6 channels). Generator loss =
 The L1 term is not in the original pix2pixHD recipe: it lets the default (no VGG weights,
 which cannot be downloaded here) converge quickly and stably.
 
+The discriminator runs once per step on real and generated pairs batched together; this is
+exact only because every loss is back-propagated into its own optimiser's parameters (see
+:meth:`RefineModel.training_step`), which the shared Trainer guarantees.
+
 Batches are ``{"A": render [B, 3, H, W], "B": ground truth [B, 3, H, W]}`` in [0, 1]; the
 networks work in [-1, 1]. The ``state_dict`` holds ``netG.*`` and ``netD.*`` only (the frozen
 VGG is never saved), so inference needs only the generator's keys.
@@ -96,14 +100,13 @@ class RefineModel(nn.Module):
         """``[B, 3, H, W]`` renders in [0, 1] -> refined ``[B, 3, H, W]`` in [0, 1] (any H, W)."""
         return (self.netG(images * 2.0 - 1.0) + 1.0) * 0.5
 
-    def generator_losses(self, real_a: torch.Tensor, real_b: torch.Tensor, fake_b: torch.Tensor,
+    def generator_losses(self, real_b: torch.Tensor, fake_b: torch.Tensor, pred_fake: list,
                          pred_real: list) -> dict[str, torch.Tensor]:
-        """Generator loss terms (weighted) for renders ``real_a``, targets ``real_b``, outputs ``fake_b``.
+        """Generator loss terms (weighted) for targets ``real_b`` and outputs ``fake_b`` ([B, 3, H, W] in [-1, 1]).
 
-        All images ``[B, 3, H, W]`` in [-1, 1]; ``pred_real`` = discriminator outputs on real pairs.
+        ``pred_fake`` / ``pred_real``: discriminator outputs on (render, output) / (render, target).
         """
         cfg = self.cfg
-        pred_fake = self.netD(torch.cat([real_a, fake_b], dim=1))
         terms = {"g_gan": cfg.lambda_gan * lsgan_loss(pred_fake, True)}
         if cfg.lambda_feat > 0:
             terms["g_feat"] = feature_matching_loss(pred_fake, pred_real, cfg.lambda_feat)
@@ -113,16 +116,34 @@ class RefineModel(nn.Module):
             terms["g_vgg"] = cfg.lambda_vgg * self._vgg.on(fake_b.device)(fake_b, real_b)
         return terms
 
+    def discriminate(self, real_a: torch.Tensor, real_b: torch.Tensor, fake_b: torch.Tensor) -> tuple[list, list]:
+        """Discriminator outputs on (render, target) and (render, output) pairs, in ONE batched call.
+
+        Instance norm works per sample, so this equals two separate calls. Returns
+        ``(pred_real, pred_fake)``, each a list over scales of lists of layer outputs.
+        """
+        batch = real_a.shape[0]
+        pairs = torch.cat([torch.cat([real_a, real_b], dim=1), torch.cat([real_a, fake_b], dim=1)], dim=0)
+        outputs = self.netD(pairs)  # [2B, ...] per layer
+        pred_real = [[f[:batch] for f in scale] for scale in outputs]
+        pred_fake = [[f[batch:] for f in scale] for scale in outputs]
+        return pred_real, pred_fake
+
     def training_step(self, batch: Mapping[str, Any], step: int) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
-        """One GAN step: losses {"G", "D"} (the trainer applies each to its own optimiser) and scalars."""
+        """One GAN step: losses {"G", "D"} and scalars to log.
+
+        The discriminator runs once on real and generated pairs together (pix2pixHD runs it three
+        times: real, detached fake, fake). That is exact because each loss is back-propagated into
+        its own optimiser's parameters only (the Trainer's contract): "D" never reaches netG and
+        "G" never updates netD, so no ``detach`` is needed.
+        """
         device = next(self.netG.parameters()).device
         real_a = batch["A"].to(device) * 2.0 - 1.0  # [B, 3, H, W] render in [-1, 1]
         real_b = batch["B"].to(device) * 2.0 - 1.0  # [B, 3, H, W] ground truth in [-1, 1]
         fake_b = self.netG(real_a)                  # [B, 3, H, W] refined in [-1, 1]
-        pred_real = self.netD(torch.cat([real_a, real_b], dim=1))
-        pred_fake_detached = self.netD(torch.cat([real_a, fake_b.detach()], dim=1))
-        d_real, d_fake = lsgan_loss(pred_real, True), lsgan_loss(pred_fake_detached, False)
-        terms = self.generator_losses(real_a, real_b, fake_b, pred_real)
+        pred_real, pred_fake = self.discriminate(real_a, real_b, fake_b)
+        d_real, d_fake = lsgan_loss(pred_real, True), lsgan_loss(pred_fake, False)
+        terms = self.generator_losses(real_b, fake_b, pred_fake, pred_real)
         loss_g = sum(terms.values())
         loss_d = 0.5 * (d_real + d_fake)
         with torch.no_grad():

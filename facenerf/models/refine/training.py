@@ -132,6 +132,7 @@ def train_refine(settings: RefineTrainSettings, net: RefineConfig, device: torch
     """
     from facenerf.engine.trainer import Trainer
 
+    model = RefineModel(net)  # first: a bad --vgg_weights fails before the dataset is scanned
     scan = scan_pairs(settings.render_dir, settings.target_dir)
     report_scan(scan, report)
     if not scan.pairs:
@@ -144,7 +145,6 @@ def train_refine(settings: RefineTrainSettings, net: RefineConfig, device: torch
                           settings.seed, settings.flip, report)
     evaluator = PairEvaluator(PairDataset(val_pairs, size), report=report) if val_pairs else None
     report(f"training on {len(train_pairs)} pairs, validating on {len(val_pairs)}")
-    model = RefineModel(net)
     trainer = Trainer(model, batches, _trainer_config(settings, evaluator is not None), device,
                       config=config, evaluate=evaluator, model_name=MODEL_NAME)
     result = trainer.fit()
