@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from facenerf.config import ensure_writable_dir, make_parser, parse_args, save_config
-from facenerf.errors import run_cli
+from facenerf.errors import FaceNerfError, run_cli
 
 
 def build_parser():
@@ -43,12 +43,15 @@ def main(argv=None) -> int:
     from facenerf.preprocess.training import align
 
     data = Path(args.data)
+    models_raw = Path(args.models_raw or data / "models_raw")
+    if not models_raw.is_dir():
+        raise FaceNerfError(f"raw meshes not found: {models_raw} (pass --models_raw or --data)")
     out = ensure_writable_dir(args.out or data / "models_out")
     predef = align.load_predef(Path(args.predef or data / "predef"),
                                Path(args.landmarks) if args.landmarks else data / "landmarks_3d.npy")
     opts = align.AlignOptions(args.max_distance_base, args.clip_radius, args.no_clip, args.output_ids)
     results, problems = align.align_dataset(
-        Path(args.models_raw or data / "models_raw"), out, predef, opts,
+        models_raw, out, predef, opts,
         ids=[s.strip() for s in args.ids.split(",")] if args.ids else None,
         expressions=parse_expression_list(args.expressions), progress=not args.no_progress)
     save_config(args, out, "align_config.txt")

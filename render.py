@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from facenerf.config import ensure_writable_dir, make_parser, parse_args, save_config
-from facenerf.errors import run_cli
+from facenerf.errors import FaceNerfError, run_cli
 
 
 def build_parser():
@@ -41,27 +41,37 @@ def build_parser():
     return parser
 
 
-def _ints(text):
-    return None if text in (None, "") else [int(t) for t in str(text).split(",") if t.strip()]
+def _ints(text, flag):
+    if text in (None, ""):
+        return None
+    try:
+        return [int(t) for t in str(text).split(",") if t.strip()]
+    except ValueError:
+        raise FaceNerfError(f"{flag} takes comma-separated integers, got '{text}'") from None
 
 
 def main(argv=None) -> int:
     args = parse_args(build_parser(), argv)
+    data = Path(args.data)
+    models_out = Path(args.models_out or data / "models_out")
+    if not models_out.is_dir():
+        raise FaceNerfError(f"aligned meshes not found: {models_out} (run align_clip.py first or pass --models_out)")
+    if args.resolution < 8 or args.workers < 1:
+        raise FaceNerfError("--resolution must be at least 8 and --workers at least 1")
     from facenerf.preprocess.training.gl import select_gl_platform
 
-    platform = select_gl_platform(args.gl)
+    platform = select_gl_platform(args.gl)    # before anything imports pyrender
     from facenerf.data.synthetic import parse_expression_list
     from facenerf.preprocess.training import multiview, rig
 
-    data = Path(args.data)
     out = ensure_writable_dir(args.out or data / "multiViewImages")
     landmarks_path = Path(args.landmarks) if args.landmarks else data / "landmarks_3d.npy"
     opts = multiview.RenderOptions(
         resolution=args.resolution, seed=args.seed, n_test=args.test_views, n_val=args.val_views,
-        views=tuple(rig.select_views(args.views, _ints(args.pitches), _ints(args.yaws))),
+        views=tuple(rig.select_views(args.views, _ints(args.pitches, "--pitches"), _ints(args.yaws, "--yaws"))),
         double_sided=not args.cull_back_faces)
     report = multiview.render_dataset(
-        Path(args.models_out or data / "models_out"), out, opts, args.workers, platform,
+        models_out, out, opts, args.workers, platform,
         ids=[s.strip() for s in args.ids.split(",")] if args.ids else None,
         expressions=parse_expression_list(args.expressions),
         landmarks=multiview.load_landmark_array(landmarks_path if args.landmarks != "" else None),

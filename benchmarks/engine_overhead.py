@@ -6,8 +6,8 @@
    same batches. Reported as steps/s of each; the ratio is the loop's overhead.
 2. Two-optimiser step: one forward and two ``backward(inputs=...)`` (the Trainer's way) vs two
    forwards each followed by a full ``backward()`` (the common GAN recipe).
-3. SSIM: the separable depthwise Gaussian filter vs a direct 11x11 2-D convolution of the
-   same window, images/s on 64x64 batches.
+3. SSIM: one depthwise 11x11 Gaussian convolution over the stacked statistics
+   ``[x, y, x*x, y*y, x*y]`` vs the textbook five separate filter calls, images/s on 64x64 batches.
 
 Usage:  .venv/bin/python benchmarks/engine_overhead.py [--steps 200] [--repeats 3]
 Writes benchmarks/results/engine_overhead_<device>.json and .md.
@@ -139,7 +139,7 @@ def time_gan(steps: int, device: torch.device, shared_forward: bool) -> float:
 
 
 def reference_ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """SSIM with a direct 11x11 depthwise convolution (same window, 'valid' region)."""
+    """Textbook SSIM: five separate 11x11 depthwise Gaussian filter calls (same window, 'valid' region)."""
     w1 = gaussian_window(11, 1.5, device=x.device)
     w2 = (w1[:, None] * w1[None, :]).expand(3, 1, 11, 11)
     blur = lambda t: F.conv2d(t, w2, groups=3)  # noqa: E731

@@ -77,10 +77,11 @@ def gaussian_window(size: int = 11, sigma: float = 1.5, dtype=torch.float32, dev
 
 
 def _blur_valid(x: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
-    """Separable depthwise Gaussian filter, 'valid' region only: ``[B, C, H, W] -> [B, C, H-k+1, W-k+1]``."""
+    """Depthwise 2-D Gaussian filter (outer product of ``window``), 'valid' region only:
+    ``[B, C, H, W] -> [B, C, H-k+1, W-k+1]``. One direct convolution: on CPUs it beats two 1-D passes."""
     channels, k = x.shape[1], window.numel()
-    x = F.conv2d(x, window.view(1, 1, k, 1).expand(channels, 1, k, 1), groups=channels)
-    return F.conv2d(x, window.view(1, 1, 1, k).expand(channels, 1, 1, k), groups=channels)
+    kernel = (window[:, None] * window[None, :]).expand(channels, 1, k, k)  # [C, 1, k, k]
+    return F.conv2d(x, kernel, groups=channels)
 
 
 def ssim(pred: torch.Tensor, target: torch.Tensor, data_range: float = 1.0, reduction: str = "mean",
@@ -95,10 +96,9 @@ def ssim(pred: torch.Tensor, target: torch.Tensor, data_range: float = 1.0, redu
     dtype = x.dtype if x.dtype == torch.float64 else torch.float32
     x, y = x.to(dtype), y.to(dtype)
     window = gaussian_window(window_size, sigma, dtype=dtype, device=x.device)
-    mu_x, mu_y = _blur_valid(x, window), _blur_valid(y, window)
-    var_x = _blur_valid(x * x, window) - mu_x ** 2
-    var_y = _blur_valid(y * y, window) - mu_y ** 2
-    cov = _blur_valid(x * y, window) - mu_x * mu_y
+    stats = _blur_valid(torch.cat([x, y, x * x, y * y, x * y], dim=1), window)  # [B, 5C, h, w]
+    mu_x, mu_y, xx, yy, xy = stats.chunk(5, dim=1)                              # each [B, C, h, w]
+    var_x, var_y, cov = xx - mu_x ** 2, yy - mu_y ** 2, xy - mu_x * mu_y
     c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
     ssim_map = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x ** 2 + mu_y ** 2 + c1) * (var_x + var_y + c2))
     return _reduce(ssim_map.flatten(1).mean(dim=1), single, reduction)

@@ -96,6 +96,8 @@ def generate_dataset(cfg: GeneratorSettings) -> dict:
         raise FaceNerfError(f"--ids must be at least 1, got {cfg.n_ids}")
     if cfg.texture_size < 16:
         raise FaceNerfError(f"--texture_size must be at least 16 pixels, got {cfg.texture_size}")
+    if not 1 <= cfg.jpeg_quality <= 100:
+        raise FaceNerfError(f"--jpeg_quality must be in 1..100, got {cfg.jpeg_quality}")
     topology = syn.head_topology(cfg.n_vertices)
     chart = topology.vertex_chart()
     faces, (uv, face_uv) = topology.faces(), topology.uv_layout()

@@ -1,0 +1,57 @@
+"""Fit a trained MoFaNeRF to one image, then render views, edits, generations, videos and meshes.
+
+    python run_fit.py -c configs/fit.txt --filePath data/fit/segRelRes/1.png
+    python run_fit.py -c configs/fit.txt --filePath data/fit/segRelRes/1.png --renderType rendering
+
+See ``python run_fit.py --help`` for every mode and option.
+"""
+
+from __future__ import annotations
+
+from facenerf.config import parse_args, save_config
+from facenerf.errors import run_cli
+
+
+def _print_summary(summary: dict) -> None:
+    for note in summary["notes"]:
+        print(f"note: {note}")
+    print(f"fitted {summary['iteration']} iterations; image PSNR {summary['psnr_image']:.2f} dB")
+    if summary.get("psnr_heldout") is not None:
+        start = summary.get("psnr_heldout_start")
+        was = f" (mean-code start {start:.2f} dB)" if start is not None else ""
+        print(f"held-out views of this identity: PSNR {summary['psnr_heldout']:.2f} dB{was}")
+    print(f"fit file: {summary['fit_file']}")
+    print(f"outputs (target, fitted, compare, loss curve, progress): {summary['out_dir']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from facenerf.fitting.options import build_fit_parser, check_fit_args
+
+    args = parse_args(build_fit_parser(), argv)
+    check_fit_args(args)
+    from facenerf.fitting import modes, workflow
+    from facenerf.runtime import select_device, seed_everything
+
+    device = select_device(args.device)
+    seed_everything(args.seed)
+    loaded = workflow.load_model(args, device)
+    if args.renderType in ("fitting", "swap", "random"):
+        stats = workflow.load_code_statistics(args, loaded)
+    if args.renderType == "fitting":
+        summary = workflow.run_fitting(args, loaded, stats, device)
+        save_config(args, summary["out_dir"], "fit_config.txt")
+        _print_summary(summary)
+        return 0
+    runners = {"rendering": lambda: modes.run_rendering(args, loaded),
+               "expression": lambda: modes.run_expression(args, loaded),
+               "swap": lambda: modes.run_swap(args, loaded, stats),
+               "random": lambda: modes.run_random(args, loaded, stats),
+               "morph": lambda: modes.run_morph(args, loaded),
+               "mesh": lambda: modes.run_mesh(args, loaded)}
+    for path in runners[args.renderType]():
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)
