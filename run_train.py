@@ -20,6 +20,9 @@ def main(argv: list[str] | None = None) -> int:
     from facenerf.models.mofanerf.training import train
 
     summary = train(args)
+    if summary.get("world_size", 1) > 1 and "grid" in summary:
+        state = "in sync" if summary["ranks_in_sync"] else "NOT in sync (please report this)"
+        print(f"{summary['world_size']} data-parallel processes; parameters of all ranks {state}")
     if "grid" in summary:
         eval_psnr = summary.get("eval", {}).get("psnr")
         note = f", held-out PSNR {eval_psnr:.2f} dB" if eval_psnr is not None else ""

@@ -1,7 +1,7 @@
 """Cost of the engine and the metrics, each against a straightforward reference in the same run.
 
 1. Training loop: ``Trainer.fit`` (schedule, per-optimiser backward, finite-loss check, window
-   logging to the text log and TensorBoard, tqdm bar, one checkpoint at the end) vs a bare
+   logging to the text log and TensorBoard, one checkpoint at the end; no progress bar) vs a bare
    ``for`` loop of ``zero_grad / forward / backward / Adam step`` on an identical model and the
    same batches. Reported as steps/s of each; the ratio is the loop's overhead.
 2. Two-optimiser step: one forward and two ``backward(inputs=...)`` (the Trainer's way) vs two
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -67,7 +68,7 @@ def time_trainer(steps: int, device: torch.device) -> float:
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as out:
         cfg = TrainerConfig(out_dir=Path(out), max_steps=steps, lr_decay_steps=steps, log_every=50,
-                            eval_every=0, save_every=0, progress=True)
+                            eval_every=0, save_every=0, progress=False)
         trainer = Trainer(Regressor(), lambda step: batches[step], cfg, device, {})
         _sync(device)
         start = time.perf_counter()
@@ -161,21 +162,26 @@ def time_ssim(fn, device: torch.device, repeats: int = 20) -> float:
     return 16 * repeats / (time.perf_counter() - start)
 
 
-def median_of(fn, repeats: int) -> float:
-    return statistics.median(fn() for _ in range(repeats))
+def compare(ours_fn, reference_fn, repeats: int) -> tuple[float, float]:
+    """Medians of interleaved runs (ours, reference, ours, ...) after one untimed warm-up of each,
+    so that a busy machine slows both sides alike."""
+    ours_fn(), reference_fn()
+    ours, reference = [], []
+    for _ in range(repeats):
+        ours.append(ours_fn())
+        reference.append(reference_fn())
+    return statistics.median(ours), statistics.median(reference)
 
 
 def run(device: torch.device, steps: int, repeats: int) -> list[dict]:
     rows = []
-    ours = median_of(lambda: time_trainer(steps, device), repeats)
-    ref = median_of(lambda: time_bare_loop(steps, device), repeats)
+    ours, ref = compare(lambda: time_trainer(steps, device), lambda: time_bare_loop(steps, device), repeats)
     rows.append({"case": "training loop (MLP regression)", "unit": "steps/s", "ours": ours, "reference": ref})
-    ours = median_of(lambda: time_gan(steps // 2, device, True), repeats)
-    ref = median_of(lambda: time_gan(steps // 2, device, False), repeats)
+    ours, ref = compare(lambda: time_gan(steps, device, True), lambda: time_gan(steps, device, False), repeats)
     rows.append({"case": "two-optimiser step (GAN toy)", "unit": "steps/s", "ours": ours, "reference": ref})
     with torch.no_grad():
-        ours = median_of(lambda: time_ssim(lambda a, b: ssim(a, b, reduction="none"), device), repeats)
-        ref = median_of(lambda: time_ssim(reference_ssim, device), repeats)
+        ours, ref = compare(lambda: time_ssim(lambda a, b: ssim(a, b, reduction="none"), device),
+                            lambda: time_ssim(reference_ssim, device), repeats)
     rows.append({"case": "SSIM 16x3x64x64", "unit": "images/s", "ours": ours, "reference": ref})
     for row in rows:
         row["ratio"] = row["ours"] / row["reference"]
@@ -189,12 +195,14 @@ def write_results(rows: list[dict], device: torch.device, args) -> Path:
     out_dir = Path(__file__).resolve().parent / "results"
     out_dir.mkdir(parents=True, exist_ok=True)
     meta = {"device": str(device), "device_name": name, "torch": torch.__version__,
-            "threads": torch.get_num_threads(), "steps": args.steps, "repeats": args.repeats}
+            "threads": torch.get_num_threads(), "steps": args.steps, "repeats": args.repeats,
+            "load_average_at_end": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
     stem = out_dir / f"engine_overhead_{device.type}"
     stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
     lines = [f"# Engine and metrics overhead on {name} ({meta['threads']} torch threads)", "",
-             f"torch {torch.__version__}, device `{device}`, median of {args.repeats} runs; "
-             "ratio = ours / reference (above 1 = ours faster)", "",
+             f"torch {torch.__version__}, device `{device}`, {args.steps} steps, median of {args.repeats} "
+             f"interleaved runs; ratio = ours / reference (above 1 = ours faster); load average at the end "
+             f"{meta['load_average_at_end']}", "",
              "| case | ours | reference | ratio |", "|---|---:|---:|---:|"]
     for row in rows:
         lines.append(f"| {row['case']} | {row['ours']:.4g} {row['unit']} | {row['reference']:.4g} {row['unit']} "

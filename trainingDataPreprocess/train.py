@@ -62,6 +62,7 @@ def build_parser():
     p.add_argument("--vgg_weights", default=None, help="VGG-19 state dict (torchvision key layout) enabling the perceptual loss")
     p.add_argument("--flip", action="store_true", help="randomly mirror pairs left-right")
     p.add_argument("--cache", action="store_true", help="keep decoded training images in memory")
+    p.add_argument("--num_workers", type=int, default=2, help="threads decoding the next batches (0 = none)")
     p.add_argument("--val_fraction", type=float, default=0.05, help="fraction of identities held out for validation")
     p.add_argument("--max_val", type=int, default=64, help="at most this many validation pairs")
     p.add_argument("--seed", type=int, default=0)
@@ -98,6 +99,7 @@ def main() -> int:
         out_dir=out_dir, render_dir=Path(args.dataroot) / args.nerf_folder, target_dir=Path(args.dataroot) / args.gt_folder,
         load_size=args.load_size, batch_size=args.batch_size, max_steps=args.max_steps, beta1=args.beta1,
         lr_decay_steps=args.lr_decay_steps or None, lr_decay_rate=args.lr_decay_rate, flip=args.flip, cache=args.cache,
+        workers=args.num_workers,
         val_fraction=args.val_fraction, max_val=args.max_val, seed=args.seed, amp=args.amp, log_every=args.log_every,
         eval_every=args.eval_every, save_every=args.save_every, keep_last=args.keep_last, progress=not args.no_progress)
     result = train_refine(settings, RefineConfig.from_mapping(vars(args)), device, config_to_dict(args))

@@ -21,6 +21,8 @@ procedural textures, for tests and demos::
 from __future__ import annotations
 
 import random
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Callable, Iterable, Iterator
@@ -102,8 +104,12 @@ def check_image_header(path: Path) -> str | None:
     return None
 
 
-def scan_pairs(render_dir: str | Path, target_dir: str | Path, check_images: bool = True) -> PairScan:
+def scan_pairs(render_dir: str | Path, target_dir: str | Path, check_images: bool = True,
+               progress: bool = False) -> PairScan:
     """Pair the images of two trees by relative path and report everything that does not pair.
+
+    ``check_images`` opens every file's header (and PNG checksums) to find unreadable images
+    now rather than mid-training; ``progress`` shows a bar while doing so.
 
     Raises :class:`FaceNerfError` only if a folder does not exist; an empty result is returned
     as such (see :meth:`PairScan.summary`).
@@ -117,7 +123,10 @@ def scan_pairs(render_dir: str | Path, target_dir: str | Path, check_images: boo
     scan = PairScan(only_render=sorted(set(renders) - set(targets)),
                     only_target=sorted(set(targets) - set(renders)),
                     ambiguous=sorted(amb_r | amb_t))
-    for key in sorted(set(renders) & set(targets) - set(scan.ambiguous)):
+    from tqdm import tqdm
+
+    keys = sorted(set(renders) & set(targets) - set(scan.ambiguous))
+    for key in tqdm(keys, desc="checking pairs", disable=not (progress and check_images), dynamic_ncols=True):
         pair = ImagePair(key, renders[key], targets[key])
         reasons = [(p, check_image_header(p)) for p in (pair.render, pair.target)] if check_images else []
         bad = [(p, why) for p, why in reasons if why is not None]
@@ -196,24 +205,31 @@ class PairBatches:
     images alike) when the epoch's coin for it says so. A pair that fails to load is reported
     once through ``report`` and replaced by the next loadable one of the same permutation; if
     none loads, :class:`FaceNerfError`.
+
+    With ``workers > 0`` the next ``workers`` batches are decoded in background threads while
+    the current step trains (image decoding releases the GIL); the batches are the same.
     """
 
     def __init__(self, dataset: PairDataset, batch_size: int, seed: int = 0, flip: bool = False,
-                 report: Callable[[str], None] = print):
+                 report: Callable[[str], None] = print, workers: int = 0):
         if batch_size < 1:
             raise FaceNerfError(f"batch size must be at least 1, got {batch_size}")
         self.dataset, self.batch_size, self.seed, self.flip = dataset, batch_size, seed, flip
-        self.report = report
+        self.report, self.workers = report, workers
         self.bad: set[int] = set()
+        self._lock = threading.Lock()
         self._epoch: tuple[int, list[int], list[bool]] | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: dict[int, Future] = {}
 
     def _epoch_order(self, epoch: int) -> tuple[list[int], list[bool]]:
-        if self._epoch is None or self._epoch[0] != epoch:
+        cached = self._epoch
+        if cached is None or cached[0] != epoch:
             generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
             order = torch.randperm(len(self.dataset), generator=generator).tolist()
             coins = (torch.rand(len(self.dataset), generator=generator) < 0.5).tolist()
-            self._epoch = (epoch, order, coins)
-        return self._epoch[1], self._epoch[2]
+            cached = self._epoch = (epoch, order, coins)
+        return cached[1], cached[2]
 
     def _load(self, position: int) -> dict:
         n = len(self.dataset)
@@ -226,17 +242,33 @@ class PairBatches:
             try:
                 item = self.dataset[index]
             except FaceNerfError as err:
-                self.bad.add(index)
-                self.report(f"skipping pair {self.dataset.pairs[index].key}: {err}")
+                with self._lock:
+                    if index not in self.bad:
+                        self.bad.add(index)
+                        self.report(f"skipping pair {self.dataset.pairs[index].key}: {err}")
                 continue
             if self.flip and coins[slot]:
                 item = {**item, "A": item["A"].flip(-1), "B": item["B"].flip(-1)}
             return item
         raise FaceNerfError("none of the image pairs could be read: check the dataset folders")
 
-    def __call__(self, step: int) -> dict:
+    def batch(self, step: int) -> dict:
+        """The batch of ``step``, loaded in the calling thread."""
         first = step * self.batch_size
         return _collate([self._load(first + j) for j in range(self.batch_size)])
+
+    def __call__(self, step: int) -> dict:
+        if self.workers <= 0:
+            return self.batch(step)
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="pairs")
+        for stale in [k for k in self._pending if k < step or k > step + self.workers]:
+            self._pending.pop(stale).cancel()
+        future = self._pending.pop(step, None) or self._pool.submit(self.batch, step)
+        for ahead in range(step + 1, step + 1 + self.workers):
+            if ahead not in self._pending:
+                self._pending[ahead] = self._pool.submit(self.batch, ahead)
+        return future.result()
 
 
 def _collate(items: list[dict]) -> dict:

@@ -226,8 +226,9 @@ class Trainer:
         values = torch.stack([loss.detach().float() for loss in losses.values()])  # [n_losses]
         if not bool(torch.isfinite(values).all()):
             bad = {name: float(loss.detach()) for name, loss in losses.items()}
+            hint = ", run with amp bf16 or none" if self.amp == "fp16" else ""
             raise FaceNerfError(f"training diverged at step {step} (losses {bad}); lower the learning rate, "
-                                "set grad_clip, or resume from an earlier checkpoint")
+                                f"set grad_clip{hint}, or resume from an earlier checkpoint")
         names = list(losses)
         for i, name in enumerate(names):
             loss = self.scaler.scale(losses[name]) if self.scaler is not None else losses[name]

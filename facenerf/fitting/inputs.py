@@ -34,7 +34,7 @@ from torch import Tensor
 
 from facenerf.core.cameras import Intrinsics
 from facenerf.errors import FaceNerfError
-from facenerf.fitting.sampling import mask_from_image, mask_from_labels
+from facenerf.fitting.sampling import level_intrinsics, mask_from_image, mask_from_labels, to_level_pixels
 from facenerf.io import read_image, resize_image
 
 BASE_SIZE = 512
@@ -207,12 +207,11 @@ def reduce_target(target: FitTarget, fit_size: int) -> FitTarget:
     side = max(target.K.width, target.K.height)
     if side <= fit_size:
         return target
-    factor = fit_size / side
-    K = target.K.scaled(factor)
+    K = level_intrinsics(target.K, fit_size / side)
     image = resize_image(target.image.numpy(), (K.width, K.height))
     mask = torch.nn.functional.interpolate(target.mask.float()[None, None], size=(K.height, K.width),
                                            mode="nearest")[0, 0] > 0.5
-    landmarks = None if target.landmarks_xy is None else target.landmarks_xy * factor
+    landmarks = None if target.landmarks_xy is None else to_level_pixels(target.landmarks_xy, target.K, K)
     notes = target.notes + [f"fitting at {K.width}x{K.height} (--fit_size {fit_size}) instead of "
                             f"{target.K.width}x{target.K.height}"]
     return FitTarget(target.name, target.path, torch.from_numpy(image), mask, landmarks, target.c2w, K,

@@ -1,8 +1,11 @@
 """Where the fit looks: the resolution pyramid and the rays of each step.
 
 A fit works coarse-to-fine (reference §6): level ``k`` is the target resized by
-``scales[k]`` with focal length and principal point scaled alike (:meth:`Intrinsics.scaled`),
-its foreground mask resized (nearest) and its landmarks scaled.
+``scales[k]`` (area average), its foreground mask resized (nearest) and its landmarks mapped
+to the smaller grid. The level's intrinsics (:func:`level_intrinsics`) scale the focal length
+and move the principal point so that the ray of a small pixel passes through the centre of
+the block of full-size pixels it averages (the original scaled the principal point alone,
+which shifts every coarse level by ``(1/scale - 1) / 2`` full-size pixels).
 
 Each step draws ``n_rays`` distinct pixels of the current level (:func:`sample_fit_pixels`):
 
@@ -57,6 +60,21 @@ def grow_mask(mask: Tensor, pixels: int) -> Tensor:
     return F.max_pool2d(x, kernel_size=2 * pixels + 1, stride=1, padding=pixels)[0, 0] > 0.5
 
 
+def level_intrinsics(K: Intrinsics, scale: float) -> Intrinsics:
+    """Intrinsics of the image resized by ``scale`` (pixel ``j`` <-> full-size ``(j + 0.5) / scale - 0.5``)."""
+    if scale == 1.0:
+        return K
+    small = K.scaled(scale)
+    return Intrinsics(small.width, small.height, small.fx, small.fy,
+                      (K.cx + 0.5) * small.width / K.width - 0.5, (K.cy + 0.5) * small.height / K.height - 0.5)
+
+
+def to_level_pixels(xy: Tensor, K: Intrinsics, K_level: Intrinsics) -> Tensor:
+    """Full-size pixel coordinates ``[N, 2]`` -> the level's pixel grid (same rule as :func:`level_intrinsics`)."""
+    factor = xy.new_tensor([K_level.width / K.width, K_level.height / K.height])
+    return (xy + 0.5) * factor - 0.5
+
+
 def build_levels(image: Tensor, mask: Tensor, landmarks_xy: Tensor | None, K: Intrinsics,
                  scales: tuple[float, ...], band_frac: float = 0.03) -> list[FitLevel]:
     """The pyramid of the target, one :class:`FitLevel` per entry of ``scales``.
@@ -68,11 +86,11 @@ def build_levels(image: Tensor, mask: Tensor, landmarks_xy: Tensor | None, K: In
     """
     levels = []
     for scale in scales:
-        K_s = K.scaled(scale) if scale != 1.0 else K
+        K_s = level_intrinsics(K, scale)
         img = image if scale == 1.0 else resize_image_tensor(image, K_s.height, K_s.width)
         msk = mask if scale == 1.0 else F.interpolate(mask.float()[None, None], size=(K_s.height, K_s.width),
                                                       mode="nearest")[0, 0] > 0.5
-        lm = None if landmarks_xy is None else landmarks_xy.float() * (K_s.width / K.width)
+        lm = None if landmarks_xy is None else to_level_pixels(landmarks_xy.float(), K, K_s)
         band = int(round(band_frac * K_s.height))
         levels.append(FitLevel(scale, img, msk, grow_mask(msk, band), lm, K_s))
     return levels

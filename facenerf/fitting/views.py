@@ -40,8 +40,10 @@ def views_around_fit(c2w: Tensor, yaws_deg: list[float]) -> list[Tensor]:
 
 
 def intrinsics_at(K: Intrinsics, size: int) -> Intrinsics:
-    """``K`` rescaled so that its width is ``size`` pixels (same field of view)."""
-    return K if size == K.width else K.scaled(size / K.width)
+    """``K`` rescaled so that its width is ``size`` pixels (same field of view and image centre)."""
+    from facenerf.fitting.sampling import level_intrinsics
+
+    return K if size == K.width else level_intrinsics(K, size / K.width)
 
 
 @dataclass

@@ -111,6 +111,8 @@ def _add_run_args(parser) -> None:
     g.add_argument("--no_reload", type=str2bool, default=False, help="ignore existing checkpoints (fresh run)")
     g.add_argument("--seed", type=int, default=0, help="random seed")
     g.add_argument("--device", type=str, default="auto", help="auto, cpu, cuda or cuda:N")
+    g.add_argument("--threads", type=int, default=0,
+                   help="CPU threads for torch (0 = torch's default; 1 is fastest for tiny models on busy CPUs)")
     g.add_argument("--amp", type=str, default="none", choices=["none", "bf16", "fp16"],
                    help="mixed precision on CUDA (bf16 on capable GPUs)")
     g.add_argument("--compile", type=str2bool, default=False, help="torch.compile the MLPs (GPU)")

@@ -121,8 +121,23 @@ def write_grid(model: MoFaNeRF, data: MoFaNeRFData, args, out_dir: Path) -> tupl
     return write_image(out_dir / "grid_ids_x_expressions.png", grid), scores
 
 
+def ranks_in_sync(model: MoFaNeRF) -> bool:
+    """True when every rank holds the same parameters (checked with one all-gather of checksums)."""
+    if distributed.world_size() <= 1:
+        return True
+    with torch.no_grad():
+        flat = torch.cat([p.detach().double().flatten() for p in model.parameters()])
+        position = torch.arange(flat.numel(), dtype=torch.float64, device=flat.device) % 9973 + 1
+        checksum = torch.stack([flat.sum(), (flat * position).sum()])  # [2]
+    gathered = [torch.zeros_like(checksum) for _ in range(distributed.world_size())]
+    torch.distributed.all_gather(gathered, checksum)
+    return all(torch.allclose(g, gathered[0], rtol=1e-12, atol=0.0) for g in gathered)
+
+
 def train(args) -> dict:
     """Train (or resume) the run described by ``args``; returns the Trainer's summary plus paths."""
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     device = init_distributed(args.device)
     out_dir = Path(args.basedir) / args.expname
     main = distributed.is_main_process()
@@ -144,6 +159,8 @@ def train(args) -> dict:
     trainer = Trainer(model, batches, trainer_config(args, out_dir), device, config, evaluate, MODEL_NAME)
     summary = trainer.fit()
     summary["out_dir"] = str(out_dir)
+    summary["world_size"] = distributed.world_size()
+    summary["ranks_in_sync"] = ranks_in_sync(model)
     if main:
         grid, scores = write_grid(model, data, args, out_dir)
         summary["grid"], summary["grid_psnr"] = str(grid), float(sum(scores) / max(len(scores), 1))

@@ -39,6 +39,7 @@ class RefineTrainSettings:
     lr_decay_rate: float = 0.1
     flip: bool = False
     cache: bool = False             # keep decoded images in memory
+    workers: int = 2                # background threads decoding the next batches
     val_fraction: float = 0.05
     max_val: int = 64
     seed: int = 0
@@ -133,7 +134,7 @@ def train_refine(settings: RefineTrainSettings, net: RefineConfig, device: torch
     from facenerf.engine.trainer import Trainer
 
     model = RefineModel(net)  # first: a bad --vgg_weights fails before the dataset is scanned
-    scan = scan_pairs(settings.render_dir, settings.target_dir)
+    scan = scan_pairs(settings.render_dir, settings.target_dir, progress=settings.progress)
     report_scan(scan, report)
     if not scan.pairs:
         raise FaceNerfError(f"no usable pairs in {settings.render_dir} and {settings.target_dir}: "
@@ -142,7 +143,7 @@ def train_refine(settings: RefineTrainSettings, net: RefineConfig, device: torch
     val_pairs = val_pairs[:settings.max_val]
     size = (settings.load_size, settings.load_size)
     batches = PairBatches(PairDataset(train_pairs, size, cache=settings.cache), settings.batch_size,
-                          settings.seed, settings.flip, report)
+                          settings.seed, settings.flip, report, workers=settings.workers)
     evaluator = PairEvaluator(PairDataset(val_pairs, size), report=report) if val_pairs else None
     report(f"training on {len(train_pairs)} pairs, validating on {len(val_pairs)}")
     trainer = Trainer(model, batches, _trainer_config(settings, evaluator is not None), device,
