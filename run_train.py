@@ -27,7 +27,8 @@ def main(argv: list[str] | None = None) -> int:
         eval_psnr = summary.get("eval", {}).get("psnr")
         note = f", held-out PSNR {eval_psnr:.2f} dB" if eval_psnr is not None else ""
         print(f"trained to step {summary['step']}{note}; outputs in {summary['out_dir']} "
-              f"(checkpoint {summary.get('checkpoint')}, grid {summary['grid']})")
+              f"(checkpoint {summary.get('checkpoint')}, grid {summary['grid']}, "
+              f"grid PSNR {summary['grid_psnr']:.2f} dB)")
     return 0
 
 

@@ -193,7 +193,7 @@ def run(args) -> dict:
         model.compile_networks()
     codes = face_codes(model, device, generator)
     K = Intrinsics(512, 512, 1200.0, 1200.0, 256.0, 256.0).scaled(res / 512)
-    rays = image_rays(K, mofanerf_pose(0.0, 0.0), 8.0, 26.0).to(device)
+    rays = image_rays(K, mofanerf_pose(0.0, 0.0), args.near, args.far).to(device)
 
     def ours():
         with torch.no_grad(), autocast(device, amp):
@@ -208,7 +208,7 @@ def run(args) -> dict:
     result = {
         "device_type": device.type,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
-        "torch": torch.__version__, "resolution": res, "samples": "64 + 64",
+        "torch": torch.__version__, "resolution": res, "samples": "64 + 64", "near_far": [args.near, args.far],
         "model": "full-size (coarse 8x256, fine 10x1024)" if args.model == "full" else "tiny",
         "weights": args.ckpt or "random (seeded)", "amp": amp,
         "compile": bool(args.compile and device.type == "cuda"), "chunk_rays": args.chunk,
@@ -250,6 +250,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="our path evaluates colour only where the compositing weight exceeds this")
     parser.add_argument("--repeat", type=int, default=2, help="alternating timed repetitions (best is kept)")
     parser.add_argument("--train_steps", type=int, default=10, help="CUDA only: training steps timed")
+    parser.add_argument("--near", type=float, default=8.0, help="ray start (world units; the rig's 8)")
+    parser.add_argument("--far", type=float, default=26.0, help="ray end (world units; the rig's 26)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(RESULTS))
     parser.add_argument("--tag", default="", help="result file suffix (default: cpu or cuda)")

@@ -208,3 +208,17 @@ def test_foreign_or_damaged_files_give_one_line_errors(tmp_path):
         load_mofanerf(other)
     with pytest.raises(FaceNerfError, match="not found"):
         load_mofanerf(tmp_path / "missing.tar")
+
+
+def test_convert_command_round_trips_between_layouts(tmp_path, capsys):
+    from facenerf.models.mofanerf.checkpoints import main
+
+    ckpt = official_checkpoint(w_coarse=16, w_fine=24, tex_size=128, channels=(4, 4, 4, 8, 8), hidden=32)
+    torch.save(ckpt, tmp_path / "600000.tar")
+    assert main([str(tmp_path / "600000.tar"), str(tmp_path / "ours.pt")]) == 0
+    assert main([str(tmp_path / "ours.pt"), str(tmp_path / "back.tar"), "--to_official"]) == 0
+    assert "wrote" in capsys.readouterr().out
+    back = torch.load(tmp_path / "back.tar", weights_only=True)
+    assert back["global_step"] == 600000
+    for key in ("network_fn_state_dict", "network_render_idSpecific", "network_render_textureEncoder"):
+        assert all(torch.equal(back[key][k], v) for k, v in ckpt[key].items())

@@ -382,9 +382,7 @@ class Trainer:
             if self._due(cfg.save_every):
                 last["checkpoint"], saved_at = self.save(), self.step
             if stop.requested:
-                path = self.save() if saved_at != self.step else last.get("checkpoint")
-                self._bar.close()
-                raise KeyboardInterrupt(f"training stopped at step {self.step}; checkpoint {path}")
+                raise KeyboardInterrupt(f"training stopped at step {self.step}")
         self._bar.close()
         if window:
             self._log_window(window)
@@ -411,8 +409,11 @@ class Trainer:
         except KeyboardInterrupt:
             if self._bar is not None:
                 self._bar.close()
-            if self.main_process and self.checkpoints.latest() != self.checkpoints.path_for(self.step):
-                self._say(f"interrupted: saved {self.save()}")
+            if self.main_process:
+                path = self.checkpoints.latest()
+                if path != self.checkpoints.path_for(self.step):
+                    path = self.save()
+                self._say(f"interrupted at step {self.step}: checkpoint {path}; run again to resume")
             raise
         finally:
             self.logger.close()

@@ -15,6 +15,9 @@ Two kinds of input are recognised from the files next to the image:
   view's camera and its projected landmarks (invisible ones are ignored). The mask is the
   non-black pixels (renders have a black background).
 
+Rays always span the model's ``near``/``far`` (the fit config's, which should equal training's),
+not the bounds written in a camera file.
+
 A pose file takes precedence over a ``transforms.json``. An image of another size than its
 camera file describes is resized (with a note); an image larger than ``fit_size`` is reduced
 to it (intrinsics scaled). Missing camera files, a non-square wild image and an image without
@@ -177,8 +180,8 @@ def _camera_frame(camera_file: Path, image_path: Path) -> tuple[dict, dict]:
     raise FaceNerfError(f"{camera_file} has no camera for view {image_path.stem}; re-run render.py for it")
 
 
-def load_synthetic_target(image_path: Path, camera_file: Path) -> FitTarget:
-    """A render with the ``transforms.json`` of its folder."""
+def load_synthetic_target(image_path: Path, camera_file: Path, near: float, far: float) -> FitTarget:
+    """A render with the ``transforms.json`` of its folder (``near``/``far``: the model's ray bounds)."""
     header, frame = _camera_frame(camera_file, image_path)
     image = read_image(image_path)
     notes = [f"camera from {camera_file}"]
@@ -198,8 +201,7 @@ def load_synthetic_target(image_path: Path, camera_file: Path) -> FitTarget:
     info = {"identity": str(header.get("identity", "")), "expression": int(frame.get("expression", -1)),
             "view": str(frame.get("view", image_path.stem))}
     return FitTarget(image_path.stem, image_path, torch.from_numpy(image), torch.from_numpy(mask_from_image(image)),
-                     landmarks, c2w, K, float(header.get("near", 8.0)), float(header.get("far", 26.0)),
-                     "synthetic", notes, info)
+                     landmarks, c2w, K, near, far, "synthetic", notes, info)
 
 
 def reduce_target(target: FitTarget, fit_size: int) -> FitTarget:
@@ -228,7 +230,7 @@ def load_target(image_path: str | Path, pose_path: str | Path | None = None, fit
     if pose_file is not None:
         target = load_wild_target(path, pose_file, focal, near, far)
     elif (path.parent / CAMERA_FILE).is_file():
-        target = load_synthetic_target(path, path.parent / CAMERA_FILE)
+        target = load_synthetic_target(path, path.parent / CAMERA_FILE, near, far)
     else:
         raise FaceNerfError(
             f"no camera for {path}: expected pose_{path.stem}.npy in {path.parent.parent} or {path.parent} "

@@ -14,11 +14,13 @@ the level are processed, and every step is a tensor operation (no Python loop ov
 from __future__ import annotations
 
 import itertools
+import math
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from facenerf.errors import FaceNerfError
@@ -164,6 +166,24 @@ def sample_grid(fn: Callable[[Tensor], Tensor], bbox_min, bbox_max, resolution: 
         for start in range(0, points.shape[0], chunk):
             out[start:start + chunk] = fn(points[start:start + chunk].to(device)).float().cpu()
     return out.reshape(resolution, resolution, resolution)
+
+
+def smooth_grid(values: Tensor, sigma: float) -> Tensor:
+    """Separable Gaussian blur of a ``[X, Y, Z]`` grid (``sigma`` in voxels; 0 = unchanged), edges replicated."""
+    if sigma <= 0:
+        return values
+    radius = max(1, int(math.ceil(3.0 * sigma)))
+    offsets = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
+    kernel = kernel / kernel.sum()
+    x = values.float()[None, None]  # [1, 1, X, Y, Z]
+    for axis in range(3):
+        shape = [1, 1, 1, 1, 1]
+        shape[2 + axis] = kernel.numel()
+        pad = [0, 0, 0, 0, 0, 0]
+        pad[2 * (2 - axis)] = pad[2 * (2 - axis) + 1] = radius
+        x = F.conv3d(F.pad(x, pad, mode="replicate"), kernel.reshape(shape))
+    return x[0, 0]
 
 
 def vertex_normals(vertices: Tensor, faces: Tensor) -> Tensor:

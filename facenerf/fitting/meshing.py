@@ -1,7 +1,8 @@
 """Mesh export of a fitted face: density grid -> marching tetrahedra -> vertex colours -> OBJ.
 
 1. The density of the face's field (the fine network when the model has one, else the coarse)
-   is sampled on a ``resolution^3`` grid over the box.
+   is sampled on a ``resolution^3`` grid over the box and blurred with a Gaussian of ``smooth``
+   voxels (NeRF densities are noisy; 0 keeps the raw field).
 2. :func:`facenerf.fitting.mesh.marching_tetrahedra` extracts the surface ``density = level``.
 3. Each vertex gets the colour the model renders along its normal: a short ray starts
    ``offset`` outside the surface and looks back along ``-normal`` through it (near 0,
@@ -20,7 +21,7 @@ import torch
 from torch import Tensor
 
 from facenerf.core.rays import RayBundle
-from facenerf.fitting.mesh import marching_tetrahedra, sample_grid, vertex_normals, write_obj
+from facenerf.fitting.mesh import marching_tetrahedra, sample_grid, smooth_grid, vertex_normals, write_obj
 from facenerf.fitting.views import FaceState
 from facenerf.io import write_image
 
@@ -51,22 +52,32 @@ def surface_colours(model, codes, vertices: Tensor, normals: Tensor, offset: flo
     return torch.cat(colours) if colours else torch.zeros(0, 3)
 
 
-def shaded_preview(vertices: Tensor, faces: Tensor, c2w: Tensor, K) -> np.ndarray:
-    """Grey Lambert shading (light at the camera) of the mesh seen by ``c2w``/``K`` -> ``[H, W, 3]``."""
+def shaded_preview(vertices: Tensor, faces: Tensor, c2w: Tensor, K, size: int = 256) -> np.ndarray:
+    """Grey Lambert shading (light at the camera) of the mesh from the fitted camera and from
+    60 degrees to its side, side by side at ``size`` px -> ``[size, 2 * size + 2, 3]``."""
+    from facenerf.fitting.figures import hstack
+    from facenerf.fitting.views import camera_angles, intrinsics_at
     from facenerf.preprocess.fitting.raster import rasterize
+    from facenerf.core.cameras import mofanerf_pose
 
-    raster = rasterize(vertices.numpy(), faces.numpy(), c2w.numpy(), K)
-    shade = 0.15 + 0.85 * np.clip(raster.normals[..., 2], 0.0, 1.0)
-    return np.where(raster.covered[..., None], shade[..., None], 0.0).repeat(3, axis=-1).astype(np.float32)
+    K = intrinsics_at(K, size)
+    pitch, yaw, radius = camera_angles(c2w)
+    images = []
+    for pose in (c2w, mofanerf_pose(pitch, yaw + 60.0, radius)):
+        raster = rasterize(vertices.numpy(), faces.numpy(), pose.numpy(), K)
+        shade = 0.15 + 0.85 * np.clip(raster.normals[..., 2], 0.0, 1.0)
+        images.append(np.where(raster.covered[..., None], shade[..., None], 0.0).repeat(3, axis=-1))
+    return hstack([i.astype(np.float32) for i in images])
 
 
 def extract_face_mesh(model, face: FaceState, bbox_min, bbox_max, resolution: int, level: float, path: Path,
-                      scale: float, settings, chunk: int = 65536) -> list[Path]:
+                      scale: float, settings, chunk: int = 65536, smooth: float = 1.0) -> list[Path]:
     """Write ``path`` (OBJ with vertex colours) and ``<path>.png`` (shaded preview); return both paths."""
     device = next(model.parameters()).device
     codes = model.face_codes(face.shape.to(device)[None], expression=face.expression.to(device)[None],
                              texture=face.texture.to(device)[None])
-    values = sample_grid(density_function(model, codes), bbox_min, bbox_max, resolution, chunk, device)
+    values = smooth_grid(sample_grid(density_function(model, codes), bbox_min, bbox_max, resolution, chunk, device),
+                         smooth)
     vertices, faces = marching_tetrahedra(values, bbox_min, bbox_max, level)
     normals = vertex_normals(vertices, faces) if faces.shape[0] else vertices
     voxel = float(max(b - a for a, b in zip(bbox_min, bbox_max))) / (resolution - 1)

@@ -7,6 +7,7 @@ which have no photo, are rendered with gain 1. Videos are H.264 MP4 (:func:`face
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -59,11 +60,21 @@ def run_rendering(args, loaded: LoadedModel) -> list[Path]:
     written = []
     for yaw, pose in zip(yaws, views_around_fit(fit.c2w(), list(yaws))):
         written.append(write_image(out / f"fitRes_{yaw:g}.png", _render(loaded, face, pose, K, args)))
-    pitch, _, radius = camera_angles(fit.c2w())
-    orbit = [mofanerf_pose(pitch, -180.0 + 360.0 * i / args.frames, radius) for i in range(args.frames)]
+    orbit = orbit_poses_around_fit(fit.c2w(), args.orbit_range, args.frames)
     frames = _frames(loaded, [(face, pose) for pose in orbit], K, args, "orbit")
     written.append(write_video(out / "orbit.mp4", frames, args.fps))
     return written
+
+
+def orbit_poses_around_fit(c2w, yaw_range: float, frames: int) -> list:
+    """A looping sweep ``yaw = yaw_range * sin(2 pi k / frames)`` at the fitted pitch and radius.
+
+    ``yaw_range >= 180`` turns all the way round instead (``-180 .. 180``).
+    """
+    pitch, _, radius = camera_angles(c2w)
+    if yaw_range >= 180.0:
+        return [mofanerf_pose(pitch, -180.0 + 360.0 * k / frames, radius) for k in range(frames)]
+    return [mofanerf_pose(pitch, yaw_range * math.sin(2.0 * math.pi * k / frames), radius) for k in range(frames)]
 
 
 def _with_expression(face: FaceState, loaded: LoadedModel, index: int) -> FaceState:
@@ -161,4 +172,4 @@ def run_mesh(args, loaded: LoadedModel) -> list[Path]:
     out = fit_dir(args) / "mesh"
     return extract_face_mesh(loaded.model, FaceState.from_fit(fit), bbox[:3], bbox[3:], args.mesh_resolution,
                              args.mesh_level, out / f"{fit_dir(args).name}.obj", scale, loaded.render_settings,
-                             args.chunk)
+                             args.chunk, args.mesh_smooth)

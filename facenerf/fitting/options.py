@@ -23,7 +23,8 @@ MODES_HELP = """\
               renders the PSNR of held-out views (fit vs. mean-code start). --is_load_par true
               resumes from fit.pt at the iteration it reached.
   rendering   novel views of the fit: render/fitRes_{-60,0,60}.png at the fitted camera's
-              distance and pitch, and render/orbit.mp4 (--size, --frames).
+              distance and pitch, and render/orbit.mp4 sweeping +-(--orbit_range) degrees
+              of yaw and back (--size, --frames).
   expression  render the fit with a learned expression: --expression NAME|INDEX ->
               render/expr_<name>.png; --expressions a,b,c -> render/expr_a_b_c.mp4
               interpolating through them (--frames per segment).
@@ -34,9 +35,10 @@ MODES_HELP = """\
               random/random_XXX.png and random/grid.png (--seed, --temperature).
   morph       MP4 morphing codes, gain and camera from this fit to --morphFile other/fit.pt ->
               render/morph_<a>_to_<b>.mp4 (--frames).
-  mesh        marching tetrahedra on the fitted density in --mesh_bbox at --mesh_resolution,
-              level --mesh_level -> mesh/<name>.obj with vertex colours (millimetres, FaceScape
-              frame, unless --mesh_units scene).
+  mesh        marching tetrahedra on the fitted density (blurred by --mesh_smooth voxels) in
+              --mesh_bbox at --mesh_resolution, level --mesh_level -> mesh/<name>.obj with vertex
+              colours (millimetres, FaceScape frame, unless --mesh_units scene) and a shaded
+              preview mesh/<name>.png.
 """
 
 
@@ -100,6 +102,9 @@ def _add_mode_args(parser) -> None:
     g.add_argument("--frames", type=int, default=60, help="frames of an orbit/morph video (per segment for expressions)")
     g.add_argument("--fps", type=int, default=25, help="video frame rate")
     g.add_argument("--yaws", type=str, default="-60,0,60", help="yaws (degrees) of the rendering mode's stills")
+    g.add_argument("--orbit_range", type=float, default=90.0,
+                   help="orbit video sweeps yaw over +-this many degrees and back (>= 180: a full turn); "
+                        "training views cover about +-90")
     g.add_argument("--expression", type=str, default="smile", help="expression name or index (expression mode)")
     g.add_argument("--expressions", type=str, default="", help="comma list for an interpolation video")
     g.add_argument("--swap", type=str, default="texture", choices=["shape", "texture", "both"], help="what to swap")
@@ -111,6 +116,7 @@ def _add_mode_args(parser) -> None:
     g.add_argument("--mesh_level", type=float, default=10.0, help="density iso-level of the surface")
     g.add_argument("--mesh_bbox", type=str, default="-3.5,-3.5,-3.5,3.5,3.5,3.5",
                    help="box x0,y0,z0,x1,y1,z1 in scene units (1 = 50 mm)")
+    g.add_argument("--mesh_smooth", type=float, default=1.0, help="Gaussian blur of the density grid (voxels)")
     g.add_argument("--mesh_units", type=str, default="mm", choices=["mm", "scene"], help="units of the OBJ")
 
 

@@ -71,21 +71,28 @@ def load_model(args, device: torch.device) -> LoadedModel:
     train, evaluation = render_settings(args)
     model, info = load_mofanerf(path, expect=MoFaNeRFConfig.from_args(args), train_settings=train,
                                 eval_settings=evaluation)
+    _note_render_differences(args, dict(info["config"]), path)
     return LoadedModel(model.to(device), path, int(info["step"]), dict(info["config"]), evaluation)
 
 
-def _training_identities(config: dict, model) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """Shape codes ``[N, S]`` and neutral UV maps of the run's training identities."""
-    from facenerf.data.mofanerf_dataset import MoFaNeRFData
-    from facenerf.data.mofanerf_sources import load_mofanerf_sources
-    from facenerf.data.ray_batches import PixelSamplerConfig
+def _note_render_differences(args, trained: dict, path: Path) -> None:
+    """Say when ray bounds or sample counts differ from the ones the checkpoint was trained with."""
+    keys = ("near", "far", "N_samples", "N_importance")
+    diffs = [f"{k} {getattr(args, k)} (trained with {trained[k]})" for k in keys
+             if k in trained and float(trained[k]) != float(getattr(args, k))]
+    if diffs:
+        print(f"note: rendering with {', '.join(diffs)} from {path}; set them as in training for faithful renders")
+
+
+def _training_identities(config: dict, run_dir: Path) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Shape codes ``[N, S]`` and neutral UV maps of the run's training identities (as training read them)."""
     from facenerf.models.mofanerf.options import build_train_parser
+    from facenerf.models.mofanerf.training import build_data
 
     defaults = vars(build_train_parser().parse_args([]))
-    frames, identities = load_mofanerf_sources(argparse.Namespace(**{**defaults, **config}))
-    data = MoFaNeRFData(frames, identities, PixelSamplerConfig(), tex_size=model.cfg.tex_size)
-    shapes = torch.stack([torch.as_tensor(p.shape_code, dtype=torch.float32) for p in identities])
-    return shapes, [data.uv(i) for i in range(len(identities))]
+    data = build_data(argparse.Namespace(**{**defaults, **config}), run_dir)
+    shapes = torch.stack([torch.as_tensor(p.shape_code, dtype=torch.float32) for p in data.identities])
+    return shapes, [data.uv(i) for i in range(len(data.identities))]
 
 
 def load_code_statistics(args, loaded: LoadedModel) -> CodeStatistics:
@@ -102,7 +109,7 @@ def load_code_statistics(args, loaded: LoadedModel) -> CodeStatistics:
             stats.check_sizes(cfg.shape_dim, cfg.texture_dim, str(file))
             return stats
     try:
-        shapes, uvs = _training_identities(loaded.config, loaded.model)
+        shapes, uvs = _training_identities(loaded.config, loaded.checkpoint.parent.parent)
     except FaceNerfError as err:
         raise FaceNerfError(f"cannot compute code statistics from the training data ({err}); pass --code_stats "
                             "(a code_stats.pt, or the original texShpDistribution.npy)") from err

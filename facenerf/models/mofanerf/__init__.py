@@ -1,1 +1,20 @@
-"""MoFaNeRF: morphable facial NeRF."""
+"""MoFaNeRF: morphable facial NeRF (Zhuang et al., ECCV 2022) on the shared facenerf core.
+
+Main entry points::
+
+    from facenerf.models.mofanerf import MoFaNeRF, MoFaNeRFConfig, load_mofanerf
+    model, info = load_mofanerf("logs/mofanerf/checkpoints/step_00600000.pt")  # or the original .tar
+    codes = model.face_codes(shape_code, expression_index=1, uv=uv_map)       # or texture=alpha
+    image = model.render_image(rays, codes, height, width)["rgb"]              # [H, W, 3]
+
+Modules: ``config`` (sizes), ``layers``/``network``/``ism``/``texture_encoder`` (networks),
+``model`` (codes, fields, training step), ``fast_render`` (inference path), ``official``
+(original checkpoint layout), ``checkpoints`` (load/save/convert), ``options``/``training``/
+``evaluation`` (run_train.py).
+"""
+
+from facenerf.models.mofanerf.checkpoints import load_mofanerf, save_mofanerf
+from facenerf.models.mofanerf.config import MoFaNeRFConfig
+from facenerf.models.mofanerf.model import FaceCodes, MoFaNeRF
+
+__all__ = ["FaceCodes", "MoFaNeRF", "MoFaNeRFConfig", "load_mofanerf", "save_mofanerf"]

@@ -89,3 +89,39 @@ def save_mofanerf(path: str | Path, model: MoFaNeRF, step: int = 0, config: dict
 def is_official_file(path: str | Path) -> bool:
     """True when ``path`` reads as an original MoFaNeRF checkpoint."""
     return is_official_layout(_official_or_none(path))
+
+
+def convert(source: str | Path, target: str | Path, to_official: bool = False) -> Path:
+    """Convert a checkpoint: original ``.tar`` -> facenerf ``.pt`` (default), or back."""
+    import torch
+
+    model, info = load_mofanerf(source)
+    if not to_official:
+        return save_mofanerf(target, model, step=info["step"])
+    from facenerf.models.mofanerf.official import export_official
+
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(export_official(model, info["step"]), target)
+    return target
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m facenerf.models.mofanerf.checkpoints SRC DST [--to_official]``."""
+    from facenerf.config import make_parser, parse_args
+
+    parser = make_parser("Convert a MoFaNeRF checkpoint between the original .tar layout and facenerf's .pt.",
+                         prog="python -m facenerf.models.mofanerf.checkpoints")
+    parser.add_argument("source", help="checkpoint to read (original .tar or facenerf .pt)")
+    parser.add_argument("target", help="file to write")
+    parser.add_argument("--to_official", action="store_true", help="write the original code's layout instead")
+    args = parse_args(parser, argv)
+    path = convert(args.source, args.target, args.to_official)
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    from facenerf.errors import run_cli
+
+    run_cli(main)

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from facenerf.core.encodings import FrequencyEncoding
-from facenerf.core.renderer import RenderSettings, render_chunked, render_image, render_rays
+from facenerf.core.renderer import FieldFn, RenderSettings, render_chunked, render_image, render_rays
 from facenerf.core.rays import RayBundle
 from facenerf.models.mofanerf.config import MoFaNeRFConfig
 from facenerf.models.mofanerf.ism import IdentityModulation
@@ -29,7 +29,6 @@ from facenerf.models.mofanerf.network import MoFaNeRFNetwork
 from facenerf.models.mofanerf.texture_encoder import TextureEncoder
 
 MODEL_NAME = "mofanerf"
-FieldFn = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
 
 
 @dataclass

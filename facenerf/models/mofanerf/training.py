@@ -100,11 +100,20 @@ def init_distributed(device_name: str) -> torch.device:
     return torch.device("cpu")
 
 
-def trainer_config(args, out_dir: Path) -> TrainerConfig:
+def amp_mode(requested: str, device: torch.device) -> str:
+    """``requested``, except bf16 on a GPU without bf16 support becomes fp16 (with loss scaling)."""
+    if requested == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        if distributed.is_main_process():
+            print("note: this GPU has no bf16 support; training with fp16 autocast and loss scaling instead")
+        return "fp16"
+    return requested
+
+
+def trainer_config(args, out_dir: Path, device: torch.device) -> TrainerConfig:
     return TrainerConfig(
         out_dir=out_dir, max_steps=args.N_iters,
         lr_decay_steps=int(args.lrate_decay * args.lrate_decay_factor) or None, lr_decay_rate=0.1,
-        amp=args.amp, grad_clip=args.grad_clip or None, log_every=args.i_print, eval_every=args.i_testset,
+        amp=amp_mode(args.amp, device), grad_clip=args.grad_clip or None, log_every=args.i_print, eval_every=args.i_testset,
         save_every=args.i_weights, keep_last=args.keep_last, progress=args.progress,
         resume=not args.no_reload)
 
@@ -156,7 +165,7 @@ def train(args) -> dict:
     rank = distributed.rank()
     batches = StepBatches(data, args.N_iters, rank=rank, num_workers=args.num_workers)
     evaluate = make_evaluator(data, data.validation_frames(args.n_val), out_dir, args.val_scale)
-    trainer = Trainer(model, batches, trainer_config(args, out_dir), device, config, evaluate, MODEL_NAME)
+    trainer = Trainer(model, batches, trainer_config(args, out_dir, device), device, config, evaluate, MODEL_NAME)
     summary = trainer.fit()
     summary["out_dir"] = str(out_dir)
     summary["world_size"] = distributed.world_size()

@@ -1,0 +1,98 @@
+"""RefineNet training pairs from a trained MoFaNeRF: its render of a training view next to the
+ground-truth image (reference §8, ``render_refine_trainSet.py`` + ``prepare_refineNet_trainSet.py``).
+
+For every training identity, ``n_expressions`` of its expressions and ``n_views`` of their
+training views are drawn (seeded, without replacement). Each view is rendered with the
+identity's true codes (beta from the shape-code file, alpha from the texture encoder on its
+UV map, the learned expression code) at ``render_scale`` times the image size - the "coarse
+synthesis" - and upsampled (bicubic) to the ground truth's size. Pairs are written with
+:func:`facenerf.data.pairs.write_pairs` as ``{out}/train_A/{id}/{expression}/{N}.png`` (render)
+and ``{out}/train_B/...`` (ground truth), ``N = 0 .. n_views - 1``; ``{out}/pairs_index.txt``
+lists the source image of each pair. A view whose image cannot be read is reported and
+skipped; the rest are written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+
+from facenerf.data.pairs import WriteSummary, write_pairs
+from facenerf.errors import FaceNerfError
+from facenerf.io import read_image, resize_image
+
+
+@dataclass(frozen=True)
+class PairPlan:
+    """How many pairs per identity and at what render size."""
+
+    n_expressions: int = 10
+    n_views: int = 8
+    render_scale: float = 0.5
+    seed: int = 0
+
+
+def choose_frames(frames, identity: int, plan: PairPlan, rng: np.random.Generator) -> list[tuple[int, list[int]]]:
+    """``[(expression, [frame indices])]`` drawn for one identity (training frames only)."""
+    mine = np.flatnonzero((frames.identity == identity) & ~frames.is_test)
+    expressions = np.unique(frames.expression[mine])
+    chosen = rng.choice(expressions, size=min(plan.n_expressions, len(expressions)), replace=False)
+    out = []
+    for expression in sorted(int(e) for e in chosen):
+        pool = mine[frames.expression[mine] == expression]
+        picks = rng.choice(pool, size=min(plan.n_views, len(pool)), replace=False)
+        out.append((expression, [int(p) for p in picks]))
+    return out
+
+
+@torch.no_grad()
+def render_training_view(model, data, frame: int, scale: float) -> torch.Tensor:
+    """MoFaNeRF render ``[h, w, 3]`` (CPU) of training ``frame`` with its identity's true codes."""
+    device = next(model.parameters()).device
+    rays, K = data.frame_rays(frame, scale)
+    person = int(data.frames.identity[frame])
+    shape = torch.as_tensor(np.asarray(data.identities[person].shape_code, np.float32), device=device)
+    codes = model.face_codes(shape, expression_index=int(data.frames.expression[frame]),
+                             uv=data.uv(person).to(device))
+    return model.render_image(rays.to(device), codes, K.height, K.width)["rgb"].float().clamp(0, 1).cpu()
+
+
+def pair_items(model, data, plan: PairPlan, names: Callable[[int], str], report: Callable[[str], None],
+               index: list[str]) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+    """``(relative path, render, ground truth)`` for every chosen view; unreadable views are reported."""
+    rng = np.random.default_rng(plan.seed)
+    for person in range(len(data.identities)):
+        pid = data.identities[person].identity
+        for expression, frames in choose_frames(data.frames, person, plan, rng):
+            for n, frame in enumerate(frames):
+                rel = f"{pid}/{names(expression)}/{n}"
+                try:
+                    truth = read_image(data.frames.image_paths[frame])
+                except FaceNerfError as err:
+                    report(f"skipping pair {rel}: {err}")
+                    continue
+                render = render_training_view(model, data, frame, plan.render_scale * truth.shape[1] / data.K.width)
+                upsampled = resize_image(render.numpy(), (truth.shape[1], truth.shape[0]))
+                index.append(f"{rel}.png {data.frames.image_paths[frame]}")
+                yield rel, upsampled, truth
+
+
+def make_refine_pairs(model, data, out_root: str | Path, plan: PairPlan, names: Callable[[int], str],
+                      report: Callable[[str], None] = print, progress: bool = True) -> WriteSummary:
+    """Render and write the pairs (see the module docstring); returns write_pairs' summary."""
+    from tqdm.auto import tqdm
+
+    if plan.n_expressions < 1 or plan.n_views < 1 or not 0 < plan.render_scale <= 1:
+        raise FaceNerfError("--n_expressions and --n_views must be positive and --render_scale in (0, 1]")
+    model.eval()
+    index: list[str] = []
+    items = tqdm(pair_items(model, data, plan, names, report, index), desc="pairs", unit="pair",
+                 disable=not progress)
+    summary = write_pairs(out_root, items, report=report)
+    Path(out_root).mkdir(parents=True, exist_ok=True)
+    (Path(out_root) / "pairs_index.txt").write_text("# pair -> ground-truth source image\n" + "\n".join(index) + "\n")
+    return summary

@@ -1,0 +1,137 @@
+"""run_train.py end to end on a tiny synthetic FaceScape dataset built by the data CLIs.
+
+Covers: outputs and automatic resume, bit-identical resume, clear errors (no images,
+code sizes that do not match the run's checkpoint, a killed run), and a 2-process DDP run
+with torchrun on the CPU (gloo).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # the CLI scripts live at the repository root
+    sys.path.insert(0, str(ROOT))
+
+import run_train  # noqa: E402
+from facenerf.engine.checkpoint import load_checkpoint  # noqa: E402
+from facenerf.errors import FaceNerfError  # noqa: E402
+
+TINY = ["--device", "cpu", "--threads", "1", "--num_workers", "0", "--N_rand", "32", "--N_samples", "8",
+        "--N_importance", "8", "--netdepth", "3", "--netwidth", "16", "--netdepth_fine", "3",
+        "--netwidth_fine", "16", "--skip", "2", "--xyz_depth", "2", "--multires", "4", "--multires_views", "2",
+        "--input_ch_textureCodes", "8", "--input_ch_expCodes", "6", "--ism_width", "16", "--ism_depth", "2",
+        "--tex_size", "16", "--tex_channels", "4,8", "--tex_hidden", "16", "--tex_decoder_depth", "1",
+        "--i_print", "2", "--n_val", "1", "--val_scale", "0.5", "--progress", "false", "--grid_ids", "2",
+        "--grid_exps", "0,1", "--precrop_iters", "1", "--near", "12", "--far", "20", "--lrate", "0.005"]
+
+
+@pytest.fixture(scope="module")
+def datadir(tmp_path_factory) -> Path:
+    """2 identities x 2 expressions x 8 views at 32^2, made with the project's data CLIs."""
+    import align_clip
+    import render
+    from facenerf.data import synthetic
+
+    root = tmp_path_factory.mktemp("facescape")
+    quiet = ["--no_progress"]
+    assert synthetic.main(["--ids", "2", "--out", str(root), "--expressions", "1,2", "--texture_size", "64",
+                           "--vertices", "1500"] + quiet) == 0
+    assert align_clip.main(["--data", str(root)] + quiet) == 0
+    assert render.main(["--data", str(root), "--resolution", "32", "--views", "8"] + quiet) == 0
+    return root / "multiViewImages"
+
+
+def train(datadir: Path, basedir: Path, *extra: str, expname: str = "run") -> None:
+    run_train.main(["--datadir", str(datadir), "--basedir", str(basedir), "--expname", expname, *TINY, *extra])
+
+
+def test_training_writes_outputs_and_resumes(datadir, tmp_path, capsys):
+    train(datadir, tmp_path, "--N_iters", "4", "--i_weights", "2", "--i_testset", "4")
+    run = tmp_path / "run"
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_00000002.pt", "step_00000004.pt"]
+    assert (run / "val" / "step_00000004.png").is_file() and (run / "grid_ids_x_expressions.png").is_file()
+    assert (run / "config.txt").is_file() and any((run / "tensorboard").iterdir())
+    assert len(list((run / "uv_cache").glob("uv_*_16.npy"))) == 2
+    payload = load_checkpoint(run / "checkpoints" / "step_00000004.pt")
+    assert payload["model"] == "mofanerf" and payload["config"]["model_config"]["exp_dim"] == 6
+    out = capsys.readouterr().out
+    assert "trained to step 4" in out and "held-out PSNR" in out
+    train(datadir, tmp_path, "--N_iters", "6", "--i_weights", "2", "--i_testset", "0")
+    assert load_checkpoint(run / "checkpoints" / "step_00000006.pt")["step"] == 6
+    assert "resumed from" in (run / "train_log.txt").read_text()
+
+
+def test_resume_continues_with_identical_state(datadir, tmp_path):
+    common = ["--i_weights", "2", "--i_testset", "0", "--grid_ids", "1", "--grid_exps", "0"]
+    train(datadir, tmp_path, "--N_iters", "4", *common, expname="straight")
+    train(datadir, tmp_path, "--N_iters", "2", *common, expname="split")
+    train(datadir, tmp_path, "--N_iters", "4", *common, expname="split")
+    a = load_checkpoint(tmp_path / "straight" / "checkpoints" / "step_00000004.pt")
+    b = load_checkpoint(tmp_path / "split" / "checkpoints" / "step_00000004.pt")
+    for key, value in a["model_state"].items():
+        assert torch.equal(value, b["model_state"][key]), key
+    sa, sb = a["optimizer_state"]["main"]["state"], b["optimizer_state"]["main"]["state"]
+    assert sa.keys() == sb.keys()
+    for i in sa:
+        assert all(torch.equal(torch.as_tensor(sa[i][k]), torch.as_tensor(sb[i][k])) for k in sa[i])
+
+
+def test_clear_errors_for_bad_data_and_mismatched_code_sizes(datadir, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(FaceNerfError, match="run render.py"):
+        train(empty, tmp_path, "--N_iters", "1")
+    no_images = tmp_path / "no_images"
+    shutil.copytree(datadir, no_images, ignore=shutil.ignore_patterns("*.png"))
+    for name in ("factors_id.npy", "landmarks_3d.npy", "facescape_trainset"):
+        (tmp_path / name).symlink_to(datadir.parent / name)
+    with pytest.raises(FaceNerfError, match="no training images found"):
+        train(no_images, tmp_path, "--N_iters", "1")
+    train(datadir, tmp_path, "--N_iters", "2", "--i_testset", "0", "--grid_ids", "1", "--grid_exps", "0")
+    with pytest.raises(FaceNerfError, match=r"exp_dim: config 9 vs checkpoint 6"):
+        train(datadir, tmp_path, "--N_iters", "3", "--input_ch_expCodes", "9")
+
+
+def _env() -> dict:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "CUDA_VISIBLE_DEVICES": ""}
+
+
+def test_killed_run_resumes_from_its_last_checkpoint(datadir, tmp_path):
+    cmd = [sys.executable, str(ROOT / "run_train.py"), "--datadir", str(datadir), "--basedir", str(tmp_path),
+           "--expname", "killed", *TINY, "--N_iters", "100000", "--i_weights", "3", "--i_testset", "0"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    ckpt = tmp_path / "killed" / "checkpoints"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (ckpt / "step_00000006.pt").exists() and proc.poll() is None:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert (ckpt / "step_00000006.pt").exists(), proc.stderr.read().decode()[-2000:]
+    saved = max(int(p.stem.split("_")[1]) for p in ckpt.glob("step_*.pt"))
+    train(datadir, tmp_path, "--N_iters", str(saved + 2), "--i_weights", "3", "--i_testset", "0",
+          "--grid_ids", "1", "--grid_exps", "0", expname="killed")
+    log = (tmp_path / "killed" / "train_log.txt").read_text()
+    assert f"at step {saved}" in log and load_checkpoint(ckpt / f"step_{saved + 2:08d}.pt")["step"] == saved + 2
+
+
+def test_ddp_two_cpu_processes_with_torchrun(datadir, tmp_path):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(ROOT / "run_train.py"), "--datadir", str(datadir), "--basedir", str(tmp_path), "--expname", "ddp",
+           *TINY, "--N_iters", "4", "--i_weights", "2", "--i_testset", "4", "--grid_ids", "1", "--grid_exps", "0"]
+    done = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "2 data-parallel processes; parameters of all ranks in sync" in done.stdout
+    ckpt = tmp_path / "ddp" / "checkpoints"
+    assert sorted(p.name for p in ckpt.iterdir()) == ["step_00000002.pt", "step_00000004.pt"]
+    assert load_checkpoint(ckpt / "step_00000004.pt")["config"]["N_rand"] == 32
+    assert len(list((tmp_path / "ddp" / "tensorboard").iterdir())) == 1  # rank 0 logs alone
