@@ -16,10 +16,9 @@ def _print_summary(summary: dict) -> None:
     for note in summary["notes"]:
         print(f"note: {note}")
     print(f"fitted {summary['iteration']} iterations; image PSNR {summary['psnr_image']:.2f} dB")
-    if summary.get("psnr_heldout") is not None:
-        start = summary.get("psnr_heldout_start")
-        was = f" (mean-code start {start:.2f} dB)" if start is not None else ""
-        print(f"held-out views of this identity: PSNR {summary['psnr_heldout']:.2f} dB{was}")
+    if "psnr_heldout" in summary:
+        print(f"held-out views of this identity ({summary['heldout_views']}): PSNR {summary['psnr_heldout']:.2f} dB "
+              f"(mean-code start {summary['psnr_heldout_start']:.2f} dB)")
     print(f"fit file: {summary['fit_file']}")
     print(f"outputs (target, fitted, compare, loss curve, progress): {summary['out_dir']}")
 
@@ -34,6 +33,10 @@ def main(argv: list[str] | None = None) -> int:
 
     device = select_device(args.device)
     seed_everything(args.seed)
+    if args.threads > 0:
+        import torch
+
+        torch.set_num_threads(args.threads)
     loaded = workflow.load_model(args, device)
     if args.renderType in ("fitting", "swap", "random"):
         stats = workflow.load_code_statistics(args, loaded)

@@ -9,7 +9,7 @@
 3. SSIM: one depthwise 11x11 Gaussian convolution over the stacked statistics
    ``[x, y, x*x, y*y, x*y]`` vs the textbook five separate filter calls, images/s on 64x64 batches.
 
-Usage:  .venv/bin/python benchmarks/engine_overhead.py [--steps 200] [--repeats 3]
+Usage:  .venv/bin/python benchmarks/engine_overhead.py [--steps 200] [--repeats 5] [--cpu-only]
 Writes benchmarks/results/engine_overhead_<device>.json and .md.
 """
 
@@ -214,7 +214,7 @@ def write_results(rows: list[dict], device: torch.device, args) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=200)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--cpu-only", action="store_true")
     args = parser.parse_args()
     devices = [torch.device("cpu")]

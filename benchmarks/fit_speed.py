@@ -114,6 +114,13 @@ def build_parser():
     return parser
 
 
+def _relative(path) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
 def device_name(device: torch.device) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.processor() or 'x86'})"
 
@@ -144,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     diff = first_step_difference(model, target, stats, settings, render, device)
     result = {
         "device": device_name(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
-        "config": str(args.config), "iterations": total, "fit_size": args.fit_size,
+        "config": _relative(args.config), "iterations": total, "fit_size": args.fit_size,
         "rays_per_iteration": settings.n_rays, "samples": [args.N_samples, args.N_importance],
         "amp_ours": args.amp, "ours_s": round(ours, 3), "reference_s": round(reference, 3),
         "reference_iterations_timed": ref_its, "speedup": round(reference / ours, 3),
@@ -166,7 +173,8 @@ def markdown(r: dict) -> str:
     return (f"# Single-image fit speed on {r['device']}\n\n"
             f"torch {r['torch']}, {r['threads']} threads, config `{r['config']}`, load average at start "
             f"{r['load_average_at_start']}.\n\n"
-            f"Full schedule: {r['iterations']} iterations, {r['rays_per_iteration']} rays each, "
+            f"Full schedule: {r['iterations']} iterations, up to {r['rays_per_iteration']} rays each (fewer when the "
+            "mask region of a coarse level is smaller), "
             f"{r['samples'][0]} + {r['samples'][1]} samples per ray, fit size {r['fit_size']} px{scaled}.\n\n"
             "| path | wall time (s) | ms / iteration |\n|---|---:|---:|\n"
             f"| ours (frozen weights, gradient-free density-only coarse pass, amp={r['amp_ours']}) | {r['ours_s']} | "

@@ -209,7 +209,8 @@ def run(args) -> dict:
         "device_type": device.type,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
         "torch": torch.__version__, "resolution": res, "samples": "64 + 64", "near_far": [args.near, args.far],
-        "model": "full-size (coarse 8x256, fine 10x1024)" if args.model == "full" else "tiny",
+        "model": (f"coarse {model.cfg.netdepth}x{model.cfg.netwidth}, "
+                  f"fine {model.cfg.netdepth_fine}x{model.cfg.netwidth_fine}"),
         "weights": args.ckpt or "random (seeded)", "amp": amp,
         "compile": bool(args.compile and device.type == "cuda"), "chunk_rays": args.chunk,
         "timed_by": "wall clock (CUDA synchronised)" if clock == "wall" else "process CPU time (shared machine)",
@@ -222,18 +223,23 @@ def run(args) -> dict:
     }
     if device.type == "cuda" and args.train_steps > 0:
         result["train_iters_per_s"] = train_iterations_per_second(model, device, amp, args.train_steps)
-    return result
+    strip = torch.cat([image_ours.clamp(0, 1), image_ref.clamp(0, 1), (10 * (image_ours - image_ref).abs()).clamp(0, 1)], 1)
+    return result, strip.cpu()
 
 
-def write_results(result: dict, out_dir: Path, tag: str) -> list[Path]:
+def write_results(result: dict, strip, out_dir: Path, tag: str) -> list[Path]:
+    """JSON + Markdown table + PNG (ours | reference | 10x absolute difference)."""
+    from facenerf.io import write_image
+
     out_dir.mkdir(parents=True, exist_ok=True)
+    png = write_image(out_dir / f"mofanerf_render_{tag}.png", strip)
     js = out_dir / f"mofanerf_render_{tag}.json"
     js.write_text(json.dumps(result, indent=2) + "\n")
     lines = ["# MoFaNeRF render benchmark", "", "| quantity | value |", "|---|---|"]
     lines += [f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in result.items()]
     md = out_dir / f"mofanerf_render_{tag}.md"
     md.write_text("\n".join(lines) + "\n")
-    return [js, md]
+    return [js, md, png]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -256,11 +262,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(RESULTS))
     parser.add_argument("--tag", default="", help="result file suffix (default: cpu or cuda)")
     args = parse_args(parser, argv)
-    result = run(args)
+    result, strip = run(args)
     tag = args.tag or result["device_type"]
     for key, value in result.items():
         print(f"{key:>28}: {value:.4g}" if isinstance(value, float) else f"{key:>28}: {value}")
-    for path in write_results(result, Path(args.out), tag):
+    for path in write_results(result, strip, Path(args.out), tag):
         print(f"wrote {path}")
     return 0
 

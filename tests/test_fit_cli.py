@@ -114,7 +114,8 @@ def test_rendering_expression_swap_morph_and_mesh_modes(setup, capsys):
     assert run_fit.main(fit_args + ["--renderType", "swap", "--swap", "texture", "--swapFile", str(other)]) == 0
     assert run_fit.main(fit_args + ["--renderType", "morph", "--morphFile", str(other)]) == 0
     assert (render / "morph_neutral_0_0_to_neutral_0_0.mp4").is_file()
-    assert run_fit.main(fit_args + ["--renderType", "mesh", "--mesh_resolution", "12", "--mesh_level", "1"]) == 0
+    assert run_fit.main(fit_args + ["--renderType", "mesh", "--mesh_resolution", "12", "--mesh_level", "3",
+                         "--mesh_smooth", "0"]) == 0
     obj = _fit_dir(images[0]) / "mesh" / "neutral_0_0.obj"
     v_lines = [l for l in obj.read_text().splitlines() if l.startswith("v ")]
     assert len(v_lines) > 10 and len(v_lines[0].split()) == 7  # x y z r g b

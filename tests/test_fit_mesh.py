@@ -78,3 +78,18 @@ def test_obj_has_vertex_colours_and_one_based_faces(tmp_path):
     assert first[3:] == pytest.approx(colours[0].tolist(), abs=1e-4)
     indices = [int(x) for l in f_lines for x in l.split()[1:]]
     assert min(indices) == 1 and max(indices) == vertices.shape[0]
+
+
+def test_smoothing_keeps_mass_and_constants_and_shrinks_noise():
+    from facenerf.fitting.mesh import smooth_grid
+
+    impulse = torch.zeros(9, 9, 9)
+    impulse[4, 4, 4] = 1.0
+    blurred = smooth_grid(impulse, 1.0)
+    assert float(blurred.sum()) == pytest.approx(1.0, abs=1e-5)
+    assert float(blurred[4, 4, 3]) == pytest.approx(float(blurred[3, 4, 4]))  # isotropic
+    constant = torch.full((5, 6, 7), 2.0)
+    torch.testing.assert_close(smooth_grid(constant, 1.5), constant)
+    noise = torch.randn(16, 16, 16, generator=torch.Generator().manual_seed(0))
+    assert float(smooth_grid(noise, 1.0).std()) < 0.5 * float(noise.std())
+    assert smooth_grid(noise, 0.0) is noise

@@ -73,3 +73,67 @@ def test_render_of_a_training_view_is_at_the_requested_scale(tmp_path):
     data = _data(tmp_path)
     image = render_training_view(_model(), data, frame=0, scale=0.5)
     assert image.shape == (SIZE // 2, SIZE // 2, 3) and float(image.min()) >= 0 and float(image.max()) <= 1
+
+
+def _disk_dataset(root, arch: dict) -> list[str]:
+    """Two identities in the render.py / FaceScape layout and a checkpoint whose config names them."""
+    import json
+
+    from facenerf.config import config_to_dict, parse_args
+    from facenerf.models.mofanerf.checkpoints import save_mofanerf
+    from facenerf.models.mofanerf.options import build_train_parser
+
+    rng = np.random.default_rng(1)
+    mv = root / "multiViewImages"
+    np.save(root / "factors_id.npy", rng.normal(size=(3, 6)).astype(np.float32))
+    for ident in ("1", "2"):
+        write_image(root / "facescape_trainset" / ident / "models_reg" / "1_neutral.jpg",
+                    rng.random((8, 8, 3)).astype(np.float32))
+        frames = []
+        for v, yaw in enumerate((-20.0, 0.0, 20.0)):
+            image = np.zeros((SIZE, SIZE, 3), np.float32)
+            image[4:12, 5:11] = rng.uniform(0.3, 0.9, 3)
+            write_image(mv / ident / "neutral" / f"0_{v}.png", image)
+            frames.append({"file_path": f"/{ident}/neutral/0_{v}", "expression": 0, "view": f"0_{v}",
+                           "transform_matrix": mofanerf_pose(0.0, yaw).tolist()})
+        header = {"fl_x": 37.5, "fl_y": 37.5, "cx": 8.0, "cy": 8.0, "w": SIZE, "h": SIZE}
+        (mv / f"transforms_train_{ident}.json").write_text(json.dumps({**header, "frames": frames}))
+        (mv / ident / "neutral" / "transforms.json").write_text(json.dumps({**header, "near": 8.0, "far": 26.0,
+                                                                            "frames": frames}))
+    argv = [f"--{k}={v}" for k, v in arch.items()]
+    args = parse_args(build_train_parser(), argv)
+    model = _model()
+    save_mofanerf(root / "logs" / "tiny" / "checkpoints" / "step_00000001.pt", model, step=1,
+                  config=config_to_dict(args))
+    return argv
+
+
+def test_make_pairs_cli_and_code_statistics_from_the_training_data(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    import run_fit
+    from facenerf.fitting.stats import CodeStatistics
+
+    script = Path(__file__).resolve().parents[1] / "trainingDataPreprocess" / "make_pairs.py"
+    spec = importlib.util.spec_from_file_location("make_pairs_cli", script)
+    make_pairs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_pairs)
+
+    arch = {"datadir": tmp_path / "multiViewImages", "basedir": tmp_path / "logs", "expname": "tiny",
+            "person_num": 2, "multires": 2, "multires_views": 1, "netdepth": 3, "netwidth": 8, "netdepth_fine": 0,
+            "N_importance": 0, "xyz_depth": 1, "skip": 1, "input_ch_shapeCodes": 6, "input_ch_textureCodes": 4,
+            "input_ch_expCodes": 3, "n_expressions": 3, "ism_width": 8, "ism_depth": 1, "tex_size": 8,
+            "tex_channels": "4", "tex_hidden": 8, "tex_decoder_depth": 1, "tex_logstd_head": "false",
+            "N_samples": 6, "device": "cpu", "progress": "false"}
+    argv = _disk_dataset(tmp_path, arch)
+    assert make_pairs.main(argv + ["--out", str(tmp_path / "dataset"), "--pair_views", "2"]) == 0
+    scan = scan_pairs(tmp_path / "dataset" / "train_A", tmp_path / "dataset" / "train_B")
+    assert sorted(p.key for p in scan.pairs) == ["1/neutral/0", "1/neutral/1", "2/neutral/0", "2/neutral/1"]
+    fit = argv + ["--filePath", str(tmp_path / "multiViewImages" / "2" / "neutral" / "0_1.png"),
+                  "--num_iterations", "2", "--fit_size", "16", "--N_rand", "16"]
+    assert run_fit.main(fit) == 0
+    stats = CodeStatistics.load(tmp_path / "logs" / "tiny" / "checkpoints" / "code_stats.pt")
+    factors = np.load(tmp_path / "factors_id.npy")
+    assert stats.n_identities == 2 and stats.step == 1
+    torch.testing.assert_close(stats.shape_mean, torch.from_numpy(factors[1:3].mean(0)))

@@ -2,7 +2,7 @@
 
     python trainingDataPreprocess/make_pairs.py -c configs/mofanerf_tiny.txt --out dataset
     python trainingDataPreprocess/make_pairs.py -c configs/exp_mofanerf.txt --out dataset \
-        --n_expressions 10 --n_views 8 --render_scale 0.5
+        --pair_expressions 10 --pair_views 8 --render_scale 0.5
 
 Reads the training config (data paths, architecture; the checkpoint is ``--ckpt`` or the newest
 in basedir/expname/checkpoints) and writes ``{out}/train_A/{id}/{expression}/{N}.png`` (render at
@@ -30,8 +30,8 @@ def build_parser():
     g = parser.add_argument_group("pairs")
     g.add_argument("--ckpt", default="", help="checkpoint (default: --ft_path, else the newest of the run)")
     g.add_argument("--out", default="dataset", help="dataset root for train_A/ and train_B/")
-    g.add_argument("--n_expressions", type=int, default=10, help="expressions drawn per identity")
-    g.add_argument("--n_views", type=int, default=8, help="training views drawn per expression")
+    g.add_argument("--pair_expressions", type=int, default=10, help="expressions drawn per identity")
+    g.add_argument("--pair_views", type=int, default=8, help="training views drawn per expression")
     g.add_argument("--render_scale", type=float, default=0.5, help="render size as a fraction of the image size")
     return parser
 
@@ -46,10 +46,14 @@ def main(argv: list[str] | None = None) -> int:
 
     device = select_device(args.device)
     seed_everything(args.seed)
+    if args.threads > 0:
+        import torch
+
+        torch.set_num_threads(args.threads)
     out = ensure_writable_dir(args.out)
     loaded = load_model(args, device)
     data = build_data(args, Path(args.basedir) / args.expname)  # shares the training run's UV cache
-    plan = PairPlan(args.n_expressions, args.n_views, args.render_scale, args.seed)
+    plan = PairPlan(args.pair_expressions, args.pair_views, args.render_scale, args.seed)
     summary = make_refine_pairs(loaded.model, data, out, plan, expression_name, progress=args.progress)
     save_config(args, out, "make_pairs_config.txt")
     print(summary.summary())

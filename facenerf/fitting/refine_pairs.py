@@ -87,7 +87,7 @@ def make_refine_pairs(model, data, out_root: str | Path, plan: PairPlan, names: 
     from tqdm.auto import tqdm
 
     if plan.n_expressions < 1 or plan.n_views < 1 or not 0 < plan.render_scale <= 1:
-        raise FaceNerfError("--n_expressions and --n_views must be positive and --render_scale in (0, 1]")
+        raise FaceNerfError("--pair_expressions and --pair_views must be positive and --render_scale in (0, 1]")
     model.eval()
     index: list[str] = []
     items = tqdm(pair_items(model, data, plan, names, report, index), desc="pairs", unit="pair",

@@ -25,8 +25,10 @@ from facenerf.fitting.options import float_list
 from facenerf.fitting.result import FIT_FILENAME, FitResult
 from facenerf.fitting.schedule import FitSchedule
 from facenerf.fitting.stats import STATS_FILENAME, CodeStatistics, compute_code_statistics
-from facenerf.fitting.views import FaceState, heldout_psnr
+from facenerf.fitting.figures import error_map, hstack, loss_curve, vstack
+from facenerf.fitting.views import FaceState, corrected_pose, heldout_psnr, intrinsics_at
 from facenerf.io import write_image
+from facenerf.metrics import psnr
 
 PREVIEW_ITERATIONS = (0, 100, 200, 300, 500, 1000, 1500, 2000)  # the original's progress renders
 
@@ -199,14 +201,12 @@ def run_fitting(args, loaded: LoadedModel, stats: CodeStatistics, device: torch.
     settings = fit_settings(args, loaded.model.cfg.n_expressions)
     out = ensure_writable_dir(fit_dir(args))
     fitter = Fitter(loaded.model, target, stats, settings, loaded.render_settings, device)
+    start = starting_state(fitter)
     path = fit_file(args)
     if args.is_load_par:
         previous = FitResult.load(path)
         _check_resumable(previous, target, path)
         fitter.resume(previous)
-    views = sibling_views(target, args.eval_views)
-    start_psnr = heldout_psnr(loaded.model, _state(fitter), views, loaded.render_settings, args.amp)[0] \
-        if views and fitter.iteration == 0 else None
     write_image(out / "target.png", target.image)
     config = {**config_to_dict(args), "fit_notes": list(target.notes)}
 
@@ -223,24 +223,28 @@ def run_fitting(args, loaded: LoadedModel, stats: CodeStatistics, device: torch.
         _preview(fitter, out, min(args.size, target.K.width))
     fitter.run(on_iteration)
     save(fitter)
-    return _finish(fitter, out, path, views, start_psnr, loaded, args)
+    summary = _write_results(fitter, out, path)
+    views = sibling_views(target, args.eval_views)
+    if views:
+        summary.update(_heldout(fitter, start, views, loaded, out, args.amp))
+    return summary
 
 
-def _state(fitter: Fitter) -> FaceState:
-    return FaceState.from_fit(fitter.result())
+def starting_state(fitter: Fitter) -> FaceState:
+    """The fit's deterministic start (code means, initial expression, gain 1, input camera)."""
+    v = fitter.variables
+    return FaceState(fitter.stats.shape_mean.float().cpu(), v.expression.detach().cpu().clone(),
+                     fitter.stats.texture_mean.float().cpu(), torch.ones(1), fitter.target.c2w.cpu(),
+                     fitter.target.K, fitter.target.near, fitter.target.far)
 
 
 def _preview(fitter: Fitter, out: Path, size: int) -> None:
-    from facenerf.fitting.views import intrinsics_at
-
     image = fitter.render(K=intrinsics_at(fitter.target.K, size))
     write_image(out / "progress" / f"iter_{fitter.iteration:06d}.png", image)
 
 
-def _finish(fitter: Fitter, out: Path, path: Path, views, start_psnr, loaded: LoadedModel, args) -> dict:
-    from facenerf.fitting.figures import error_map, hstack, loss_curve
-    from facenerf.metrics import psnr
-
+def _write_results(fitter: Fitter, out: Path, path: Path) -> dict:
+    """fitted.png, compare.png (target | fit | error x4) and loss_curve.png; the summary dict."""
     fitted = fitter.render()
     target = fitter.target.image
     write_image(out / "fitted.png", fitted)
@@ -251,17 +255,14 @@ def _finish(fitter: Fitter, out: Path, path: Path, views, start_psnr, loaded: Lo
         title = f"{fitter.target.name}: {fitter.iteration} iterations, image PSNR {summary['psnr_image']:.2f} dB"
         summary["loss_curve"] = str(loss_curve(out / "loss_curve.png", fitter.history,
                                                fitter.settings.schedule.level_starts(), title))
-    if views:
-        from facenerf.fitting.views import corrected_pose
-
-        result = fitter.result()
-        moved = [(image, corrected_pose(result, c2w), K) for image, c2w, K in views]
-        score, renders = heldout_psnr(loaded.model, FaceState.from_fit(result), moved,
-                                      loaded.render_settings, args.amp)
-        summary["psnr_heldout"] = score
-        summary["psnr_heldout_start"] = start_psnr
-        rows = [hstack([image, render]) for (image, _, _), render in zip(views, renders)]
-        from facenerf.fitting.figures import vstack
-
-        write_image(out / "heldout.png", vstack(rows))
     return summary
+
+
+def _heldout(fitter: Fitter, start: FaceState, views, loaded: LoadedModel, out: Path, amp: str) -> dict:
+    """PSNR of the start and of the fit on held-out views (fit's pose correction applied); heldout.png."""
+    result = fitter.result()
+    before = heldout_psnr(loaded.model, start, views, loaded.render_settings, amp)[0]
+    moved = [(image, corrected_pose(result, c2w), K) for image, c2w, K in views]
+    after, renders = heldout_psnr(loaded.model, FaceState.from_fit(result), moved, loaded.render_settings, amp)
+    write_image(out / "heldout.png", vstack([hstack([image, render]) for (image, _, _), render in zip(views, renders)]))
+    return {"psnr_heldout": after, "psnr_heldout_start": before, "heldout_views": len(views)}
