@@ -135,3 +135,18 @@ def test_ddp_two_cpu_processes_with_torchrun(datadir, tmp_path):
     assert sorted(p.name for p in ckpt.iterdir()) == ["step_00000002.pt", "step_00000004.pt"]
     assert load_checkpoint(ckpt / "step_00000004.pt")["config"]["N_rand"] == 32
     assert len(list((tmp_path / "ddp" / "tensorboard").iterdir())) == 1  # rank 0 logs alone
+
+
+def test_config_files_parse_and_the_released_config_gives_the_released_model():
+    from facenerf.config import parse_args
+    from facenerf.models.mofanerf.config import MoFaNeRFConfig
+    from facenerf.models.mofanerf.options import build_train_parser, check_train_args
+
+    released = parse_args(build_train_parser(), ["-c", str(ROOT / "configs" / "exp_mofanerf.txt")])
+    check_train_args(released)
+    assert MoFaNeRFConfig.from_args(released) == MoFaNeRFConfig()
+    assert (released.lrate, released.lrate_decay, released.N_rand, released.N_samples, released.N_importance) == \
+        (5e-5, 500, 1024, 64, 64)
+    tiny = parse_args(build_train_parser(), ["-c", str(ROOT / "configs" / "mofanerf_tiny.txt")])
+    check_train_args(tiny)
+    assert MoFaNeRFConfig.from_args(tiny).netwidth_fine == 64

@@ -32,7 +32,8 @@ MODES_HELP = """\
               (--swapFile other/fit.pt) or a random draw from the code statistics ->
               render/swap_<what>_<source>.png (left: fit, right: swapped).
   random      --n_random N new faces from the code statistics (no fit needed) ->
-              random/random_XXX.png and random/grid.png (--seed, --temperature).
+              <--fit_out, else basedir/expname/random>/random_XXX.png and grid.png
+              (--seed, --temperature, --expression).
   morph       MP4 morphing codes, gain and camera from this fit to --morphFile other/fit.pt ->
               render/morph_<a>_to_<b>.mp4 (--frames).
   mesh        marching tetrahedra on the fitted density (blurred by --mesh_smooth voxels) in
@@ -45,14 +46,15 @@ MODES_HELP = """\
 def _add_input_args(parser) -> None:
     g = parser.add_argument_group("input and output")
     g.add_argument("--filePath", type=str, default="", help="image to fit (segRelRes/<name>.png or a render.py view)")
-    g.add_argument("--posePath", type=str, default="", help="pose_<name>.npy (default: looked up beside the image)")
+    g.add_argument("--posePath", type=str, default="", help="pose_<name>.npy; empty = look it up from the image path")
     g.add_argument("--renderType", type=str, default="fitting", choices=RENDER_TYPES, help="what to do (see below)")
-    g.add_argument("--fitFile", type=str, default="", help="fit file to render from (default: <fit folder>/fit.pt)")
-    g.add_argument("--fit_out", type=str, default="", help="fit folder (default: <image folder>/../fitting/<folder>_<name>)")
+    g.add_argument("--fitFile", type=str, default="", help="fit file to render from; empty = <fit folder>/fit.pt")
+    g.add_argument("--fit_out", type=str, default="", help="fit folder; empty = <image folder>/../fitting/<folder>_<name>")
     g.add_argument("--ckpt", type=str, default="",
-                   help="trained checkpoint (default: --ft_path, else the newest in basedir/expname/checkpoints)")
+                   help="trained checkpoint; empty = --ft_path, else the newest in basedir/expname/checkpoints")
     g.add_argument("--code_stats", type=str, default="",
-                   help="code statistics file (default: code_stats.pt beside the checkpoint, computed once)")
+                   help="code statistics (code_stats.pt or the original texShpDistribution.npy); "
+                        "empty = code_stats.pt beside the checkpoint, computed once from the training data")
     g.add_argument("--is_load_par", type=str2bool, default=False, help="resume fitting from the fit file")
 
 

@@ -113,9 +113,9 @@ def trainer_config(args, out_dir: Path, device: torch.device) -> TrainerConfig:
     return TrainerConfig(
         out_dir=out_dir, max_steps=args.N_iters,
         lr_decay_steps=int(args.lrate_decay * args.lrate_decay_factor) or None, lr_decay_rate=0.1,
-        amp=amp_mode(args.amp, device), grad_clip=args.grad_clip or None, log_every=args.i_print, eval_every=args.i_testset,
-        save_every=args.i_weights, keep_last=args.keep_last, progress=args.progress,
-        resume=not args.no_reload)
+        amp=amp_mode(args.amp, device), grad_clip=args.grad_clip or None, log_every=args.i_print,
+        eval_every=args.i_testset, save_every=args.i_weights, keep_last=args.keep_last,
+        progress=args.progress, resume=not args.no_reload)
 
 
 def write_grid(model: MoFaNeRF, data: MoFaNeRFData, args, out_dir: Path) -> tuple[Path, list[float]]:
@@ -148,13 +148,21 @@ def train(args) -> dict:
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     device = init_distributed(args.device)
+    try:
+        return _train_on(device, args)
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def _train_on(device: torch.device, args) -> dict:
     out_dir = Path(args.basedir) / args.expname
     main = distributed.is_main_process()
+    seed_everything(args.seed)
+    data = build_data(args, out_dir)  # bad data fails before anything is written
     if main:
         ensure_writable_dir(out_dir)
         save_config(args, out_dir)
-    seed_everything(args.seed)
-    data = build_data(args, out_dir)
     model = build_model(args)
     resume_from = None if args.no_reload else check_resume_compatible(out_dir, model.cfg)
     if args.ft_path and resume_from is None:
@@ -162,18 +170,14 @@ def train(args) -> dict:
     if args.compile:
         model.compile_networks()
     config = {**config_to_dict(args), "model_config": model.cfg.to_dict()}
-    rank = distributed.rank()
-    batches = StepBatches(data, args.N_iters, rank=rank, num_workers=args.num_workers)
+    batches = StepBatches(data, args.N_iters, rank=distributed.rank(), num_workers=args.num_workers)
     evaluate = make_evaluator(data, data.validation_frames(args.n_val), out_dir, args.val_scale)
     trainer = Trainer(model, batches, trainer_config(args, out_dir, device), device, config, evaluate, MODEL_NAME)
     summary = trainer.fit()
-    summary["out_dir"] = str(out_dir)
-    summary["world_size"] = distributed.world_size()
-    summary["ranks_in_sync"] = ranks_in_sync(model)
+    summary.update(out_dir=str(out_dir), world_size=distributed.world_size(), ranks_in_sync=ranks_in_sync(model))
     if main:
         grid, scores = write_grid(model, data, args, out_dir)
         summary["grid"], summary["grid_psnr"] = str(grid), float(sum(scores) / max(len(scores), 1))
-    if torch.distributed.is_initialized():
-        torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
+    if distributed.world_size() > 1:
+        torch.distributed.barrier()  # the others wait while rank 0 renders the grid
     return summary
