@@ -168,3 +168,11 @@ def test_hash_grid_rejects_mismatched_table():
     meta = make_hash_grid_meta(3, 2, 2, 8, 2, 4)
     with pytest.raises(ValueError):
         hash_grid_encode(torch.rand(3, 3), torch.zeros(meta.table_rows + 1, 2), meta)
+
+
+def test_frequency_encoding_accepts_an_empty_batch():
+    from facenerf.core.encodings import FrequencyEncoding
+
+    enc = FrequencyEncoding(3, 4)
+    out = enc(torch.zeros(0, 3))
+    assert out.shape == (0, enc.out_dim)

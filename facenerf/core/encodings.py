@@ -41,7 +41,7 @@ class FrequencyEncoding(nn.Module):
         scaled = x[:, None, :] * self.freqs.to(x.dtype)[None, :, None]  # [N, n_freqs, in_dim]
         pairs = torch.stack([torch.sin(scaled), torch.cos(scaled)], dim=2)  # [N, n, 2, in_dim]
         parts = [x] if self.include_input else []
-        parts.append(pairs.reshape(x.shape[0], -1))
+        parts.append(pairs.flatten(1))  # flatten, not reshape(N, -1): N may be 0
         return torch.cat(parts, dim=-1)
 
 
