@@ -1,7 +1,56 @@
 #!/usr/bin/env bash
-# The main job on built-in synthetic data. Called by `make demo` with PY and DEMO_OUT set.
+# `make demo`: the whole MoFaNeRF chain on built-in synthetic data, on the CPU.
+#   synthetic FaceScape-format heads -> align_clip.py -> render.py -> run_train.py (tiny)
+#   -> run_fit.py on an identity the model never saw -> novel-view orbit + expression edit
+#   -> RefineNet pairs, training and refinement of the novel views.
+# Every command below is an ordinary user command; rerunning resumes or skips finished work.
 set -euo pipefail
 PY=${PY:-.venv/bin/python}
 OUT=${DEMO_OUT:-demo_out}
+DATA="$OUT/data"
+LOGS="$OUT/logs"
+TRAIN_STEPS=${DEMO_TRAIN_STEPS:-1500}
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 mkdir -p "$OUT"
-"$PY" -m facenerf.demos.core_demo --out "$OUT/core"
+start=$(date +%s)
+step() { printf '\n== [%4ss] %s\n' "$(( $(date +%s) - start ))" "$*"; }
+
+step "1/7 synthetic FaceScape-format data: 5 identities x 20 expressions"
+"$PY" -m facenerf.data.synthetic --ids 5 --out "$DATA" --texture_size 512 --no_progress
+step "2/7 align the raw scans into the TU frame and clip the shoulders"
+"$PY" align_clip.py --data "$DATA" --no_progress
+step "3/7 render the MoFaNeRF rig (64x64, 40 views per expression)"
+"$PY" render.py --data "$DATA" --resolution 64 --views 40 --workers 2 --no_progress
+
+step "4/7 train a tiny MoFaNeRF on identities 1-4 (identity 5 is held out)"
+"$PY" run_train.py -c configs/mofanerf_tiny.txt --datadir "$DATA/multiViewImages" --basedir "$LOGS" \
+    --N_iters "$TRAIN_STEPS" --progress false
+
+FIT_ARGS=(-c configs/fit_tiny.txt --datadir "$DATA/multiViewImages" --basedir "$LOGS" --progress false)
+TARGET="$DATA/multiViewImages/5/neutral/0_10.png"
+FIT="$OUT/fit"
+step "5/7 fit the held-out identity's frontal image"
+"$PY" run_fit.py "${FIT_ARGS[@]}" --filePath "$TARGET" --fit_out "$FIT"
+step "6/7 novel views (orbit MP4) and an expression edit (MP4)"
+"$PY" run_fit.py "${FIT_ARGS[@]}" --filePath "$TARGET" --fit_out "$FIT" --renderType rendering
+"$PY" run_fit.py "${FIT_ARGS[@]}" --filePath "$TARGET" --fit_out "$FIT" --renderType expression \
+    --expressions neutral,smile,mouth_stretch,jaw_left,neutral
+
+step "7/7 RefineNet: pairs from the tiny model, short training, refine the novel views"
+"$PY" trainingDataPreprocess/make_pairs.py -c configs/mofanerf_tiny.txt --datadir "$DATA/multiViewImages" \
+    --basedir "$LOGS" --out "$OUT/refine_pairs" --pair_expressions 4 --pair_views 6 --progress false
+"$PY" trainingDataPreprocess/train.py -c configs/refine_tiny.txt --dataroot "$OUT/refine_pairs" \
+    --checkpoints_dir "$LOGS/refine" --name demo --max_steps 300 --no_progress
+"$PY" trainingDataPreprocess/test.py --name demo --checkpoints_dir "$LOGS/refine" --nerf_folder "$FIT/render" --no_progress
+
+step "done"
+cat <<MSG
+Outputs:
+  training data        $DATA/multiViewImages/   (contact sheet: python -m facenerf.preprocess.training.contact_sheet --data $DATA --id 1)
+  MoFaNeRF run         $LOGS/mofanerf_tiny/      (checkpoints, validation PNGs, tensorboard/)
+  fit of identity 5    $FIT/                     (fit.pt, compare.png, heldout.png, loss_curve.png)
+  novel-view orbit     $FIT/render/orbit.mp4
+  expression edit      $FIT/render/ (expression MP4)
+  refined novel views  $FIT/render_refined/
+  RefineNet run        $LOGS/refine/demo/
+MSG

@@ -186,3 +186,17 @@ def test_visible_sample_render_matches_the_dense_renderer():
     assert culled["skipped_weight"].max() > 0  # the threshold did skip samples
     error = (culled["rgb"] - dense["rgb"]).abs().amax(-1)
     assert (error <= culled["skipped_weight"] + 1e-5).all()  # bounded by the skipped weight
+
+
+def test_visible_sample_render_of_empty_space_returns_the_background():
+    from facenerf.core.rays import image_rays
+
+    model = tiny_model(netwidth_fine=0).eval()  # coarse only
+    model.eval_settings = RenderSettings(n_samples=8, n_importance=0, background=(0.2, 0.4, 0.6))
+    with torch.no_grad():
+        model.coarse.density_head.bias.fill_(-1e3)  # density 0 everywhere: no visible sample
+    rays = image_rays(Intrinsics(6, 6, 20.0, 20.0, 3.0, 3.0), mofanerf_pose(0.0, 0.0), 8.0, 26.0)
+    codes = model.face_codes(torch.zeros(8), expression_index=0, texture=torch.zeros(1, 8))
+    out = model.render_image(rays, codes, 6, 6)
+    torch.testing.assert_close(out["rgb"], torch.tensor([0.2, 0.4, 0.6]).expand(6, 6, 3))
+    assert float(out["opacity"].abs().max()) == 0.0

@@ -106,18 +106,24 @@ def _env() -> dict:
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "CUDA_VISIBLE_DEVICES": ""}
 
 
+def _saved_steps(folder: Path) -> list[int]:
+    return sorted(int(p.stem.split("_")[1]) for p in folder.glob("step_*.pt"))
+
+
 def test_killed_run_resumes_from_its_last_checkpoint(datadir, tmp_path):
     cmd = [sys.executable, str(ROOT / "run_train.py"), "--datadir", str(datadir), "--basedir", str(tmp_path),
            "--expname", "killed", *TINY, "--N_iters", "100000", "--i_weights", "3", "--i_testset", "0"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    ckpt = tmp_path / "killed" / "checkpoints"
-    deadline = time.time() + 120
-    while time.time() < deadline and not (ckpt / "step_00000006.pt").exists() and proc.poll() is None:
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert (ckpt / "step_00000006.pt").exists(), proc.stderr.read().decode()[-2000:]
-    saved = max(int(p.stem.split("_")[1]) for p in ckpt.glob("step_*.pt"))
+    with open(tmp_path / "stderr.txt", "w+") as errors:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=errors)
+        ckpt = tmp_path / "killed" / "checkpoints"
+        deadline = time.time() + 120
+        while time.time() < deadline and max(_saved_steps(ckpt), default=0) < 6 and proc.poll() is None:
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGKILL)  # no chance to save: only the periodic checkpoints survive
+        proc.wait()
+        errors.seek(0)
+        assert max(_saved_steps(ckpt), default=0) >= 6, errors.read()[-3000:]
+    saved = _saved_steps(ckpt)[-1]
     train(datadir, tmp_path, "--N_iters", str(saved + 2), "--i_weights", "3", "--i_testset", "0",
           "--grid_ids", "1", "--grid_exps", "0", expname="killed")
     log = (tmp_path / "killed" / "train_log.txt").read_text()
