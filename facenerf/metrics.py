@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from facenerf.engine.checkpoint import load_weights_file
 from facenerf.errors import FaceNerfError
 
 
@@ -190,11 +191,7 @@ def load_lpips(weights: str | Path | Sequence[str | Path], device: str | torch.d
     paths = [weights] if isinstance(weights, (str, Path)) else list(weights)
     state = {}
     for path in paths:
-        try:
-            loaded = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # arbitrary bytes make the unpickler raise almost any error type
-            raise FaceNerfError(f"cannot read LPIPS weights {path} ({err.__class__.__name__}); "
-                                "pass a plain state-dict file") from err
+        loaded = load_weights_file(path, "LPIPS weights", fix="pass a plain state-dict file")
         if not isinstance(loaded, dict):
             raise FaceNerfError(f"LPIPS weights {path} is not a state dict; pass a plain state-dict file")
         state.update(_normalise_lpips_keys(loaded))

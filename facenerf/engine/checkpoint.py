@@ -81,21 +81,30 @@ def save_checkpoint(path: str | Path, payload: Mapping[str, Any]) -> Path:
     return target
 
 
-def _read_file(path: Path, map_location) -> Any:
-    """``torch.load`` with ``weights_only=True``, translating every failure to one line."""
+def load_weights_file(path: str | Path, what: str = "checkpoint", map_location: Any = "cpu",
+                      fix: str = "delete it and use an earlier checkpoint") -> Any:
+    """Read any tensor file with ``torch.load(..., weights_only=True)``; one-line errors only.
+
+    This is the project's single place that calls ``torch.load``. ``what`` names the file in
+    messages ("fit file", "VGG-19 weights", ...) and ``fix`` says what to do about a damaged one.
+    Raises :class:`FaceNerfError` for a missing file, a file holding Python objects that cannot
+    be loaded safely, and a corrupt or truncated file.
+    """
+    file = Path(path)
+    if not file.is_file():
+        raise FaceNerfError(f"{what} not found: {file} (check the path)")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(file, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         if "weights only" in str(err).lower():
             raise FaceNerfError(
-                f"{path} contains Python objects that cannot be loaded safely: it is not a facenerf "
-                "checkpoint (re-save it as a plain state dict or use a checkpoint written by facenerf)"
+                f"cannot read {what} {file}: it holds Python objects that cannot be loaded safely, so it is "
+                f"not a facenerf {what} (re-save it as plain tensors, e.g. a state dict)"
             ) from err
-        raise FaceNerfError(f"checkpoint {path} is corrupt or truncated ({err}); "
-                            "delete it and use an earlier checkpoint") from err
+        raise FaceNerfError(f"cannot read {what} {file}: corrupt or truncated ({err}); {fix}") from err
     except Exception as err:  # arbitrary bytes make the unpickler raise almost any error type
-        raise FaceNerfError(f"checkpoint {path} is corrupt or truncated ({err.__class__.__name__}); "
-                            "delete it and use an earlier checkpoint") from err
+        raise FaceNerfError(f"cannot read {what} {file}: corrupt or truncated "
+                            f"({err.__class__.__name__}); {fix}") from err
 
 
 def _check_payload(path: Path, payload: Any) -> None:
@@ -128,7 +137,7 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
     file = Path(path)
     if not file.is_file():
         raise FaceNerfError(f"checkpoint not found: {file} (check the path)")
-    payload = _read_file(file, map_location)
+    payload = load_weights_file(file, "checkpoint", map_location)
     _check_payload(file, payload)
     payload.setdefault("optimizer_state", {})
     payload.setdefault("scaler_state", None)

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from facenerf.core.cameras import Intrinsics
+from facenerf.engine.checkpoint import load_weights_file
 from facenerf.errors import FaceNerfError
 from facenerf.fitting.pose import apply_correction, rotation_from_params
 
@@ -121,11 +122,7 @@ class FitResult:
         if not file.is_file():
             raise FaceNerfError(f"fit file not found: {file} (run run_fit.py in fitting mode first, "
                                 "or pass the fit file with --fitFile)")
-        try:
-            data = torch.load(file, map_location="cpu", weights_only=True)
-        except Exception as err:  # foreign or truncated bytes make the unpickler raise many types
-            raise FaceNerfError(f"cannot read fit file {file} ({err.__class__.__name__}): it is damaged or "
-                                "not a facenerf fit file; fit the image again") from err
+        data = load_weights_file(file, "fit file", fix="fit the image again")
         if not isinstance(data, dict) or data.get("format") != FIT_FORMAT:
             raise FaceNerfError(f"{file} is not a facenerf fit file (no '{FIT_FORMAT}' tag); pass the "
                                 f"{FIT_FILENAME} written by run_fit.py")

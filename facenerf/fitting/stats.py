@@ -100,14 +100,9 @@ class CodeStatistics:
 
 
 def _load_tensor_file(path: str | Path, what: str):
-    file = Path(path)
-    if not file.is_file():
-        raise FaceNerfError(f"{what} file not found: {file} (check the path)")
-    try:
-        return torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as err:  # the unpickler raises many types for foreign or damaged bytes
-        raise FaceNerfError(f"cannot read {what} file {file} ({err.__class__.__name__}): it is damaged or "
-                            "not a facenerf file; delete it and run again") from err
+    from facenerf.engine.checkpoint import load_weights_file
+
+    return load_weights_file(path, f"{what} file", fix="delete it and run again")
 
 
 def floored_std(values: Tensor) -> Tensor:

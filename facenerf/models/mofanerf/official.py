@@ -17,9 +17,7 @@ size that differs. Files are read with ``torch.load(..., weights_only=True)``.
 
 from __future__ import annotations
 
-import pickle
 import re
-import zipfile
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -230,15 +228,10 @@ def export_official(model, step: int = 0) -> dict[str, Any]:
 
 def read_official_file(path: str | Path) -> dict:
     """Read an official ``.tar`` with ``torch.load(weights_only=True)``; FaceNerfError on failure."""
+    from facenerf.engine.checkpoint import load_weights_file
+
     file = Path(path)
-    if not file.is_file():
-        raise FaceNerfError(f"checkpoint not found: {file} (check the path)")
-    try:
-        data = torch.load(file, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile,
-            AttributeError, KeyError) as err:
-        raise FaceNerfError(f"cannot read {file} as a MoFaNeRF checkpoint ({err.__class__.__name__}); "
-                            "check that the download is complete") from err
+    data = load_weights_file(file, "MoFaNeRF checkpoint", fix="check that the download is complete")
     if not is_official_layout(data):
         raise FaceNerfError(f"{file} does not have the original MoFaNeRF checkpoint layout "
                             "(no network_fn_state_dict / network_render_idSpecific)")

@@ -12,13 +12,13 @@ classifier and deeper layers are ignored) loads, as does a file saved from :clas
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from facenerf.engine.checkpoint import load_weights_file
 from facenerf.errors import FaceNerfError
 
 DiscOutputs = list[list[torch.Tensor]]
@@ -110,11 +110,7 @@ def load_vgg19_features(path: str | Path) -> VGG19Features:
     if not file.is_file():
         raise FaceNerfError(f"VGG-19 weights not found: {file} (pass --vgg_weights with an existing "
                             "file, or leave it unset to train without the perceptual loss)")
-    try:
-        raw = torch.load(file, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, OSError, EOFError, ValueError) as err:
-        raise FaceNerfError(f"cannot read VGG-19 weights {file}: {err.__class__.__name__}; "
-                            "it must be a state dict saved with torch.save") from err
+    raw = load_weights_file(file, "VGG-19 weights", fix="it must be a state dict saved with torch.save")
     state = _extract_state_dict(raw, file)
     with torch.device("meta"):  # skip the random initialisation: every weight is loaded below
         model = VGG19Features()

@@ -185,13 +185,13 @@ class FaceParser:
     @classmethod
     def from_file(cls, path: str | Path, device: torch.device | str = "cpu") -> "FaceParser":
         """Load weights from ``path``; :class:`FaceNerfError` if missing, unreadable or mismatched."""
-        from facenerf.engine.checkpoint import _read_file, check_compatible
+        from facenerf.engine.checkpoint import check_compatible, load_weights_file
 
         file = Path(path).expanduser()
         if not file.is_file():
             raise FaceNerfError(f"face-parsing weights not found: {file} (check --parsing_weights, "
                                 "or leave it out to use the weights-free segmentation)")
-        state = _state_dict_from(_read_file(file, "cpu"), file)
+        state = _state_dict_from(load_weights_file(file, "face-parsing weights", fix="pass a plain state-dict file"), file)
         first = state.get("cp.resnet.conv1.weight")
         base = int(first.shape[0]) if first is not None and first.ndim == 4 else 64
         network = BiSeNet(N_CLASSES, base)
