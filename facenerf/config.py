@@ -24,6 +24,22 @@ from facenerf.errors import FaceNerfError
 CONFIG_FLAGS = ("-c", "--config")
 
 
+def str2bool(text) -> bool:
+    """``true/false, yes/no, on/off, 1/0`` (any case) -> bool, for ``type=`` of boolean keys.
+
+    Config files hold text, so a boolean key is written ``key = true``; anything else is a
+    one-line argparse error.
+    """
+    if isinstance(text, bool):
+        return text
+    value = str(text).strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
 class _Parser(configargparse.ArgumentParser):
     """An ArgumentParser whose errors are :class:`FaceNerfError` instead of usage + exit."""
 

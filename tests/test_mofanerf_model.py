@@ -19,15 +19,6 @@ TINY = dict(multires=4, multires_views=2, netdepth=4, netwidth=32, netdepth_fine
             ism_depth=2, tex_size=32, tex_channels=(8, 8, 16), tex_hidden=32, tex_decoder_depth=1)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors run fastest on one thread (and do not fight other processes for cores)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def tiny_model(**kw) -> MoFaNeRF:
     torch.manual_seed(0)
     settings = RenderSettings(n_samples=8, n_importance=8, perturb=False)

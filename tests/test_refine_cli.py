@@ -20,15 +20,6 @@ TINY = ["--load_size", "32", "--batch_size", "2", "--ngf", "4", "--n_downsample_
         "--eval_every", "2", "--save_every", "2", "--log_every", "1", "--device", "cpu", "--no_progress"]
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """One intra-op thread: tiny convolutions only lose time to thread hand-offs on a shared CPU."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _main(script, *args, monkeypatch, capsys):
     """Run a script's ``__main__`` in this process; return (exit status, stdout, stderr)."""
     monkeypatch.setattr(sys, "argv", [script, *map(str, args)])

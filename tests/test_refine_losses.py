@@ -4,14 +4,6 @@ import pytest
 import torch
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """One intra-op thread: tiny convolutions only lose time to thread hand-offs on a shared CPU."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 from facenerf.errors import FaceNerfError
 from facenerf.models.refine.losses import (VGG19Features, VGGLoss, feature_matching_loss,
                                            load_vgg19_features, lsgan_loss)

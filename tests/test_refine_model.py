@@ -17,15 +17,6 @@ from facenerf.models.refine.training import PairEvaluator
 TINY = dict(ngf=4, n_downsample_global=2, n_blocks_global=1, ndf=4, n_layers_D=2, lr=2e-3)
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """One intra-op thread: tiny convolutions only lose time to thread hand-offs on a shared CPU."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def pairs(tmp_path_factory):
     root = tmp_path_factory.mktemp("pairs")

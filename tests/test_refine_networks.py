@@ -4,14 +4,6 @@ import pytest
 import torch
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """One intra-op thread: tiny convolutions only lose time to thread hand-offs on a shared CPU."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 from facenerf.models.refine.networks import (GlobalGenerator, LocalEnhancer, MultiscaleDiscriminator,
                                              build_generator, count_parameters, crop_padding, pad_to_multiple)
 

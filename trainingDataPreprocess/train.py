@@ -16,18 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from facenerf.config import config_to_dict, make_parser, parse_args, save_config  # noqa: E402
+from facenerf.config import config_to_dict, make_parser, parse_args, save_config, str2bool  # noqa: E402
 from facenerf.errors import FaceNerfError, run_cli  # noqa: E402
-
-
-def boolean(text: str) -> bool:
-    """``true/false, yes/no, 1/0`` (any case) -> bool; anything else is an argparse error."""
-    value = str(text).strip().lower()
-    if value in ("true", "yes", "1"):
-        return True
-    if value in ("false", "no", "0"):
-        return False
-    raise ValueError(text)
 
 
 def build_parser():
@@ -50,7 +40,7 @@ def build_parser():
     p.add_argument("--n_blocks_global", type=int, default=9)
     p.add_argument("--n_local_enhancers", type=int, default=1, help="netG local only")
     p.add_argument("--n_blocks_local", type=int, default=3, help="netG local only")
-    p.add_argument("--residual", type=boolean, default=True, metavar="true|false",
+    p.add_argument("--residual", type=str2bool, default=True, metavar="true|false",
                    help="G adds a correction to its input, starting as the identity (false = original pix2pixHD)")
     p.add_argument("--ndf", type=int, default=64, help="discriminator base filters")
     p.add_argument("--n_layers_D", type=int, default=3)

@@ -12,7 +12,8 @@ import argparse
 
 from facenerf.errors import FaceNerfError
 from facenerf.models.mofanerf.config import parse_int_list
-from facenerf.models.mofanerf.options import build_train_parser, str2bool
+from facenerf.config import str2bool
+from facenerf.models.mofanerf.options import build_train_parser
 
 RENDER_TYPES = ("fitting", "rendering", "expression", "swap", "random", "morph", "mesh")
 

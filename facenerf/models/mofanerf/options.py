@@ -12,20 +12,8 @@ from __future__ import annotations
 
 import argparse
 
-from facenerf.config import make_parser
+from facenerf.config import make_parser, str2bool
 from facenerf.errors import FaceNerfError
-
-
-def str2bool(text) -> bool:
-    """``true/false/1/0/yes/no`` (any case) -> bool; ConfigArgParse passes config values as text."""
-    if isinstance(text, bool):
-        return text
-    value = str(text).strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
 def add_model_args(parser) -> None:
