@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from facenerf.config import ensure_writable_dir, make_parser, parse_args, save_config
+from facenerf.config import ensure_writable_dir, make_parser, parse_args, save_config, str2bool
 from facenerf.errors import FaceNerfError, run_cli
 
 
@@ -33,7 +33,7 @@ def build_parser():
     parser.add_argument("--no_clip", action="store_true", help="keep every face")
     parser.add_argument("--output_ids", choices=("new", "old"), default="new",
                         help="name output folders by TU (new) id or by the raw folder (old) id")
-    parser.add_argument("--no_progress", action="store_true", help="hide the progress bar")
+    parser.add_argument("--progress", type=str2bool, default=True, help="show a progress bar")
     return parser
 
 
@@ -53,7 +53,7 @@ def main(argv=None) -> int:
     results, problems = align.align_dataset(
         models_raw, out, predef, opts,
         ids=[s.strip() for s in args.ids.split(",")] if args.ids else None,
-        expressions=parse_expression_list(args.expressions), progress=not args.no_progress)
+        expressions=parse_expression_list(args.expressions), progress=args.progress)
     save_config(args, out, "align_config.txt")
     return align.print_summary(results, problems, out)
 

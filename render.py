@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from facenerf.config import ensure_writable_dir, make_parser, parse_args, save_config
+from facenerf.config import ensure_writable_dir, make_parser, parse_args, save_config, str2bool
 from facenerf.errors import FaceNerfError, run_cli
 
 
@@ -37,7 +37,7 @@ def build_parser():
     parser.add_argument("--gl", default="auto", help="headless GL platform: auto, egl or osmesa")
     parser.add_argument("--cull_back_faces", action="store_true",
                         help="hide back faces (default: draw both sides, so open boundaries do not show the background)")
-    parser.add_argument("--no_progress", action="store_true", help="hide the progress bar")
+    parser.add_argument("--progress", type=str2bool, default=True, help="show a progress bar")
     return parser
 
 
@@ -75,7 +75,7 @@ def main(argv=None) -> int:
         ids=[s.strip() for s in args.ids.split(",")] if args.ids else None,
         expressions=parse_expression_list(args.expressions),
         landmarks=multiview.load_landmark_array(landmarks_path if args.landmarks != "" else None),
-        progress=not args.no_progress)
+        progress=args.progress)
     save_config(args, out, "render_config.txt")
     return multiview.print_summary(report, out)
 

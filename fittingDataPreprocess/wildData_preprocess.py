@@ -11,7 +11,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from facenerf.config import make_parser, parse_args, save_config  # noqa: E402
+from facenerf.config import make_parser, parse_args, save_config, str2bool  # noqa: E402
 from facenerf.errors import FaceNerfError, run_cli  # noqa: E402
 
 EPILOG = """outputs (under --out, default the input folder; inputs are never overwritten):
@@ -52,6 +52,7 @@ def build_parser():
     parser.add_argument("--grabcut_size", type=int, default=256, help="resolution GrabCut works at")
     parser.add_argument("--no_contact_sheet", action="store_true", help="do not write contact sheets")
     parser.add_argument("--seed", type=int, default=0, help="seed for repeatable segmentation")
+    parser.add_argument("--progress", type=str2bool, default=True, help="show a progress bar")
     return parser
 
 
@@ -68,7 +69,8 @@ def main(argv=None) -> int:
         parsing_weights=args.parsing_weights, device=str(select_device(args.device)),
         segment=SegmentSettings(work_size=args.grabcut_size, neck_length=args.neck_length, seed=args.seed),
     )
-    summary = preprocess_folder(args.filePath, args.out, settings, contact_sheet=not args.no_contact_sheet)
+    summary = preprocess_folder(args.filePath, args.out, settings, progress=args.progress,
+                                contact_sheet=not args.no_contact_sheet)
     if not summary.ok and not summary.skipped:
         raise FaceNerfError(f"no images found in {args.filePath}; put .png/.jpg photos there")
     save_config(args, summary.out_dir, "wild_preprocess_config.txt")

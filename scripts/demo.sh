@@ -16,11 +16,11 @@ start=$(date +%s)
 step() { printf '\n== [%4ss] %s\n' "$(( $(date +%s) - start ))" "$*"; }
 
 step "1/7 synthetic FaceScape-format data: 5 identities x 20 expressions"
-"$PY" -m facenerf.data.synthetic --ids 5 --out "$DATA" --texture_size 512 --no_progress
+"$PY" -m facenerf.data.synthetic --ids 5 --out "$DATA" --texture_size 512 --progress false
 step "2/7 align the raw scans into the TU frame and clip the shoulders"
-"$PY" align_clip.py --data "$DATA" --no_progress
+"$PY" align_clip.py --data "$DATA" --progress false
 step "3/7 render the MoFaNeRF rig (64x64, 40 views per expression)"
-"$PY" render.py --data "$DATA" --resolution 64 --views 40 --workers 2 --no_progress
+"$PY" render.py --data "$DATA" --resolution 64 --views 40 --workers 2 --progress false
 
 step "4/7 train a tiny MoFaNeRF on identities 1-4 (identity 5 is held out)"
 "$PY" run_train.py -c configs/mofanerf_tiny.txt --datadir "$DATA/multiViewImages" --basedir "$LOGS" \
@@ -40,8 +40,8 @@ step "7/7 RefineNet: pairs from the tiny model, short training, refine the novel
 "$PY" trainingDataPreprocess/make_pairs.py -c configs/mofanerf_tiny.txt --datadir "$DATA/multiViewImages" \
     --basedir "$LOGS" --out "$OUT/refine_pairs" --pair_expressions 4 --pair_views 6 --progress false
 "$PY" trainingDataPreprocess/train.py -c configs/refine_tiny.txt --dataroot "$OUT/refine_pairs" \
-    --checkpoints_dir "$LOGS/refine" --name demo --max_steps 300 --no_progress
-"$PY" trainingDataPreprocess/test.py --name demo --checkpoints_dir "$LOGS/refine" --nerf_folder "$FIT/render" --no_progress
+    --checkpoints_dir "$LOGS/refine" --name demo --max_steps 300 --progress false
+"$PY" trainingDataPreprocess/test.py --name demo --checkpoints_dir "$LOGS/refine" --nerf_folder "$FIT/render" --progress false
 
 step "done"
 cat <<MSG

@@ -61,7 +61,7 @@ def test_umeyama_recovers_a_similarity():
 
 
 def test_cli_recovers_tu_geometry_and_clips_the_shoulders(data, capsys):
-    assert _run_cli(["--data", str(data), "--no_progress"]) == 0
+    assert _run_cli(["--data", str(data), "--progress", "false"]) == 0
     assert "aligned 6 of 6 meshes" in capsys.readouterr().out
     for new_id in (1, 2):
         for stem in ("1_neutral", "3_mouth_stretch", "17_cheek_blowing"):
@@ -83,7 +83,7 @@ def test_missing_rt_entry_falls_back_to_landmarks_and_is_reported(data, capsys):
     rt = json.loads(rt_file.read_text())
     del rt["1"]["3"]
     rt_file.write_text(json.dumps(rt))
-    assert _run_cli(["--data", str(data), "--no_progress", "--ids", _old_ids(data)[1]]) == 0
+    assert _run_cli(["--data", str(data), "--progress", "false", "--ids", _old_ids(data)[1]]) == 0
     out = capsys.readouterr().out
     assert "(1 from landmarks)" in out and "NOTE" in out and "Rt_scale_dict entry missing" in out
     tu = read_obj(data / "facescape_trainset" / "1" / "models_reg" / "3_mouth_stretch.obj")
@@ -102,7 +102,7 @@ def test_bad_files_are_reported_and_the_batch_finishes(data, capsys):
     (data / "predef" / "Rt_scale_dict.json").write_text(json.dumps(rt))
     (data / "predef" / "landmark_indices.npz").unlink()
     (data / "landmarks_3d.npy").unlink()
-    assert _run_cli(["--data", str(data), "--no_progress"]) == 1
+    assert _run_cli(["--data", str(data), "--progress", "false"]) == 1
     out = capsys.readouterr().out
     assert "aligned 3 of 6 meshes" in out and "4 problem(s)" in out
     assert "texture missing" in out and "corrupt OBJ" in out and "unknown expression '21_yawn'" in out

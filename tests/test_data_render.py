@@ -176,7 +176,7 @@ def _render_cli(argv):
 def test_render_cli_writes_images_cameras_and_resumes(aligned, tmp_path, capsys):
     out = tmp_path / "mv"
     args = ["--data", str(aligned), "--out", str(out), "--resolution", str(RES), "--views", "6",
-            "--no_progress", "--workers", "1"]
+            "--progress", "false", "--workers", "1"]
     assert _render_cli(args) == 0
     assert "rendered 18 views" in capsys.readouterr().out
     pngs = sorted((out / "1" / "mouth_stretch").glob("*.png"))
@@ -207,7 +207,7 @@ def test_render_reports_bad_files_and_finishes_in_parallel(aligned, tmp_path, ca
     (models / "1" / "21_frown.obj").write_text("v 0 0 0\n")            # unknown expression
     out = tmp_path / "mv"
     code = _render_cli(["--models_out", str(models), "--out", str(out), "--resolution", "32", "--views", "2",
-                        "--no_progress", "--workers", "2", "--gl", PLATFORM])
+                        "--progress", "false", "--workers", "2", "--gl", PLATFORM])
     text = capsys.readouterr().out
     assert code == 1 and "1 of 3 meshes done, 3 problem(s)" in text
     assert "texture missing" in text and "corrupt OBJ" in text and "unknown expression '21_frown'" in text

@@ -160,6 +160,6 @@ def test_raw_scans_invert_exactly_with_rt_scale_dict(dataset):
 
 def test_cli_rejects_bad_arguments(tmp_path, capsys):
     with pytest.raises(FaceNerfError, match="--ids must be at least 1"):
-        syn.main(["--ids", "0", "--out", str(tmp_path), "--no_progress"])
+        syn.main(["--ids", "0", "--out", str(tmp_path), "--progress", "false"])
     with pytest.raises(FaceNerfError, match="unknown expression"):
         syn.main(["--ids", "1", "--out", str(tmp_path), "--expressions", "frown"])

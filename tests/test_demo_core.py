@@ -49,7 +49,7 @@ def test_cast_rays_analytic_hits():
 TINY = ["--steps", "6", "--resolution", "16", "--views_per_ring", "3", "--heldout_views", "1", "--n_rays", "64",
         "--n_samples", "8", "--width", "16", "--depth", "1", "--n_freqs", "2", "--warmup_steps", "2",
         "--video_frames", "2", "--video_scale", "1", "--video_upscale", "1", "--png_upscale", "2",
-        "--eval_every", "3", "--save_every", "3", "--no_progress", "--device", "cpu"]
+        "--eval_every", "3", "--save_every", "3", "--progress", "false", "--device", "cpu"]
 
 
 def test_core_demo_tiny_run_writes_everything(tmp_path, capsys):

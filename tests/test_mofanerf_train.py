@@ -43,7 +43,7 @@ def datadir(tmp_path_factory) -> Path:
     from facenerf.data import synthetic
 
     root = tmp_path_factory.mktemp("facescape")
-    quiet = ["--no_progress"]
+    quiet = ["--progress", "false"]
     assert synthetic.main(["--ids", "2", "--out", str(root), "--expressions", "1,2", "--texture_size", "64",
                            "--vertices", "1500"] + quiet) == 0
     assert align_clip.main(["--data", str(root)] + quiet) == 0

@@ -17,7 +17,7 @@ from facenerf.io import read_image, write_image
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--load_size", "32", "--batch_size", "2", "--ngf", "4", "--n_downsample_global", "2",
         "--n_blocks_global", "1", "--ndf", "4", "--n_layers_D", "2", "--val_fraction", "0.3",
-        "--eval_every", "2", "--save_every", "2", "--log_every", "1", "--device", "cpu", "--no_progress"]
+        "--eval_every", "2", "--save_every", "2", "--log_every", "1", "--device", "cpu", "--progress", "false"]
 
 
 def _main(script, *args, monkeypatch, capsys):
@@ -57,7 +57,7 @@ def test_train_resume_and_refine(tmp_path, monkeypatch, capsys):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     refined = subprocess.run(  # a fresh interpreter: the script finds the package by itself
         [sys.executable, str(ROOT / "trainingDataPreprocess" / "test.py"), "--name", "t",
-         "--nerf_folder", f"{renders}/", "--device", "cpu", "--no_progress"],
+         "--nerf_folder", f"{renders}/", "--device", "cpu", "--progress", "false"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert refined.returncode == 0, refined.stderr
     result = tmp_path / "fit" / "renders_refined" / "view_000.png"

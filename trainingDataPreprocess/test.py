@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from facenerf.config import make_parser, parse_args  # noqa: E402
+from facenerf.config import make_parser, parse_args, str2bool  # noqa: E402
 from facenerf.errors import FaceNerfError, run_cli  # noqa: E402
 
 
@@ -29,7 +29,7 @@ def build_parser():
     p.add_argument("--out_folder", default=None, help="output folder (default: <nerf_folder>_refined)")
     p.add_argument("--load_size", type=int, default=0, help="network input size; 0 = the training load_size")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--no_progress", action="store_true", help="no progress bar")
+    p.add_argument("--progress", type=str2bool, default=True, help="show a progress bar")
     return p
 
 
@@ -44,7 +44,7 @@ def main() -> int:
     checkpoint = find_checkpoint(args.checkpoints_dir, args.name, args.checkpoint)
     generator, config = load_refine_generator(checkpoint, device)
     size = args.load_size or int(config.get("load_size") or 0) or None
-    result = refine_folder(generator, args.nerf_folder, size, device, args.out_folder, progress=not args.no_progress)
+    result = refine_folder(generator, args.nerf_folder, size, device, args.out_folder, progress=args.progress)
     print(f"checkpoint {checkpoint}")
     print(result.summary())
     return 0 if result.written else 1

@@ -62,7 +62,7 @@ def build_parser():
     p.add_argument("--eval_every", type=int, default=1000)
     p.add_argument("--save_every", type=int, default=1000)
     p.add_argument("--keep_last", type=int, default=3, help="checkpoints kept")
-    p.add_argument("--no_progress", action="store_true", help="no progress bar")
+    p.add_argument("--progress", type=str2bool, default=True, help="show a progress bar")
     return p
 
 
@@ -91,7 +91,7 @@ def main() -> int:
         lr_decay_steps=args.lr_decay_steps or None, lr_decay_rate=args.lr_decay_rate, flip=args.flip, cache=args.cache,
         workers=args.num_workers,
         val_fraction=args.val_fraction, max_val=args.max_val, seed=args.seed, amp=args.amp, log_every=args.log_every,
-        eval_every=args.eval_every, save_every=args.save_every, keep_last=args.keep_last, progress=not args.no_progress)
+        eval_every=args.eval_every, save_every=args.save_every, keep_last=args.keep_last, progress=args.progress)
     result = train_refine(settings, RefineConfig.from_mapping(vars(args)), device, config_to_dict(args))
     print(f"trained to step {result['step']} on {device}; checkpoint {result['checkpoint']}")
     if result.get("eval"):

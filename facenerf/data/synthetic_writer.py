@@ -136,7 +136,7 @@ def generate_dataset(cfg: GeneratorSettings) -> dict:
 
 def build_parser():
     """ConfigArgParse parser of ``python -m facenerf.data.synthetic``."""
-    from facenerf.config import make_parser
+    from facenerf.config import make_parser, str2bool
 
     parser = make_parser("Write procedural heads in the FaceScape layouts (TU models, raw scans, "
                          "predef files, shape codes).", prog="python -m facenerf.data.synthetic")
@@ -151,7 +151,7 @@ def build_parser():
                         help="MTL diffuse colour: 'black' writes Kd 0 0 0 exactly like FaceScape")
     parser.add_argument("--no_raw", action="store_true", help="skip models_raw and the alignment files")
     parser.add_argument("--jpeg_quality", type=int, default=95, help="texture JPEG quality (1-100)")
-    parser.add_argument("--no_progress", action="store_true", help="hide the progress bar")
+    parser.add_argument("--progress", type=str2bool, default=True, help="show a progress bar")
     return parser
 
 
@@ -164,7 +164,7 @@ def run(args: argparse.Namespace) -> int:
                             texture_size=args.texture_size,
                             expressions=syn.parse_expression_list(args.expressions),
                             black_kd=args.kd == "black", write_raw=not args.no_raw,
-                            jpeg_quality=args.jpeg_quality, progress=not args.no_progress)
+                            jpeg_quality=args.jpeg_quality, progress=args.progress)
     info = generate_dataset(cfg)
     save_config(args, out, "synthetic_config.txt")
     print(f"wrote {cfg.n_ids} identities x {len(cfg.expressions)} expressions "

@@ -13,7 +13,7 @@ checkpoints, a text log and TensorBoard events into ``--out``. Running again wit
 
 from __future__ import annotations
 
-from facenerf.config import config_to_dict, ensure_writable_dir, make_parser, parse_args, save_config
+from facenerf.config import config_to_dict, ensure_writable_dir, make_parser, parse_args, save_config, str2bool
 from facenerf.errors import FaceNerfError, run_cli
 
 
@@ -46,7 +46,7 @@ def build_parser():
     add("--png_upscale", type=int, default=4, help="nearest-neighbour upscaling of the comparison PNG")
     add("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     add("--seed", type=int, default=0, help="random seed")
-    add("--no_progress", action="store_true", help="no progress bar (log lines on stdout instead)")
+    add("--progress", type=str2bool, default=True, help="show a progress bar")
     add("--no_resume", action="store_true", help="refuse to continue from checkpoints in --out")
     return parser
 

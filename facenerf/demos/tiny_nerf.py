@@ -175,7 +175,7 @@ def run_core_demo(args: argparse.Namespace, device: torch.device, config: dict, 
     cfg = TrainerConfig(out_dir=out_dir, max_steps=args.steps, lr_decay_steps=args.steps,
                         lr_decay_rate=args.lr_decay_rate, warmup_steps=args.warmup_steps, log_every=args.log_every,
                         eval_every=args.eval_every, save_every=args.save_every, amp=args.amp,
-                        progress=not args.no_progress, resume=not args.no_resume)
+                        progress=args.progress, resume=not args.no_resume)
     trainer = Trainer(model, RandomRayBatches(data, args.n_rays, args.seed), cfg, device, config,
                       evaluate=lambda m, step: evaluate_heldout(m, data), model_name=MODEL_NAME)
     train_start = time.time()
@@ -185,7 +185,7 @@ def run_core_demo(args: argparse.Namespace, device: torch.device, config: dict, 
     with torch.no_grad():
         final = evaluate_heldout(model, data)
         frames = orbit_frames(model, scene, data, args.video_frames, args.video_scale, args.video_upscale,
-                              progress=not args.no_progress)
+                              progress=args.progress)
     outputs = {
         "comparison_png": write_image(out_dir / "heldout_gt_vs_pred.png",
                                       comparison_grid(data.heldout_images, final["preds"], args.png_upscale)),
