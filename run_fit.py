@@ -3,6 +3,8 @@
     python run_fit.py -c configs/fit.txt --filePath data/fit/segRelRes/1.png
     python run_fit.py -c configs/fit.txt --filePath data/fit/segRelRes/1.png --renderType rendering
 
+The network's sizes, ray bounds, sample counts and training data come from the checkpoint;
+keys set in the config or on the command line win (architecture keys must match it).
 See ``python run_fit.py --help`` for every mode and option.
 """
 
@@ -24,9 +26,11 @@ def _print_summary(summary: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from facenerf.fitting.from_checkpoint import explicit_keys
     from facenerf.fitting.options import build_fit_parser, check_fit_args
 
     args = parse_args(build_fit_parser(), argv)
+    explicit = explicit_keys(build_fit_parser, args, argv)  # the rest comes from the checkpoint
     check_fit_args(args)
     from facenerf.fitting import modes, workflow
     from facenerf.runtime import select_device, seed_everything
@@ -37,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    loaded = workflow.load_model(args, device)
+    loaded = workflow.load_model(args, device, explicit)
     if args.renderType in ("fitting", "swap", "random"):
         stats = workflow.load_code_statistics(args, loaded)
     if args.renderType == "fitting":

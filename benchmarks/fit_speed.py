@@ -17,10 +17,11 @@ The first iteration's rendered colours of the two paths are compared (max abs di
 to show they compute the same thing. On CPU the default config is ``configs/fit_tiny.txt``;
 on CUDA ``configs/fit.txt`` (the official 2000 iterations, 1024 rays, 64 + 64 samples,
 10 x 1024 fine MLP). ``--reference_iterations N`` times only the first N reference iterations
-and scales to the full schedule (every iteration costs the same: the ray count is constant).
+and scales to the full schedule: a rough estimate only, since early coarse levels can use fewer
+rays than later ones; committed results time the full schedule.
 Results go to ``benchmarks/results/fit_speed_<device>.json`` and ``.md``.
 
-    python benchmarks/fit_speed.py                                 # CPU, tiny config
+    python benchmarks/fit_speed.py                                 # CPU: fit_tiny.txt on the mofanerf_tiny.txt model
     python benchmarks/fit_speed.py --device cuda -c configs/fit.txt
 """
 
@@ -111,7 +112,21 @@ def build_parser():
     parser.prog = "benchmarks/fit_speed.py"
     parser.add_argument("--reference_iterations", type=int, default=0,
                         help="time only this many reference iterations and scale (0 = the full schedule)")
+    parser.add_argument("--train_config", type=str, default="",
+                        help="training config that fixes the model's sizes and render settings, as a checkpoint "
+                             "would (empty: configs/mofanerf_tiny.txt on CPU, the released model on CUDA)")
     return parser
+
+
+def apply_training_config(args, argv: list[str], path: str) -> None:
+    """Take the architecture and render keys of a training config, as fitting takes them from a checkpoint."""
+    from facenerf.fitting.from_checkpoint import RENDER_KEYS, adopt_architecture, adopt_trained_settings, explicit_keys
+    from facenerf.models.mofanerf.options import build_train_parser
+
+    explicit = explicit_keys(build_parser, args, argv)
+    trained = parse_args(build_train_parser(), ["-c", path])
+    adopt_architecture(args, explicit, MoFaNeRFConfig.from_args(trained))
+    adopt_trained_settings(args, explicit, {key: getattr(trained, key) for key in RENDER_KEYS})
 
 
 def _relative(path) -> str:
@@ -131,6 +146,10 @@ def main(argv: list[str] | None = None) -> int:
         default = "fit.txt" if torch.cuda.is_available() and "cpu" not in argv else "fit_tiny.txt"
         argv = ["-c", str(ROOT / "configs" / default)] + argv
     args = parse_args(build_parser(), argv)
+    train_config = args.train_config or ("" if torch.cuda.is_available() and "cpu" not in argv
+                                         else str(ROOT / "configs" / "mofanerf_tiny.txt"))
+    if train_config:
+        apply_training_config(args, argv, train_config)
     args.progress = False
     if args.threads > 0:
         torch.set_num_threads(args.threads)

@@ -4,9 +4,11 @@
     python trainingDataPreprocess/make_pairs.py -c configs/exp_mofanerf.txt --out dataset \
         --pair_expressions 10 --pair_views 8 --render_scale 0.5
 
-Reads the training config (data paths, architecture; the checkpoint is ``--ckpt`` or the newest
-in basedir/expname/checkpoints) and writes ``{out}/train_A/{id}/{expression}/{N}.png`` (render at
-``render_scale`` of the image size, upsampled) and ``{out}/train_B/...`` (ground truth), ready for
+The checkpoint (``--ckpt``, else the newest in basedir/expname/checkpoints) supplies the
+architecture and the training run's data paths and render settings; keys given with ``-c`` or on
+the command line win (architecture keys must match the checkpoint). Writes
+``{out}/train_A/{id}/{expression}/{N}.png`` (render at ``render_scale`` of the image size,
+upsampled) and ``{out}/train_B/...`` (ground truth), ready for
 ``trainingDataPreprocess/train.py --dataroot {out}``.
 """
 
@@ -39,11 +41,13 @@ def build_parser():
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(build_parser(), argv)
     from facenerf.config import ensure_writable_dir
+    from facenerf.fitting.from_checkpoint import explicit_keys
     from facenerf.fitting.refine_pairs import PairPlan, make_refine_pairs
     from facenerf.fitting.workflow import expression_name, load_model
     from facenerf.models.mofanerf.training import build_data
     from facenerf.runtime import select_device, seed_everything
 
+    explicit = explicit_keys(build_parser, args, argv)  # unset sizes and data keys come from the checkpoint
     device = select_device(args.device)
     seed_everything(args.seed)
     if args.threads > 0:
@@ -51,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
 
         torch.set_num_threads(args.threads)
     out = ensure_writable_dir(args.out)
-    loaded = load_model(args, device)
+    loaded = load_model(args, device, explicit)
     data = build_data(args, Path(args.basedir) / args.expname)  # shares the training run's UV cache
     plan = PairPlan(args.pair_expressions, args.pair_views, args.render_scale, args.seed)
     summary = make_refine_pairs(loaded.model, data, out, plan, expression_name, progress=args.progress)

@@ -1,9 +1,10 @@
 """Options of ``run_fit.py``: the training keys (architecture, checkpoint location) plus fitting keys.
 
 The parser accepts every key of the training parser, so ``-c configs/exp_mofanerf.txt`` (the
-training config, as with the original ``run_fit.py``) or ``-c configs/fit.txt`` (training keys +
-fitting keys) both work. The architecture keys must match the checkpoint; a mismatch is one
-error line naming every differing size.
+training config, as with the original ``run_fit.py``) or ``-c configs/fit.txt`` (fitting keys)
+both work. Architecture keys, ray bounds, sample counts and data paths that the user does not
+set come from the checkpoint (:mod:`facenerf.fitting.from_checkpoint`); architecture keys that
+the user sets must match it, and a mismatch is one error line naming every differing size.
 """
 
 from __future__ import annotations
@@ -128,7 +129,11 @@ def build_fit_parser():
     parser = build_train_parser()
     parser.prog = "run_fit.py"
     parser.description = ("Fit a trained MoFaNeRF to one preprocessed image, then render novel views, "
-                          "edits, generations, videos and meshes from the fit.")
+                          "edits, generations, videos and meshes from the fit. The model keys (netdepth, "
+                          "netwidth, ..., tex_channels) and the training run's near, far, N_samples, "
+                          "N_importance, white_bkgd, datadir and person_num come from the checkpoint unless "
+                          "set here; the defaults shown for them apply only where the checkpoint has none "
+                          "(an original .tar stores sizes only).")
     parser.epilog = MODES_HELP
     parser.formatter_class = _Formatter
     _add_input_args(parser)

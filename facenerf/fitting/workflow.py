@@ -2,15 +2,19 @@
 run the fitting mode end to end (the other modes are in :mod:`facenerf.fitting.modes`).
 
 The checkpoint is ``--ckpt``, else ``--ft_path``, else the newest
-``basedir/expname/checkpoints/step_*.pt``; its architecture must equal the config's (one error
-line otherwise). Code statistics come from ``--code_stats``, else ``code_stats.pt`` beside the
-checkpoint (recomputed when it belongs to another step), else they are computed from the
-training identities named by the checkpoint's stored training config and saved there.
+``basedir/expname/checkpoints/step_*.pt``. The model is built from the checkpoint's own sizes,
+and the run's render and data settings fill the keys the user left unset
+(:mod:`facenerf.fitting.from_checkpoint`); architecture keys the user did set must match the
+checkpoint (one error line otherwise). Code statistics come from ``--code_stats``, else
+``code_stats.pt`` beside the checkpoint (recomputed when it belongs to another step), else they
+are computed from the training identities named by the checkpoint's stored training config
+(``--datadir`` and the other data keys override it when given) and saved there.
 """
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +23,8 @@ import torch
 from facenerf.config import config_to_dict, ensure_writable_dir
 from facenerf.errors import FaceNerfError
 from facenerf.fitting.fitter import Fitter, FitSettings
+from facenerf.fitting.from_checkpoint import (ARCH_KEYS, DATA_KEYS, adopt_architecture, adopt_trained_settings,
+                                              check_architecture, render_differences)
 from facenerf.fitting.inputs import FitTarget, load_target, sibling_views
 from facenerf.fitting.objective import FitWeights
 from facenerf.fitting.options import float_list
@@ -63,25 +69,39 @@ def locate_checkpoint(args) -> Path:
     return latest
 
 
-def load_model(args, device: torch.device) -> LoadedModel:
-    """Load the checkpoint, checking its architecture against the config's."""
+def load_model(args, device: torch.device, explicit: Collection[str] | None = None) -> LoadedModel:
+    """Load the checkpoint and build the model from its own sizes.
+
+    ``explicit`` names the options the user set (:func:`~facenerf.fitting.from_checkpoint.explicit_keys`).
+    Every architecture key not among them, and every render/data setting the training run fixed
+    (near/far, sample counts, background, datadir, person_num, ...), is written into ``args`` from
+    the checkpoint, so the renders, the code statistics and the saved fit config all use the
+    run's values. An architecture key the user set must equal the checkpoint's (one error line
+    otherwise); a render setting the user set wins, with a note. ``explicit=None`` treats every
+    key of ``args`` as set by the caller: nothing is taken over, the whole architecture is checked.
+    """
     from facenerf.models.mofanerf.checkpoints import load_mofanerf
-    from facenerf.models.mofanerf.config import MoFaNeRFConfig
     from facenerf.models.mofanerf.training import render_settings
 
     path = locate_checkpoint(args)
-    train, evaluation = render_settings(args)
-    model, info = load_mofanerf(path, expect=MoFaNeRFConfig.from_args(args), train_settings=train,
-                                eval_settings=evaluation)
-    _note_render_differences(args, dict(info["config"]), path)
-    return LoadedModel(model.to(device), path, int(info["step"]), dict(info["config"]), evaluation)
+    keys = frozenset(vars(args)) if explicit is None else frozenset(explicit)
+    model, info = load_mofanerf(path)
+    trained = dict(info["config"])
+    taken = adopt_trained_settings(args, keys, trained)
+    check_architecture(args, keys, model.cfg, str(path))
+    adopt_architecture(args, keys, model.cfg)
+    model.train_settings, model.eval_settings = render_settings(args)
+    if taken:
+        listed = ", ".join(f"{k} {v}" for k, v in taken.items())
+        print(f"note: from the training run of {path}: {listed} "
+              "(set them in the config or on the command line to override)")
+    _note_render_differences(args, trained, path)
+    return LoadedModel(model.to(device), path, int(info["step"]), trained, model.eval_settings)
 
 
 def _note_render_differences(args, trained: dict, path: Path) -> None:
-    """Say when ray bounds or sample counts differ from the ones the checkpoint was trained with."""
-    keys = ("near", "far", "N_samples", "N_importance")
-    diffs = [f"{k} {getattr(args, k)} (trained with {trained[k]})" for k in keys
-             if k in trained and float(trained[k]) != float(getattr(args, k))]
+    """Say when the user's ray bounds or sample counts differ from the ones the checkpoint was trained with."""
+    diffs = render_differences(args, trained)
     if diffs:
         print(f"note: rendering with {', '.join(diffs)} from {path}; set them as in training for faithful renders")
 
@@ -95,6 +115,15 @@ def _training_identities(config: dict, run_dir: Path) -> tuple[torch.Tensor, lis
     data = build_data(argparse.Namespace(**{**defaults, **config}), run_dir)
     shapes = torch.stack([torch.as_tensor(p.shape_code, dtype=torch.float32) for p in data.identities])
     return shapes, [data.uv(i) for i in range(len(data.identities))]
+
+
+def _data_config(args, loaded: LoadedModel) -> dict:
+    """The training run's config with the fit's data and architecture keys on top.
+
+    After :func:`load_model` those keys hold the run's values unless the user set them (a moved
+    ``datadir``, say), and the checkpoint's sizes; an original ``.tar`` stores no run config.
+    """
+    return {**loaded.config, **{key: getattr(args, key) for key in (*DATA_KEYS, *ARCH_KEYS)}}
 
 
 def load_code_statistics(args, loaded: LoadedModel) -> CodeStatistics:
@@ -111,7 +140,7 @@ def load_code_statistics(args, loaded: LoadedModel) -> CodeStatistics:
             stats.check_sizes(cfg.shape_dim, cfg.texture_dim, str(file))
             return stats
     try:
-        shapes, uvs = _training_identities(loaded.config, loaded.checkpoint.parent.parent)
+        shapes, uvs = _training_identities(_data_config(args, loaded), loaded.checkpoint.parent.parent)
     except FaceNerfError as err:
         raise FaceNerfError(f"cannot compute code statistics from the training data ({err}); pass --code_stats "
                             "(a code_stats.pt, or the original texShpDistribution.npy)") from err
