@@ -14,6 +14,7 @@ from PIL import Image
 from facenerf.errors import FaceNerfError
 from facenerf.preprocess.fitting import detect
 from facenerf.preprocess.fitting.pipeline import PreprocessSettings, WildPreprocessor, preprocess_folder
+from facenerf.preprocess.fitting.pose import estimate_pose
 from facenerf.preprocess.fitting.segment import BACKGROUND, CLOTH, FACE, HAIR
 
 skimage_data = pytest.importorskip("skimage.data")
@@ -221,3 +222,21 @@ def test_cli_errors_and_exit_status(tmp_path):
         cli.main(["--filePath", str(empty)])
     (empty / "notes.txt").write_text("x")
     assert cli.main(["--filePath", str(empty), "--no_contact_sheet"]) == 1  # nothing succeeded
+
+
+def _pitch_deg(c2w: np.ndarray) -> float:
+    """Up/down angle of the camera's viewing direction (0 = level, + = looking up)."""
+    forward = -np.asarray(c2w)[:3, 2]
+    return float(np.degrees(np.arcsin(np.clip(forward[1] / np.linalg.norm(forward), -1.0, 1.0))))
+
+
+def test_astronaut_pose_is_not_tilted(processed, preprocessor):
+    # The portrait is taken at about eye level. With the template landmarks on dlib's convention
+    # (jaw contour on the outline, brows and nose bridge where dlib puts them) PnP measures about
+    # +9 deg with the jaw contour and -11 deg from the inner points alone; a template off that
+    # convention tilted the inner-point pose by 27 deg.
+    face = processed
+    assert abs(_pitch_deg(face.pose.c2w)) < 13.0
+    inner = estimate_pose(face.landmarks, preprocessor.template.landmarks_3d, preprocessor.template.intrinsics,
+                          use_contour=False)
+    assert abs(_pitch_deg(inner.c2w)) < 15.0

@@ -210,15 +210,25 @@ def deform(topology: HeadTopology, params: ShapeParams, weights: np.ndarray,
 def _landmark_targets() -> tuple[np.ndarray, np.ndarray]:
     """Chart targets [68, 2] (mm) in iBUG order and a seam-row code per landmark.
 
+    Eyes, nose tip, nostrils and mouth sit on the painted and sculpted features. The points
+    whose place is a matter of convention follow dlib's 68-point predictor, measured on frontal
+    portraits aligned to the eyes and mouth of the frontal training view:
+
+    * jaw contour 0-16: on the visible outline of the cheeks and jaw, from the height of the
+      eyes (0, 16) round the chin (8) - not on the front of the cheeks;
+    * brows 17-26: along the brow ridge's lower edge, the outer ends lowest;
+    * nose bridge 27-29: from the nasion between the eyes, evenly down to the tip (30).
+
     Seam code: 0 any ordinary row, 1 upper-lip inner row (also the inner mouth corners),
     3 lower-lip inner row.
     """
     t = np.linspace(0.0, np.pi, 17)
-    jaw = np.stack([-86.0 * np.cos(t), 6.0 - 90.0 * np.sin(t)], 1)
-    brow_x = np.array([-52.0, -44.0, -35.0, -26.0, -17.0])
-    brow_y = np.array([33.0, 38.5, 40.0, 40.0, 38.0])
+    jaw = np.stack([-89.0 * np.cos(t), 23.0 - 104.0 * np.sin(t)], 1)
+    jaw[8] = [0.0, -82.0]                        # chin on the chin's lowest frontal point
+    brow_x = np.array([-57.0, -44.0, -32.0, -22.0, -12.0])
+    brow_y = np.array([30.0, 34.5, 35.5, 33.0, 30.0])
     brows = np.concatenate([np.stack([brow_x, brow_y], 1), np.stack([-brow_x[::-1], brow_y[::-1]], 1)])
-    nose = np.array([[0, 27], [0, 16], [0, 4], [0, -8], [-12, -17], [-6, -19], [0, -20],
+    nose = np.array([[0, 17], [0, 6], [0, -3], [0, -8], [-12, -17], [-6, -19], [0, -20],
                      [6, -19], [12, -17]], dtype=float)
     (rx, ry), (lx, ly) = EYE_CENTRES
     hw, hh = EYE_HALF_WIDTH, 0.9 * EYE_HALF_HEIGHT
