@@ -8,7 +8,6 @@ configs here hold no architecture keys; keys the user does set win or, for sizes
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
@@ -17,18 +16,17 @@ import torch
 
 import run_fit
 from facenerf.config import config_to_dict, parse_args
-from facenerf.core.cameras import mofanerf_pose
 from facenerf.errors import FaceNerfError
 from facenerf.fitting import workflow
 from facenerf.fitting.from_checkpoint import explicit_keys
 from facenerf.fitting.options import build_fit_parser
 from facenerf.fitting.result import FitResult
 from facenerf.fitting.stats import CodeStatistics
-from facenerf.io import write_image
 from facenerf.models.mofanerf.checkpoints import save_mofanerf
 from facenerf.models.mofanerf.config import MoFaNeRFConfig
 from facenerf.models.mofanerf.model import MoFaNeRF
 from facenerf.models.mofanerf.options import build_train_parser
+from tiny_faces import write_multiview_data
 
 SIZE = 16
 # the tiny run's training options: sizes far from the parser defaults, and non-default render settings
@@ -40,28 +38,6 @@ TRAIN = {"multires": 2, "multires_views": 1, "netdepth": 3, "netwidth": 8, "netd
 FIT = {"device": "cpu", "progress": "false", "expname": "tiny", "num_iterations": 2, "fit_size": SIZE,
        "fit_rays": 16, "fit_scales": "0.5,1", "fit_level_starts": "0,0.5", "size": SIZE, "eval_views": 2,
        "save_every": 0}
-
-
-def _write_data(root: Path) -> Path:
-    """Two identities in the render.py / FaceScape layout; returns the multiViewImages folder."""
-    rng = np.random.default_rng(3)
-    mv = root / "multiViewImages"
-    np.save(root / "factors_id.npy", rng.normal(size=(3, 6)).astype(np.float32))
-    for ident in ("1", "2"):
-        write_image(root / "facescape_trainset" / ident / "models_reg" / "1_neutral.jpg",
-                    rng.random((8, 8, 3)).astype(np.float32))
-        frames = []
-        for v, yaw in enumerate((-20.0, 0.0, 20.0)):
-            image = np.zeros((SIZE, SIZE, 3), np.float32)
-            image[4:12, 5:11] = rng.uniform(0.3, 0.9, 3)
-            write_image(mv / ident / "neutral" / f"0_{v}.png", image)
-            frames.append({"file_path": f"/{ident}/neutral/0_{v}", "expression": 0, "view": f"0_{v}",
-                           "transform_matrix": mofanerf_pose(0.0, yaw).tolist()})
-        header = {"fl_x": 37.5, "fl_y": 37.5, "cx": 8.0, "cy": 8.0, "w": SIZE, "h": SIZE}
-        (mv / f"transforms_train_{ident}.json").write_text(json.dumps({**header, "frames": frames}))
-        (mv / ident / "neutral" / "transforms.json").write_text(
-            json.dumps({**header, "near": 8.0, "far": 26.0, "frames": frames}))
-    return mv
 
 
 def _train_run(logs: Path, datadir: Path, **changes) -> Path:
@@ -77,7 +53,7 @@ def _train_run(logs: Path, datadir: Path, **changes) -> Path:
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("fromckpt")
-    mv = _write_data(root)
+    mv = write_multiview_data(root, SIZE, seed=3)
     ckpt = _train_run(root / "logs", mv)
     config = root / "fit_plain.txt"  # fitting keys only: no sizes, no near/far, no samples, no datadir
     config.write_text("".join(f"{k} = {v}\n" for k, v in {**FIT, "basedir": root / "logs"}.items()))

@@ -14,6 +14,7 @@ from facenerf.fitting.refine_pairs import PairPlan, choose_frames, make_refine_p
 from facenerf.io import read_image, write_image
 from facenerf.models.mofanerf.config import MoFaNeRFConfig
 from facenerf.models.mofanerf.model import MoFaNeRF
+from tiny_faces import write_multiview_data
 
 SIZE = 16
 
@@ -77,29 +78,11 @@ def test_render_of_a_training_view_is_at_the_requested_scale(tmp_path):
 
 def _disk_dataset(root, arch: dict) -> list[str]:
     """Two identities in the render.py / FaceScape layout and a checkpoint whose config names them."""
-    import json
-
     from facenerf.config import config_to_dict, parse_args
     from facenerf.models.mofanerf.checkpoints import save_mofanerf
     from facenerf.models.mofanerf.options import build_train_parser
 
-    rng = np.random.default_rng(1)
-    mv = root / "multiViewImages"
-    np.save(root / "factors_id.npy", rng.normal(size=(3, 6)).astype(np.float32))
-    for ident in ("1", "2"):
-        write_image(root / "facescape_trainset" / ident / "models_reg" / "1_neutral.jpg",
-                    rng.random((8, 8, 3)).astype(np.float32))
-        frames = []
-        for v, yaw in enumerate((-20.0, 0.0, 20.0)):
-            image = np.zeros((SIZE, SIZE, 3), np.float32)
-            image[4:12, 5:11] = rng.uniform(0.3, 0.9, 3)
-            write_image(mv / ident / "neutral" / f"0_{v}.png", image)
-            frames.append({"file_path": f"/{ident}/neutral/0_{v}", "expression": 0, "view": f"0_{v}",
-                           "transform_matrix": mofanerf_pose(0.0, yaw).tolist()})
-        header = {"fl_x": 37.5, "fl_y": 37.5, "cx": 8.0, "cy": 8.0, "w": SIZE, "h": SIZE}
-        (mv / f"transforms_train_{ident}.json").write_text(json.dumps({**header, "frames": frames}))
-        (mv / ident / "neutral" / "transforms.json").write_text(json.dumps({**header, "near": 8.0, "far": 26.0,
-                                                                            "frames": frames}))
+    write_multiview_data(root, SIZE, seed=1)
     argv = [f"--{k}={v}" for k, v in arch.items()]
     args = parse_args(build_train_parser(), argv)
     model = _model()

@@ -94,6 +94,23 @@ class FaceScapeDataset:
                 if expressions is None or f.expression in expressions]
 
 
+def identity_folders(root: Path, ids: list[str] | None, fix: str) -> list[Path]:
+    """Identity sub-folders of ``root`` in numeric order (non-numeric names last), limited to ``ids``.
+
+    ``fix`` finishes the message when ``root`` is missing (e.g. "run align_clip.py first").
+    """
+    if not root.is_dir():
+        raise FaceNerfError(f"{root} not found ({fix})")
+    folders = sorted((p for p in root.iterdir() if p.is_dir()),
+                     key=lambda p: (not p.name.isdigit(), int(p.name) if p.name.isdigit() else 0, p.name))
+    if ids:
+        missing = sorted(set(ids) - {p.name for p in folders})
+        if missing:
+            raise FaceNerfError(f"identities {missing} not found in {root}; check --ids")
+        folders = [p for p in folders if p.name in ids]
+    return folders
+
+
 def _intrinsics(meta: dict, image_path: Path):
     """Intrinsics from our fields, or from ``camera_angle_x`` and the image size (original files)."""
     from facenerf.core.cameras import Intrinsics

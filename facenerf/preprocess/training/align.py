@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facenerf.data.facescape import expression_from_stem
+from facenerf.data.facescape import expression_from_stem, identity_folders
 from facenerf.data.meshio import ObjMesh, clip_mesh, read_mtl, read_obj, texture_path, write_mtl, write_obj
 from facenerf.data.synthetic import EXPRESSIONS, canonical_landmarks_3d
 from facenerf.errors import FaceNerfError
@@ -262,15 +262,7 @@ def align_one(obj_path: Path, old_id: str, expression: int, out_root: Path, pred
 def discover_raw(models_raw: Path, ids: list[str] | None,
                  expressions: list[int] | None) -> tuple[list[tuple[Path, str, int]], list[dict]]:
     """``(obj, folder id, expression)`` per ``{id}/{k}_{name}/{k}_{name}.obj``, plus problems."""
-    if not models_raw.is_dir():
-        raise FaceNerfError(f"raw meshes not found: {models_raw} (pass --models_raw or --data)")
-    folders = sorted((p for p in models_raw.iterdir() if p.is_dir()),
-                     key=lambda p: (not p.name.isdigit(), int(p.name) if p.name.isdigit() else 0, p.name))
-    if ids:
-        missing = sorted(set(ids) - {p.name for p in folders})
-        if missing:
-            raise FaceNerfError(f"identities {missing} not found in {models_raw}; check --ids")
-        folders = [p for p in folders if p.name in ids]
+    folders = identity_folders(models_raw, ids, "raw meshes: pass --models_raw or --data")
     items, problems = [], []
     for folder in folders:
         for sub in sorted(p for p in folder.iterdir() if p.is_dir()):

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facenerf.data.facescape import expression_from_stem
+from facenerf.data.facescape import expression_from_stem, identity_folders
 from facenerf.data.synthetic import EXPRESSIONS
 from facenerf.errors import FaceNerfError
 from facenerf.preprocess.training import rig
@@ -169,15 +169,7 @@ def discover_jobs(models_out: Path, out_root: Path, ids: list[str] | None = None
     Landmarks come from ``{k}_{name}.landmarks.txt`` beside the OBJ (68 rows ``x y z`` in mm,
     written by align_clip) or else from ``landmarks [ids, 20, 68, 3]`` indexed by the integer id.
     """
-    if not models_out.is_dir():
-        raise FaceNerfError(f"aligned meshes not found: {models_out} (run align_clip.py first or pass --models_out)")
-    folders = sorted((p for p in models_out.iterdir() if p.is_dir()),
-                     key=lambda p: (not p.name.isdigit(), int(p.name) if p.name.isdigit() else 0, p.name))
-    if ids:
-        missing = sorted(set(ids) - {p.name for p in folders})
-        if missing:
-            raise FaceNerfError(f"identities {missing} not found in {models_out}; check --ids")
-        folders = [p for p in folders if p.name in ids]
+    folders = identity_folders(models_out, ids, "aligned meshes: run align_clip.py first or pass --models_out")
     jobs, problems = [], []
     for folder in folders:
         for obj in sorted(folder.glob("*.obj")):
