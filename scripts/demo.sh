@@ -24,13 +24,13 @@ step "3/7 render the MoFaNeRF rig (64x64, 40 views per expression)"
 
 step "4/7 train a tiny MoFaNeRF on identities 1-4 (identity 5 is held out)"
 "$PY" run_train.py -c configs/mofanerf_tiny.txt --datadir "$DATA/multiViewImages" --basedir "$LOGS" \
-    --N_iters "$TRAIN_STEPS" --progress false
+    --N_iters "$TRAIN_STEPS" --progress false | tee "$OUT/train.log"
 
 FIT_ARGS=(-c configs/fit_tiny.txt --datadir "$DATA/multiViewImages" --basedir "$LOGS" --progress false)
 TARGET="$DATA/multiViewImages/5/neutral/0_10.png"
 FIT="$OUT/fit"
 step "5/7 fit the held-out identity's frontal image"
-"$PY" run_fit.py "${FIT_ARGS[@]}" --filePath "$TARGET" --fit_out "$FIT"
+"$PY" run_fit.py "${FIT_ARGS[@]}" --filePath "$TARGET" --fit_out "$FIT" | tee "$OUT/fit.log"
 step "6/7 novel views (orbit MP4) and an expression edit (MP4)"
 "$PY" run_fit.py "${FIT_ARGS[@]}" --filePath "$TARGET" --fit_out "$FIT" --renderType rendering
 "$PY" run_fit.py "${FIT_ARGS[@]}" --filePath "$TARGET" --fit_out "$FIT" --renderType expression \
@@ -40,10 +40,14 @@ step "7/7 RefineNet: pairs from the tiny model, short training, refine the novel
 "$PY" trainingDataPreprocess/make_pairs.py -c configs/mofanerf_tiny.txt --datadir "$DATA/multiViewImages" \
     --basedir "$LOGS" --out "$OUT/refine_pairs" --pair_expressions 4 --pair_views 6 --progress false
 "$PY" trainingDataPreprocess/train.py -c configs/refine_tiny.txt --dataroot "$OUT/refine_pairs" \
-    --checkpoints_dir "$LOGS/refine" --name demo --max_steps 300 --progress false
+    --checkpoints_dir "$LOGS/refine" --name demo --max_steps 300 --progress false | tee "$OUT/refine.log"
 "$PY" trainingDataPreprocess/test.py --name demo --checkpoints_dir "$LOGS/refine" --nerf_folder "$FIT/render" --progress false
 
 step "done"
+echo "Results:"
+grep -h "^trained to step" "$OUT/train.log" | sed 's/;.*//; s/^/  MoFaNeRF: /' || true
+grep -h "^held-out views" "$OUT/fit.log" | sed 's/^/  fit of identity 5: /' || true
+grep -h "^held-out:" "$OUT/refine.log" | sed 's/^/  RefineNet /' || true
 cat <<MSG
 Outputs:
   training data        $DATA/multiViewImages/   (contact sheet: python -m facenerf.preprocess.training.contact_sheet --data $DATA --id 1)
