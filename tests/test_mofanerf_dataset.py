@@ -118,3 +118,14 @@ def test_validation_frames_and_errors(tmp_path):
     only_test.is_test = np.ones_like(only_test.is_test)
     with pytest.raises(FaceNerfError, match="no training frames"):
         MoFaNeRFData(only_test, data.identities, data.sampler)
+
+
+def test_separate_validation_views_are_held_out_and_used_for_validation(tmp_path):
+    data = make_data(tmp_path)
+    frames = data.frames
+    frames.is_val = np.array([not t and i % 4 == 2 for i, t in enumerate(frames.is_test)])
+    held = MoFaNeRFData(frames, data.identities, data.sampler)
+    assert not set(held.train_indices) & set(np.flatnonzero(frames.is_val))
+    assert not set(held.train_indices) & set(held.test_indices)
+    picks = held.validation_frames(4)
+    assert picks and all(frames.is_val[f] for f in picks)

@@ -56,6 +56,7 @@ class FrameTable:
     is_test: np.ndarray  # [F] bool: held-out view
     intrinsics: Intrinsics  # of the images as stored on disk
     landmarks_2d: np.ndarray | None = None  # [F, 68, 2] (x, y) px at the stored size, NaN = hidden
+    is_val: np.ndarray | None = None  # [F] bool: validation view (render.py --val_views); None = none
 
     def __len__(self) -> int:
         return len(self.image_paths)
@@ -96,8 +97,10 @@ class MoFaNeRFData:
     _uv_memory: OrderedDict = field(default_factory=OrderedDict, repr=False)
 
     def __post_init__(self) -> None:
-        self.train_indices = np.flatnonzero(~self.frames.is_test)  # [F_train]
+        is_val = self.frames.is_val if self.frames.is_val is not None else np.zeros_like(self.frames.is_test)
+        self.train_indices = np.flatnonzero(~(self.frames.is_test | is_val))  # [F_train]
         self.test_indices = np.flatnonzero(self.frames.is_test)  # [F_test]
+        self.val_indices = np.flatnonzero(is_val)  # [F_val]
         if len(self.train_indices) == 0:
             raise FaceNerfError("no training frames: every frame is marked as a test view; "
                                 "check the transforms_train_*.json files")
@@ -198,8 +201,12 @@ class MoFaNeRFData:
         return torch.stack([self.image(int(i)).reshape(-1, 3).mean(0) for i in picks]).mean(0)
 
     def validation_frames(self, n: int) -> list[int]:
-        """``n`` held-out frames spread evenly over identities and expressions (deterministic)."""
-        pool = self.test_indices if len(self.test_indices) else self.train_indices
+        """``n`` held-out frames spread evenly over identities and expressions (deterministic).
+
+        They come from the validation views when the data has its own (``render.py --val_views``),
+        else from the test views (the original's val = test), else from the training views.
+        """
+        pool = next(p for p in (self.val_indices, self.test_indices, self.train_indices) if len(p))
         order = np.lexsort((self.frames.expression[pool], self.frames.identity[pool]))
         picks = np.linspace(0, len(pool) - 1, min(n, len(pool))).round().astype(int)
         return [int(pool[order[i]]) for i in picks]
@@ -256,7 +263,7 @@ def _sorted_ids(ids) -> list[str]:
     return sorted(ids, key=lambda s: (not s.isdigit(), int(s) if s.isdigit() else 0, s))
 
 
-def _frame_arrays(frames: list, index_of: dict[str, int], is_test: bool) -> dict:
+def _frame_arrays(frames: list, index_of: dict[str, int], is_test: bool, is_val: bool = False) -> dict:
     """Parallel arrays of parsed frame records (hidden 2D landmarks become NaN)."""
     lm = []
     for f in frames:
@@ -269,7 +276,8 @@ def _frame_arrays(frames: list, index_of: dict[str, int], is_test: bool) -> dict
         lm.append(xy)
     return {"paths": [f.image_path for f in frames], "identity": [index_of[f.identity] for f in frames],
             "expression": [f.expression for f in frames], "c2w": [f.c2w for f in frames],
-            "is_test": [is_test] * len(frames), "lm": lm, "K": {f.intrinsics for f in frames}}
+            "is_test": [is_test] * len(frames), "is_val": [is_val] * len(frames), "lm": lm,
+            "K": {f.intrinsics for f in frames}}
 
 
 def _identity_data(record, shape_dim: int, source: str) -> IdentityData:
@@ -285,8 +293,21 @@ def _identity_data(record, shape_dim: int, source: str) -> IdentityData:
     return IdentityData(str(record.identity), record.shape_code, Path(record.uv_texture), record.landmarks_3d)
 
 
+def _own_validation_frames(datadir, ids: list[str], options: dict, test) -> list:
+    """Validation frames that are not test frames (``render.py --val_views``); [] when val = test."""
+    from facenerf.data.facescape import parse_multiview
+
+    try:
+        val = parse_multiview(datadir, "val", ids=ids, **options)
+    except FaceNerfError:
+        return []
+    test_paths = {f.image_path for f in test.frames(ids)} if test is not None else set()
+    return [f for f in val.frames(ids) if f.image_path not in test_paths]
+
+
 def load_mofanerf_sources(args) -> tuple[FrameTable, list[IdentityData]]:
-    """Frames (train + held-out test views) and identities of the first ``person_num`` ids.
+    """Frames (training, held-out test and separately rendered validation views) and identities
+    of the first ``person_num`` ids.
 
     Uses :func:`facenerf.data.facescape.parse_multiview` with ``args.datadir``,
     ``args.shape_codes``, ``args.uv_dir`` and ``args.landmarks`` (empty = look next to datadir).
@@ -305,6 +326,9 @@ def load_mofanerf_sources(args) -> tuple[FrameTable, list[IdentityData]]:
     parts = [_frame_arrays(train.frames(ids), index_of, False)]
     if test is not None:
         parts.append(_frame_arrays(test.frames(ids), index_of, True))
+    val = _own_validation_frames(args.datadir, ids, options, test)
+    if val:
+        parts.append(_frame_arrays(val, index_of, False, True))
     n_train = len(parts[0]["paths"])
     if n_train == 0:
         raise FaceNerfError(f"no training images found in {args.datadir} ({len(train.problems)} listed images "
@@ -323,6 +347,7 @@ def load_mofanerf_sources(args) -> tuple[FrameTable, list[IdentityData]]:
         expression=np.asarray([x for p in parts for x in p["expression"]], dtype=np.int64),
         c2w=np.stack([x for p in parts for x in p["c2w"]]).astype(np.float32),
         is_test=np.asarray([x for p in parts for x in p["is_test"]], dtype=bool),
+        is_val=np.asarray([x for p in parts for x in p["is_val"]], dtype=bool),
         intrinsics=sizes.pop(),
         landmarks_2d=np.stack(lm) if all(x is not None for x in lm) else None)
     people = [_identity_data(train.identities[i], args.input_ch_shapeCodes, args.datadir) for i in ids]

@@ -38,7 +38,8 @@ class PairPlan:
 
 def choose_frames(frames, identity: int, plan: PairPlan, rng: np.random.Generator) -> list[tuple[int, list[int]]]:
     """``[(expression, [frame indices])]`` drawn for one identity (training frames only)."""
-    mine = np.flatnonzero((frames.identity == identity) & ~frames.is_test)
+    held = frames.is_test if frames.is_val is None else frames.is_test | frames.is_val
+    mine = np.flatnonzero((frames.identity == identity) & ~held)
     expressions = np.unique(frames.expression[mine])
     chosen = rng.choice(expressions, size=min(plan.n_expressions, len(expressions)), replace=False)
     out = []
