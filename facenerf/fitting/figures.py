@@ -49,29 +49,24 @@ def loss_curve(path: str | Path, history: dict[str, list[float]], level_starts: 
     return file
 
 
+def _stack(images: list[Tensor | np.ndarray], gap: int, axis: int) -> np.ndarray:
+    """``[H, W, 3]`` images joined along ``axis`` (1 = side by side, 0 = rows) with white gaps."""
+    arrays = [np.asarray(i.detach().cpu() if isinstance(i, Tensor) else i, dtype=np.float32) for i in images]
+    shape = list(arrays[0].shape)
+    shape[axis] = gap
+    spacer = np.ones(shape, dtype=np.float32)
+    parts = [part for k, a in enumerate(arrays) for part in ((spacer, a) if k else (a,))]
+    return np.concatenate(parts, axis=axis)
+
+
 def hstack(images: list[Tensor | np.ndarray], gap: int = 2) -> np.ndarray:
     """Images ``[H, W, 3]`` (same height) side by side with a white gap -> ``[H, W', 3]`` float."""
-    arrays = [np.asarray(i.detach().cpu() if isinstance(i, Tensor) else i, dtype=np.float32) for i in images]
-    height = arrays[0].shape[0]
-    spacer = np.ones((height, gap, 3), dtype=np.float32)
-    parts = []
-    for k, a in enumerate(arrays):
-        if k:
-            parts.append(spacer)
-        parts.append(a)
-    return np.concatenate(parts, axis=1)
+    return _stack(images, gap, axis=1)
 
 
-def vstack(images: list[np.ndarray], gap: int = 2) -> np.ndarray:
-    """Rows of equal width stacked with a white gap."""
-    width = images[0].shape[1]
-    spacer = np.ones((gap, width, 3), dtype=np.float32)
-    parts = []
-    for k, a in enumerate(images):
-        if k:
-            parts.append(spacer)
-        parts.append(np.asarray(a, dtype=np.float32))
-    return np.concatenate(parts, axis=0)
+def vstack(images: list[Tensor | np.ndarray], gap: int = 2) -> np.ndarray:
+    """Rows of equal width stacked with a white gap -> ``[H', W, 3]`` float."""
+    return _stack(images, gap, axis=0)
 
 
 def error_map(render: Tensor, target: Tensor) -> Tensor:
