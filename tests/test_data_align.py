@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from facenerf.data.meshio import read_obj
-from facenerf.data.synthetic_writer import GeneratorSettings, generate_dataset
+from facenerf.data.synthetic.writer import GeneratorSettings, generate_dataset
 from facenerf.errors import FaceNerfError
 from facenerf.preprocess.training import align
 

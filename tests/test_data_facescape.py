@@ -80,7 +80,7 @@ def test_missing_images_and_bad_requests(tmp_path):
 @pytest.mark.skipif(PLATFORM is None, reason="no headless OpenGL platform")
 def test_records_of_rendered_data_are_consistent(tmp_path):
     from facenerf.core.cameras import project_points
-    from facenerf.data.synthetic_writer import GeneratorSettings, generate_dataset
+    from facenerf.data.synthetic.writer import GeneratorSettings, generate_dataset
     from facenerf.preprocess.training import align, multiview
 
     generate_dataset(GeneratorSettings(out=tmp_path, n_ids=1, seed=4, n_vertices=900, texture_size=32,

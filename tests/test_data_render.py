@@ -72,7 +72,7 @@ def test_split_is_deterministic_and_scales_with_the_view_count():
 @pytest.fixture(scope="module")
 def aligned(tmp_path_factory):
     """One identity, three expressions, aligned into models_out (Kd 0 0 0 like FaceScape)."""
-    from facenerf.data.synthetic_writer import GeneratorSettings, generate_dataset
+    from facenerf.data.synthetic.writer import GeneratorSettings, generate_dataset
     from facenerf.preprocess.training import align
 
     out = tmp_path_factory.mktemp("render_src")

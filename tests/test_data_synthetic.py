@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from facenerf.data import synthetic as syn
-from facenerf.data import synthetic_expr as sx
+from facenerf.data.synthetic import expressions as sx
 from facenerf.data.meshio import read_mtl, read_obj
-from facenerf.data.synthetic_writer import GeneratorSettings, generate_dataset
+from facenerf.data.synthetic.writer import GeneratorSettings, generate_dataset
 from facenerf.errors import FaceNerfError
 
 SMALL = 1500

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facenerf.data import synthetic as syn
+from facenerf.data.synthetic import identity as syn
 from facenerf.data.meshio import ObjMesh, write_mtl, write_obj
 from facenerf.errors import FaceNerfError
 

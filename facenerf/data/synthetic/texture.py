@@ -1,4 +1,4 @@
-"""Procedural albedo textures in the head's UV atlas (see :mod:`facenerf.data.synthetic_head`).
+"""Procedural albedo textures in the head's UV atlas (see :mod:`facenerf.data.synthetic.head`).
 
 Every texel is mapped back to rest chart coordinates and painted with vectorised numpy:
 skin tone with low-frequency blotches and pore-scale noise, hair on the scalp, eyebrows,
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from facenerf.data.synthetic_head import (
+from facenerf.data.synthetic.head import (
     CHART_MM, EYE_CENTRES, EYE_HALF_HEIGHT, EYE_HALF_WIDTH, LIP_Y, MOUTH_HALF_WIDTH,
     HeadTopology, gauss2, mouth_mask, smoothstep,
 )

@@ -12,9 +12,9 @@ real FaceScape layouts (documented in ``data/README.md``)::
     {out}/landmarks_3d.npy        [N + 1, 20, 68, 3] mm, TU frame, row 0 unused (NaN)
     {out}/synthetic_info.json     generator settings and per-identity parameters
 
-Geometry lives in :mod:`facenerf.data.synthetic_head` (grid, shape space), expressions and
-landmarks in :mod:`facenerf.data.synthetic_expr`, textures in
-:mod:`facenerf.data.synthetic_texture`. Everything is deterministic per ``--seed``; identity
+Geometry lives in :mod:`facenerf.data.synthetic.head` (grid, shape space), expressions and
+landmarks in :mod:`facenerf.data.synthetic.expressions`, textures in
+:mod:`facenerf.data.synthetic.texture`, the files in :mod:`facenerf.data.synthetic.writer`. Everything is deterministic per ``--seed``; identity
 ``i`` depends only on ``(seed, i)``, so a larger ``--ids`` run extends a smaller one.
 
 The module also exports the mean-identity template used by the wild-photo preprocessing:
@@ -24,14 +24,13 @@ The module also exports the mean-identity template used by the wild-photo prepro
 from __future__ import annotations
 
 import io
-import sys
 from dataclasses import dataclass
 
 import numpy as np
 
-from facenerf.data import synthetic_expr as sx
-from facenerf.data import synthetic_head as sh
-from facenerf.data.synthetic_texture import TextureParams, paint_albedo
+from facenerf.data.synthetic import expressions as sx
+from facenerf.data.synthetic import head as sh
+from facenerf.data.synthetic.texture import TextureParams, paint_albedo
 from facenerf.errors import FaceNerfError
 
 EXPRESSIONS: tuple[str, ...] = sx.EXPRESSIONS   # 20 names, index 0 = neutral (MoFaNeRF order)
@@ -189,18 +188,3 @@ def parse_expression_list(text: str | None) -> list[int]:
             raise FaceNerfError(f"unknown expression '{token}': use 1..20, a name like 'smile' "
                                 "or a stem like '2_smile'")
     return sorted(set(chosen))
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Command line: write a synthetic FaceScape-format dataset."""
-    from facenerf.config import parse_args
-    from facenerf.data.synthetic_writer import build_parser, run
-
-    args = parse_args(build_parser(), argv)
-    return run(args)
-
-
-if __name__ == "__main__":
-    from facenerf.errors import run_cli
-
-    run_cli(lambda: main(sys.argv[1:]))

@@ -1,4 +1,4 @@
-"""Expressions and landmarks of the procedural head (see :mod:`facenerf.data.synthetic_head`).
+"""Expressions and landmarks of the procedural head (see :mod:`facenerf.data.synthetic.head`).
 
 An expression is a weight vector over :data:`DEFORMERS`, a small set of procedural muscle-like
 deformations. Each deformer acts in up to three ways:
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from facenerf.data.synthetic_head import (
+from facenerf.data.synthetic.head import (
     CHART_MM, EYE_CENTRES, EYE_HALF_HEIGHT, EYE_HALF_WIDTH, LIP_Y, MOUTH_HALF_WIDTH,
     HeadTopology, ShapeParams, embed, gauss2, mouth_mask, smoothstep,
 )
