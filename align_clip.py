@@ -3,7 +3,7 @@
     python align_clip.py --data data
 
 reads ``data/models_raw/{id}/{k}_{name}/{k}_{name}.obj`` and the predef files in
-``data/predef`` (Rt_scale_dict.json, maxDistance.npy, order_new_old.txt, landmark_indices.npz)
+``data/predef`` or ``data`` (Rt_scale_dict.json, maxDistance.npy, order_new_old.txt, landmark_indices)
 and writes ``data/models_out/{id}/{k}_{name}.obj`` (+ MTL, texture, 3D landmarks). A missing
 Rt entry falls back to a 3D-landmark alignment; problems are reported per file.
 """
@@ -21,7 +21,7 @@ def build_parser():
     parser = make_parser(__doc__.strip().splitlines()[0], prog="align_clip.py")
     parser.add_argument("--data", default="data", help="dataset root holding models_raw/ and predef/")
     parser.add_argument("--models_raw", default=None, help="raw scans (default: {data}/models_raw)")
-    parser.add_argument("--predef", default=None, help="predef folder (default: {data}/predef)")
+    parser.add_argument("--predef", default=None, help="predef folder (default: {data}/predef; files not there are looked for in {data})")
     parser.add_argument("--landmarks", default=None,
                         help="[ids, 20, 68, 3] TU landmarks in mm (default: {data}/landmarks_3d.npy if present)")
     parser.add_argument("--out", default=None, help="output folder (default: {data}/models_out)")
@@ -48,7 +48,7 @@ def main(argv=None) -> int:
         raise FaceNerfError(f"raw meshes not found: {models_raw} (pass --models_raw or --data)")
     out = ensure_writable_dir(args.out or data / "models_out")
     predef = align.load_predef(Path(args.predef or data / "predef"),
-                               Path(args.landmarks) if args.landmarks else data / "landmarks_3d.npy")
+                               Path(args.landmarks) if args.landmarks else data / "landmarks_3d.npy", data_root=data)
     opts = align.AlignOptions(args.max_distance_base, args.clip_radius, args.no_clip, args.output_ids)
     results, problems = align.align_dataset(
         models_raw, out, predef, opts,

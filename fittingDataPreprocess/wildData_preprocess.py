@@ -36,6 +36,10 @@ def build_parser():
     parser.add_argument("--filePath", required=True, help="folder of photos (.png/.jpg/...; not recursive)")
     parser.add_argument("--out", default=None, help="output folder (default: the --filePath folder)")
     parser.add_argument("--image_size", type=int, default=512, help="side of the aligned outputs")
+    parser.add_argument("--template", default="",
+                        help="align to the landmark template of a training checkpoint (.pt) or of a rendered "
+                             "dataset folder (its frontal neutral views); unset = the rig's frontal view of the "
+                             "real-size mean head")
     parser.add_argument("--upsample", type=int, default=1, help="HOG face detector up-sampling (finds smaller faces)")
     parser.add_argument("--cnn_fallback", action="store_true", help="try dlib's CNN detector when HOG finds no face")
     parser.add_argument("--predictor", default=None, help="dlib 68-landmark predictor file; unset = the copy in face_recognition_models")
@@ -60,6 +64,7 @@ def main(argv=None) -> int:
     args = parse_args(build_parser(), argv)
     from facenerf.preprocess.fitting.pipeline import PreprocessSettings, preprocess_folder
     from facenerf.preprocess.fitting.segment import SegmentSettings
+    from facenerf.preprocess.fitting.template import load_alignment_template, load_template
     from facenerf.runtime import select_device
 
     settings = PreprocessSettings(
@@ -69,8 +74,12 @@ def main(argv=None) -> int:
         parsing_weights=args.parsing_weights, device=str(select_device(args.device)),
         segment=SegmentSettings(work_size=args.grabcut_size, neck_length=args.neck_length, seed=args.seed),
     )
+    alignment = load_alignment_template(args.template) if args.template else None
+    if alignment is not None:
+        print(f"aligning to the template of {args.template} ({alignment.source}, {alignment.identities} identities)")
     summary = preprocess_folder(args.filePath, args.out, settings, progress=args.progress,
-                                contact_sheet=not args.no_contact_sheet)
+                                contact_sheet=not args.no_contact_sheet,
+                                template=load_template(args.image_size, alignment))
     if not summary.ok and not summary.skipped:
         raise FaceNerfError(f"no images found in {args.filePath}; put .png/.jpg photos there")
     save_config(args, summary.out_dir, "wild_preprocess_config.txt")

@@ -101,12 +101,13 @@ def test_bad_files_are_reported_and_the_batch_finishes(data, capsys):
     del rt["2"]["1"]                                           # missing entry, no landmarks anywhere
     (data / "predef" / "Rt_scale_dict.json").write_text(json.dumps(rt))
     (data / "predef" / "landmark_indices.npz").unlink()
+    (data / "predef" / "landmark_indices.txt").unlink()
     (data / "landmarks_3d.npy").unlink()
     assert _run_cli(["--data", str(data), "--progress", "false"]) == 1
     out = capsys.readouterr().out
     assert "aligned 3 of 6 meshes" in out and "4 problem(s)" in out
     assert "texture missing" in out and "corrupt OBJ" in out and "unknown expression '21_yawn'" in out
-    assert "no Rt_scale_dict entry for id 2 expression 1" in out
+    assert "Rt_scale_dict.json has no entry [2][1] and there are no 3D landmarks to align 1_neutral.obj" in out
     report = json.loads((data / "models_out" / "align_report.json").read_text())
     assert len(report["problems"]) == 1 and sum(r["error"] is not None for r in report["results"]) == 3
     assert (data / "models_out" / "2" / "3_mouth_stretch.obj").is_file()
@@ -140,3 +141,90 @@ def test_old_folder_ids_and_clip_radius(data):
     mesh = read_obj(data / "out" / old[1] / "1_neutral.obj")
     assert np.linalg.norm(mesh.vertices, axis=1).max() <= 100.0
     assert 0 < results[0].faces_kept < results[0].faces_total
+
+
+def _similarity(seed: int):
+    from facenerf.data import synthetic as syn
+
+    return syn.random_similarity(np.random.default_rng(seed))
+
+
+def test_landmark_fallback_keeps_real_size_and_reports_the_residual_at_that_scale():
+    """A real-size head, scaled and rotated like a scan, comes back at its size (error < 2%)."""
+    from dataclasses import replace
+
+    from facenerf.data import synthetic as syn
+
+    template = syn.canonical_landmarks_3d()
+    rigid = align.RIGID_LANDMARKS
+    for seed in range(5):                        # the mean head, 1 mm landmark noise
+        s, rot, t = _similarity(seed)
+        noise = np.random.default_rng(seed).normal(0.0, 1.0, template.shape)
+        raw = s * (template + noise) @ rot.T + t
+        scale, r, _, rms = align.landmark_similarity(raw[rigid], template[rigid])
+        assert abs(scale * s - 1.0) < 0.02
+        np.testing.assert_allclose(r, rot.T, atol=0.03)
+        assert 0.5 < rms < 2.0                   # the noise, in real millimetres
+    topology, idx = syn.head_topology(), syn.landmark_indices()
+    errors = []
+    for i in range(1, 21):                       # other faces of the template's overall size
+        person = syn.sample_identity(5, i)
+        z = person.z.copy()
+        z[:3] = 0.0
+        landmarks = syn.expression_mesh(replace(person, z=z), 0, topology)[idx]
+        s, rot, t = _similarity(100 + i)
+        scale, _, _, _ = align.landmark_similarity((s * landmarks @ rot.T + t)[rigid], template[rigid])
+        errors.append(scale * s - 1.0)
+    assert abs(np.mean(errors)) < 0.02 and np.max(np.abs(errors)) < 0.12
+
+
+def test_symmetric_scale_is_not_shrunk_by_a_shape_mismatch():
+    rng = np.random.default_rng(3)
+    template = rng.normal(size=(13, 3)) * 20.0
+    other = template + rng.normal(size=(13, 3)) * 8.0      # another face, same spread on average
+    other *= np.sqrt((template ** 2).sum() / (other - other.mean(0)) .__pow__(2).sum())
+    least_squares, _, _ = align.umeyama(other, template)
+    symmetric, _, _, _ = align.landmark_similarity(other, template)
+    assert symmetric == pytest.approx(1.0, abs=0.02)
+    assert least_squares < 0.95                               # the least-squares scale shrinks it
+
+
+def test_side_files_in_the_data_root_and_tu_models_for_render(data, capsys):
+    """FaceScape keeps Rt_scale_dict.json and landmark_indices outside predef/: they are found."""
+    for name in ("Rt_scale_dict.json", "landmark_indices.npz"):
+        shutil.move(data / "predef" / name, data / name)
+    assert _run_cli(["--data", str(data), "--progress", "false"]) == 0
+    assert "aligned 6 of 6 meshes (0 from landmarks)" in capsys.readouterr().out
+    predef = align.load_predef(data / "predef", data_root=data)
+    assert predef.rt_scale is not None and predef.landmark_indices is not None and predef.tu_vertices > 0
+
+
+def test_a_missing_side_file_is_named_once_before_the_batch(data, capsys):
+    (data / "predef" / "Rt_scale_dict.json").unlink()
+    (data / "predef" / "landmark_indices.npz").unlink()
+    (data / "predef" / "landmark_indices.txt").unlink()
+    with pytest.raises(FaceNerfError, match=r"Rt_scale_dict.json not found \(looked in .*predef or .*\)") as err:
+        _run_cli(["--data", str(data), "--progress", "false"])
+    assert "{" not in str(err.value).replace("{k}_{name}", "")
+    (data / "predef" / "maxDistance.npy").unlink()
+    with pytest.raises(FaceNerfError, match="maxDistance.npy not found .*--clip_radius MM or --no_clip"):
+        _run_cli(["--data", str(data), "--progress", "false"])
+
+
+def test_landmark_indices_on_a_scan_in_its_own_vertex_order_get_their_own_message(data, capsys):
+    from facenerf.data.meshio import write_obj
+
+    old = _old_ids(data)
+    obj = data / "models_raw" / old[1] / "1_neutral" / "1_neutral.obj"
+    mesh = read_obj(obj)
+    order = np.random.default_rng(0).permutation(len(mesh.vertices))     # a scan's own vertex order
+    mesh.faces = np.argsort(order)[mesh.faces]
+    mesh.vertices = mesh.vertices[order]
+    write_obj(obj, mesh)
+    rt = json.loads((data / "predef" / "Rt_scale_dict.json").read_text())
+    del rt["1"]["1"]
+    (data / "predef" / "Rt_scale_dict.json").write_text(json.dumps(rt))
+    (data / "landmarks_3d.npy").unlink()
+    assert _run_cli(["--data", str(data), "--progress", "false", "--ids", old[1], "--expressions", "1"]) == 1
+    out = capsys.readouterr().out
+    assert "landmark_indices fit only meshes in TU vertex order" in out and "1_neutral.landmarks.txt" in out

@@ -240,3 +240,30 @@ def test_astronaut_pose_is_not_tilted(processed, preprocessor):
     inner = estimate_pose(face.landmarks, preprocessor.template.landmarks_3d, preprocessor.template.intrinsics,
                           use_contour=False)
     assert abs(_pitch_deg(inner.c2w)) < 15.0
+
+
+def test_cli_aligns_to_the_template_of_a_checkpoint(tmp_path, astronaut):
+    """--template takes a training checkpoint's stored template; the eyes land on its eyes."""
+    from facenerf.engine.checkpoint import make_payload, save_checkpoint
+    from facenerf.preprocess.fitting.template import TEMPLATE_KEY, AlignmentTemplate, load_template
+
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        import wildData_preprocess as cli
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+    default = load_template(512).landmarks_2d
+    moved = AlignmentTemplate((default - 256.0) * 0.9 + np.array([256.0, 266.0]), "test", 3, 0.5)
+    ckpt = save_checkpoint(tmp_path / "step.pt", make_payload("mofanerf", {TEMPLATE_KEY: moved.to_config()}, 1, {}))
+    folder = tmp_path / "fit"
+    folder.mkdir()
+    Image.fromarray((astronaut * 255).astype(np.uint8)).save(folder / "1.png")
+    assert cli.main(["--filePath", str(folder), "--image_size", str(SIZE), "--upsample", "0", "--template", str(ckpt),
+                     "--no_contact_sheet", "--progress", "false"]) == 0
+    landmarks = np.loadtxt(folder / "landmarks" / "1.txt")
+    wanted, other = moved.at(SIZE), (default + 0.5) * SIZE / 512 - 0.5
+    eyes = lambda xy: np.linalg.norm(xy[42:48].mean(0) - xy[36:42].mean(0))  # noqa: E731
+    assert abs(eyes(landmarks) - eyes(wanted)) < abs(eyes(landmarks) - eyes(other))
+    assert abs(landmarks[:, 1].mean() - wanted[:, 1].mean()) < 2.0
+    with pytest.raises(FaceNerfError, match="not found"):
+        cli.main(["--filePath", str(folder), "--template", str(tmp_path / "missing.pt")])

@@ -18,8 +18,8 @@ from __future__ import annotations
 import numpy as np
 
 from facenerf.data.synthetic.head import (
-    CHART_MM, EYE_CENTRES, EYE_HALF_HEIGHT, EYE_HALF_WIDTH, LIP_Y, MOUTH_HALF_WIDTH,
-    HeadTopology, ShapeParams, embed, gauss2, mouth_mask, smoothstep,
+    EYE_CENTRES, EYE_HALF_HEIGHT, HEAD_CENTRE, EYE_HALF_WIDTH, LIP_Y, MOUTH_HALF_WIDTH,
+    HeadTopology, ShapeParams, chart_angles, chart_xy, embed, gauss2, mouth_mask, smoothstep,
 )
 
 EXPRESSIONS = (
@@ -170,7 +170,7 @@ def jaw_weight(x: np.ndarray, y: np.ndarray, row: np.ndarray, topology: HeadTopo
 
 def _apply_jaw(points: np.ndarray, weight: np.ndarray, w: np.ndarray, scale: np.ndarray) -> np.ndarray:
     """Blend each vertex toward its rigidly moved jaw position."""
-    hinge = np.array([0.0, -8.0, 6.0]) * scale
+    hinge = np.array([0.0, 0.0, 6.0]) * scale + HEAD_CENTRE
     angle = np.deg2rad(24.0) * w[_D["jaw_open"]]
     turn = np.deg2rad(7.0) * w[_D["jaw_lateral"]]
     c, s = np.cos(angle), np.sin(angle)
@@ -193,14 +193,14 @@ def deform(topology: HeadTopology, params: ShapeParams, weights: np.ndarray,
         chart: optional precomputed ``topology.vertex_chart()``.
     """
     az, el, row = chart if chart is not None else topology.vertex_chart()
-    x, y = CHART_MM * az, CHART_MM * el
+    x, y = chart_xy(az, el)
     lo, _, hi = topology.seam_rows
     upper, lower = (row >= hi).astype(float), (row <= lo).astype(float)
     w = np.asarray(weights, dtype=np.float64)
     dx, dy = _chart_slide(x, y, upper, lower, w)
     pole = row == topology.n_rows
     dx, dy = np.where(pole, 0.0, dx), np.where(pole, 0.0, dy)
-    points = embed(az + dx / CHART_MM, el + dy / CHART_MM, row, topology, params,
+    points = embed(*chart_angles(x + dx, y + dy), row, topology, params,
                    extra_radius=_radial(x, y, w))
     return _apply_jaw(points, jaw_weight(x, y, row, topology), w, params.scale)
 
@@ -223,7 +223,7 @@ def _landmark_targets() -> tuple[np.ndarray, np.ndarray]:
     3 lower-lip inner row.
     """
     t = np.linspace(0.0, np.pi, 17)
-    jaw = np.stack([-89.0 * np.cos(t), 23.0 - 104.0 * np.sin(t)], 1)
+    jaw = np.stack([-74.0 * np.cos(t), 23.0 - 104.0 * np.sin(t)], 1)
     jaw[8] = [0.0, -82.0]                        # chin on the chin's lowest frontal point
     brow_x = np.array([-57.0, -44.0, -32.0, -22.0, -12.0])
     brow_y = np.array([30.0, 34.5, 35.5, 33.0, 30.0])
@@ -250,7 +250,7 @@ def _landmark_targets() -> tuple[np.ndarray, np.ndarray]:
 def landmark_indices(topology: HeadTopology) -> np.ndarray:
     """68 vertex indices (iBUG order) on ``topology``, nearest to the chart targets."""
     az, el, row = topology.vertex_chart()
-    xy = np.stack([CHART_MM * az, CHART_MM * el], 1)
+    xy = np.stack(chart_xy(az, el), 1)
     targets, seam = _landmark_targets()
     lo, _, hi = topology.seam_rows
     allowed_rows = {1: hi, 3: lo}

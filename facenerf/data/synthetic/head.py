@@ -4,8 +4,13 @@ The head is one topologically uniform triangle mesh built on a latitude/longitud
 
 * **Chart.** Every vertex has fixed chart coordinates ``(az, el)`` in radians: azimuth around
   the vertical axis (0 = straight ahead, +Z; +pi/2 = the subject's left, +X) and elevation
-  (0 = ear level, +pi/2 = top of the head). Facial features are placed in "chart millimetres"
-  ``X = 100 * az``, ``Y = 100 * el``; on the face these are close to real millimetres.
+  (0 = the horizontal plane through the origin, +pi/2 = top of the head). Facial features are
+  placed in "chart millimetres" ``X = CHART_MM_X * az``, ``Y = CHART_MM_Y * (el - CHART_EL0)``
+  (:func:`chart_xy`); on the face these are close to real millimetres.
+* **Size.** The layout gives the mean head adult dimensions (see :data:`ADULT_FACE_MM`): an
+  eye-centre distance of about 63 mm, a bizygomatic width of about 135 mm and a
+  nasion-menton height of about 118 mm, with the eye line about 28 mm above the origin so that
+  the MoFaNeRF rig's frontal view frames the face like the original renders.
 * **Surface.** A vertex sits at ``radius(az, el) * direction(az, el)`` from the origin, where
   the radius is an identity-dependent ellipsoid-plus-neck with Gaussian feature bumps (nose,
   eye sockets, brow ridge, cheekbones, lips, chin, ears). Identity variation also applies a
@@ -28,7 +33,26 @@ from dataclasses import dataclass
 
 import numpy as np
 
-CHART_MM = 100.0          # chart millimetres per radian
+# Adult face dimensions the mean head is built to (millimetres, sexes averaged):
+# * eye-centre (interpupillary) distance 63 mm: adult mean 63.4 mm (men 64.7, women 62.3) in
+#   Dodgson, "Variation and extrema of human interpupillary distance", Proc. SPIE 5291 (2004),
+#   from the 1988 US Army anthropometric survey (ANSUR, Gordon et al. 1989); Farkas' pupil-pupil
+#   and (ex-ex + en-en) / 2 figures agree within 2 mm;
+# * bizygomatic width (zy-zy) 135 mm: Farkas, "Anthropometry of the Head and Face", 2nd ed.
+#   (1994), young North-American adults, men about 137 mm, women about 130 mm; ANSUR bizygomatic
+#   breadth men 139 mm, women 130 mm;
+# * face height nasion-menton (n-gn) 118 mm: Farkas (1994) men about 121-125 mm, women about
+#   112-113 mm; ANSUR menton-sellion length men about 122 mm, women about 112 mm.
+ADULT_FACE_MM = {"eye_centre_distance": 63.0, "bizygomatic_width": 135.0, "nasion_menton": 118.0}
+
+# Chart millimetres per radian across (X) and up (Y): they set the face's size on the skull.
+CHART_MM_X = 83.5
+CHART_MM_Y = 90.0
+CHART_EL0 = np.deg2rad(7.0)  # elevation of chart Y = 0 (raises the face to the TU eye line)
+FACE_NARROWING = 8.0         # mm taken off the skull's half-width in front (bizygomatic < head breadth)
+# The head's centre in the TU frame (mm): forward of the origin, so the rig's frontal view sees the
+# eyes at the original template's size (108.7 px apart at 512 px, see preprocess/fitting/template.py).
+HEAD_CENTRE = np.array([0.0, 0.0, 18.0])
 EL_MIN = np.deg2rad(-76.0)  # bottom (neck) row at the front
 NECK_BREAK = np.deg2rad(-40.0)  # rows below this are pulled up at the back (neck_remap)
 EL_MAX = np.deg2rad(86.0)   # last row before the crown pole
@@ -40,6 +64,19 @@ EYE_HALF_HEIGHT = 5.0
 N_SHAPE_PARAMS = 12       # length of the identity vector z (standard normal)
 UV_U_RANGE = (0.005, 0.995)
 UV_V_RANGE = (0.01, 0.99)
+
+
+def chart_xy(az: np.ndarray, el: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Chart millimetres ``(X, Y)`` of chart angles ``(az, el)`` (radians)."""
+    return CHART_MM_X * np.asarray(az), CHART_MM_Y * (np.asarray(el) - CHART_EL0)
+
+
+def chart_angles(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Chart angles ``(az, el)`` (radians) of chart millimetres ``(X, Y)``; inverse of :func:`chart_xy`."""
+    return np.asarray(x) / CHART_MM_X, np.asarray(y) / CHART_MM_Y + CHART_EL0
+
+
+EAR_X = CHART_MM_X * np.deg2rad(90.0)  # chart X of the ears (straight out to the sides)
 
 
 def smoothstep(edge0: float, edge1: float, x: np.ndarray) -> np.ndarray:
@@ -119,7 +156,7 @@ class HeadTopology:
         rows, cols = np.meshgrid(np.arange(self.n_rows), np.arange(self.n_cols), indexing="ij")
         rows, cols = rows.ravel(), cols.ravel()
         az = self.azimuths[cols]
-        spread = 1.0 - mouth_mask(CHART_MM * az)  # seam rows close up inside the mouth
+        spread = 1.0 - mouth_mask(CHART_MM_X * az)  # seam rows close up inside the mouth
         el = neck_remap(az, self.elevations[rows] + self.seam_offsets[rows] * spread)
         az = np.append(az, 0.0)
         el = np.append(el, np.pi / 2)
@@ -187,8 +224,8 @@ def build_topology(n_cols: int = 88, n_rows: int = 66) -> HeadTopology:
     if n_cols < 16 or n_rows < 16:
         raise ValueError(f"head grid too coarse ({n_cols} x {n_rows}); use at least 16 x 16")
     az = _warped_samples(n_cols, -np.pi, np.pi, 0.0, 0.55, 2.6, endpoint=False)
-    base = _warped_samples(n_rows, EL_MIN, EL_MAX, np.deg2rad(-4.0), 0.5, 2.2, endpoint=True)
-    lip_el = LIP_Y / CHART_MM
+    base = _warped_samples(n_rows, EL_MIN, EL_MAX, chart_angles(0.0, -4.0)[1], 0.5, 2.2, endpoint=True)
+    lip_el = float(chart_angles(0.0, LIP_Y)[1])
     k = int(np.argmin(np.abs(base - lip_el)))
     k = min(max(k, 1), n_rows - 2)
     base[k] = lip_el
@@ -200,10 +237,13 @@ def build_topology(n_cols: int = 88, n_rows: int = 66) -> HeadTopology:
 
 
 def vertices_for_size(n_vertices: int) -> tuple[int, int]:
-    """Grid size ``(n_cols, n_rows)`` giving roughly ``n_vertices`` vertices (4:3 aspect)."""
+    """Grid size ``(n_cols, n_rows)`` giving roughly ``n_vertices`` vertices (4:3 aspect).
+
+    The column count is even, so one column runs down the face's midline (nose, lips, chin).
+    """
     n_vertices = max(int(n_vertices), 400)
     rows = int(round(np.sqrt(n_vertices * 0.75)))
-    cols = int(round(n_vertices / max(rows + 2, 1)))
+    cols = 2 * int(round(n_vertices / max(rows + 2, 1) / 2))
     return max(cols, 16), max(rows, 16)
 
 
@@ -248,7 +288,7 @@ def _base_radius(d: np.ndarray, p: ShapeParams) -> np.ndarray:
     dx, dy, dz = d[:, 0], d[:, 1], d[:, 2]
     front = smoothstep(-0.35, 0.35, dz)
     lower = smoothstep(0.1, -0.6, dy)
-    a = 76.0 - 21.0 * lower * front * p.jaw_width ** 2 - 8.0 * lower * (1.0 - front)
+    a = 76.0 - FACE_NARROWING * front - 21.0 * lower * front * p.jaw_width ** 2 - 8.0 * lower * (1.0 - front)
     b = np.where(dy > 0, 120.0, 78.0 + 44.0 * front)
     c = np.where(dz > 0, 93.0 + p.face_depth, 102.0)
     power = 2.0 + 0.6 * smoothstep(0.0, 0.5, dy)   # boxier cranium, rounder face
@@ -276,7 +316,7 @@ def _nose(x: np.ndarray, y: np.ndarray, p: ShapeParams) -> np.ndarray:
 
 def feature_offsets(az: np.ndarray, el: np.ndarray, p: ShapeParams) -> np.ndarray:
     """Radial feature displacement in mm at chart coordinates ``(az, el)`` [N]."""
-    x, y = CHART_MM * az, CHART_MM * el
+    x, y = chart_xy(az, el)
     off = _nose(x, y, p)
     for ex, ey in EYE_CENTRES:
         off -= 11.0 * p.socket * gauss2(x, y, ex, ey, 14.0, 9.0)
@@ -292,15 +332,15 @@ def feature_offsets(az: np.ndarray, el: np.ndarray, p: ShapeParams) -> np.ndarra
     off += 3.0 * gauss2(x, y, 0.0, LIP_Y + 13.0, 4.0, 4.0)    # columella / philtrum
     off += 6.0 * p.chin * gauss2(x, y, 0.0, -76.0, 13.0, 9.0)
     for side in (-1.0, 1.0):                                  # ears
-        off += 11.0 * gauss2(x, y, side * 157.0, 4.0, 8.0, 17.0)
-        off += 5.0 * gauss2(x, y, side * 166.0, 8.0, 5.0, 12.0)
+        off += 11.0 * gauss2(x, y, side * EAR_X, 4.0, 8.0, 17.0)
+        off += 5.0 * gauss2(x, y, side * (EAR_X + 9.0), 8.0, 5.0, 12.0)
     return off
 
 
 def mouth_depth(az: np.ndarray, row: np.ndarray, topology: HeadTopology) -> np.ndarray:
     """Inward displacement (mm) of the mouth-interior seam row (0 for other rows)."""
     inside = row == topology.seam_rows[1]
-    return np.where(inside, 14.0 * mouth_mask(CHART_MM * az), 0.0)
+    return np.where(inside, 14.0 * mouth_mask(CHART_MM_X * az), 0.0)
 
 
 def embed(az: np.ndarray, el: np.ndarray, row: np.ndarray, topology: HeadTopology,
@@ -312,4 +352,4 @@ def embed(az: np.ndarray, el: np.ndarray, row: np.ndarray, topology: HeadTopolog
     d = directions(az, el)
     radius = (_base_radius(d, p) + feature_offsets(az, el, p) - mouth_depth(az, row, topology)
               + extra_radius)
-    return d * radius[:, None] * p.scale[None, :]
+    return d * radius[:, None] * p.scale[None, :] + HEAD_CENTRE

@@ -14,8 +14,8 @@ import cv2
 import numpy as np
 
 from facenerf.data.synthetic.head import (
-    CHART_MM, EYE_CENTRES, EYE_HALF_HEIGHT, EYE_HALF_WIDTH, LIP_Y, MOUTH_HALF_WIDTH,
-    HeadTopology, gauss2, mouth_mask, smoothstep,
+    EAR_X, EYE_CENTRES, EYE_HALF_HEIGHT, EYE_HALF_WIDTH, LIP_Y, MOUTH_HALF_WIDTH,
+    HeadTopology, chart_xy, gauss2, mouth_mask, smoothstep,
 )
 
 _SKIN_LIGHT = np.array([0.94, 0.78, 0.67])
@@ -83,7 +83,7 @@ def _hair_mask(x: np.ndarray, y: np.ndarray, az: np.ndarray, hairline: float) ->
     a = np.abs(az)
     line = hairline - 38.0 * smoothstep(0.55, 1.35, a) - 70.0 * smoothstep(1.9, 2.8, a)
     line = line - 4.0 * np.cos(4.0 * az)
-    ears = gauss2(np.abs(x), y, 155.0, 2.0, 14.0, 24.0)
+    ears = gauss2(np.abs(x), y, EAR_X - 2.0, 2.0, 14.0, 24.0)
     return smoothstep(line - 2.5, line + 2.5, y) * (1.0 - smoothstep(0.25, 0.6, ears))
 
 
@@ -147,12 +147,12 @@ def paint_albedo(topology: HeadTopology, params: TextureParams, size: int,
     centres = (np.arange(size) + 0.5) / size
     u, v = np.meshgrid(centres, 1.0 - centres)
     az, el, mouth_t = topology.uv_to_chart(u, v)
-    x, y = CHART_MM * az, CHART_MM * el
+    x, y = chart_xy(az, el)
     low = fractal_noise(size, rng, 6, 3)
     pores = fractal_noise(size, rng, max(size // 16, 8), 3, 0.6)
     skin = params.skin[None, None, :] * (1.0 + 0.035 * low)[..., None]
     redness = params.blush * (gauss2(np.abs(x), y, 42.0, -12.0, 16.0, 14.0) + 0.7 * gauss2(x, y, 0, -6, 7, 6)
-                              + 0.6 * gauss2(np.abs(x), y, 157.0, 4.0, 10.0, 20.0))
+                              + 0.6 * gauss2(np.abs(x), y, EAR_X, 4.0, 10.0, 20.0))
     rgb = _mix(skin, params.skin * np.array([1.0, 0.72, 0.70]), 0.35 * np.clip(redness, 0, 1))
     rgb *= (1.0 - 0.18 * smoothstep(-70.0, -115.0, y) * smoothstep(0.2, 0.0, np.cos(az) - 0.8))[..., None]
     for ex, ey in EYE_CENTRES:
@@ -160,7 +160,7 @@ def paint_albedo(topology: HeadTopology, params: TextureParams, size: int,
     rgb = _paint_mouth(rgb, x, y, mouth_t, params)
     for side in (-1.0, 1.0):
         rgb = _mix(rgb, np.array([0.05, 0.03, 0.03]), 0.85 * smoothstep(1.0, 0.6, np.hypot((x - 6.5 * side) / 3.2, (y + 18.5) / 1.7)))
-        rgb *= (1.0 - 0.3 * gauss2(x, y, side * 157.0, 6.0, 4.0, 8.0))[..., None]
+        rgb *= (1.0 - 0.3 * gauss2(x, y, side * EAR_X, 6.0, 4.0, 8.0))[..., None]
     streaks = fractal_noise(size, rng, max(size // 4, 8), 2, 0.6, stretch=8.0)
     hair = params.hair[None, None, :] * (0.85 + 0.25 * streaks)[..., None]
     rgb = _mix(rgb, hair, 0.97 * _hair_mask(x, y, az, params.hairline))

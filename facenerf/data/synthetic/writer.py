@@ -55,13 +55,17 @@ def _raw_scan(tu: ObjMesh, rng: np.random.Generator) -> tuple[ObjMesh, list]:
 
 
 def _side_files(cfg: GeneratorSettings, codes: np.ndarray, landmarks: np.ndarray, max_dist: np.ndarray,
-                rt_dict: dict, mapping: dict[int, int], lm_idx: np.ndarray) -> None:
-    """Shape codes, 3D landmarks, predef files and the FaceScape list files."""
+                rt_dict: dict, mapping: dict[int, int], lm_idx: np.ndarray, n_vertices: int) -> None:
+    """Shape codes, 3D landmarks, predef files and the FaceScape list files.
+
+    ``landmark_indices.npz`` holds ``v10`` (as FaceScape's) and ``n_vertices``, the vertex count of
+    the meshes it indexes (FaceScape's file has no such key: 26,317, its TU models, is assumed).
+    """
     np.save(cfg.out / "factors_id.npy", codes)
     np.save(cfg.out / "landmarks_3d.npy", landmarks)
     predef = cfg.out / "predef"
     predef.mkdir(parents=True, exist_ok=True)
-    np.savez(predef / "landmark_indices.npz", v10=lm_idx)
+    np.savez(predef / "landmark_indices.npz", v10=lm_idx, n_vertices=np.int64(n_vertices))
     (predef / "landmark_indices.txt").write_text("\n".join(str(i) for i in lm_idx) + "\n")
     np.save(predef / "maxDistance.npy", max_dist)
     if cfg.write_raw:
@@ -128,7 +132,8 @@ def generate_dataset(cfg: GeneratorSettings) -> dict:
                 _write_model(cfg.out / "models_raw" / str(mapping[new_id]) / stem, stem, scan, jpeg, cfg.black_kd)
             bar.update(1)
     bar.close()
-    _side_files(cfg, codes, landmarks, max_dist + MAX_DISTANCE_MARGIN_MM, rt_dict, mapping, lm_idx)
+    _side_files(cfg, codes, landmarks, max_dist + MAX_DISTANCE_MARGIN_MM, rt_dict, mapping, lm_idx,
+                topology.n_vertices)
     info = _info(cfg, topology, people, mapping)
     (cfg.out / "synthetic_info.json").write_text(json.dumps(info, indent=1))
     return info

@@ -255,8 +255,12 @@ def _log(message: str) -> None:
 def preprocess_folder(input_dir: str | Path, out_dir: str | Path | None = None,
                       settings: PreprocessSettings = PreprocessSettings(), log: Callable[[str], None] = _log,
                       progress: bool = True, contact_sheet: bool = True,
-                      preprocessor: WildPreprocessor | None = None) -> BatchSummary:
+                      preprocessor: WildPreprocessor | None = None,
+                      template: FaceTemplate | None = None) -> BatchSummary:
     """Preprocess every photo in ``input_dir`` (not recursive); see the module docstring for outputs.
+
+    ``template`` (default: :func:`~facenerf.preprocess.fitting.template.load_template`) is what photos
+    are aligned to and posed against; it is loaded before anything is written.
 
     Each unusable file is skipped with one logged line; the returned summary lists what
     succeeded and why the rest was skipped. Raises :class:`FaceNerfError` only for problems that
@@ -273,7 +277,7 @@ def preprocess_folder(input_dir: str | Path, out_dir: str | Path | None = None,
         log(f"skipped {name}: {reason}")
     if not photos:
         return summary
-    pre = preprocessor if preprocessor is not None else WildPreprocessor(settings)
+    pre = preprocessor if preprocessor is not None else WildPreprocessor(settings, template)
     sheets = ContactSheetWriter(out / CONTACT_FOLDER) if contact_sheet else None
     protected = {path.resolve() for path in photos}
     used: dict[str, str] = {}

@@ -6,11 +6,16 @@ Input (real FaceScape or :mod:`facenerf.data.synthetic`)::
     {predef}/Rt_scale_dict.json    {new_id: {k: [scale, Rt 3x4 | 4x4]}}, v_tu = R (scale v) + t
     {predef}/maxDistance.npy       clip radius in mm per new id; entry new_id - 1 by default
     {predef}/order_new_old.txt     rows "new old"; without it new id = folder id
-    {predef}/landmark_indices.npz  key v10: 68 vertex indices (only for scans in TU topology)
+    {predef}/landmark_indices.npz  key v10: 68 vertex indices (or landmark_indices.txt; TU vertex order only)
+
+Each side file is looked for in the predef folder, then in the data root (FaceScape ships
+``Rt_scale_dict.json`` and ``landmark_indices`` outside ``predef/`` too). A file the whole batch
+needs that is missing is named once, before the batch starts.
 
 For every mesh: map the folder id to the new (TU) id with explicit bounds checks; transform
 with its ``Rt_scale_dict`` entry or, when that entry is missing, with a similarity fitted to 68
-3D landmarks (Umeyama; reported per file); delete every face with a vertex farther than the clip
+3D landmarks (rotation by Umeyama's method, scale from the ratio of the two point sets' spreads,
+reported per file with the landmark residual at that scale); delete every face with a vertex farther than the clip
 radius from the origin and drop unreferenced vertices (order kept); write
 ``{models_out}/{id}/{k}_{name}.obj|.obj.mtl|texture`` (material renamed to ``{k}_{name}``) and,
 when landmarks are known, ``{k}_{name}.landmarks.txt`` (68 rows ``x y z``, mm, TU frame).
@@ -33,6 +38,11 @@ from facenerf.errors import FaceNerfError
 
 REPORT_FILE = "align_report.json"
 LANDMARK_RMS_LIMIT_MM = 15.0
+FACESCAPE_TU_VERTICES = 26317   # vertices of a FaceScape TU model (the order landmark_indices v10 index)
+# Landmarks that expressions hardly move (nose bridge and nose, eye corners): the landmark
+# fallback is fitted and scored on these, so an open mouth or raised brows neither bend the
+# scale nor count as alignment error.
+RIGID_LANDMARKS = np.r_[27:36, 36, 39, 42, 45]
 
 
 @dataclass(frozen=True)
@@ -49,13 +59,18 @@ class AlignOptions:
 
 @dataclass
 class Predef:
-    """The optional FaceScape side files (None where absent)."""
+    """The optional FaceScape side files (None where absent) and where they were looked for."""
 
     rt_scale: dict | None = None
     max_distance: np.ndarray | None = None
     new_of_old: dict[int, int] | None = None
     landmark_indices: np.ndarray | None = None
     landmarks_3d: np.ndarray | None = None     # [ids, 20, 68, 3] mm, TU frame
+    searched: tuple[str, ...] = ()             # folders searched for the side files, in order
+    tu_vertices: int = FACESCAPE_TU_VERTICES   # vertex count of the meshes landmark_indices index
+
+    def where(self) -> str:
+        return " or ".join(self.searched) if self.searched else "the predef folder"
 
 
 @dataclass
@@ -90,24 +105,83 @@ def _load_order(path: Path) -> dict[int, int]:
     return mapping
 
 
-def load_predef(predef_dir: Path, landmarks_path: Path | None = None) -> Predef:
-    """Read whichever side files exist; corrupt files raise :class:`FaceNerfError`."""
-    predef = Predef()
-    if (predef_dir / "Rt_scale_dict.json").is_file():
-        predef.rt_scale = _load_json(predef_dir / "Rt_scale_dict.json")
+def find_side_file(name: str, folders: list[Path]) -> Path | None:
+    """The first ``folder / name`` that exists, or None."""
+    return next((Path(f) / name for f in folders if (Path(f) / name).is_file()), None)
+
+
+def read_landmark_indices(folders: list[Path]) -> tuple[np.ndarray | None, int]:
+    """68 indices from ``landmark_indices.npz`` (key v10) or ``.txt``, and the vertex count they index."""
+    npz, txt = find_side_file("landmark_indices.npz", folders), find_side_file("landmark_indices.txt", folders)
     try:
-        if (predef_dir / "maxDistance.npy").is_file():
-            predef.max_distance = np.load(predef_dir / "maxDistance.npy", allow_pickle=False).reshape(-1)
-        if (predef_dir / "landmark_indices.npz").is_file():
-            with np.load(predef_dir / "landmark_indices.npz", allow_pickle=False) as npz:
-                predef.landmark_indices = np.asarray(npz["v10"]).reshape(-1) if "v10" in npz else None
+        if npz is not None:
+            with np.load(npz, allow_pickle=False) as data:
+                if "v10" in data:
+                    count = int(data["n_vertices"]) if "n_vertices" in data else FACESCAPE_TU_VERTICES
+                    return np.asarray(data["v10"]).reshape(-1).astype(np.int64), count
+        if txt is not None:
+            return np.loadtxt(txt, dtype=np.int64).reshape(-1), FACESCAPE_TU_VERTICES
+    except (OSError, ValueError, KeyError) as err:
+        raise FaceNerfError(f"cannot read {npz or txt}: {err}; restore or regenerate it") from err
+    return None, FACESCAPE_TU_VERTICES
+
+
+def load_predef(predef_dir: Path, landmarks_path: Path | None = None, data_root: Path | None = None) -> Predef:
+    """Read whichever side files exist in ``predef_dir`` or else ``data_root``; corrupt files raise
+    :class:`FaceNerfError`."""
+    folders = [Path(predef_dir)] + ([Path(data_root)] if data_root is not None else [])
+    folders = list(dict.fromkeys(f.resolve() for f in folders))
+    predef = Predef(searched=tuple(str(f) for f in folders))
+    rt_file = find_side_file("Rt_scale_dict.json", folders)
+    if rt_file is not None:
+        predef.rt_scale = _load_json(rt_file)
+    try:
+        max_file = find_side_file("maxDistance.npy", folders)
+        if max_file is not None:
+            predef.max_distance = np.load(max_file, allow_pickle=False).reshape(-1)
+        predef.landmark_indices, predef.tu_vertices = read_landmark_indices(folders)
         if landmarks_path is not None and landmarks_path.is_file():
             predef.landmarks_3d = np.load(landmarks_path, allow_pickle=False)
     except (OSError, ValueError, KeyError) as err:
-        raise FaceNerfError(f"cannot read a predef file in {predef_dir}: {err}; restore or regenerate it") from err
-    if (predef_dir / "order_new_old.txt").is_file():
-        predef.new_of_old = _load_order(predef_dir / "order_new_old.txt")
+        raise FaceNerfError(f"cannot read a side file in {predef.where()}: {err}; restore or regenerate it") from err
+    order = find_side_file("order_new_old.txt", folders)
+    if order is not None:
+        predef.new_of_old = _load_order(order)
     return predef
+
+
+def check_predef(predef: Predef, opts: AlignOptions, has_landmark_files: bool) -> list[str]:
+    """Before the batch: one FaceNerfError for a side file every mesh needs; notes for missing optional ones."""
+    notes = []
+    if predef.max_distance is None and not opts.no_clip and opts.clip_radius is None:
+        raise FaceNerfError(f"maxDistance.npy not found (looked in {predef.where()}); copy FaceScape's file "
+                            "there, or pass --clip_radius MM or --no_clip")
+    if predef.rt_scale is None:
+        landmarks = predef.landmark_indices is not None or has_landmark_files
+        if not landmarks:
+            raise FaceNerfError(f"Rt_scale_dict.json not found (looked in {predef.where()}) and no 3D landmarks "
+                                "to align by (landmark_indices.npz or {k}_{name}.landmarks.txt files); copy "
+                                "FaceScape's Rt_scale_dict.json into the predef folder")
+        notes.append(f"Rt_scale_dict.json not found (looked in {predef.where()}): every mesh is aligned by its "
+                     "3D landmarks instead")
+    return notes
+
+
+def landmark_similarity(src: np.ndarray, dst: np.ndarray) -> tuple[float, np.ndarray, np.ndarray, float]:
+    """Similarity ``dst ~ s R src + t`` between two 68-landmark sets [68, 3] of different people.
+
+    The rotation is Umeyama's. The least-squares scale of the same fit shrinks the source by the
+    shapes' mismatch (it is the spread ratio times their correlation), so the scale is instead the
+    ratio of the two sets' RMS spreads about their centroids (Horn's symmetric scale, Horn 1987,
+    J. Opt. Soc. Am. A 4(4)): a head of the template's size keeps its size. Returns ``(s, R, t,
+    rms)`` with ``rms`` the landmark residual (in ``dst`` units) at that scale.
+    """
+    _, rot, _ = umeyama(src, dst)
+    a, b = src - src.mean(0), dst - dst.mean(0)
+    scale = float(np.sqrt((b ** 2).sum() / max((a ** 2).sum(), 1e-300)))
+    t = dst.mean(0) - scale * rot @ src.mean(0)
+    rms = float(np.sqrt((((scale * src @ rot.T + t) - dst) ** 2).sum(1).mean()))
+    return scale, rot, t, rms
 
 
 def umeyama(src: np.ndarray, dst: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
@@ -166,18 +240,31 @@ def _rt_entry(predef: Predef, new_id: int, k: int) -> tuple[float, np.ndarray] |
     return scale, rt[:3]
 
 
-def _raw_landmarks(obj_path: Path, mesh: ObjMesh, predef: Predef) -> np.ndarray | None:
-    """68 landmarks [68, 3] in the scan's own frame, or None."""
-    side = obj_path.with_name(obj_path.name[: -len(".obj")] + ".landmarks.txt")
+def _side_landmarks(obj_path: Path) -> Path:
+    return obj_path.with_name(obj_path.name[: -len(".obj")] + ".landmarks.txt")
+
+
+def _not_tu_order(obj_path: Path, mesh: ObjMesh, predef: Predef, why: str) -> FaceNerfError:
+    return FaceNerfError(
+        f"{why}: landmark_indices fit only meshes in TU vertex order (FaceScape TU models, "
+        f"{predef.tu_vertices} vertices), and {obj_path.name} ({len(mesh.vertices)} vertices) is a scan in its own "
+        f"order; add its Rt_scale_dict entry or a {_side_landmarks(obj_path).name} beside it")
+
+
+def _raw_landmarks(obj_path: Path, mesh: ObjMesh, predef: Predef) -> tuple[np.ndarray | None, str]:
+    """68 landmarks [68, 3] in the scan's own frame (or None) and their source: "file" or "indices"."""
+    side = _side_landmarks(obj_path)
     if side.is_file():
         try:
-            return np.loadtxt(side, dtype=np.float64).reshape(68, 3)
+            return np.loadtxt(side, dtype=np.float64).reshape(68, 3), "file"
         except ValueError as err:
             raise FaceNerfError(f"cannot read landmarks {side}: {err}; fix or delete it") from err
     idx = predef.landmark_indices
-    if idx is not None and len(idx) == 68 and idx.max() < len(mesh.vertices):
-        return mesh.vertices[idx]
-    return None
+    if idx is None or len(idx) != 68:
+        return None, ""
+    if idx.max() >= len(mesh.vertices):
+        raise _not_tu_order(obj_path, mesh, predef, f"landmark index {int(idx.max())} is past the mesh's last vertex")
+    return mesh.vertices[idx], "indices"
 
 
 def _tu_landmarks(predef: Predef, new_id: int, expression: int) -> np.ndarray | None:
@@ -193,27 +280,35 @@ def align_vertices(obj_path: Path, mesh: ObjMesh, new_id: int, expression: int,
                    predef: Predef) -> tuple[np.ndarray, np.ndarray | None, str, str | None]:
     """TU-frame vertices [V, 3], TU landmarks [68, 3] or None, method name and a note."""
     entry = _rt_entry(predef, new_id, expression + 1)
-    raw_lm = _raw_landmarks(obj_path, mesh, predef)
     target = _tu_landmarks(predef, new_id, expression)
     if entry is not None:
         scale, rt = entry
         aligned = (scale * mesh.vertices) @ rt[:, :3].T + rt[:, 3]
-        landmarks = target if target is not None else (
-            (scale * raw_lm) @ rt[:, :3].T + rt[:, 3] if raw_lm is not None else None)
-        return aligned, landmarks, "rt_scale", None
+        if target is None:  # landmarks are optional here: a scan that the indices do not fit has none
+            try:
+                raw_lm, _ = _raw_landmarks(obj_path, mesh, predef)
+            except FaceNerfError:
+                raw_lm = None
+            target = (scale * raw_lm) @ rt[:, :3].T + rt[:, 3] if raw_lm is not None else None
+        return aligned, target, "rt_scale", None
+    raw_lm, source = _raw_landmarks(obj_path, mesh, predef)
     if raw_lm is None:
-        raise FaceNerfError(f"no Rt_scale_dict entry for id {new_id} expression {expression + 1} and no 3D "
-                            "landmarks to align with; add the entry or a {stem}.landmarks.txt beside the OBJ")
-    note = "Rt_scale_dict entry missing: aligned to 3D landmarks"
+        missing = "file not found" if predef.rt_scale is None else f"has no entry [{new_id}][{expression + 1}]"
+        raise FaceNerfError(f"Rt_scale_dict.json {missing} and there are no 3D landmarks to align "
+                            f"{obj_path.name} by; add the entry or a {_side_landmarks(obj_path).name} beside it")
+    note = ("Rt_scale_dict.json not found" if predef.rt_scale is None else "Rt_scale_dict entry missing") + \
+        ": aligned to 3D landmarks"
     if target is None:
         target = canonical_landmarks_3d()
-        note += " of the mean template (approximate)"
-    scale, rot, t = umeyama(raw_lm, target)
-    rms = float(np.sqrt((((scale * raw_lm @ rot.T + t) - target) ** 2).sum(1).mean()))
+        note += " of the real-size mean template (approximate)"
+    scale, rot, t, rms = landmark_similarity(raw_lm[RIGID_LANDMARKS], target[RIGID_LANDMARKS])
     if rms > LANDMARK_RMS_LIMIT_MM:
+        if source == "indices":
+            raise _not_tu_order(obj_path, mesh, predef, f"the 68 landmark vertices do not form a face (rms {rms:.1f} mm)")
         raise FaceNerfError(f"landmark alignment failed (rms {rms:.1f} mm > {LANDMARK_RMS_LIMIT_MM} mm); "
-                            "check the landmarks or add the Rt_scale_dict entry")
-    return scale * mesh.vertices @ rot.T + t, target, "landmarks", f"{note} (rms {rms:.2g} mm)"
+                            f"check {_side_landmarks(obj_path).name} or add the Rt_scale_dict entry")
+    note += f" (scale {scale:.4g}, rms {rms:.2g} mm over the {len(RIGID_LANDMARKS)} rigid landmarks)"
+    return scale * mesh.vertices @ rot.T + t, target, "landmarks", note
 
 
 def _write_output(out_dir: Path, stem: str, mesh: ObjMesh, texture: Path, black_kd: bool,
@@ -292,6 +387,8 @@ def align_dataset(models_raw: Path, out_root: Path, predef: Predef, opts: AlignO
     items, problems = discover_raw(models_raw, ids, expressions)
     if not items and not problems:
         raise FaceNerfError(f"no '{{id}}/{{k}}_{{name}}/{{k}}_{{name}}.obj' meshes under {models_raw}")
+    for note in check_predef(predef, opts, any(_side_landmarks(obj).is_file() for obj, _, _ in items)):
+        print(f"note: {note}")
     results = [align_one(obj, old_id, e, out_root, predef, opts)
                for obj, old_id, e in tqdm(items, desc="aligning", unit="mesh", disable=not progress)]
     out_root.mkdir(parents=True, exist_ok=True)
