@@ -2,7 +2,8 @@
 
     python render.py --data data --resolution 128 --views 24 --workers 2
 
-reads ``data/models_out/{id}/{k}_{name}.obj`` (+ texture) and writes
+reads ``data/models_out/{id}/{k}_{name}.obj`` (+ texture), or FaceScape's TU models
+``data/facescape_trainset/{id}/models_reg/{k}_{name}.obj`` when there is no ``models_out``, and writes
 ``data/multiViewImages/{id}/{name}/{pitch}_{yawIndex}.png`` with per-expression and
 per-identity camera files (``transforms_{train,val,test,all}_{id}.json``) and a report of
 everything that failed. Re-running skips finished views. See data/README.md for the formats.
@@ -20,7 +21,9 @@ from facenerf.errors import FaceNerfError, run_cli
 def build_parser():
     parser = make_parser(__doc__.strip().splitlines()[0], prog="render.py")
     parser.add_argument("--data", default="data", help="dataset root holding models_out/")
-    parser.add_argument("--models_out", default=None, help="aligned meshes (default: {data}/models_out)")
+    parser.add_argument("--models_out", default=None,
+                        help="meshes: {id}/{k}_{name}.obj or {id}/models_reg/{k}_{name}.obj (default: {data}/models_out, "
+                             "else {data}/facescape_trainset)")
     parser.add_argument("--out", default=None, help="output root (default: {data}/multiViewImages)")
     parser.add_argument("--landmarks", default=None,
                         help="[ids, 20, 68, 3] landmark array in mm (default: {data}/landmarks_3d.npy if present)")
@@ -35,8 +38,11 @@ def build_parser():
     parser.add_argument("--seed", type=int, default=0, help="seed of the random test/val split")
     parser.add_argument("--workers", type=int, default=1, help="parallel render processes")
     parser.add_argument("--gl", default="auto", help="headless GL platform: auto, egl or osmesa")
-    parser.add_argument("--cull_back_faces", action="store_true",
-                        help="hide back faces (default: draw both sides, so open boundaries do not show the background)")
+    parser.add_argument("--double_sided", action="store_true",
+                        help="draw back faces too (default: culled, as the original render.py)")
+    parser.add_argument("--pixel_center", type=float, default=0.5, choices=(0.0, 0.5),
+                        help="pixel (i, j) shows the ray through (i + c, j + c): 0.5 as the original render.py, 0 moves "
+                             "the principal point half a pixel; recorded in the camera files, training follows it")
     parser.add_argument("--progress", type=str2bool, default=True, help="show a progress bar")
     return parser
 
@@ -53,9 +59,11 @@ def _ints(text, flag):
 def main(argv=None) -> int:
     args = parse_args(build_parser(), argv)
     data = Path(args.data)
-    models_out = Path(args.models_out or data / "models_out")
+    models_out = Path(args.models_out) if args.models_out else next(
+        (p for p in (data / "models_out", data / "facescape_trainset") if p.is_dir()), data / "models_out")
     if not models_out.is_dir():
-        raise FaceNerfError(f"aligned meshes not found: {models_out} (run align_clip.py first or pass --models_out)")
+        raise FaceNerfError(f"meshes not found: neither {data / 'models_out'} nor {data / 'facescape_trainset'} exists "
+                            "(run align_clip.py first, or pass --models_out)")
     if args.resolution < 8 or args.workers < 1:
         raise FaceNerfError("--resolution must be at least 8 and --workers at least 1")
     from facenerf.preprocess.training.gl import select_gl_platform
@@ -69,13 +77,17 @@ def main(argv=None) -> int:
     opts = multiview.RenderOptions(
         resolution=args.resolution, seed=args.seed, n_test=args.test_views, n_val=args.val_views,
         views=tuple(rig.select_views(args.views, _ints(args.pitches, "--pitches"), _ints(args.yaws, "--yaws"))),
-        double_sided=not args.cull_back_faces)
+        double_sided=args.double_sided, pixel_center=args.pixel_center)
+    from facenerf.preprocess.training.align import read_landmark_indices
+
+    indices, _ = read_landmark_indices([data / "predef", data])
     report = multiview.render_dataset(
         models_out, out, opts, args.workers, platform,
         ids=[s.strip() for s in args.ids.split(",")] if args.ids else None,
         expressions=parse_expression_list(args.expressions),
         landmarks=multiview.load_landmark_array(landmarks_path if args.landmarks != "" else None),
-        progress=args.progress)
+        progress=args.progress, landmark_indices=indices)
+    print(f"meshes from {models_out}")
     save_config(args, out, "render_config.txt")
     return multiview.print_summary(report, out)
 

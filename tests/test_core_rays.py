@@ -58,3 +58,20 @@ def test_ray_bundle_indexing_cat_and_to():
     joined = RayBundle.cat([rays[:10], rays[10:]])
     assert torch.equal(joined.directions, rays.directions) and torch.equal(joined.far, rays.far)
     assert rays.to("cpu").device.type == "cpu"
+
+
+def test_pixel_centre_conventions_survive_resizing():
+    from facenerf.core.rays import scale_pixel_coordinates, scaled_pixel_center
+
+    K = Intrinsics(64, 64, 150.0, 150.0, 32.0, 32.0)
+    pose = torch.eye(4)
+    for centre in (0.0, 0.5):
+        full = pixel_rays(K, pose, torch.stack([torch.arange(64.0), torch.zeros(64)], -1), 8.0, 26.0, centre)
+        half_centre = scaled_pixel_center(centre, 0.5)
+        half = pixel_rays(K.scaled(0.5), pose, torch.stack([torch.arange(32.0), torch.zeros(32)], -1), 8.0, 26.0,
+                          half_centre)
+        # a half-size pixel averages two full-size ones: its ray is the mean of theirs (x is linear)
+        torch.testing.assert_close(half.directions[:, 0], full.directions[:, 0].reshape(32, 2).mean(-1))
+    assert scaled_pixel_center(0.5, 0.25) == 0.5 and scaled_pixel_center(0.0, 0.5) == 0.25
+    xy = torch.tensor([[0.0, 63.0], [10.0, 20.0]])
+    torch.testing.assert_close(scale_pixel_coordinates(xy, 0.5), torch.tensor([[-0.25, 31.25], [4.75, 9.75]]))

@@ -102,3 +102,12 @@ def test_records_of_rendered_data_are_consistent(tmp_path):
         xy = project_points(torch.as_tensor(person.landmarks_3d[1]), torch.as_tensor(frame.c2w), frame.intrinsics)
         np.testing.assert_allclose(frame.landmarks_2d, xy.numpy(), atol=2e-3)
         assert frame.landmarks_visible.dtype == bool
+
+
+def test_camera_files_name_their_pixel_convention():
+    assert facescape.pixel_center_of({"pixel_center": 0.0, "pixel_convention": "..."}) == 0.0
+    assert facescape.pixel_center_of({"pixel_center": 0.5}) == 0.5
+    # earlier facenerf files: a shifted principal point, recorded only in words
+    assert facescape.pixel_center_of({"pixel_convention": "pixel (i, j) centred at (x, y) = (i, j)"}) == 0.0
+    # the original render.py: an unshifted OpenGL camera shows the ray through (i + 0.5, j + 0.5)
+    assert facescape.pixel_center_of({"camera_angle_x": 0.42, "frames": []}) == 0.5

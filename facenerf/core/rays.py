@@ -4,6 +4,11 @@ A pixel ``(x, y)`` of an OpenGL camera maps to the camera-space direction
 ``((x + c - cx) / fx, -(y + c - cy) / fy, -1)`` with ``c = pixel_center`` (0 by default, as in
 MoFaNeRF), rotated into the world by ``c2w[:3, :3]`` and NOT normalised: the sample at
 parameter ``t`` lies at camera depth ``t``. The origin is the camera centre ``c2w[:3, 3]``.
+
+``pixel_center`` is the convention of the images the rays are compared with: images rendered by
+OpenGL with the principal point ``(cx, cy)`` (the original MoFaNeRF ``render.py``) show at pixel
+``(i, j)`` the ray through ``(i + 0.5, j + 0.5)``, so they need ``pixel_center = 0.5``; images
+rendered with the principal point moved by half a pixel need 0.
 """
 
 from __future__ import annotations
@@ -114,3 +119,22 @@ def image_rays(
     if c2w.dim() != 2:
         raise ValueError("image_rays takes a single pose [4, 4]")
     return pixel_rays(K, c2w, image_pixels(K, c2w.device), near, far, pixel_center)
+
+
+def scaled_pixel_center(pixel_center: float, factor: float) -> float:
+    """The pixel centre of an image resized by ``factor`` (with :meth:`Intrinsics.scaled`).
+
+    Pixel ``i`` of an image with convention ``c`` covers ``[i + c - 0.5, i + c + 0.5)`` in
+    projection coordinates; area resampling keeps pixel edges, so the resized image's convention
+    is ``0.5 + factor * (c - 0.5)``: 0.5 is kept at every size, 0 becomes 0.25 at half size.
+    """
+    return 0.5 + float(factor) * (float(pixel_center) - 0.5)
+
+
+def scale_pixel_coordinates(xy: Tensor, factor: float) -> Tensor:
+    """Pixel coordinates ``[N, 2]`` (x, y) of the same points in the image resized by ``factor``.
+
+    Pixel ``i`` spans index coordinates ``[i - 0.5, i + 0.5)`` whatever the convention, so
+    ``x' = (x + 0.5) * factor - 0.5``.
+    """
+    return (xy + 0.5) * float(factor) - 0.5

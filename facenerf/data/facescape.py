@@ -8,8 +8,9 @@ parse too; our extra fields are used when present. Output records:
     identity (str, the folder id), expression (int 0..19, MoFaNeRF order), expression_name,
     view ("{pitch}_{yawIndex}"), pitch (deg), yaw (deg), image_path (Path to the PNG),
     c2w (float32 [4, 4], OpenGL camera-to-world, scene units = mm / 50),
-    intrinsics (:class:`facenerf.core.cameras.Intrinsics`, pixels, no half-pixel offset),
-    landmarks_2d (float32 [68, 2] pixel (x, y), iBUG order, or None),
+    intrinsics (:class:`facenerf.core.cameras.Intrinsics`, pixels),
+    pixel_center (0.5 or 0: pixel (i, j) shows the ray through (i + c, j + c), see :func:`pixel_center_of`),
+    landmarks_2d (float32 [68, 2] pixel (x, y): rounding gives the pixel that shows it; iBUG order, or None),
     landmarks_visible (bool [68] or None), split ("train" | "val" | "test").
 
 ``IdentityRecord`` - one person:
@@ -63,6 +64,7 @@ class FrameRecord:
     image_path: Path
     c2w: np.ndarray                       # [4, 4] float32
     intrinsics: object                    # facenerf.core.cameras.Intrinsics
+    pixel_center: float                   # 0.5 or 0 (see pixel_center_of)
     landmarks_2d: np.ndarray | None       # [68, 2] float32 (x, y) pixels
     landmarks_visible: np.ndarray | None  # [68] bool
     split: str
@@ -111,6 +113,19 @@ def identity_folders(root: Path, ids: list[str] | None, fix: str) -> list[Path]:
     return folders
 
 
+def pixel_center_of(meta: dict) -> float:
+    """The pixel convention a camera file was rendered with.
+
+    ``pixel_center`` when the file records it; 0 for files of earlier facenerf versions (they
+    carry ``pixel_convention`` only and were rendered with a half-pixel shift); 0.5 for files of
+    the original ``render.py`` (an unshifted OpenGL camera shows at pixel ``i`` the ray through
+    ``i + 0.5``).
+    """
+    if "pixel_center" in meta:
+        return float(meta["pixel_center"])
+    return 0.0 if "pixel_convention" in meta else 0.5
+
+
 def _intrinsics(meta: dict, image_path: Path):
     """Intrinsics from our fields, or from ``camera_angle_x`` and the image size (original files)."""
     from facenerf.core.cameras import Intrinsics
@@ -153,7 +168,7 @@ def _frame_record(root: Path, identity: str, frame: dict, split: str, meta: dict
     return FrameRecord(
         identity, expression, EXPRESSIONS[expression], view, pitch, yaw, image,
         np.asarray(frame["transform_matrix"], dtype=np.float32).reshape(4, 4), intrinsics_cache[key],
-        None if lm is None else np.asarray(lm, dtype=np.float32).reshape(68, 2),
+        pixel_center_of(meta), None if lm is None else np.asarray(lm, dtype=np.float32).reshape(68, 2),
         None if vis is None else np.asarray(vis, dtype=bool).reshape(68), frame.get("split", split))
 
 

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from facenerf.core.cameras import Intrinsics, project_points
-from facenerf.core.rays import RayBundle, image_rays, pixel_rays
+from facenerf.core.rays import RayBundle, image_rays, pixel_rays, scale_pixel_coordinates, scaled_pixel_center
 from facenerf.data.ray_batches import PixelSamplerConfig, gather_pixels, sample_pixels
 from facenerf.errors import FaceNerfError
 from facenerf.io import read_image
@@ -57,6 +57,7 @@ class FrameTable:
     intrinsics: Intrinsics  # of the images as stored on disk
     landmarks_2d: np.ndarray | None = None  # [F, 68, 2] (x, y) px at the stored size, NaN = hidden
     is_val: np.ndarray | None = None  # [F] bool: validation view (render.py --val_views); None = none
+    pixel_center: float = 0.0  # the images' convention: pixel (i, j) shows the ray through (i + c, j + c)
 
     def __len__(self) -> int:
         return len(self.image_paths)
@@ -82,6 +83,8 @@ class MoFaNeRFData:
         uv_cache_dir: folder for cached resized UV maps (None = memory only).
         uv_cache: UV maps kept in memory per process.
         seed: base seed of the per-step randomness.
+        pixel_center: the images' pixel convention (None = the frame table's, the one they were
+            rendered with); ``self.pixel_center`` is the one at the training resolution.
     """
 
     frames: FrameTable
@@ -94,6 +97,7 @@ class MoFaNeRFData:
     uv_cache_dir: Path | None = None
     uv_cache: int = 64
     seed: int = 0
+    pixel_center: float | None = None
     _uv_memory: OrderedDict = field(default_factory=OrderedDict, repr=False)
 
     def __post_init__(self) -> None:
@@ -106,6 +110,9 @@ class MoFaNeRFData:
                                 "check the transforms_train_*.json files")
         self.K = self.frames.intrinsics.scaled(self.image_scale) if self.image_scale != 1.0 \
             else self.frames.intrinsics
+        stored = self.frames.pixel_center if self.pixel_center is None else float(self.pixel_center)
+        self.stored_pixel_center = stored  # of the images on disk
+        self.pixel_center = scaled_pixel_center(stored, self.image_scale)  # at the training size
 
     # ------------------------------------------------------------------ per-frame data
     def image(self, frame: int) -> Tensor:
@@ -123,15 +130,16 @@ class MoFaNeRFData:
         are NaN and get no rays), else projects the identity/expression's 3D landmarks.
         """
         if self.frames.landmarks_2d is not None:
-            xy = np.asarray(self.frames.landmarks_2d[frame], dtype=np.float32) * float(self.image_scale)
-            return torch.from_numpy(xy) if np.isfinite(xy).any() else None
+            xy = torch.from_numpy(np.asarray(self.frames.landmarks_2d[frame], dtype=np.float32))
+            return scale_pixel_coordinates(xy, self.image_scale) if torch.isfinite(xy).any() else None
         person = self.identities[int(self.frames.identity[frame])]
         if person.landmarks is None:
             return None
         points = person.landmarks[int(self.frames.expression[frame])]  # [68, 3] world units
         if not np.isfinite(points).all():
             return None
-        return project_points(torch.from_numpy(np.asarray(points, dtype=np.float32)), self.pose(frame), self.K)
+        xy = project_points(torch.from_numpy(np.asarray(points, dtype=np.float32)), self.pose(frame), self.K)
+        return xy - self.pixel_center  # the pixel that shows each landmark, rounded
 
     def uv(self, identity: int) -> Tensor:
         """The identity's texture-encoder input ``float32 [1, 3, S, S]`` in [0, 1] (cached)."""
@@ -175,7 +183,7 @@ class MoFaNeRFData:
         xy = sample_pixels(self.sampler, self.K.height, self.K.width, step, self.landmarks_xy(frame), mask, gen)
         person = int(self.frames.identity[frame])
         return {
-            "rays": pixel_rays(self.K, self.pose(frame), xy.float(), self.near, self.far),
+            "rays": pixel_rays(self.K, self.pose(frame), xy.float(), self.near, self.far, self.pixel_center),
             "rgb": gather_pixels(image, xy),  # [N, 3]
             "shape": torch.from_numpy(np.asarray(self.identities[person].shape_code, np.float32))[None],
             "uv": self.uv(person),
@@ -188,7 +196,7 @@ class MoFaNeRFData:
     def frame_rays(self, frame: int, scale: float = 1.0) -> tuple[RayBundle, Intrinsics]:
         """All rays of ``frame`` at ``scale`` times the training resolution (row-major)."""
         K = self.K.scaled(scale) if scale != 1.0 else self.K
-        return image_rays(K, self.pose(frame), self.near, self.far), K
+        return image_rays(K, self.pose(frame), self.near, self.far, scaled_pixel_center(self.pixel_center, scale)), K
 
     def frame_image(self, frame: int, K: Intrinsics) -> Tensor:
         """Ground truth of ``frame`` at the size of ``K`` (float32 [H, W, 3])."""
@@ -277,7 +285,7 @@ def _frame_arrays(frames: list, index_of: dict[str, int], is_test: bool, is_val:
     return {"paths": [f.image_path for f in frames], "identity": [index_of[f.identity] for f in frames],
             "expression": [f.expression for f in frames], "c2w": [f.c2w for f in frames],
             "is_test": [is_test] * len(frames), "is_val": [is_val] * len(frames), "lm": lm,
-            "K": {f.intrinsics for f in frames}}
+            "K": {f.intrinsics for f in frames}, "pixel_center": {f.pixel_center for f in frames}}
 
 
 def _identity_data(record, shape_dim: int, source: str) -> IdentityData:
@@ -340,6 +348,10 @@ def load_mofanerf_sources(args) -> tuple[FrameTable, list[IdentityData]]:
     sizes = set().union(*(p["K"] for p in parts))
     if len(sizes) != 1:
         raise FaceNerfError(f"images of different sizes/cameras in {args.datadir}: re-render all at one resolution")
+    centres = set().union(*(p["pixel_center"] for p in parts))
+    if len(centres) != 1:
+        raise FaceNerfError(f"images in {args.datadir} were rendered with different pixel conventions "
+                            f"(pixel_center {sorted(centres)}): re-render them all with one render.py --pixel_center")
     lm = [x for p in parts for x in p["lm"]]
     frames = FrameTable(
         image_paths=[x for p in parts for x in p["paths"]],
@@ -349,6 +361,7 @@ def load_mofanerf_sources(args) -> tuple[FrameTable, list[IdentityData]]:
         is_test=np.asarray([x for p in parts for x in p["is_test"]], dtype=bool),
         is_val=np.asarray([x for p in parts for x in p["is_val"]], dtype=bool),
         intrinsics=sizes.pop(),
-        landmarks_2d=np.stack(lm) if all(x is not None for x in lm) else None)
+        landmarks_2d=np.stack(lm) if all(x is not None for x in lm) else None,
+        pixel_center=centres.pop())
     people = [_identity_data(train.identities[i], args.input_ch_shapeCodes, args.datadir) for i in ids]
     return frames, people

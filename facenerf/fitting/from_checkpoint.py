@@ -31,7 +31,7 @@ ARCH_KEYS: dict[str, str] = {
     "tex_logstd_head": "tex_logstd_head",
 }
 # renderer settings the training run fixed; renders match training only with the same values
-RENDER_KEYS = ("near", "far", "N_samples", "N_importance", "white_bkgd", "lindisp")
+RENDER_KEYS = ("near", "far", "N_samples", "N_importance", "white_bkgd", "lindisp", "pixel_center")
 # where the training identities are (code statistics, RefineNet pairs)
 DATA_KEYS = ("datadir", "shape_codes", "landmarks", "uv_dir", "person_num", "half_res", "image_scale")
 TRAINED_KEYS = RENDER_KEYS + DATA_KEYS

@@ -36,6 +36,7 @@ import torch
 from torch import Tensor
 
 from facenerf.core.cameras import Intrinsics
+from facenerf.data.facescape import pixel_center_of
 from facenerf.errors import FaceNerfError
 from facenerf.fitting.sampling import level_intrinsics, mask_from_image, mask_from_labels, to_level_pixels
 from facenerf.io import read_image, resize_image
@@ -147,8 +148,22 @@ def _wild_mask(image_path: Path, pose_path: Path, image: np.ndarray) -> tuple[np
     return mask_from_image(image), "mask from the non-black pixels"
 
 
-def load_wild_target(image_path: Path, pose_path: Path, focal: float, near: float, far: float) -> FitTarget:
-    """A preprocessed photo and its pose file."""
+def with_pixel_center(K: Intrinsics, pixel_center: float) -> Intrinsics:
+    """``K`` for rays without a half-pixel offset on images with convention ``pixel_center``.
+
+    A pixel ``(i, j)`` that shows the ray through ``(i + c, j + c)`` of a camera centred at
+    ``(cx, cy)`` shows the ray through ``(i, j)`` of one centred at ``(cx - c, cy - c)``. Fit
+    targets carry this form, so their rays need no offset and every resize (whose rule in
+    :func:`~facenerf.fitting.sampling.level_intrinsics` is exact for that form) stays exact.
+    """
+    c = float(pixel_center)
+    return K if c == 0.0 else Intrinsics(K.width, K.height, K.fx, K.fy, K.cx - c, K.cy - c)
+
+
+def load_wild_target(image_path: Path, pose_path: Path, focal: float, near: float, far: float,
+                     pixel_center: float = 0.0) -> FitTarget:
+    """A preprocessed photo and its pose file; ``pixel_center``: the training images' convention
+    (the photo was aligned to their landmark template)."""
     record = load_pose_file(pose_path)
     image = read_image(image_path)
     notes = [f"camera from {pose_path}"]
@@ -163,7 +178,7 @@ def load_wild_target(image_path: Path, pose_path: Path, focal: float, near: floa
     mask, how = _wild_mask(image_path, pose_path, image)
     notes.append(how)
     f = focal * size / BASE_SIZE
-    K = Intrinsics(size, size, f, f, size / 2.0, size / 2.0)
+    K = with_pixel_center(Intrinsics(size, size, f, f, size / 2.0, size / 2.0), pixel_center)
     c2w = torch.as_tensor(np.asarray(record["pose"], dtype=np.float32)).reshape(4, 4)
     return FitTarget(image_path.stem, image_path, torch.from_numpy(image), torch.from_numpy(mask),
                      torch.from_numpy(_landmarks_from_pose(record)), c2w, K, near, far, "wild", notes)
@@ -185,8 +200,9 @@ def load_synthetic_target(image_path: Path, camera_file: Path, near: float, far:
     header, frame = _camera_frame(camera_file, image_path)
     image = read_image(image_path)
     notes = [f"camera from {camera_file}"]
-    K = Intrinsics(int(header["w"]), int(header["h"]), float(header["fl_x"]), float(header["fl_y"]),
-                   float(header["cx"]), float(header["cy"]))
+    K = with_pixel_center(Intrinsics(int(header["w"]), int(header["h"]), float(header["fl_x"]),
+                                     float(header["fl_y"]), float(header["cx"]), float(header["cy"])),
+                          pixel_center_of(header))
     if image.shape[:2] != (K.height, K.width):
         notes.append(f"resized the image from {image.shape[1]}x{image.shape[0]} to {K.width}x{K.height} "
                      "to match its camera file")
@@ -221,14 +237,19 @@ def reduce_target(target: FitTarget, fit_size: int) -> FitTarget:
 
 
 def load_target(image_path: str | Path, pose_path: str | Path | None = None, fit_size: int = BASE_SIZE,
-                focal: float = 1200.0, near: float = 8.0, far: float = 26.0) -> FitTarget:
-    """Load an image to fit with its camera (see the module docstring for what is looked up)."""
+                focal: float = 1200.0, near: float = 8.0, far: float = 26.0, pixel_center: float = 0.0) -> FitTarget:
+    """Load an image to fit with its camera (see the module docstring for what is looked up).
+
+    ``pixel_center`` is the pixel convention of a photo (the model's training images'); a render
+    takes the one its camera file records. The target's intrinsics include it
+    (:func:`with_pixel_center`).
+    """
     path = Path(image_path)
     if not path.is_file():
         raise FaceNerfError(f"image not found: {path} (check --filePath)")
     pose_file = find_pose_file(path, pose_path)
     if pose_file is not None:
-        target = load_wild_target(path, pose_file, focal, near, far)
+        target = load_wild_target(path, pose_file, focal, near, far, pixel_center)
     elif (path.parent / CAMERA_FILE).is_file():
         target = load_synthetic_target(path, path.parent / CAMERA_FILE, near, far)
     else:

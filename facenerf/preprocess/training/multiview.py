@@ -1,5 +1,9 @@
 """Batch multi-view rendering of ``models_out`` into ``multiViewImages`` (the body of ``render.py``).
 
+Input: the aligned meshes ``{models}/{id}/{k}_{name}.obj`` written by ``align_clip.py``, or
+FaceScape's TU models as released, ``facescape_trainset/{id}/models_reg/{k}_{name}.obj`` (already in
+the TU frame; their landmarks come from ``landmark_indices``).
+
 Output layout (documented in ``data/README.md``)::
 
     {out}/{id}/{name}/{pitch}_{yawIndex}.png   RGB, black background, unlit texture colour
@@ -20,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facenerf.data.facescape import expression_from_stem, identity_folders
+from facenerf.data.facescape import expression_from_stem, identity_folders, pixel_center_of
 from facenerf.data.synthetic import EXPRESSIONS
 from facenerf.errors import FaceNerfError
 from facenerf.preprocess.training import rig
@@ -43,7 +47,8 @@ class RenderOptions:
     seed: int = 0
     n_test: int | None = None
     n_val: int = 0
-    double_sided: bool = True
+    double_sided: bool = False
+    pixel_center: float = 0.5   # 0.5: as the original render.py; 0: pixel (i, j) shows the ray through (i, j)
 
 
 @dataclass
@@ -63,8 +68,9 @@ def _finished_views(job: RenderJob, opts: RenderOptions) -> set[str]:
     if camera_file.is_file():
         try:
             stored = json.loads(camera_file.read_text())
-            if int(stored.get("w", -1)) != opts.resolution:
-                return set()
+            if int(stored.get("w", -1)) != opts.resolution or pixel_center_of(stored) != opts.pixel_center \
+                    or bool(stored.get("double_sided", True)) != opts.double_sided:
+                return set()   # rendered with other settings: render again
         except (ValueError, TypeError):
             return set()
     done = set()
@@ -101,7 +107,7 @@ def _cached_frames(job: RenderJob, opts: RenderOptions, done: set[str]) -> list[
     return stored["frames"]
 
 
-def _frame(job: RenderJob, view: rig.View, split: str, depth: np.ndarray, resolution: int) -> dict:
+def _frame(job: RenderJob, view: rig.View, split: str, depth: np.ndarray, opts: RenderOptions) -> dict:
     frame = {
         "file_path": f"/{job.identity}/{EXPRESSIONS[job.expression]}/{view.name}",
         "rotation": MOFANERF_ROTATION, "expression": job.expression,
@@ -110,25 +116,27 @@ def _frame(job: RenderJob, view: rig.View, split: str, depth: np.ndarray, resolu
         "split": split,
     }
     if job.landmarks_mm is not None:
-        xy, visible = project_landmarks(job.landmarks_mm, view, resolution, depth)
+        xy, visible = project_landmarks(job.landmarks_mm, view, opts.resolution, depth, opts.pixel_center)
         frame["landmarks_2d"] = np.round(xy, 3).tolist()
         frame["landmarks_visible"] = visible.astype(int).tolist()
     return frame
 
 
-def camera_header(resolution: int) -> dict:
-    """Intrinsics and scene constants shared by every camera file."""
+def camera_header(resolution: int, pixel_center: float = 0.5) -> dict:
+    """Intrinsics and scene constants shared by every camera file, with the pixel convention."""
     K = rig.rig_intrinsics(resolution)
+    c = float(pixel_center)
     return {"camera_angle_x": rig.camera_angle_x(resolution), "fl_x": K.fx, "fl_y": K.fy,
             "cx": K.cx, "cy": K.cy, "w": K.width, "h": K.height, "near": rig.NEAR, "far": rig.FAR,
-            "mesh_scale": rig.MESH_SCALE, "convention": "opengl_c2w",
-            "pixel_convention": "pixel (i, j) centred at (x, y) = (i, j)"}
+            "mesh_scale": rig.MESH_SCALE, "convention": "opengl_c2w", "pixel_center": c,
+            "pixel_convention": f"pixel (i, j) shows the ray through (x, y) = (i + {c:g}, j + {c:g})"}
 
 
 def run_job(renderer: ViewRenderer, job: RenderJob, opts: RenderOptions) -> JobResult:
     """Render the missing views of one job, write its camera file; errors become ``result.error``."""
     result = JobResult(job.identity, job.expression, str(job.obj_path))
     try:
+        job = _with_indexed_landmarks(job)
         done = _finished_views(job, opts)
         cached = _cached_frames(job, opts, done)
         if cached is not None:
@@ -143,15 +151,16 @@ def run_job(renderer: ViewRenderer, job: RenderJob, opts: RenderOptions) -> JobR
         for view, rgb, depth in renderer.render(mesh, views, depth_only=skip):
             if rgb is not None:
                 write_png_atomic(job.out_dir / f"{view.name}.png", rgb)
-            result.frames.append(_frame(job, view, split[view.name], depth, opts.resolution))
+            result.frames.append(_frame(job, view, split[view.name], depth, opts))
         rendered = {f["view"] for f in result.frames}
-        result.frames += [_frame(job, v, split[v.name], None, opts.resolution)
+        result.frames += [_frame(job, v, split[v.name], None, opts)
                           for v in opts.views if v.name not in rendered]
         result.frames.sort(key=lambda f: rig.parse_view_name(f["view"]))
         result.skipped = len(done)
         result.rendered = len(opts.views) - len(done)
-        payload = dict(camera_header(opts.resolution), identity=job.identity, expression=job.expression,
-                       expression_name=EXPRESSIONS[job.expression], mesh=str(job.obj_path),
+        payload = dict(camera_header(opts.resolution, opts.pixel_center), identity=job.identity,
+                       expression=job.expression, expression_name=EXPRESSIONS[job.expression],
+                       mesh=str(job.obj_path), double_sided=opts.double_sided,
                        split_key=_split_key(opts), frames=result.frames)
         write_json_atomic(job.out_dir / CAMERA_FILE, payload)
     except FaceNerfError as err:
@@ -161,18 +170,39 @@ def run_job(renderer: ViewRenderer, job: RenderJob, opts: RenderOptions) -> JobR
     return result
 
 
+def mesh_folder(identity_folder: Path) -> Path:
+    """Where an identity's meshes are: ``{id}/models_reg`` (FaceScape TU models) or ``{id}`` itself."""
+    return identity_folder / "models_reg" if (identity_folder / "models_reg").is_dir() else identity_folder
+
+
+def _with_indexed_landmarks(job: RenderJob) -> RenderJob:
+    """``job`` with landmarks read from its mesh at ``landmark_indices`` (TU vertex order), when it has none."""
+    from dataclasses import replace
+
+    from facenerf.data.meshio import read_obj
+
+    if job.landmarks_mm is not None or job.landmark_indices is None:
+        return job
+    vertices = read_obj(job.obj_path).vertices
+    if len(job.landmark_indices) != 68 or job.landmark_indices.max() >= len(vertices):
+        raise FaceNerfError(f"landmark_indices point past the {len(vertices)} vertices of {job.obj_path.name}: they "
+                            "fit only meshes in TU vertex order; remove them or add a .landmarks.txt beside the OBJ")
+    return replace(job, landmarks_mm=vertices[job.landmark_indices])
+
+
 def discover_jobs(models_out: Path, out_root: Path, ids: list[str] | None = None,
-                  expressions: list[int] | None = None,
-                  landmarks: np.ndarray | None = None) -> tuple[list[RenderJob], list[dict]]:
-    """One job per ``models_out/{id}/{k}_{name}.obj``; bad names become problems, not jobs.
+                  expressions: list[int] | None = None, landmarks: np.ndarray | None = None,
+                  landmark_indices: np.ndarray | None = None) -> tuple[list[RenderJob], list[dict]]:
+    """One job per ``models_out/{id}/{k}_{name}.obj`` (or ``{id}/models_reg/...``); bad names become problems.
 
     Landmarks come from ``{k}_{name}.landmarks.txt`` beside the OBJ (68 rows ``x y z`` in mm,
-    written by align_clip) or else from ``landmarks [ids, 20, 68, 3]`` indexed by the integer id.
+    written by align_clip), else from ``landmarks [ids, 20, 68, 3]`` indexed by the integer id,
+    else from the mesh's vertices at ``landmark_indices`` (TU models).
     """
     folders = identity_folders(models_out, ids, "aligned meshes: run align_clip.py first or pass --models_out")
     jobs, problems = [], []
     for folder in folders:
-        for obj in sorted(folder.glob("*.obj")):
+        for obj in sorted(mesh_folder(folder).glob("*.obj")):
             stem = obj.name[: -len(".obj")]
             try:
                 expression = expression_from_stem(stem)
@@ -182,7 +212,8 @@ def discover_jobs(models_out: Path, out_root: Path, ids: list[str] | None = None
             if expressions is not None and expression not in expressions:
                 continue
             lm = _job_landmarks(obj, folder.name, expression, landmarks, problems)
-            jobs.append(RenderJob(folder.name, expression, obj, out_root / folder.name / EXPRESSIONS[expression], lm))
+            jobs.append(RenderJob(folder.name, expression, obj, out_root / folder.name / EXPRESSIONS[expression], lm,
+                                  landmark_indices if lm is None else None))
     return jobs, problems
 
 
@@ -212,7 +243,7 @@ def _init_worker(platform: str, opts: RenderOptions) -> None:
     import os
 
     os.environ["PYOPENGL_PLATFORM"] = platform
-    _worker_state["renderer"] = ViewRenderer(opts.resolution, opts.double_sided)
+    _worker_state["renderer"] = ViewRenderer(opts.resolution, opts.double_sided, opts.pixel_center)
     _worker_state["opts"] = opts
 
 
@@ -228,7 +259,7 @@ def run_jobs(jobs: list[RenderJob], opts: RenderOptions, workers: int, platform:
     results: list[JobResult] = []
     bar = tqdm(total=len(jobs) * len(opts.views), desc="rendering views", unit="view", disable=not progress)
     if workers <= 1 or len(jobs) <= 1:
-        renderer = ViewRenderer(opts.resolution, opts.double_sided)
+        renderer = ViewRenderer(opts.resolution, opts.double_sided, opts.pixel_center)
         try:
             for job in jobs:
                 results.append(run_job(renderer, job, opts))
@@ -249,7 +280,8 @@ def run_jobs(jobs: list[RenderJob], opts: RenderOptions, workers: int, platform:
 
 # ---------------------------------------------------------------------------- batch assembly
 
-def write_identity_transforms(out_root: Path, identity: str, resolution: int) -> list[Path]:
+def write_identity_transforms(out_root: Path, identity: str, resolution: int,
+                              pixel_center: float = 0.5) -> list[Path]:
     """Merge an identity's per-expression camera files into ``transforms_{split}_{id}.json``.
 
     ``val`` holds the val views, or the test views when none were drawn (MoFaNeRF behaviour).
@@ -266,7 +298,7 @@ def write_identity_transforms(out_root: Path, identity: str, resolution: int) ->
     if not by_split["val"]:
         by_split["val"] = by_split["test"]
     by_split["all"] = frames
-    header = camera_header(resolution)
+    header = camera_header(resolution, pixel_center)
     paths = []
     for name, chosen in by_split.items():
         path = out_root / f"transforms_{name}_{identity}.json"
@@ -304,18 +336,19 @@ def load_landmark_array(path: Path | None) -> np.ndarray | None:
 def render_dataset(models_out: Path, out_root: Path, opts: RenderOptions, workers: int = 1,
                    platform: str = "egl", ids: list[str] | None = None,
                    expressions: list[int] | None = None, landmarks: np.ndarray | None = None,
-                   progress: bool = True) -> BatchReport:
+                   progress: bool = True, landmark_indices: np.ndarray | None = None) -> BatchReport:
     """Render every aligned mesh, write per-identity camera files and the report.
 
     The GL platform must already be selected (see :mod:`facenerf.preprocess.training.gl`).
     """
-    jobs, problems = discover_jobs(models_out, out_root, ids, expressions, landmarks)
+    jobs, problems = discover_jobs(models_out, out_root, ids, expressions, landmarks, landmark_indices)
     if not jobs and not problems:
         raise FaceNerfError(f"no meshes '{{id}}/{{k}}_{{name}}.obj' found under {models_out}; check --models_out")
     report = BatchReport(problems=problems)
     report.results = run_jobs(jobs, opts, workers, platform, progress)
     for identity in sorted({job.identity for job in jobs}):
-        report.transforms += [str(p) for p in write_identity_transforms(out_root, identity, opts.resolution)]
+        report.transforms += [str(p) for p in write_identity_transforms(out_root, identity, opts.resolution,
+                                                                        opts.pixel_center)]
     write_report(out_root, report, opts)
     return report
 

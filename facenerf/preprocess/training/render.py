@@ -3,10 +3,12 @@
 Call :func:`facenerf.preprocess.training.gl.select_gl_platform` before anything imports
 pyrender; :class:`ViewRenderer` imports it lazily.
 
-Images are the texture colour only (pyrender's FLAT mode) on a black background, as in the
-original ``render.py``. The principal point handed to OpenGL is shifted by half a pixel so that
-pixel ``(i, j)`` of the image is centred on the ray of pixel ``(i, j)`` in facenerf's convention
-(no half-pixel offset, see ``docs/architecture.md``); stored intrinsics keep ``c = size / 2``.
+Images are the texture colour only (pyrender's FLAT mode) on a black background with back faces
+culled, as in the original ``render.py``. ``pixel_center`` says which ray each pixel shows:
+with 0.5 (the original renderer) the principal point handed to OpenGL is the rig's, and pixel
+``(i, j)`` shows the ray through ``(i + 0.5, j + 0.5)``; with 0 it is moved by half a pixel, and
+pixel ``(i, j)`` shows the ray through ``(i, j)``. Stored intrinsics keep ``c = size / 2`` and
+the camera files record the convention (``pixel_center``), which training reads back.
 """
 
 from __future__ import annotations
@@ -57,20 +59,34 @@ def load_render_mesh(obj_path: str | Path) -> RenderMesh:
                       triangles.astype(np.uint32), texture)
 
 
+PIXEL_CENTERS = (0.0, 0.5)
+
+
+def check_pixel_center(value: float) -> float:
+    """``value`` as a float if it is 0 or 0.5, else FaceNerfError."""
+    if float(value) not in PIXEL_CENTERS:
+        raise FaceNerfError(f"pixel_center must be 0 or 0.5, got {value} (0.5: pixel (i, j) shows the ray "
+                            "through (i + 0.5, j + 0.5), as the original render.py; 0: through (i, j))")
+    return float(value)
+
+
 class ViewRenderer:
     """One offscreen pyrender context at a fixed square resolution; reuse it for many meshes.
 
-    Faces are drawn from both sides by default, so looking into an open boundary (the neck
-    cut, a scan's holes) shows the textured inside of the surface instead of the background.
+    Back faces are culled, as in the original renderer; ``double_sided`` draws them too, so
+    that looking into an open boundary (the neck cut, a scan's holes) shows the textured inside
+    of the surface instead of the background. ``pixel_center`` (0.5 or 0) is the ray each pixel
+    shows (module docstring).
     """
 
-    def __init__(self, resolution: int, double_sided: bool = True):
+    def __init__(self, resolution: int, double_sided: bool = False, pixel_center: float = 0.5):
         import pyrender
 
         self._pyrender = pyrender
         self.resolution = int(resolution)
         self.intrinsics = rig.rig_intrinsics(self.resolution)
         self.double_sided = double_sided
+        self.pixel_center = check_pixel_center(pixel_center)
         self._renderer = pyrender.OffscreenRenderer(self.resolution, self.resolution)
 
     def _scene(self, mesh: RenderMesh):
@@ -83,8 +99,8 @@ class ViewRenderer:
                                  texcoord_0=mesh.uv, material=material)
         scene = pr.Scene(bg_color=np.zeros(4, dtype=np.float32), ambient_light=np.ones(3, dtype=np.float32))
         scene.add(pr.Mesh([primitive]))
-        K = self.intrinsics
-        camera = pr.IntrinsicsCamera(K.fx, K.fy, K.cx + 0.5, K.cy + 0.5, znear=0.1, zfar=1000.0)
+        K, shift = self.intrinsics, 0.5 - self.pixel_center  # OpenGL samples pixel i at i + 0.5
+        camera = pr.IntrinsicsCamera(K.fx, K.fy, K.cx + shift, K.cy + shift, znear=0.1, zfar=1000.0)
         return scene, scene.add(camera, pose=np.eye(4))
 
     def render(self, mesh: RenderMesh, views: list[rig.View], depth_only: set[str] = frozenset()):
@@ -109,12 +125,14 @@ class ViewRenderer:
 
 
 def project_landmarks(landmarks_mm: np.ndarray, view: rig.View, resolution: int,
-                      depth: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                      depth: np.ndarray | None = None, pixel_center: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
     """Pixel positions ``(x, y)`` [68, 2] of 3D landmarks (mm, TU frame) and visibility [68].
 
-    A landmark is visible when it lies inside the image, in front of the camera and, if a
-    depth map is given, within :data:`VISIBILITY_TOLERANCE` of the rendered surface at its pixel
-    or one of the 8 neighbouring pixels.
+    Positions are pixel coordinates of an image rendered with ``pixel_center``: a landmark that
+    projects to ``u`` lies at ``u - pixel_center``, so rounding gives the pixel that shows it. A
+    landmark is visible when it lies inside the image, in front of the camera and, if a depth
+    map is given, within :data:`VISIBILITY_TOLERANCE` of the rendered surface at its pixel or
+    one of the 8 neighbouring pixels.
     """
     import torch
 
@@ -123,7 +141,7 @@ def project_landmarks(landmarks_mm: np.ndarray, view: rig.View, resolution: int,
     K = rig.rig_intrinsics(resolution)
     points = torch.as_tensor(landmarks_mm * rig.MESH_SCALE, dtype=torch.float64)
     xy, z = project_points(points, torch.as_tensor(view.c2w()), K, return_depth=True)
-    xy, z = xy.numpy(), z.numpy()
+    xy, z = xy.numpy() - float(pixel_center), z.numpy()
     col, row = np.round(xy[:, 0]).astype(int), np.round(xy[:, 1]).astype(int)
     visible = (z > 0) & (col >= 0) & (col < K.width) & (row >= 0) & (row < K.height)
     if depth is not None:
@@ -161,6 +179,7 @@ class RenderJob:
     obj_path: Path
     out_dir: Path
     landmarks_mm: np.ndarray | None = None   # [68, 3] TU frame, or None
+    landmark_indices: np.ndarray | None = None  # [68] vertex indices to read them from (TU models), or None
 
 
 @dataclass
