@@ -18,6 +18,10 @@ def _print_summary(summary: dict) -> None:
     for note in summary["notes"]:
         print(f"note: {note}")
     print(f"fitted {summary['iteration']} iterations; image PSNR {summary['psnr_image']:.2f} dB")
+    levels = summary.get("psnr_full_by_level", [])
+    if levels:
+        steps = ", ".join(f"level {k}: {a:.2f} -> {b:.2f}" for k, (a, b) in enumerate(levels))
+        print(f"PSNR on fixed full-resolution pixels per resolution level (first -> last logged): {steps} dB")
     if "psnr_heldout" in summary:
         print(f"held-out views of this identity ({summary['heldout_views']}): PSNR {summary['psnr_heldout']:.2f} dB "
               f"(mean-code start {summary['psnr_heldout_start']:.2f} dB)")

@@ -191,3 +191,50 @@ def test_visible_sample_render_of_empty_space_returns_the_background():
     out = model.render_image(rays, codes, 6, 6)
     torch.testing.assert_close(out["rgb"], torch.tensor([0.2, 0.4, 0.6]).expand(6, 6, 3))
     assert float(out["opacity"].abs().max()) == 0.0
+
+
+def test_shape_codes_are_standardised_to_facescape_spread_and_scale_free():
+    from facenerf.models.mofanerf.model import SHAPE_CODE_SPREAD
+
+    cfg = MoFaNeRFConfig(netdepth=3, netwidth=16, netdepth_fine=3, netwidth_fine=16, skip=2, xyz_depth=2,
+                         multires=4, multires_views=2, shape_dim=6, texture_dim=4, exp_dim=3, n_expressions=2,
+                         ism_width=8, ism_depth=2, tex_size=16, tex_channels=(4,), tex_hidden=8, tex_decoder_depth=1)
+    gen = torch.Generator().manual_seed(0)
+    codes = torch.randn(5, 6, generator=gen) * torch.tensor([0.03, 0.08, 0.5, 0.2, 0.04, 0.06]) + 4.0
+    one, other = MoFaNeRF(cfg), MoFaNeRF(cfg)
+    one.set_shape_statistics(codes)
+    other.set_shape_statistics(codes * 25.0)
+    seen = one.standardise_shape(codes)
+    torch.testing.assert_close(seen.mean(0), torch.zeros(6), atol=1e-6, rtol=0)
+    torch.testing.assert_close(seen.std(0, unbiased=False), torch.full((6,), SHAPE_CODE_SPREAD), rtol=1e-4, atol=0)
+    torch.testing.assert_close(other.standardise_shape(codes * 25.0), seen, rtol=1e-4, atol=1e-6)
+    flat = codes.clone()
+    flat[:, 3] = 1.0 + 1e-6 * torch.arange(5.0)            # a dimension that barely varies is not blown up
+    one.set_shape_statistics(flat)
+    floor = 0.1 * flat.std(0, unbiased=False).median()
+    torch.testing.assert_close(one.shape_code_scale[3], SHAPE_CODE_SPREAD / floor, rtol=1e-4, atol=0)
+    with pytest.raises(ValueError, match="at least 2 identities"):
+        one.set_shape_statistics(codes[:1])
+    old = {k: v for k, v in one.state_dict().items() if not k.startswith("shape_code_")}
+    upgraded = MoFaNeRF.upgrade_state_dict(old)                     # checkpoints from before: no change
+    assert torch.equal(upgraded["shape_code_scale"], torch.ones(6)) and torch.equal(upgraded["shape_code_mean"],
+                                                                                     torch.zeros(6))
+
+
+def test_collapse_monitor_warns_once_and_only_after_a_lasting_collapse():
+    from facenerf.models.mofanerf.collapse import CollapseMonitor
+
+    monitor = CollapseMonitor(patience=50, warmup=10)
+    healthy = [monitor.update(s, 24.0, 22.0, 0.2, 0.22) for s in range(300)]
+    assert not any(healthy)
+    blips = [monitor.update(300 + s, 9.0 if s % 40 else 22.0, 22.0, 0.2, 0.22) for s in range(201)]
+    assert not any(blips)                                           # never 50 bad steps in a row
+    messages = [monitor.update(501 + s, 9.0, 22.0, 0.0, 0.22) for s in range(200)]
+    said = [m for m in messages if m]
+    assert len(said) == 1 and messages.index(said[0]) == 49
+    assert "13.0 dB below the coarse" in said[0] and "standardise_codes" in said[0]
+    flat = CollapseMonitor(patience=20, warmup=0)
+    said = [m for m in (flat.update(s, 15.0, None, 0.001, 0.2) for s in range(40)) if m]
+    assert len(said) == 1 and "constant images" in said[0]
+    dark = CollapseMonitor(patience=20, warmup=0)                   # a black target is not a collapse
+    assert not any(dark.update(s, 40.0, None, 0.0, 0.0) for s in range(40))

@@ -87,3 +87,20 @@ def test_sampler_config_validation_and_gather():
     image = torch.arange(5 * 4 * 3, dtype=torch.float32).reshape(5, 4, 3)  # H=5, W=4
     xy = torch.tensor([[3, 0], [0, 4], [2, 2]])
     torch.testing.assert_close(gather_pixels(image, xy), torch.stack([image[0, 3], image[4, 0], image[2, 2]]))
+
+
+def test_mouth_and_eye_landmarks_get_more_rays_when_weighted():
+    gen = torch.Generator().manual_seed(0)
+    lms = torch.stack([torch.arange(68.0) % 8 * 7 + 4, torch.arange(68.0) // 8 * 7 + 4], dim=-1)
+    cfg = PixelSamplerConfig(n_rays=1000, landmark_share=1.0, landmark_sigma=0.0, expression_weight=3.0)
+    xy = sample_pixels(cfg, 64, 64, landmarks_xy=lms, generator=gen)
+    hits = torch.zeros(68)
+    for i, point in enumerate(lms.round().long()):
+        hits[i] = ((xy == point).all(dim=-1)).sum()
+    # 36 landmarks of weight 1 and 32 of weight 3: 1000 rays -> about 7.4 and 22.1 each
+    assert hits.sum() == 1000
+    assert abs(hits[:36].mean() - 1000 / 132) < 0.5 and abs(hits[36:].mean() - 3000 / 132) < 0.5
+    assert hits.max() - hits[36:].min() <= 1 and hits[:36].max() - hits[:36].min() <= 1
+    plain = sample_pixels(PixelSamplerConfig(n_rays=680, landmark_share=1.0, landmark_sigma=0.0), 64, 64,
+                          landmarks_xy=lms, generator=gen)
+    assert all(((plain == p).all(dim=-1)).sum() == 10 for p in lms.round().long())   # the original: alike

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+EXPRESSION_LANDMARKS = slice(36, 68)  # eyes (36-47) and mouth (48-67) in the iBUG order
+
 
 @dataclass(frozen=True)
 class PixelSamplerConfig:
@@ -31,6 +33,9 @@ class PixelSamplerConfig:
         landmark_sigma: standard deviation of the Gaussian offsets as a fraction of the image
             height (0.025 = 12.8 px at 512^2).
         mask_share: fraction of ``n_rays`` drawn from the foreground mask (0 = off).
+        expression_weight: how many times more landmark rays each mouth and eye landmark
+            (36-67, the places expressions change) gets than the others (1 = all alike, as the
+            original).
         precrop_iters: for steps below this, uniform pixels come from the central crop.
         precrop_frac: side of that crop as a fraction of the image.
     """
@@ -39,6 +44,7 @@ class PixelSamplerConfig:
     landmark_share: float = 0.6
     landmark_sigma: float = 0.025
     mask_share: float = 0.0
+    expression_weight: float = 1.0
     precrop_iters: int = 0
     precrop_frac: float = 0.5
 
@@ -52,6 +58,16 @@ class PixelSamplerConfig:
             raise ValueError("landmark_share + mask_share must not exceed 1")
         if not 0.0 < self.precrop_frac <= 1.0:
             raise ValueError(f"precrop_frac must lie in (0, 1], got {self.precrop_frac}")
+        if self.expression_weight <= 0.0:
+            raise ValueError(f"expression_weight must be positive, got {self.expression_weight}")
+
+    def landmark_weights(self, n_landmarks: int) -> Tensor | None:
+        """``[n_landmarks]`` weights of the 68 iBUG landmarks (None: all alike)."""
+        if self.expression_weight == 1.0 or n_landmarks != 68:
+            return None
+        weights = torch.ones(68)
+        weights[EXPRESSION_LANDMARKS] = self.expression_weight
+        return weights
 
 
 def precrop_region(height: int, width: int, frac: float) -> tuple[int, int, int, int]:
@@ -79,14 +95,25 @@ def uniform_pixels(n: int, height: int, width: int, generator: torch.Generator |
     return torch.stack([flat % rw + x0, flat // rw + y0], dim=-1)
 
 
+def _allocate(weights: Tensor, n: int) -> Tensor:
+    """Indices ``[n]`` of landmarks, each repeated in proportion to ``weights [L]`` (largest remainders)."""
+    share = weights / weights.sum() * n
+    counts = share.floor().long()
+    left = n - int(counts.sum())
+    if left > 0:
+        counts[torch.argsort(share - counts, descending=True)[:left]] += 1
+    return torch.repeat_interleave(torch.arange(len(weights)), counts)
+
+
 def landmark_pixels(landmarks_xy: Tensor, n: int, sigma_px: float, height: int, width: int,
-                    generator: torch.Generator | None = None) -> Tensor:
+                    generator: torch.Generator | None = None, weights: Tensor | None = None) -> Tensor:
     """``n`` pixels scattered around landmarks -> ``[n, 2]`` (possibly fewer, see below).
 
     Args:
         landmarks_xy: ``[L, 2]`` projected landmarks (x, y) in pixels (float).
         n: number of pixels; landmark ``i % L_in`` serves sample ``i``, so each in-image landmark
-            gets ``n // L_in`` or one more.
+            gets ``n // L_in`` or one more; with ``weights [L]`` the in-image landmarks share the
+            ``n`` samples in proportion to their weights instead.
         sigma_px: standard deviation of the isotropic Gaussian offset in pixels.
     Returns:
         ``[n, 2]`` int64 pixels rounded to the nearest integer and clipped into the image, or
@@ -98,7 +125,10 @@ def landmark_pixels(landmarks_xy: Tensor, n: int, sigma_px: float, height: int, 
     lm = lm[inside]
     if n <= 0 or lm.shape[0] == 0:
         return torch.zeros((0, 2), dtype=torch.long)
-    centres = lm[torch.arange(n) % lm.shape[0]]  # [n, 2]
+    if weights is None:
+        centres = lm[torch.arange(n) % lm.shape[0]]  # [n, 2]
+    else:
+        centres = lm[_allocate(torch.as_tensor(weights, dtype=torch.float32).reshape(-1)[inside], n)]
     offsets = torch.randn((n, 2), generator=generator) * float(sigma_px)
     xy = torch.round(centres + offsets)
     xy[:, 0].clamp_(0, width - 1)
@@ -134,7 +164,8 @@ def sample_pixels(cfg: PixelSamplerConfig, height: int, width: int, step: int = 
     parts = []
     if landmarks_xy is not None and cfg.landmark_share > 0:
         n_lm = int(round(cfg.landmark_share * cfg.n_rays))
-        parts.append(landmark_pixels(landmarks_xy, n_lm, cfg.landmark_sigma * height, height, width, generator))
+        parts.append(landmark_pixels(landmarks_xy, n_lm, cfg.landmark_sigma * height, height, width, generator,
+                                     cfg.landmark_weights(len(landmarks_xy))))
     if mask is not None and cfg.mask_share > 0:
         n_mask = int(round(cfg.mask_share * cfg.n_rays))
         parts.append(weighted_pixels(mask, n_mask, generator))

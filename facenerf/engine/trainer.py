@@ -288,8 +288,12 @@ class Trainer:
         if payload["model"] != self.model_name:
             raise FaceNerfError(f"{where} holds a '{payload['model']}' model, not '{self.model_name}'; "
                                 "use another output directory or delete its checkpoints folder")
-        check_compatible(self.model, payload["model_state"], where)
-        self.model.load_state_dict(payload["model_state"])
+        state = payload["model_state"]
+        upgrade = getattr(self.model, "upgrade_state_dict", None)
+        if callable(upgrade):  # the model fills in entries that its older checkpoints lack
+            state = upgrade(state)
+        check_compatible(self.model, state, where)
+        self.model.load_state_dict(state)
         saved = payload.get("optimizer_state", {})
         if set(saved) != set(self.optimizers):
             raise FaceNerfError(f"{where} has optimisers {sorted(saved)} but the model now has "

@@ -15,8 +15,9 @@ def loss_curve(path: str | Path, history: dict[str, list[float]], level_starts: 
                title: str = "") -> Path:
     """Write the loss (log scale) and sampled-ray PSNR over iterations as a PNG.
 
-    ``history`` holds equal-length lists ``iteration``, ``loss``, ``photometric`` and ``psnr``;
-    vertical lines mark the start of each resolution level.
+    ``history`` holds equal-length lists ``iteration``, ``loss``, ``photometric`` and ``psnr``
+    (and ``psnr_full``, the PSNR on fixed full-resolution pixels, when recorded); vertical lines
+    mark the start of each resolution level.
     """
     import matplotlib
 
@@ -32,9 +33,13 @@ def loss_curve(path: str | Path, history: dict[str, list[float]], level_starts: 
     ax_loss.set_xlabel("iteration")
     ax_loss.set_ylabel("loss")
     ax_loss.legend(loc="upper right", fontsize=8)
-    ax_psnr.plot(its, history["psnr"], color="tab:green")
+    ax_psnr.plot(its, history["psnr"], color="tab:green", alpha=0.6, label="sampled rays (current level)")
+    full = history.get("psnr_full", [])
+    if len(full) == len(its):
+        ax_psnr.plot(its, full, color="tab:red", label="fixed full-resolution pixels")
+    ax_psnr.legend(loc="lower right", fontsize=8)
     ax_psnr.set_xlabel("iteration")
-    ax_psnr.set_ylabel("PSNR of sampled rays (dB)")
+    ax_psnr.set_ylabel("PSNR (dB)")
     for ax in (ax_loss, ax_psnr):
         ax.grid(True, alpha=0.3)
         for start in (level_starts or [])[1:]:

@@ -26,6 +26,24 @@ from facenerf.fitting.views import FaceState
 from facenerf.io import write_image
 
 
+HEAD_BOX_MARGIN = 0.15  # of the mean head's size on each side: real heads vary by a few per cent
+
+
+def head_box(margin: float = HEAD_BOX_MARGIN) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The meshing box: the real-size mean head's bounding box (TU frame) grown by ``margin`` of its
+    size on each side, in scene units -> ``(min [3], max [3])``.
+
+    The rig sees no head from behind, so the density there is unconstrained; a box sized to the
+    head keeps that region out of the mesh instead of cutting it flat at an arbitrary depth.
+    """
+    from facenerf.data.synthetic import mean_head_mesh
+
+    vertices, _ = mean_head_mesh(1500)
+    lo, hi = vertices.min(axis=0), vertices.max(axis=0)
+    pad = margin * (hi - lo)
+    return tuple(float(v) / 50.0 for v in lo - pad), tuple(float(v) / 50.0 for v in hi + pad)
+
+
 def density_function(model, codes) -> Callable[[Tensor], Tensor]:
     """``points [M, 3] -> density [M] >= 0`` of one face (fine network when present)."""
     network = model.fine if model.fine is not None else model.coarse

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from facenerf.core.cameras import Intrinsics, mofanerf_pose
 from facenerf.errors import FaceNerfError
 from facenerf.fitting.figures import grid, hstack
-from facenerf.fitting.options import float_list
+from facenerf.fitting.options import float_list, mesh_box
 from facenerf.fitting.result import FitResult
 from facenerf.fitting.stats import CodeStatistics
 from facenerf.fitting.views import FaceState, camera_angles, intrinsics_at, render_face, views_around_fit
@@ -167,9 +167,9 @@ def run_mesh(args, loaded: LoadedModel) -> list[Path]:
     from facenerf.fitting.meshing import extract_face_mesh
 
     fit = load_fit(fit_file(args), loaded)
-    bbox = float_list(args.mesh_bbox, "mesh_bbox")
+    lo, hi = mesh_box(args.mesh_bbox)
     scale = 50.0 if args.mesh_units == "mm" else 1.0
     out = fit_dir(args) / "mesh"
-    return extract_face_mesh(loaded.model, FaceState.from_fit(fit), bbox[:3], bbox[3:], args.mesh_resolution,
+    return extract_face_mesh(loaded.model, FaceState.from_fit(fit), lo, hi, args.mesh_resolution,
                              args.mesh_level, out / f"{fit_dir(args).name}.obj", scale, loaded.render_settings,
                              args.chunk, args.mesh_smooth)

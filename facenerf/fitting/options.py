@@ -118,8 +118,10 @@ def _add_mode_args(parser) -> None:
     g.add_argument("--temperature", type=float, default=1.0, help="std multiplier of random draws")
     g.add_argument("--mesh_resolution", type=int, default=128, help="grid vertices per side for mesh export")
     g.add_argument("--mesh_level", type=float, default=10.0, help="density iso-level of the surface")
-    g.add_argument("--mesh_bbox", type=str, default="-3.5,-3.5,-3.5,3.5,3.5,3.5",
-                   help="box x0,y0,z0,x1,y1,z1 in scene units (1 = 50 mm)")
+    g.add_argument("--mesh_bbox", type=str, default="head",
+                   help="box x0,y0,z0,x1,y1,z1 in scene units (1 = 50 mm), or head: the real-size mean head's "
+                        "box with a 15%% margin (the back of the head is never seen by the rig; a larger box "
+                        "meshes the unconstrained density there)")
     g.add_argument("--mesh_smooth", type=float, default=1.0, help="Gaussian blur of the density grid (voxels)")
     g.add_argument("--mesh_units", type=str, default="mm", choices=["mm", "scene"], help="units of the OBJ")
 
@@ -158,6 +160,19 @@ def float_list(text: str, name: str) -> tuple[float, ...]:
     return values
 
 
+def mesh_box(text: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """``--mesh_bbox``: ``head`` (:func:`facenerf.fitting.meshing.head_box`) or six numbers -> ``(min [3], max [3])``."""
+    if str(text).strip().lower() == "head":
+        from facenerf.fitting.meshing import head_box
+
+        return head_box()
+    bbox = float_list(text, "mesh_bbox")
+    if len(bbox) != 6 or any(bbox[i] >= bbox[i + 3] for i in range(3)):
+        raise FaceNerfError(f"--mesh_bbox must be head or x0,y0,z0,x1,y1,z1 with x0 < x1, y0 < y1, z0 < z1; "
+                            f"got {text}")
+    return bbox[:3], bbox[3:]
+
+
 def check_fit_args(args) -> None:
     """One-line errors for values that cannot work (checked before anything is loaded)."""
     if args.renderType == "fitting" and not args.filePath:
@@ -174,7 +189,5 @@ def check_fit_args(args) -> None:
         raise FaceNerfError(f"--mesh_resolution must be at least 8, got {args.mesh_resolution}")
     if not 0 <= args.landmark_share <= 1:
         raise FaceNerfError(f"--landmark_share must lie in [0, 1], got {args.landmark_share}")
-    bbox = float_list(args.mesh_bbox, "mesh_bbox")
-    if len(bbox) != 6 or any(bbox[i] >= bbox[i + 3] for i in range(3)):
-        raise FaceNerfError(f"--mesh_bbox must be x0,y0,z0,x1,y1,z1 with x0 < x1, y0 < y1, z0 < z1; got {args.mesh_bbox}")
+    mesh_box(args.mesh_bbox)
     parse_int_list(args.tex_channels, "tex_channels")

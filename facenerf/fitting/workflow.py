@@ -194,6 +194,13 @@ def fit_settings(args, n_expressions: int) -> FitSettings:
                        amp=args.amp, fast_render=args.fast_render, progress=args.progress, seed=args.seed)
 
 
+def fit_pixel_center(args) -> float:
+    """The training images' pixel convention (from the checkpoint); 0 when the checkpoint does not
+    record one (earlier facenerf runs and the original code cast rays without an offset)."""
+    value = getattr(args, "pixel_center", "auto")
+    return 0.0 if value in ("auto", None) else float(value)
+
+
 def fit_dir(args) -> Path:
     """Folder of a fit: ``--fit_out``, else ``<image folder>/../fitting/<folder>_<name>`` (the original's)."""
     if args.fit_out:
@@ -226,7 +233,8 @@ def _preview_due(iteration: int, every: int, total: int) -> bool:
 
 def run_fitting(args, loaded: LoadedModel, stats: CodeStatistics, device: torch.device) -> dict:
     """Fit ``--filePath`` and write every output of the fitting mode; returns a summary dict."""
-    target = load_target(args.filePath, args.posePath or None, args.fit_size, args.focal, args.near, args.far)
+    target = load_target(args.filePath, args.posePath or None, args.fit_size, args.focal, args.near, args.far,
+                         fit_pixel_center(args))
     settings = fit_settings(args, loaded.model.cfg.n_expressions)
     out = ensure_writable_dir(fit_dir(args))
     fitter = Fitter(loaded.model, target, stats, settings, loaded.render_settings, device)
@@ -279,12 +287,26 @@ def _write_results(fitter: Fitter, out: Path, path: Path) -> dict:
     write_image(out / "fitted.png", fitted)
     write_image(out / "compare.png", hstack([target, fitted, error_map(fitted, target)]))
     summary = {"fit_file": str(path), "out_dir": str(out), "iteration": fitter.iteration,
-               "psnr_image": float(psnr(fitted, target)), "notes": list(fitter.target.notes)}
+               "psnr_image": float(psnr(fitted, target)), "notes": list(fitter.target.notes),
+               "psnr_full_by_level": level_progress(fitter.history, fitter.settings.schedule.level_starts())}
     if fitter.history["iteration"]:
         title = f"{fitter.target.name}: {fitter.iteration} iterations, image PSNR {summary['psnr_image']:.2f} dB"
         summary["loss_curve"] = str(loss_curve(out / "loss_curve.png", fitter.history,
                                                fitter.settings.schedule.level_starts(), title))
     return summary
+
+
+def level_progress(history: dict[str, list[float]], starts: list[int]) -> list[tuple[float, float]]:
+    """``(first, last)`` recorded ``psnr_full`` of every resolution level (NaN where none was recorded)."""
+    its, full = history.get("iteration", []), history.get("psnr_full", [])
+    if len(full) != len(its):
+        return []
+    bounds = list(starts) + [float("inf")]
+    out = []
+    for lo, hi in zip(bounds, bounds[1:]):
+        values = [v for i, v in zip(its, full) if lo < i <= hi]
+        out.append((values[0], values[-1]) if values else (float("nan"), float("nan")))
+    return out
 
 
 def _heldout(fitter: Fitter, start: FaceState, views, loaded: LoadedModel, out: Path, amp: str) -> dict:

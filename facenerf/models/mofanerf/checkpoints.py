@@ -42,8 +42,9 @@ def _load_ours(payload: dict, where: str, expect: MoFaNeRFConfig | None, **model
         if message:
             raise FaceNerfError(message)
     model = MoFaNeRF(cfg, **model_kwargs)
-    check_compatible(model, payload["model_state"], where)
-    model.load_state_dict(payload["model_state"])
+    state = MoFaNeRF.upgrade_state_dict(payload["model_state"])
+    check_compatible(model, state, where)
+    model.load_state_dict(state)
     return model
 
 

@@ -14,6 +14,7 @@ interface: photometric MSE on the coarse and the fine colour, as in the released
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, replace
 from typing import Callable
 
@@ -23,19 +24,21 @@ from torch import Tensor, nn
 from facenerf.core.encodings import FrequencyEncoding
 from facenerf.core.renderer import FieldFn, RenderSettings, render_chunked, render_image, render_rays
 from facenerf.core.rays import RayBundle
+from facenerf.models.mofanerf.collapse import CollapseMonitor
 from facenerf.models.mofanerf.config import MoFaNeRFConfig
 from facenerf.models.mofanerf.ism import IdentityModulation
 from facenerf.models.mofanerf.network import MoFaNeRFNetwork
 from facenerf.models.mofanerf.texture_encoder import TextureEncoder
 
 MODEL_NAME = "mofanerf"
+SHAPE_CODE_SPREAD = 1.0 / 847 ** 0.5  # per-dimension std of FaceScape's identity factors (847 subjects)
 
 
 @dataclass
 class FaceCodes:
     """The codes of one face, each with a leading batch dimension of 1."""
 
-    shape: Tensor  # [1, shape_dim] beta
+    shape: Tensor  # [1, shape_dim] beta as the networks see it: standardised, (beta - mean) * scale
     texture: Tensor  # [1, texture_dim] alpha
     expression: Tensor  # [1, exp_dim] eps' = ISM(beta) applied to eps
 
@@ -72,7 +75,14 @@ class MoFaNeRF(nn.Module):
                                               cfg.tex_decoder_depth, cfg.tex_logstd_head)
         # [n_expressions, exp_dim] learned codes shared by all identities, uniform [0, 1) init
         self.expression_codes = nn.Parameter(torch.rand(cfg.n_expressions, cfg.exp_dim))
+        # The networks see the shape code standardised by the training identities' statistics and
+        # brought to the spread of FaceScape's identity factors, (beta - mean) * scale (see
+        # set_shape_statistics), so codes of any scale train alike; mean 0, scale 1 (no change)
+        # until set, and for models imported from the original code.
+        self.register_buffer("shape_code_mean", torch.zeros(cfg.shape_dim))  # [shape_dim]
+        self.register_buffer("shape_code_scale", torch.ones(cfg.shape_dim))  # [shape_dim]
         self._compiled: dict[int, Callable] = {}  # plain dict: compiled wrappers stay out of state_dict
+        self.collapse_monitor = CollapseMonitor()
 
     def compile_networks(self, **compile_kwargs) -> None:
         """Use ``torch.compile``d versions of the coarse and fine MLPs from now on.
@@ -89,6 +99,37 @@ class MoFaNeRF(nn.Module):
                                cfg.exp_dim, width, depth, cfg.skip, cfg.xyz_depth)
 
     # ----------------------------------------------------------------- codes and fields
+    @torch.no_grad()
+    def set_shape_statistics(self, shape_codes: Tensor) -> None:
+        """Standardise shape codes by the mean and std of ``shape_codes [N, shape_dim]`` (N >= 2).
+
+        Each dimension is centred and scaled to the spread of FaceScape's identity factors,
+        :data:`SHAPE_CODE_SPREAD` = 1/sqrt(847) (the codes the released model was trained with),
+        which keeps identities small perturbations of one shared head at the start of training;
+        unit-variance codes made every identity start as a different random network and trained
+        markedly slower. The std is floored at 10% of its median over the dimensions, so a
+        dimension that barely varies over the training identities is not blown up.
+        """
+        codes = torch.as_tensor(shape_codes, dtype=torch.float32).reshape(-1, self.cfg.shape_dim)
+        if codes.shape[0] < 2:
+            raise ValueError(f"shape statistics need at least 2 identities, got {codes.shape[0]}")
+        std = codes.std(dim=0, unbiased=False)
+        std = torch.maximum(std, 0.1 * std.median() + 1e-12)
+        self.shape_code_mean.copy_(codes.mean(dim=0))
+        self.shape_code_scale.copy_(SHAPE_CODE_SPREAD / std)
+
+    def standardise_shape(self, shape: Tensor) -> Tensor:
+        """``beta [B, shape_dim]`` -> ``(beta - mean) * scale`` (what the networks and the ISM read)."""
+        return (shape - self.shape_code_mean) * self.shape_code_scale
+
+    @staticmethod
+    def upgrade_state_dict(state: dict) -> dict:
+        """Fill in entries that checkpoints written before shape-code standardisation lack (no change)."""
+        if "shape_code_mean" not in state and "ism.mlp.0.weight" in state:
+            dim = state["ism.mlp.0.weight"].shape[1]
+            state = {**state, "shape_code_mean": torch.zeros(dim), "shape_code_scale": torch.ones(dim)}
+        return state
+
     def texture_code(self, uv: Tensor) -> Tensor:
         """``uv [B, 3, S, S]`` in [0, 1] -> ``alpha [B, texture_dim]``."""
         return self.texture_encoder(uv)
@@ -99,12 +140,13 @@ class MoFaNeRF(nn.Module):
         """Assemble one face's codes.
 
         Args:
-            shape: ``[shape_dim]`` or ``[1, shape_dim]`` beta.
+            shape: ``[shape_dim]`` or ``[1, shape_dim]`` beta, as in the shape-code file (it is
+                standardised here).
             expression: ``[1, exp_dim]`` raw (pre-ISM) code, or ``expression_index`` into the
                 learned codes (int or 0-d/1-element tensor).
             texture: ``[1, texture_dim]`` alpha, or ``uv [1, 3, S, S]`` to encode.
         """
-        shape = shape.reshape(1, -1)
+        shape = self.standardise_shape(shape.reshape(1, -1))
         if expression is None:
             if expression_index is None:
                 raise ValueError("give an expression code or an expression index")
@@ -172,8 +214,17 @@ class MoFaNeRF(nn.Module):
         ``batch``: ``rays`` (RayBundle, N rays), ``rgb [N, 3]`` targets, ``shape [1, shape_dim]``,
         ``uv [1, 3, S, S]`` (or ``texture [1, texture_dim]``), ``expression`` (index tensor [1])
         and optionally ``seed`` (int) for the stratified jitter, making the step reproducible.
+        A collapse of training (:mod:`~facenerf.models.mofanerf.collapse`) is reported once on stderr.
         """
-        return self(batch)
+        losses, scalars = self(batch)
+        warning = self.collapse_monitor.update(step, scalars["psnr"], scalars.get("psnr_coarse"),
+                                               scalars["pred_std"], scalars["target_std"])
+        if warning:
+            from facenerf.engine.distributed import is_main_process
+
+            if is_main_process():
+                print(f"warning: {warning}", file=sys.stderr, flush=True)
+        return losses, scalars
 
     def forward(self, batch: dict) -> tuple[dict[str, Tensor], dict[str, float]]:
         codes = self.face_codes(batch["shape"], expression_index=batch["expression"],
@@ -190,6 +241,8 @@ class MoFaNeRF(nn.Module):
             scalars["psnr_coarse"] = psnr_from_mse(mse_coarse.detach())
         scalars["psnr"] = psnr_from_mse(mse_fine.detach())
         scalars["loss"] = loss.detach()
+        scalars["pred_std"] = out["rgb"].detach().float().std(dim=0).mean()  # colour spread over the rays
+        scalars["target_std"] = target.detach().float().std(dim=0).mean()
         values = torch.stack([v.float() for v in scalars.values()]).tolist()  # one device sync
         return {"main": loss}, dict(zip(scalars.keys(), values))
 

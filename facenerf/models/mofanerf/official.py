@@ -207,13 +207,43 @@ def import_official(data: Mapping[str, Any], expect: MoFaNeRFConfig | None = Non
     return model, int(data.get("global_step", 0))
 
 
+# Layers whose first ``shape_dim`` input columns read the shape code.
+_SHAPE_INPUT_LAYERS = ("ism.mlp.0", "coarse.density_trunk.block1.0", "coarse.density_trunk.block2.0",
+                       "fine.density_trunk.block1.0", "fine.density_trunk.block2.0")
+
+
+def fold_shape_standardisation(sd: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Absorb ``(beta - mean) * scale`` into the layers that read beta, so raw codes give the same output.
+
+    A layer ``W [beta', x] + b`` with ``beta' = (beta - m) * k`` equals ``W' [beta, x] + b'`` with
+    ``W'[:, :S] = W[:, :S] * k`` and ``b' = b - W[:, :S] @ (m * k)``. The original code has no
+    standardisation, so exported checkpoints carry it in their weights. The statistics entries
+    are removed.
+    """
+    mean, scale = sd.pop("shape_code_mean", None), sd.pop("shape_code_scale", None)
+    if mean is None or scale is None:
+        return sd
+    mean, scale = mean.double(), scale.double()
+    for layer in _SHAPE_INPUT_LAYERS:
+        if f"{layer}.weight" not in sd:
+            continue
+        weight, bias = sd[f"{layer}.weight"].double(), sd[f"{layer}.bias"].double()
+        columns = weight[:, : mean.numel()]
+        sd[f"{layer}.bias"] = (bias - columns @ (mean * scale)).to(sd[f"{layer}.bias"].dtype)
+        weight = weight.clone()
+        weight[:, : mean.numel()] = columns * scale
+        sd[f"{layer}.weight"] = weight.to(sd[f"{layer}.weight"].dtype)
+    return sd
+
+
 def export_official(model, step: int = 0) -> dict[str, Any]:
     """The model as a dict in the original code's checkpoint layout (loadable by that code).
 
+    Shape-code standardisation is folded into the weights (:func:`fold_shape_standardisation`).
     The optimiser entry is a fresh Adam state listing the original parameter order
     (coarse, fine, expression codes, texture encoder, ISM), so the original code can resume.
     """
-    sd = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    sd = fold_shape_standardisation({k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
     out: dict[str, Any] = {"global_step": int(step)}
     for key, prefix, rules in _PARTS_OUT:
         out[key] = {_translate(k[len(prefix):], rules, "model"): v for k, v in sd.items() if k.startswith(prefix)}

@@ -56,7 +56,23 @@ def _add_data_args(parser) -> None:
     g.add_argument("--half_res", type=str2bool, default=False, help="train on half-resolution images")
     g.add_argument("--image_scale", type=float, default=1.0, help="further resize factor of the images")
     g.add_argument("--num_workers", type=int, default=2, help="data-loading worker processes (0 = main)")
+    g.add_argument("--standardise_codes", type=str2bool, default=True,
+                   help="standardise shape codes over the training identities (to FaceScape's spread; stored in "
+                        "the checkpoint, used in fitting), so codes of any scale train alike; false = raw, as the original")
     g.add_argument("--uv_cache", type=int, default=64, help="UV maps kept in memory per process")
+
+
+def pixel_center_option(text) -> str | float:
+    """``auto`` or a pixel convention, 0 or 0.5 (see :mod:`facenerf.core.rays`)."""
+    if str(text).strip().lower() == "auto":
+        return "auto"
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value not in (0.0, 0.5):
+        raise argparse.ArgumentTypeError(f"pixel_center must be auto, 0 or 0.5, got {text!r}")
+    return value
 
 
 def _add_sampling_args(parser) -> None:
@@ -68,8 +84,13 @@ def _add_sampling_args(parser) -> None:
     g.add_argument("--near", type=float, default=8.0, help="near bound (world units, 1 = 50 mm)")
     g.add_argument("--far", type=float, default=26.0, help="far bound (world units)")
     g.add_argument("--white_bkgd", type=str2bool, default=False, help="composite on white instead of black")
+    g.add_argument("--pixel_center", type=pixel_center_option, default="auto",
+                   help="the images' pixel convention: pixel (i, j) shows the ray through (i + c, j + c); auto = "
+                        "as the data's camera files record (0.5 for the original render.py); 0 or 0.5 overrides")
     g.add_argument("--lm_share", type=float, default=0.6, help="share of rays drawn around projected landmarks")
     g.add_argument("--lm_sigma", type=float, default=0.025, help="landmark spread as a fraction of image height")
+    g.add_argument("--lm_expression_weight", type=float, default=1.0,
+                   help="landmark rays per mouth/eye landmark relative to the others (1 = alike, as the original)")
     g.add_argument("--mask_share", type=float, default=0.0, help="share of rays drawn from non-black pixels")
     g.add_argument("--precrop_iters", type=int, default=500, help="steps that sample the central crop only")
     g.add_argument("--precrop_frac", type=float, default=0.5, help="side of that crop as a fraction")

@@ -35,6 +35,7 @@ from facenerf.models.mofanerf.checkpoints import load_mofanerf, model_config_fro
 from facenerf.models.mofanerf.config import MoFaNeRFConfig, describe_mismatch, parse_int_list
 from facenerf.models.mofanerf.evaluation import identity_expression_grid, make_evaluator
 from facenerf.models.mofanerf.model import MODEL_NAME, MoFaNeRF
+from facenerf.preprocess.fitting.template import TEMPLATE_KEY, template_from_training_data
 from facenerf.runtime import select_device, seed_everything
 
 
@@ -55,12 +56,14 @@ def build_data(args, out_dir: Path) -> MoFaNeRFData:
     """The streamed training data (see :mod:`facenerf.data.mofanerf_dataset`)."""
     frames, identities = load_mofanerf_sources(args)
     sampler = PixelSamplerConfig(n_rays=args.N_rand, landmark_share=args.lm_share, landmark_sigma=args.lm_sigma,
+                                 expression_weight=args.lm_expression_weight,
                                  mask_share=args.mask_share, precrop_iters=args.precrop_iters,
                                  precrop_frac=args.precrop_frac)
     scale = args.image_scale * (0.5 if args.half_res else 1.0)
+    centre = getattr(args, "pixel_center", "auto")
     return MoFaNeRFData(frames, identities, sampler, near=args.near, far=args.far, tex_size=args.tex_size,
                         image_scale=scale, uv_cache_dir=out_dir / "uv_cache", uv_cache=args.uv_cache,
-                        seed=args.seed)
+                        seed=args.seed, pixel_center=None if centre == "auto" else float(centre))
 
 
 def check_resume_compatible(out_dir: Path, cfg: MoFaNeRFConfig) -> Path | None:
@@ -160,16 +163,22 @@ def _train_on(device: torch.device, args) -> dict:
     main = distributed.is_main_process()
     seed_everything(args.seed)
     data = build_data(args, out_dir)  # bad data fails before anything is written
+    args.pixel_center = data.stored_pixel_center  # recorded in the config: fitting renders with it
     if main:
         ensure_writable_dir(out_dir)
         save_config(args, out_dir)
     model = build_model(args)
+    if args.standardise_codes and len(data.identities) > 1:  # resumed/initialised models bring their own
+        model.set_shape_statistics(torch.stack([torch.as_tensor(p.shape_code) for p in data.identities]))
     resume_from = None if args.no_reload else check_resume_compatible(out_dir, model.cfg)
     if args.ft_path and resume_from is None:
         initialise_from(model, args.ft_path)
     if args.compile:
         model.compile_networks()
     config = {**config_to_dict(args), "model_config": model.cfg.to_dict()}
+    template = template_from_training_data(data)  # wild photos are aligned to it (wildData_preprocess --template)
+    if template is not None:
+        config[TEMPLATE_KEY] = template.to_config()
     batches = StepBatches(data, args.N_iters, rank=distributed.rank(), num_workers=args.num_workers)
     evaluate = make_evaluator(data, data.validation_frames(args.n_val), out_dir, args.val_scale)
     trainer = Trainer(model, batches, trainer_config(args, out_dir, device), device, config, evaluate, MODEL_NAME)
