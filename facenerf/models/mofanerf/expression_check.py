@@ -11,9 +11,14 @@ ratio of magnitudes, render noise that has nothing to do with the expression doe
 the 20 mouth landmarks (48-67) of both frames, padded by half its size, so a jaw that drops
 stays inside it.
 
+Renders of an under-trained NeRF also carry streak and grid artefacts (the axis-aligned
+positional encoding's unfitted high frequencies). :func:`skin_artefacts` measures them where the
+ground truth is smooth: the mean absolute Laplacian of the render over smooth skin, next to the
+truth's (equal for a clean render, larger with artefacts).
+
 ``python -m facenerf.models.mofanerf.expression_check -c configs/mofanerf_tiny.txt`` prints the
-ratios for the training identities and writes a strip (rows ground truth | ours, columns
-neutral and the edited expressions) of one identity.
+ratios for the training identities and the artefact measure on held-out views, and writes a strip
+(rows ground truth | ours, columns neutral and the edited expressions) of one identity.
 """
 
 from __future__ import annotations
@@ -58,7 +63,10 @@ def mouth_box(landmarks: Sequence[np.ndarray], height: int, width: int, pad: flo
     margin = pad * float((hi - lo).max()) + 1.0
     x0, y0 = np.floor(lo - margin).astype(int)
     x1, y1 = np.ceil(hi + margin).astype(int) + 1
-    return max(int(x0), 0), max(int(y0), 0), min(int(x1), width), min(int(y1), height)
+    box = max(int(x0), 0), max(int(y0), 0), min(int(x1), width), min(int(y1), height)
+    if box[0] >= box[2] or box[1] >= box[3]:
+        raise ValueError("the mouth lies outside the image")
+    return box
 
 
 def paired_frames(data, person: int, expression: int, neutral: int = 0) -> tuple[int, int] | None:
@@ -86,6 +94,17 @@ def _frame_landmarks(data, frame: int) -> np.ndarray:
     return xy.numpy()
 
 
+def difference_ratio(truth_neutral: Tensor, truth: Tensor, ours_neutral: Tensor, ours: Tensor,
+                     box: tuple[int, int, int, int]) -> tuple[float, float, float]:
+    """``(RMS of dG, RMS of dR, <dR, dG> / <dG, dG>)`` over ``box`` of images ``[H, W, 3]``."""
+    x0, y0, x1, y1 = box
+    region = (slice(y0, y1), slice(x0, x1))
+    d_truth = (truth[region] - truth_neutral[region]).double()
+    d_ours = (ours[region] - ours_neutral[region]).double()
+    ratio = float((d_ours * d_truth).sum()) / max(float((d_truth ** 2).sum()), 1e-12)
+    return float(d_truth.pow(2).mean().sqrt()), float(d_ours.pow(2).mean().sqrt()), ratio
+
+
 @torch.no_grad()
 def expression_difference(model, data, person: int, expression: int, neutral: int = 0
                           ) -> tuple[ExpressionDifference, dict[str, Tensor]] | None:
@@ -99,16 +118,14 @@ def expression_difference(model, data, person: int, expression: int, neutral: in
     pair = paired_frames(data, person, expression, neutral)
     if pair is None:
         return None
+    try:
+        x0, y0, x1, y1 = mouth_box([_frame_landmarks(data, f) for f in pair], data.K.height, data.K.width)
+    except ValueError:
+        return None  # no landmarks, or the mouth is out of view
     (ours_n, truth_n), (ours_e, truth_e) = (render_frame(model, data, f) for f in pair)
-    x0, y0, x1, y1 = mouth_box([_frame_landmarks(data, f) for f in pair], data.K.height, data.K.width)
-    region = (slice(y0, y1), slice(x0, x1))
-    d_truth = (truth_e[region] - truth_n[region]).double()
-    d_ours = (ours_e[region] - ours_n[region]).double()
-    energy = float((d_truth ** 2).sum())
-    ratio = float((d_ours * d_truth).sum()) / max(energy, 1e-12)
-    result = ExpressionDifference(data.identities[person].identity, expression,
-                                  float(d_truth.pow(2).mean().sqrt()), float(d_ours.pow(2).mean().sqrt()),
-                                  ratio, (x0, y0, x1, y1))
+    truth, rendered, ratio = difference_ratio(truth_n, truth_e, ours_n, ours_e, (x0, y0, x1, y1))
+    result = ExpressionDifference(data.identities[person].identity, expression, truth, rendered, ratio,
+                                  (x0, y0, x1, y1))
     return result, {"truth_neutral": truth_n, "truth": truth_e, "ours_neutral": ours_n, "ours": ours_e}
 
 
@@ -137,6 +154,38 @@ def summarise(ratios: dict[int, list[ExpressionDifference]], names: Sequence[str
         return "expression-difference ratio: no expression changes the mouth region in the data"
     return (f"expression-difference ratio, mouth region, training identities (ours / ground truth, magnitude "
             f"ratio in brackets): {', '.join(parts)}; mean {np.mean(every):.2f} ({np.mean(magnitudes):.2f})")
+
+
+SMOOTH_LAPLACIAN = 0.01   # a pixel is smooth skin when the blurred truth's |Laplacian| is below this
+
+
+def skin_artefacts(render: Tensor, truth: Tensor) -> tuple[float, float]:
+    """Mean ``|Laplacian|`` of ``render`` and of ``truth`` (``[H, W, 3]``) over the truth's smooth skin.
+
+    Smooth skin: foreground pixels at least 2 px inside the silhouette where the truth, blurred
+    by 3 x 3, has ``|Laplacian| < SMOOTH_LAPLACIAN``. Returns ``(nan, nan)`` when there is none.
+    """
+    import cv2
+
+    grey_r = render.float().mean(-1).numpy().astype(np.float32)
+    grey_t = truth.float().mean(-1).numpy().astype(np.float32)
+    inside = cv2.erode(((grey_t > 0.02) * 1).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+    smooth = inside & (np.abs(cv2.Laplacian(cv2.GaussianBlur(grey_t, (3, 3), 0), cv2.CV_32F)) < SMOOTH_LAPLACIAN)
+    if not smooth.any():
+        return float("nan"), float("nan")
+    return (float(np.abs(cv2.Laplacian(grey_r, cv2.CV_32F))[smooth].mean()),
+            float(np.abs(cv2.Laplacian(grey_t, cv2.CV_32F))[smooth].mean()))
+
+
+@torch.no_grad()
+def artefact_summary(model, data, n_frames: int = 8) -> str:
+    """One line: :func:`skin_artefacts` averaged over ``n_frames`` held-out views."""
+    from facenerf.models.mofanerf.evaluation import render_frame
+
+    pairs = [skin_artefacts(*render_frame(model, data, f)) for f in data.validation_frames(n_frames)]
+    ours, truth = (float(np.nanmean([p[i] for p in pairs])) for i in (0, 1))
+    return (f"streak/grid artefacts on smooth skin of {len(pairs)} held-out views (mean |Laplacian|): ours "
+            f"{ours:.4f}, ground truth {truth:.4f} (x{ours / max(truth, 1e-12):.2f})")
 
 
 def _crop_up(image: Tensor, box: tuple[int, int, int, int], size: int) -> np.ndarray:
@@ -203,6 +252,7 @@ def build_parser():
 def main(argv: list[str] | None = None) -> int:
     from facenerf.config import parse_args
     from facenerf.data.synthetic import EXPRESSIONS, parse_expression_list
+    from facenerf.errors import FaceNerfError
     from facenerf.fitting.from_checkpoint import explicit_keys
     from facenerf.fitting.workflow import load_model
     from facenerf.io import write_image
@@ -217,9 +267,17 @@ def main(argv: list[str] | None = None) -> int:
     loaded.model.eval()
     ratios = expression_ratios(loaded.model, data, parse_expression_list(args.check_expressions))
     print(summarise(ratios, EXPRESSIONS))
+    print(artefact_summary(loaded.model, data))
     if args.strip:
-        strip = expression_strip(loaded.model, data, args.strip_identity,
-                                 parse_expression_list(args.strip_expressions), EXPRESSIONS)
+        if not 0 <= args.strip_identity < len(data.identities):
+            raise FaceNerfError(f"--strip_identity {args.strip_identity} is not one of the {len(data.identities)} "
+                                "training identities (0-based)")
+        try:
+            strip = expression_strip(loaded.model, data, args.strip_identity,
+                                     parse_expression_list(args.strip_expressions), EXPRESSIONS)
+        except ValueError as err:
+            raise FaceNerfError(f"no expression strip: {err}; render the neutral and the edited expressions "
+                                "from a common camera") from err
         print(f"expression strip written to {write_image(args.strip, strip)}")
     return 0
 
