@@ -10,7 +10,12 @@ Stages of :class:`Fitter`:
    pixels; the generator is seeded by ``(seed, iteration)`` so a resumed fit draws the same
    rays), render them through the frozen network with the current codes and pose, evaluate
    :func:`~facenerf.fitting.objective.fit_loss`, take one Adam step with this iteration's
-   learning rates;
+   learning rates. The fast path (``fast_render``, the default) renders with the model's
+   empty-space skipping (:mod:`facenerf.models.mofanerf.acceleration`): an occupancy grid of
+   the coarse density for the current codes, rebuilt every ``grid_refresh`` iterations as the
+   codes move (:class:`~facenerf.models.mofanerf.acceleration.FitGrid`), a gradient-free
+   density-only coarse pass, early ray termination and colour only where it is visible.
+   ``fast_render = False`` is the straightforward reference: both passes dense, with colour;
 3. **run** - loop to the planned iteration count with a progress bar, recording the loss and
    the PSNR of the sampled rays every ``log_every`` iterations and calling
    ``on_iteration(fitter)`` after every step (the caller writes fit files and previews there).
@@ -29,12 +34,13 @@ from facenerf.core.cameras import Intrinsics
 from facenerf.core.rays import image_rays, pixel_rays
 from facenerf.core.renderer import RenderSettings
 from facenerf.fitting.inputs import FitTarget
-from facenerf.fitting.objective import FitVariables, FitWeights, fit_loss, render_fit_rays
+from facenerf.fitting.objective import FitVariables, FitWeights, fit_loss
 from facenerf.fitting.result import FitResult
 from facenerf.fitting.sampling import build_levels, sample_fit_pixels
 from facenerf.fitting.schedule import FitSchedule
 from facenerf.fitting.stats import CodeStatistics
 from facenerf.metrics import mse_to_psnr
+from facenerf.models.mofanerf.acceleration import FitGrid
 from facenerf.runtime import autocast
 
 HISTORY_KEYS = ("iteration", "level", "loss", "photometric", "psnr", "shape_prior", "texture_prior",
@@ -56,7 +62,8 @@ class FitSettings:
     gain_mode: str = "rgb"
     init_expression: int = 0  # learned code eps starts from (0 = neutral)
     amp: str = "none"  # autocast of the network ("bf16" on capable GPUs)
-    fast_render: bool = True  # coarse pass without gradients/colour (same result), else full render
+    fast_render: bool = True  # empty-space skipping + density-only coarse pass, else the dense reference
+    grid_refresh: int = 25  # iterations between occupancy-grid rebuilds of the fast path
     log_every: int = 10  # record the history every N iterations
     progress: bool = True
     seed: int = 0
@@ -77,6 +84,8 @@ class Fitter:
         self.model, self.target, self.stats, self.settings = model, target, stats, settings
         self.device = torch.device(device)
         self.render_settings = replace(render_settings, perturb=False)
+        self.fit_grid = FitGrid(model.skip_settings, settings.grid_refresh)
+        self.fast_settings = model.skip_settings.render_settings(self.render_settings)
         freeze(model)
         self.model.to(self.device)
         self.levels = build_levels(target.image, target.mask, target.landmarks_xy, target.K,
@@ -153,10 +162,7 @@ class Fitter:
         rays, target = self._rays_and_targets(level)
         with autocast(self.device, self.settings.amp):
             codes = self.codes()
-            if self.settings.fast_render:
-                pred = render_fit_rays(self.model, rays, codes, self.render_settings)
-            else:
-                pred = self.model.render_rays(rays, codes, self.render_settings)["rgb"]
+            pred = self.render_rays(rays, codes)["rgb"]
         loss, terms = fit_loss(pred.float(), target, self.variables, self.stats_device, self.learned,
                                self.settings.weights)
         self.optimizer.zero_grad(set_to_none=True)
@@ -167,6 +173,13 @@ class Fitter:
         scalars.update({k: float(v) for k, v in terms.items() if k != "mse"})
         self.iteration += 1
         return scalars
+
+    def render_rays(self, rays, codes) -> dict:
+        """The loss's render of ``rays``: the fast path or the dense reference (``fast_render``)."""
+        if not self.settings.fast_render:
+            return self.model.render_rays(rays, codes, self.render_settings)
+        grid = self.fit_grid.grid(self.model, codes, self.iteration)
+        return self.model.render_rays(rays, codes, self.fast_settings, grid=grid)
 
     def _record(self, scalars: dict[str, float]) -> None:
         self.history["iteration"].append(float(self.iteration))
@@ -196,7 +209,8 @@ class Fitter:
         c2w = self.variables.pose() if c2w is None else c2w.to(self.device)
         rays = image_rays(K, c2w, self.target.near, self.target.far)
         with autocast(self.device, self.settings.amp):
-            rgb = self.model.render_image(rays, self.codes(), K.height, K.width, self.render_settings)["rgb"]
+            rgb = self.model.render_image(rays, self.codes(), K.height, K.width, self.render_settings,
+                                          fast=self.settings.fast_render)["rgb"]
         if with_gain:
             rgb = rgb.float() * self.variables.gain()
         return rgb.float().clamp(0, 1).cpu()

@@ -97,7 +97,8 @@ def _add_fit_args(parser) -> None:
                    help="progress render every N iterations (0 = the original's 0,100,200,300,500,1000,1500,2000)")
     g.add_argument("--eval_views", type=int, default=4, help="held-out views scored for synthetic renders")
     g.add_argument("--fast_render", type=str2bool, default=True,
-                   help="skip gradients and colour of the coarse pass (same result, faster)")
+                   help="empty-space skipping (coarse-density occupancy grid), density-only coarse pass, early "
+                        "ray termination; false = the straightforward dense reference")
 
 
 def _add_mode_args(parser) -> None:

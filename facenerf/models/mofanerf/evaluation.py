@@ -29,7 +29,7 @@ def render_frame(model: MoFaNeRF, data: MoFaNeRFData, frame: int, scale: float =
     shape = torch.from_numpy(np.asarray(data.identities[person].shape_code, np.float32)).to(device)
     codes = model.face_codes(shape, expression_index=int(data.frames.expression[frame]),
                              uv=data.uv(person).to(device))
-    image = model.render_image(rays.to(device), codes, K.height, K.width, min_weight=0.0)["rgb"]
+    image = model.render_image(rays.to(device), codes, K.height, K.width, fast=False)["rgb"]
     return image.float().clamp(0, 1).cpu(), data.frame_image(frame, K)
 
 
