@@ -168,13 +168,14 @@ def test_fast_render_agrees_with_the_reference_within_its_thresholds():
     with torch.no_grad():  # a dense field, so every cell is occupied and rays terminate early
         model.coarse.density_head.bias.fill_(2.0)
         model.fine.density_head.bias.fill_(2.0)
-    model.skip_settings = replace(model.skip_settings, bound=30.0, resolution=4, min_weight=0.02, samples_per_round=2)
+    model.skip_settings = replace(model.skip_settings, bound=30.0, resolution=4, min_weight=0.02, samples_per_round=2,
+                                  early_stop_eps=1e-4)
     K = Intrinsics(12, 12, 30.0, 30.0, 6.0, 6.0)
     rays = image_rays(K, mofanerf_pose(10.0, 20.0), 8.0, 26.0)
     codes = model.face_codes(torch.randn(8) * 0.1, expression_index=1, uv=torch.rand(1, 3, 32, 32))
     dense = model.render_image(rays, codes, 12, 12, fast=False)
     fast = model.render_image(rays, codes, 12, 12)
-    assert model.occupancy_grid(codes).occupied().all()
+    assert all(g.occupied().all() for g in model.occupancy_grids(codes))
     assert fast["skipped_weight"].max() > 0  # the colour threshold did skip samples
     error = (fast["rgb"] - dense["rgb"]).abs().amax(-1)
     # dropped: weights below min_weight (colour only) and the light behind termination (< 1e-4)
@@ -199,5 +200,5 @@ def test_visible_sample_render_of_empty_space_returns_the_background():
     out = model.render_image(rays, codes, 6, 6)
     torch.testing.assert_close(out["rgb"], torch.tensor([0.2, 0.4, 0.6]).expand(6, 6, 3))
     assert float(out["opacity"].abs().max()) == 0.0
-    assert not model.occupancy_grid(codes).occupied().any()
+    assert not model.occupancy_grids(codes)[0].occupied().any()
     assert float(out["n_evaluated"].max()) == 0.0  # background rays cost no network call

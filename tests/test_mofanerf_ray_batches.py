@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from facenerf.data.ray_batches import (PixelSamplerConfig, gather_pixels, landmark_pixels, precrop_region,
+from facenerf.data.ray_batches import (PixelSamplerConfig, gather_pixels, landmark_pixels, patch_pixels,
+                                       precrop_region,
                                        sample_pixels, uniform_pixels, weighted_pixels)
 
 
@@ -87,3 +88,29 @@ def test_sampler_config_validation_and_gather():
     image = torch.arange(5 * 4 * 3, dtype=torch.float32).reshape(5, 4, 3)  # H=5, W=4
     xy = torch.tensor([[3, 0], [0, 4], [2, 2]])
     torch.testing.assert_close(gather_pixels(image, xy), torch.stack([image[0, 3], image[4, 0], image[2, 2]]))
+
+
+def test_patch_pixels_are_contiguous_squares_inside_the_region():
+    gen = torch.Generator().manual_seed(0)
+    xy = patch_pixels(5, 4, 20, 30, gen, region=(10, 2, 18, 12))
+    patches = xy.view(5, 4, 4, 2)
+    assert xy.dtype == torch.int64 and xy.shape == (80, 2)
+    # row-major squares: x grows along a row, y down the columns, by one pixel
+    assert (patches[:, :, 1:, 0] - patches[:, :, :-1, 0] == 1).all() and (patches[:, :, 1:, 1] == patches[:, :, :1, 1]).all()
+    assert (patches[:, 1:, :, 1] - patches[:, :-1, :, 1] == 1).all()
+    assert (xy[:, 0] >= 10).all() and (xy[:, 0] < 18).all() and (xy[:, 1] >= 2).all() and (xy[:, 1] < 12).all()
+    image = torch.arange(20 * 30, dtype=torch.float32).reshape(20, 30, 1)
+    colours = gather_pixels(image, xy).view(5, 4, 4)
+    torch.testing.assert_close(colours[:, 0, 1] - colours[:, 0, 0], torch.ones(5))  # next column
+    torch.testing.assert_close(colours[:, 1, 0] - colours[:, 0, 0], torch.full((5,), 30.0))  # next row
+
+
+def test_patch_pixels_stride_fallback_and_errors():
+    gen = torch.Generator().manual_seed(1)
+    strided = patch_pixels(3, 3, 16, 16, gen, stride=2).view(3, 3, 3, 2)
+    assert (strided[:, :, 1:, 0] - strided[:, :, :-1, 0] == 2).all()
+    # a region smaller than the patch: patches land anywhere in the image instead
+    xy = patch_pixels(50, 4, 16, 16, gen, region=(0, 0, 3, 3))
+    assert xy.min() >= 0 and xy.max() <= 15 and (xy.view(50, 16, 2)[:, 0] > 0).any()
+    with pytest.raises(ValueError):
+        patch_pixels(1, 8, 6, 20)

@@ -1,25 +1,32 @@
-"""The one place that touches optional accelerators. Nothing here imports them at import time.
+"""The one place that chooses accelerated implementations. Nothing here imports or compiles one
+at import time.
 
-Pure PyTorch ("torch") is always available and is the default everywhere; it is what the
-CPU tests run. An accelerator is imported only when a caller asks for it by name.
+Each accelerated component has a pure-PyTorch reference, chosen by an ``implementation``
+field and used by every CPU test. Today the component is the multiresolution hash-grid
+lookup (:class:`facenerf.core.encodings.HashGridEncoding`):
+
+* ``"torch"`` - :func:`facenerf.core.encodings.hash_grid_encode`, the reference (default);
+* ``"compiled"`` - the same function through ``torch.compile`` (Triton kernels on CUDA, C++ on
+  CPU), compiled lazily on the first call with ``dynamic=True``; same parameters, values and
+  gradients up to float rounding;
+* ``"auto"`` - ``"compiled"`` on a CUDA device when Triton is installed, else ``"torch"``.
+
+A new accelerated lookup (e.g. a hand-written kernel) registers here under a new name, keeps
+the table layout of the reference, and is compared with it in tests (values and gradients).
 """
 
 from __future__ import annotations
 
-import importlib
 import importlib.util
-from types import ModuleType
+import shutil
+from typing import Callable
 
 import torch
 
 from facenerf.errors import FaceNerfError
 
-# backend name -> (python module to import, what it accelerates, pip hint)
-OPTIONAL_BACKENDS = {
-    "tcnn": ("tinycudann", "fused hash-grid encoding and MLPs (CUDA only)",
-             "pip install git+https://github.com/NVlabs/tiny-cuda-nn/#subdirectory=bindings/torch"),
-}
-BACKEND_CHOICES = ("torch", "auto") + tuple(OPTIONAL_BACKENDS)
+HASH_GRID_IMPLEMENTATIONS = ("torch", "compiled", "auto")
+_COMPILED: dict[str, Callable] = {}
 
 
 def _installed(module: str) -> bool:
@@ -31,47 +38,39 @@ def _installed(module: str) -> bool:
 
 
 def available_backends() -> dict[str, dict[str, object]]:
-    """Report what can run here: ``{name: {"available": bool, "detail": str}}``.
-
-    "torch" is always available. An optional backend counts as available when its module is
-    installed and CUDA is usable (it is not imported to find out).
-    """
+    """What can run here: ``{name: {"available": bool, "detail": str}}`` (nothing is imported)."""
     cuda = torch.cuda.is_available()
-    report: dict[str, dict[str, object]] = {
-        "torch": {"available": True, "detail": f"PyTorch {torch.__version__} (cuda: {cuda})"}
+    triton = _installed("triton")
+    compiler = shutil.which("cc") or shutil.which("gcc") or shutil.which("g++")
+    return {
+        "torch": {"available": True, "detail": f"PyTorch {torch.__version__} (cuda: {cuda})"},
+        "compiled": {"available": (cuda and triton) or bool(compiler),
+                     "detail": f"torch.compile; triton {'installed' if triton else 'not installed'}, "
+                               f"C++ compiler {'found' if compiler else 'not found'}"},
     }
-    for name, (module, what, _hint) in OPTIONAL_BACKENDS.items():
-        installed = _installed(module)
-        report[name] = {
-            "available": installed and cuda,
-            "detail": f"{what}; module {module!r} {'installed' if installed else 'not installed'}",
-        }
-    return report
 
 
-def resolve_backend(name: str = "torch") -> str:
-    """Turn a config value into the backend to use.
-
-    ``"torch"`` -> torch; ``"auto"`` -> the first available optional backend, else torch; an
-    explicit optional backend that cannot run raises :class:`FaceNerfError` with the fix.
-    """
-    if name not in BACKEND_CHOICES:
-        raise FaceNerfError(f"unknown backend {name!r}: use one of {', '.join(BACKEND_CHOICES)}")
-    report = available_backends()
+def resolve_implementation(name: str, device: torch.device | str = "cpu") -> str:
+    """The implementation to run on ``device`` for a config value; FaceNerfError with the fix
+    when it is unknown or cannot run here."""
+    if name not in HASH_GRID_IMPLEMENTATIONS:
+        raise FaceNerfError(f"unknown implementation {name!r}: use one of {', '.join(HASH_GRID_IMPLEMENTATIONS)}")
+    device = torch.device(device)
     if name == "auto":
-        return next((n for n in OPTIONAL_BACKENDS if report[n]["available"]), "torch")
-    if name != "torch" and not report[name]["available"]:
-        hint = OPTIONAL_BACKENDS[name][2]
-        raise FaceNerfError(
-            f"backend {name!r} is not usable here ({report[name]['detail']}, cuda "
-            f"{torch.cuda.is_available()}): set backend = torch, or install it on a CUDA machine ({hint})"
-        )
+        return "compiled" if device.type == "cuda" and _installed("triton") else "torch"
+    if name == "compiled" and not available_backends()["compiled"]["available"]:
+        raise FaceNerfError("implementation 'compiled' cannot run here (no Triton on CUDA, no C++ compiler): "
+                            "set implementation = torch")
     return name
 
 
-def load_backend(name: str) -> ModuleType:
-    """Import and return an optional backend's module (only ever called on request)."""
-    if name not in OPTIONAL_BACKENDS:
-        raise FaceNerfError(f"{name!r} is not an optional backend: use one of {', '.join(OPTIONAL_BACKENDS)}")
-    resolve_backend(name)
-    return importlib.import_module(OPTIONAL_BACKENDS[name][0])
+def hash_grid_function(name: str, device: torch.device | str = "cpu") -> Callable:
+    """The hash-grid lookup ``f(x [N, D], table [P, F], meta) -> [N, L*F]`` for ``name`` on ``device``."""
+    from facenerf.core.encodings import hash_grid_encode
+
+    resolved = resolve_implementation(name, device)
+    if resolved == "torch":
+        return hash_grid_encode
+    if "hash_grid" not in _COMPILED:
+        _COMPILED["hash_grid"] = torch.compile(hash_grid_encode, dynamic=True)
+    return _COMPILED["hash_grid"]

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from facenerf.core.backends import hash_grid_function, resolve_implementation
+
 # instant-ngp / torch-ngp spatial hash primes (one per input dimension, up to 7).
 HASH_PRIMES = (1, 2654435761, 805459861, 3674653429, 2097192037, 1434869437, 2165219737)
 
@@ -252,10 +254,13 @@ def hash_grid_encode(x: Tensor, table: Tensor, meta: HashGridMeta) -> Tensor:
 class HashGridEncoding(nn.Module):
     """Multiresolution hash-grid encoding (pure PyTorch, torch-ngp layout and hashing).
 
-    Inputs are points in [0, 1]^D (map a bounding box to the unit cube first); output is
-    ``[N, n_levels * n_features]``, level-major. Attributes: ``level_resolutions``,
-    ``level_offsets`` (first table row of each level), ``table_rows`` (P) and the parameter
-    ``embeddings`` [P, F], initialised uniform in [-init_scale, init_scale].
+    Inputs are points in [0, 1]^D (map the scene box to the unit cube first with
+    :func:`facenerf.core.scene_box.to_unit_cube`); output is ``[N, n_levels * n_features]``,
+    level-major. Attributes: ``level_resolutions``, ``level_offsets`` (first table row of each
+    level), ``table_rows`` (P) and the parameter ``embeddings`` [P, F], initialised uniform in
+    [-init_scale, init_scale]. ``implementation`` picks the lookup through
+    :mod:`facenerf.core.backends` (``"torch"`` reference, ``"compiled"``, ``"auto"``); every
+    implementation uses the same parameter layout.
     """
 
     def __init__(
@@ -267,8 +272,11 @@ class HashGridEncoding(nn.Module):
         base_resolution: int = 16,
         max_resolution: int = 2048,
         init_scale: float = 1e-4,
+        implementation: str = "torch",
     ):
         super().__init__()
+        resolve_implementation(implementation)  # unknown names fail here, not at the first call
+        self.implementation = implementation
         self.meta = make_hash_grid_meta(
             in_dim, n_levels, n_features, log2_table_size, base_resolution, max_resolution
         )
@@ -292,4 +300,4 @@ class HashGridEncoding(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """x [N, in_dim] in [0, 1] -> [N, out_dim]."""
-        return hash_grid_encode(x, self.embeddings, self.meta)
+        return hash_grid_function(self.implementation, x.device)(x, self.embeddings, self.meta)

@@ -127,17 +127,17 @@ class OccupancyGrid(nn.Module):
 
     def cell_index(self, points: Tensor) -> tuple[Tensor, Tensor]:
         """Flat cell index [N] of points [N, 3] and whether each point lies inside the box [N]."""
-        unit = to_unit_cube(points, self.aabb)
-        inside = ((unit >= 0) & (unit <= 1)).all(dim=-1)
-        ijk = (unit * self.resolution).floor().long().clamp(0, self.resolution - 1)
-        flat = (ijk[:, 0] * self.resolution + ijk[:, 1]) * self.resolution + ijk[:, 2]
+        r = self.resolution
+        cells = to_unit_cube(points, self.aabb) * r  # [N, 3] in cell units
+        inside = ((cells >= 0) & (cells <= r)).all(dim=-1)
+        ijk = cells.long().clamp_(0, r - 1)  # truncation = floor for the points inside
+        flat = ijk @ torch.tensor([r * r, r, 1], device=ijk.device)
         return flat, inside
 
     def query(self, points: Tensor) -> Tensor:
         """Whether points [N, 3] fall in occupied cells -> bool [N] (outside the box: False)."""
         flat, inside = self.cell_index(points)
-        bits = (self.bitfield[flat >> 3] >> (flat & 7).to(torch.uint8)) & 1
-        return bits.bool() & inside
+        return unpack_bits(self.bitfield)[flat] & inside
 
     # ------------------------------------------------------------------ maintenance
     def _chosen_cells(self, step: int | None, warmup_steps: int, generator) -> Tensor:
@@ -283,6 +283,29 @@ class OccupancyGrid(nn.Module):
         alpha = vr.alpha_from_density(sigma.clamp_min(0.0), deltas.float())
         trans = vr.transmittance_packed(alpha, ray_idx, len(rays), eps=0.0)
         return samples.select((trans >= early_stop_eps) & (alpha >= alpha_threshold))
+
+    def coarsened(self, factor: int, dilation: int = 0) -> "OccupancyGrid":
+        """A grid of ``resolution / factor`` cells per axis over the same box, a cell occupied when
+        any of the ``factor^3`` cells it covers is (then grown by ``dilation`` cells): a
+        conservative, cheaper-to-march copy."""
+        r = self.resolution
+        if factor <= 1 or r % factor or (r // factor) % 2:
+            factor = 1
+        coarse = OccupancyGrid(self.aabb, r // factor).to(self.aabb.device)
+        mask = F.max_pool3d(self.occupied().float()[None, None], factor).reshape(-1) > 0
+        if dilation > 0:
+            mask = _dilate(mask, r // factor, dilation)
+        coarse.bitfield.copy_(pack_bits(mask))
+        return coarse
+
+    def ray_hits(self, rays: RayBundle, coarsen: int = 4) -> Tensor:
+        """Whether each ray [N] can meet an occupied cell (between its near and far).
+
+        Marches :meth:`coarsened` ``(coarsen, dilation=1)`` at half its cell size: a ray through
+        an occupied cell crosses at least one coarse cell of the dilated copy, so it always
+        counts as a hit; rays passing near occupied cells may count too (conservative).
+        """
+        return self.coarsened(coarsen, dilation=1).ray_bounds(rays)[2]
 
     @torch.no_grad()
     def ray_bounds(self, rays: RayBundle, step_size: float | None = None) -> tuple[Tensor, Tensor, Tensor]:

@@ -166,7 +166,7 @@ def _packed_pass(t: Tensor, keep: Tensor, rays: RayBundle, field: Field, setting
     dirs = unit_directions(rays.directions)[ridx]
     out = composite_samples(field, points, dirs, ridx, _deltas(t, rays, settings)[ridx, sidx], t_k, n_rays,
                             stop_eps=settings.early_stop_eps, per_round=settings.samples_per_round,
-                            min_weight=settings.min_weight, colour=colour)
+                            min_weight=settings.min_weight, colour=colour, columns=sidx, n_columns=t.shape[1])
     index = out.pop("index")
     weights = t.new_zeros(t.shape).index_put((ridx[index], sidx[index]), out.pop("weights"))
     out.pop("ray_indices")
@@ -179,8 +179,6 @@ def _scatter_rays(out: dict[str, Tensor], active: Tensor, n_rays: int, backgroun
     the background, with zero opacity, depth and evaluations. rgb gets the background blended."""
     full = {}
     for key, value in out.items():
-        if key == "weights":
-            continue
         canvas = value.new_zeros((n_rays,) + tuple(value.shape[1:]))
         full[key] = canvas.index_put((torch.nonzero(active).squeeze(-1),), value)
     for suffix in ("", "_coarse"):
@@ -189,24 +187,33 @@ def _scatter_rays(out: dict[str, Tensor], active: Tensor, n_rays: int, backgroun
     return full
 
 
+def _occupied(grid: OccupancyGrid | None, rays: RayBundle, t: Tensor) -> Tensor:
+    """Whether the samples at depths t [R, S] lie in occupied cells (all True without a grid)."""
+    if grid is None:
+        return torch.ones_like(t, dtype=torch.bool)
+    return grid.query(_points(rays, t).reshape(-1, 3)).view(t.shape)
+
+
 def _render_packed(t: Tensor, rays: RayBundle, coarse: Field, fine: Field | None, settings: RenderSettings,
-                   grid: OccupancyGrid | None, generator) -> dict[str, Tensor]:
+                   grid: OccupancyGrid | None, fine_grid: OccupancyGrid | None, generator) -> dict[str, Tensor]:
     """The hierarchical pass with empty-space skipping, early termination and visible-only colour."""
     n_rays = len(rays)
-    keep = torch.ones_like(t, dtype=torch.bool) if grid is None else grid.query(_points(rays, t).reshape(-1, 3)).view(t.shape)
-    active = keep.any(dim=-1)  # rays that meet an occupied cell at a coarse depth
-    rays_a, t_a, keep_a = rays[active], t[active], keep[active]
     final = settings.n_importance <= 0
+    fine_grid = fine_grid if fine_grid is not None else grid
+    decisive = grid if final else fine_grid  # the grid of the pass that makes the image
+    active = torch.ones(n_rays, dtype=torch.bool, device=t.device) if decisive is None else \
+        decisive.ray_hits(rays)  # rays that meet no occupied cell are background
+    rays_a, t_a = rays[active], t[active]
     grad = contextlib.nullcontext() if (final or settings.coarse_colour) else torch.no_grad()
     with grad:
-        coarse_out = _packed_pass(t_a, keep_a, rays_a, coarse, settings, colour=final or settings.coarse_colour)
+        coarse_out = _packed_pass(t_a, _occupied(grid, rays_a, t_a), rays_a, coarse, settings,
+                                  colour=final or settings.coarse_colour)
     if final:
         return _scatter_rays(coarse_out, active, n_rays, settings.background)
     t_new = importance_samples(t_a, coarse_out["weights"], settings.n_importance, not settings.perturb, generator)
     t_all, _ = torch.sort(torch.cat([t_a, t_new], dim=-1), dim=-1)  # [Ra, S + I]
-    keep_all = torch.ones_like(t_all, dtype=torch.bool) if grid is None else \
-        grid.query(_points(rays_a, t_all).reshape(-1, 3)).view(t_all.shape)
-    out = _packed_pass(t_all, keep_all, rays_a, fine if fine is not None else coarse, settings, colour=True)
+    out = _packed_pass(t_all, _occupied(fine_grid, rays_a, t_all), rays_a, fine if fine is not None else coarse,
+                       settings, colour=True)
     n_coarse = coarse_out.pop("n_evaluated")
     if settings.coarse_colour:
         out.update({f"{key}_coarse": coarse_out[key] for key in ("rgb", "depth", "opacity")})
@@ -221,6 +228,7 @@ def render_rays(
     settings: RenderSettings,
     generator: torch.Generator | None = None,
     grid: OccupancyGrid | None = None,
+    fine_grid: OccupancyGrid | None = None,
 ) -> dict[str, Tensor]:
     """Render a ray batch with the coarse -> importance -> fine pass (differentiable).
 
@@ -232,17 +240,20 @@ def render_rays(
     anyway, so the fine result and its gradients are the same).
 
     Returns per ray ``rgb`` [R, 3] (over the background), ``depth`` [R], ``opacity`` [R] (the
-    weight sum) and ``n_evaluated`` [R] (density evaluations, both passes). The dense
-    reference path (no ``grid``, no ``early_stop_eps``, ``min_weight`` None) also returns the
-    final pass's ``weights`` [R, S] and ``t`` [R, S] (and ``weights_coarse``); the accelerated
-    path returns ``skipped_weight`` [R] (weight whose colour was not evaluated) instead.
-    With a ``grid``, samples in empty cells are not evaluated (density taken as 0) and rays
-    meeting no occupied cell at a coarse depth are pure background.
+    weight sum), ``n_evaluated`` [R] (density evaluations, both passes) and the final pass's
+    ``weights`` [R, S] (zero where a sample was skipped or terminated). The dense reference
+    path (no ``grid``, no ``early_stop_eps``, ``min_weight`` None) also returns the final
+    depths ``t`` [R, S] (and ``weights_coarse``); the accelerated path returns
+    ``skipped_weight`` [R] (weight whose colour was not evaluated).
+    Empty-space skipping: coarse samples in empty cells of ``grid`` (the coarse field's
+    occupancy) and fine samples in empty cells of ``fine_grid`` (the fine field's; default
+    ``grid``) are not evaluated (density taken as 0), and rays that meet no occupied cell of the
+    grid of the final pass are pure background, without any field call.
     """
     coarse_f, fine_f = as_field(coarse), (as_field(fine) if fine is not None else None)
     t = stratified_samples(rays.near, rays.far, settings.n_samples, settings.perturb, settings.lindisp, generator)
-    if grid is not None or settings.accelerated:
-        return _render_packed(t, rays, coarse_f, fine_f, settings, grid, generator)
+    if grid is not None or fine_grid is not None or settings.accelerated:
+        return _render_packed(t, rays, coarse_f, fine_f, settings, grid, fine_grid, generator)
     final = settings.n_importance <= 0
     grad = contextlib.nullcontext() if (final or settings.coarse_colour) else torch.no_grad()
     with grad:
@@ -334,11 +345,12 @@ def render_image(
     generator: torch.Generator | None = None,
     progress: bool = False,
     grid: OccupancyGrid | None = None,
+    fine_grid: OccupancyGrid | None = None,
 ) -> dict[str, Tensor]:
     """:func:`render_rays` over an image's ``height * width`` rays (row-major), chunked by
     ``settings.chunk_rays`` (0: :func:`auto_chunk_rays`), without gradients -> ``[H, W, ...]``."""
     chunk = _chunk(settings.chunk_rays, rays, 2 * settings.n_samples + settings.n_importance)
-    return render_chunked(lambda part: render_rays(part, coarse, fine, settings, generator, grid),
+    return render_chunked(lambda part: render_rays(part, coarse, fine, settings, generator, grid, fine_grid),
                           rays, chunk, height, width, progress)
 
 

@@ -1,4 +1,5 @@
-"""Pixel samplers for ray batches: uniform, centre crop ("precrop"), landmark-guided, mask-weighted.
+"""Pixel samplers for ray batches: uniform, centre crop ("precrop"), landmark-guided, mask-weighted,
+square patches.
 
 Every sampler returns integer pixel coordinates ``xy [n, 2]`` = (column, row) as ``int64``
 inside the image (``0 <= x < width``, ``0 <= y < height``), drawn with one vectorised call from
@@ -142,6 +143,34 @@ def sample_pixels(cfg: PixelSamplerConfig, height: int, width: int, step: int = 
     region = precrop_region(height, width, cfg.precrop_frac) if step < cfg.precrop_iters else None
     parts.append(uniform_pixels(cfg.n_rays - taken, height, width, generator, region))
     return torch.cat(parts, dim=0)
+
+
+def patch_pixels(n_patches: int, patch_size: int, height: int, width: int,
+                 generator: torch.Generator | None = None, region: tuple[int, int, int, int] | None = None,
+                 stride: int = 1) -> Tensor:
+    """``n_patches`` square patches of ``patch_size``^2 pixels -> ``int64 [n_patches * P * P, 2]`` (x, y).
+
+    Pixels are row-major inside a patch and patches follow one another, so
+    ``xy.view(n_patches, P, P, 2)`` (and the gathered colours ``.view(n_patches, P, P, C)``)
+    are images for a patch loss. Neighbouring patch pixels are ``stride`` pixels apart.
+    Each patch's top-left corner is uniform over the positions that keep the whole patch
+    inside ``region`` = ``(x0, y0, x1, y1)`` (ends exclusive, clipped to the image), e.g. a
+    mouth or face rectangle; when the patch does not fit the region it is placed anywhere in
+    the image instead (NeRFBlendShape's fallback). The patch must fit the image.
+    """
+    span = (patch_size - 1) * stride + 1  # pixels covered along each side
+    if patch_size < 1 or stride < 1 or span > width or span > height:
+        raise ValueError(f"a {patch_size}x{patch_size} patch with stride {stride} does not fit a {width}x{height} image")
+    x0, y0, x1, y1 = (0, 0, width, height) if region is None else region
+    x0, y0, x1, y1 = max(0, int(x0)), max(0, int(y0)), min(width, int(x1)), min(height, int(y1))
+    if x1 - x0 < span or y1 - y0 < span:
+        x0, y0, x1, y1 = 0, 0, width, height
+    cx = torch.randint(x0, x1 - span + 1, (n_patches,), generator=generator)  # [n] top-left corners
+    cy = torch.randint(y0, y1 - span + 1, (n_patches,), generator=generator)
+    offsets = torch.arange(patch_size) * stride  # [P]
+    oy, ox = torch.meshgrid(offsets, offsets, indexing="ij")  # [P, P], row-major
+    xy = torch.stack([cx[:, None, None] + ox, cy[:, None, None] + oy], dim=-1)  # [n, P, P, 2]
+    return xy.reshape(-1, 2)
 
 
 def gather_pixels(image: Tensor, xy: Tensor) -> Tensor:

@@ -84,8 +84,8 @@ class Fitter:
         self.model, self.target, self.stats, self.settings = model, target, stats, settings
         self.device = torch.device(device)
         self.render_settings = replace(render_settings, perturb=False)
-        self.fit_grid = FitGrid(model.skip_settings, settings.grid_refresh)
-        self.fast_settings = model.skip_settings.render_settings(self.render_settings)
+        self.fit_grid = FitGrid(model.skip_settings, settings.grid_refresh, seed=settings.seed)
+        self.fast_settings = model.skip_settings.for_fitting().render_settings(self.render_settings, fitting=True)
         freeze(model)
         self.model.to(self.device)
         self.levels = build_levels(target.image, target.mask, target.landmarks_xy, target.K,
@@ -98,6 +98,7 @@ class Fitter:
         self.optimizer = torch.optim.Adam(self._param_groups())
         self.iteration = 0
         self.history: dict[str, list[float]] = {k: [] for k in HISTORY_KEYS}
+        self.last_scalars: dict[str, float] = {}
 
     def _param_groups(self) -> list[dict]:
         frozen = set() if self.settings.optimise_pose else {"rotation", "translation"}
@@ -162,24 +163,27 @@ class Fitter:
         rays, target = self._rays_and_targets(level)
         with autocast(self.device, self.settings.amp):
             codes = self.codes()
-            pred = self.render_rays(rays, codes)["rgb"]
+            out = self.render_rays(rays, codes)
+            pred = out["rgb"]
         loss, terms = fit_loss(pred.float(), target, self.variables, self.stats_device, self.learned,
                                self.settings.weights)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         scalars = {"level": float(level), "loss": float(loss.detach()),
-                   "psnr": float(mse_to_psnr(terms["mse"].clamp_min(1e-10)))}
+                   "psnr": float(mse_to_psnr(terms["mse"].clamp_min(1e-10))),
+                   "samples_per_ray": float(out["n_evaluated"].float().mean())}
         scalars.update({k: float(v) for k, v in terms.items() if k != "mse"})
         self.iteration += 1
+        self.last_scalars = scalars
         return scalars
 
     def render_rays(self, rays, codes) -> dict:
         """The loss's render of ``rays``: the fast path or the dense reference (``fast_render``)."""
         if not self.settings.fast_render:
             return self.model.render_rays(rays, codes, self.render_settings)
-        grid = self.fit_grid.grid(self.model, codes, self.iteration)
-        return self.model.render_rays(rays, codes, self.fast_settings, grid=grid)
+        grids = self.fit_grid.grids(self.model, codes, self.iteration)
+        return self.model.render_rays(rays, codes, self.fast_settings, grids=grids)
 
     def _record(self, scalars: dict[str, float]) -> None:
         self.history["iteration"].append(float(self.iteration))

@@ -78,8 +78,9 @@ class FaceState:
 
 @torch.no_grad()
 def render_face(model, face: FaceState, c2w: Tensor | None = None, K: Intrinsics | None = None,
-                settings=None, amp: str = "none", with_gain: bool = True) -> Tensor:
-    """Render ``face`` (at its own camera unless ``c2w``/``K`` are given) -> ``[H, W, 3]`` CPU in [0, 1]."""
+                settings=None, amp: str = "none", with_gain: bool = True, fast: bool = True) -> Tensor:
+    """Render ``face`` (at its own camera unless ``c2w``/``K`` are given) -> ``[H, W, 3]`` CPU in [0, 1];
+    ``fast=False`` renders with the straightforward reference path."""
     device = next(model.parameters()).device
     K = K or face.K
     pose = (face.c2w if c2w is None else c2w).to(device)
@@ -87,7 +88,7 @@ def render_face(model, face: FaceState, c2w: Tensor | None = None, K: Intrinsics
                              texture=face.texture.to(device)[None])
     rays = image_rays(K, pose, face.near, face.far)
     with autocast(device, amp):
-        rgb = model.render_image(rays, codes, K.height, K.width, settings)["rgb"].float()
+        rgb = model.render_image(rays, codes, K.height, K.width, settings, fast=fast)["rgb"].float()
     if with_gain:
         rgb = rgb * face.gain.to(device)
     return rgb.clamp(0, 1).cpu()
@@ -100,11 +101,11 @@ def corrected_pose(fit: FitResult, c2w: Tensor) -> Tensor:
 
 
 def heldout_psnr(model, face: FaceState, views: list[tuple[Tensor, Tensor, Intrinsics]], settings=None,
-                 amp: str = "none") -> tuple[float, list[Tensor]]:
+                 amp: str = "none", fast: bool = True) -> tuple[float, list[Tensor]]:
     """Mean PSNR of ``face`` rendered at held-out ``views`` ``(image [H, W, 3], c2w, K)``; also the renders."""
     renders, scores = [], []
     for image, c2w, K in views:
-        render = render_face(model, face, c2w, K, settings, amp)
+        render = render_face(model, face, c2w, K, settings, amp, fast=fast)
         renders.append(render)
         scores.append(float(psnr(render, image.float())))
     return (sum(scores) / len(scores) if scores else float("nan")), renders

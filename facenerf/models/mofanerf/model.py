@@ -133,14 +133,20 @@ class MoFaNeRF(nn.Module):
         return self.field(codes, self.coarse), fine
 
     def render_rays(self, rays: RayBundle, codes: FaceCodes, settings: RenderSettings | None = None,
-                    generator: torch.Generator | None = None, grid: OccupancyGrid | None = None) -> dict:
-        """Render ``rays`` of one face with the shared hierarchical pass (core.renderer.render_rays)."""
+                    generator: torch.Generator | None = None,
+                    grids: tuple[OccupancyGrid, OccupancyGrid | None] | None = None) -> dict:
+        """Render ``rays`` of one face with the shared hierarchical pass (core.renderer.render_rays);
+        ``grids`` = (coarse grid, fine grid or None) skip empty space."""
         coarse, fine = self.fields(codes)
-        return render_rays(rays, coarse, fine, settings or self.eval_settings, generator=generator, grid=grid)
+        grid, fine_grid = grids if grids is not None else (None, None)
+        return render_rays(rays, coarse, fine, settings or self.eval_settings, generator=generator, grid=grid,
+                           fine_grid=fine_grid)
 
-    def occupancy_grid(self, codes: FaceCodes, skip: SkipSettings | None = None) -> OccupancyGrid:
-        """The coarse-density occupancy grid of ``codes`` (built once per code set and weights)."""
-        return self.grid_cache.grid(self, codes, skip or self.skip_settings)
+    def occupancy_grids(self, codes: FaceCodes, skip: SkipSettings | None = None
+                        ) -> tuple[OccupancyGrid, OccupancyGrid | None]:
+        """The occupancy grids of ``codes`` (coarse density; fine density unless switched off),
+        built once per code set and weights."""
+        return self.grid_cache.grids(self, codes, skip or self.skip_settings)
 
     def render_image(self, rays: RayBundle, codes: FaceCodes, height: int, width: int,
                      settings: RenderSettings | None = None, progress: bool = False, fast: bool = True) -> dict:
@@ -155,13 +161,14 @@ class MoFaNeRF(nn.Module):
         if not fast or settings.perturb:
             coarse, fine = self.fields(codes)
             return render_image(rays, coarse, fine, settings, height, width, progress=progress)
-        grid = self.occupancy_grid(codes)
+        grid, fine_grid = self.occupancy_grids(codes)
         fast_settings = self.skip_settings.render_settings(settings)
         if fast_settings.chunk_rays <= 0:
             width_net = self.cfg.netwidth_fine if self.fine is not None else self.cfg.netwidth
-            fast_settings = replace(fast_settings, chunk_rays=auto_chunk_rays(rays.device, 32, width_net))
+            fast_settings = replace(fast_settings, chunk_rays=auto_chunk_rays(rays.device, 16, width_net))
         coarse, fine = self.fields(codes)
-        return render_image(rays, coarse, fine, fast_settings, height, width, progress=progress, grid=grid)
+        return render_image(rays, coarse, fine, fast_settings, height, width, progress=progress, grid=grid,
+                            fine_grid=fine_grid)
 
     # ----------------------------------------------------------------- engine interface
     def trainable_parameters(self) -> list[nn.Parameter]:
