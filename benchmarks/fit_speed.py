@@ -23,7 +23,7 @@ rays, learning rates) on the same target with the same trained weights:
 Reported: times (synchronised wall time on CUDA, process CPU time on a shared CPU) and their ratio, the final held-out PSNR of each fit (its codes rendered
 with the reference renderer at the target's other views, pose correction applied) and the
 difference, and samples evaluated per ray. ``--reference_iterations N`` (default: the whole
-schedule on CPU, 100 on CUDA) times only the first N reference iterations and scales the time;
+schedule on CPU, 50 on CUDA) times only the first N reference iterations and scales the time;
 the reference's held-out PSNR is then not measured. Results go to
 ``benchmarks/results/fit_speed_<cpu|cuda>.{json,md}``.
 """
@@ -61,8 +61,9 @@ def build_parser():
     parser.prog = "benchmarks/fit_speed.py"
     parser.add_argument("--reference_iterations", type=int, default=-1,
                         help="time only this many reference iterations and scale (0 = the whole schedule; "
-                             "default: whole on CPU, 100 on CUDA)")
+                             "default: whole on CPU, 50 on CUDA)")
     parser.add_argument("--fit_identity", type=str, default="", help="--data: identity folder to fit (default: first)")
+    parser.add_argument("--eval_size", type=int, default=128, help="side of the held-out renders that score a fit")
     add_setup_args(parser)
     return parser
 
@@ -114,6 +115,21 @@ def run_fit(model, target, stats, settings, render, device, reference: bool, ite
     return fitter, seconds, sum(samples) / max(len(samples), 1)
 
 
+def eval_views(views, size: int):
+    """The held-out views at ``size`` pixels (area-downscaled images, rescaled intrinsics)."""
+    import torch.nn.functional as F
+
+    from facenerf.fitting.views import intrinsics_at
+
+    out = []
+    for image, c2w, K in views:
+        if K.width > size:
+            image = F.interpolate(image.permute(2, 0, 1)[None], size=(size, size), mode="area")[0].permute(1, 2, 0)
+            K = intrinsics_at(K, size)
+        out.append((image, c2w, K))
+    return out
+
+
 def heldout(model, fitter, views, render) -> float:
     """Held-out PSNR of a fit, rendered with the reference path (the same evaluation for both fits)."""
     result = fitter.result()
@@ -141,9 +157,10 @@ def main(argv: list[str] | None = None) -> int:
         target, views, stats = procedural_fit_case(prep, args.fit_size, args.eval_views)
     if not views:
         raise FaceNerfError("the target has no held-out views to score the fit on")
+    views = eval_views(views, args.eval_size)
     settings = fit_settings(args, model.cfg.n_expressions)
     total = settings.schedule.iterations
-    ref_its = args.reference_iterations if args.reference_iterations >= 0 else (100 if device.type == "cuda" else 0)
+    ref_its = args.reference_iterations if args.reference_iterations >= 0 else (50 if device.type == "cuda" else 0)
     ref_its = min(ref_its or total, total)
     with torch.no_grad():  # warm-up outside the timing (allocator, kernels)
         model.render_image(target_rays(target, device), model.face_codes(stats.shape_mean.to(device)[None],
@@ -163,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         "ours_s": round(t_ours, 3), "reference_s": round(t_ref * total / ref_its, 3),
         "reference_iterations_timed": ref_its, "speedup": round(t_ref * total / ref_its / t_ours, 3),
         "samples_per_ray_ours": round(spp_ours, 2), "samples_per_ray_reference": round(spp_ref, 2),
-        "heldout_views": len(views), "heldout_psnr_ours_db": round(psnr_ours, 3),
+        "heldout_views": len(views), "heldout_size": views[0][2].width, "heldout_psnr_ours_db": round(psnr_ours, 3),
         "heldout_psnr_reference_db": None if psnr_ref is None else round(psnr_ref, 3),
         "heldout_psnr_difference_db": None if psnr_ref is None else round(psnr_ours - psnr_ref, 3),
         "grid_builds_ours": ours.fit_grid.builds,

@@ -96,11 +96,13 @@ def run(args) -> tuple[dict, torch.Tensor]:
             out = model.render_image(rays, codes, res, res, fast=fast)
         return out["rgb"].float(), out["n_evaluated"].float()
 
+    with torch.no_grad():  # warm-up (allocator, kernels) outside the timing
+        model.render_image(rays[:64], codes, 8, 8, fast=False)
     model.grid_cache.clear()
     (_, _), first = timed(lambda: render(True), device)  # grids built here (first frame of these codes)
     model.grid_cache.clear()
     _, build = timed(lambda: model.occupancy_grids(codes), device)
-    (ref_rgb, ref_n), t_ref = timed(lambda: render(False), device, args.repeat)
+    (ref_rgb, ref_n), t_ref = timed(lambda: render(False), device, args.repeat if device.type == "cpu" else 1)
     (ours_rgb, ours_n), t_ours = timed(lambda: render(True), device, args.repeat)
     grids = model.occupancy_grids(codes)
     result = {
@@ -119,9 +121,10 @@ def run(args) -> tuple[dict, torch.Tensor]:
         "occupied_cells_fine_grid": grids[1].occupied_fraction() if grids[1] is not None else None,
         "skip_settings": str(model.skip_settings),
     }
-    if device.type == "cuda":
-        result.update(gpu_switches(args, model, render, ref_rgb, ours_rgb, t_ref, device))
     strip = torch.cat([ours_rgb.clamp(0, 1), ref_rgb.clamp(0, 1), (10 * (ours_rgb - ref_rgb).abs()).clamp(0, 1)], 1)
+    if device.type == "cuda":
+        write_results(result, strip.cpu(), Path(args.out), args.tag or device.type)  # kept if a switch fails
+        result.update(gpu_switches(args, model, render, ref_rgb, ours_rgb, t_ref, device))
     return result, strip.cpu()
 
 

@@ -123,9 +123,12 @@ def train_in_script(model: MoFaNeRF, ds: FaceDataset, device: torch.device, seco
 
 
 def _procedural(device: torch.device, cfg: MoFaNeRFConfig, seed: int = 0) -> FaceDataset:
+    """The procedural faces, ray cast on ``device`` and kept on the CPU (batches are drawn there)."""
     rec = recipe(device)
-    return make_dataset(rec["ids"], min(4, cfg.n_expressions), rec["size"], cfg.shape_dim, cfg.texture_dim,
-                        seed=seed, near=rec["near_far"][0], far=rec["near_far"][1])
+    ds = make_dataset(rec["ids"], min(4, cfg.n_expressions), rec["size"], cfg.shape_dim, cfg.texture_dim,
+                      seed=seed, near=rec["near_far"][0], far=rec["near_far"][1], device=device)
+    ds.images, ds.masks, ds.poses = ds.images.cpu(), ds.masks.cpu(), ds.poses.cpu()
+    return ds
 
 
 def _settings_from(config: dict, chunk: int = 4096) -> RenderSettings:
@@ -206,7 +209,8 @@ def procedural_fit_case(prep: Prepared, fit_size: int, eval_views: int, identity
     person, expr = ds.persons[identity], EXPRESSION_PARAMS[EXPRESSIONS[expression]]
     K = Intrinsics(512, 512, 1200.0, 1200.0, 256.0, 256.0).scaled(fit_size / 512)
     poses = [heldout_view(prep, identity, expression, k)[0] for k in range(1 + eval_views)]
-    images = [render_face(person, expr, K, pose, ds.near, ds.far) for pose in poses]
+    images = [tuple(t.cpu() for t in render_face(person, expr, K, pose, ds.near, ds.far, prep.device))
+              for pose in poses]
     target = FitTarget(f"procedural_{identity}_{EXPRESSIONS[expression]}", Path("procedural.png"), images[0][0],
                        images[0][1], None, poses[0], K, ds.near, ds.far, "synthetic")
     views = [(image, pose, K) for (image, _), pose in zip(images[1:], poses[1:])]
