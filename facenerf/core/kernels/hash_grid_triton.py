@@ -9,9 +9,10 @@ coordinate outside [0, 1] get zeros and no gradient. Each point reads the table 
 ``tables[frame_index[n]]`` (NeRFBlendShape's per-frame blended tables).
 
 One program handles ``BLOCK_N`` points of one level; consecutive programs take the levels of
-the same points. Positions and weights are fp32 without fused multiply-adds, so on fp32 tables
-the values equal the PyTorch path's up to summation order of nothing (same operation order);
-tables may be fp16/bf16 (gathered as such, accumulated in fp32, output in the table dtype).
+the same points. Positions, weights and sums are fp32, in the PyTorch path's operation order and
+without fused multiply-adds, so on fp32 tables the features equal the PyTorch path's (bitwise
+on an H200 at the official sizes). Tables may be fp16/bf16: gathered as such, accumulated in
+fp32, output in the table dtype. Index arithmetic is int32 unless an offset could reach 2^31.
 The backward pass scatter-adds ``weight * grad_out`` into an fp32 gradient buffer with atomics.
 The gradient with respect to ``x`` is not computed (the PyTorch path provides it): callers
 that need it must use the PyTorch path, which ``facenerf.core.backends`` arranges.
