@@ -122,12 +122,15 @@ def split_parts(image: np.ndarray, person: np.ndarray, frame: FaceFrame, setting
     if below.any():
         lab = to_lab(image)
         neck_strip = _dilate(_fill(shape, frame.neck_polygon(settings.neck_length)), max(1, int(0.04 * frame.width)))
+        candidates = below & neck_strip
+        skin = np.zeros(shape, bool)
         try:
-            skin = ColourModel(lab[skin_sample_mask(shape, frame)]).distance(lab) < settings.skin_threshold
+            model = ColourModel(lab[skin_sample_mask(shape, frame)])
+            skin[candidates] = model.distance(lab[candidates]) < settings.skin_threshold
         except (ValueError, np.linalg.LinAlgError):
-            skin = np.ones(shape, bool)
+            skin = candidates
         labels[below] = TORSO
-        labels[below & neck_strip & skin] = NECK
+        labels[candidates & skin] = NECK
     return labels
 
 
