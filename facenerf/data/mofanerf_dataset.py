@@ -32,7 +32,7 @@ from facenerf.core.cameras import Intrinsics, project_points
 from facenerf.core.rays import RayBundle, image_rays, pixel_rays
 from facenerf.data.ray_batches import PixelSamplerConfig, gather_pixels, sample_pixels
 from facenerf.errors import FaceNerfError
-from facenerf.io import read_image
+from facenerf.io import read_image, write_npy
 
 
 @dataclass
@@ -158,10 +158,7 @@ class MoFaNeRFData:
         image = read_image(person.uv_path, size=(self.tex_size, self.tex_size))
         array = (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
         if disk is not None:
-            disk.parent.mkdir(parents=True, exist_ok=True)
-            tmp = disk.with_suffix(f".{np.random.randint(1 << 30)}.tmp.npy")
-            np.save(tmp, array)
-            tmp.replace(disk)
+            write_npy(disk, array, what="UV cache file")
         return array
 
     # ------------------------------------------------------------------ batches
