@@ -9,6 +9,8 @@ initializer. Then
 * Ctrl-C reaches only the parent (workers ignore SIGINT), which stops the pool and exits with
   one line instead of one traceback per worker.
 
+:class:`StopOnInterrupt` turns Ctrl-C into a request that a loop honours between items.
+
 Imports nothing heavy: workers start quickly.
 """
 
@@ -45,3 +47,45 @@ def worker_setup(parent_pid: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _kill_with_parent()
     exit_if_orphaned(parent_pid)  # the parent may have died before the line above took effect
+
+
+class StopOnInterrupt:
+    """While active (main thread only), Ctrl-C asks the work to stop at the next :meth:`check`.
+
+    Use it around loops whose body runs foreign C code that must not be interrupted half-way
+    (ctypes calls into OpenGL turn a KeyboardInterrupt into an unrelated error). ``check()``
+    raises ``KeyboardInterrupt`` once Ctrl-C was pressed; a second Ctrl-C interrupts at once.
+    """
+
+    def __init__(self, notice: str = "stopping after the current item (Ctrl-C again to stop at once)"):
+        self.requested = False
+        self.notice = notice
+        self._previous = None
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            self._restore()
+            raise KeyboardInterrupt
+        self.requested = True
+        print(self.notice, file=sys.stderr, flush=True)
+
+    def check(self) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+
+    def _restore(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+    def __enter__(self) -> "StopOnInterrupt":
+        import threading
+
+        if threading.current_thread() is threading.main_thread() and \
+                signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        self._restore()
+        return False

@@ -277,11 +277,14 @@ def run_jobs(jobs: list[RenderJob], opts: RenderOptions, workers: int, platform:
     bar = tqdm(total=len(jobs) * len(opts.views), desc="rendering views", unit="view", disable=not progress)
     try:
         if workers <= 1 or len(jobs) <= 1:
+            from facenerf.processes import StopOnInterrupt
+
             renderer = ViewRenderer(opts.resolution, opts.double_sided)
-            try:
-                for job in jobs:
-                    results.append(run_job(renderer, job, opts))
-                    bar.update(len(opts.views))
+            try:   # Ctrl-C stops between views: inside an OpenGL call it would surface as a ctypes error
+                with StopOnInterrupt("stopping after the current view (Ctrl-C again to stop at once)") as stop:
+                    for job in jobs:
+                        results.append(run_job(renderer, job, opts, stop.check))
+                        bar.update(len(opts.views))
             finally:
                 renderer.close()
         else:
