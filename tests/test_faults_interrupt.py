@@ -75,9 +75,9 @@ def _interrupt(args: list[str], log: Path, ready, how: int) -> subprocess.Popen:
 @needs_gl
 def test_render_resumes_after_ctrl_c_and_kill_9(aligned, tmp_path):
     out = tmp_path / "mv"
-    args = ["render.py", "--data", str(aligned), "--out", str(out), "--resolution", "64", "--views", "40",
+    args = ["render.py", "--data", str(aligned), "--out", str(out), "--resolution", "48", "--views", "30",
             "--workers", "1", "--gl", PLATFORM, *QUIET]
-    total = 2 * 2 * 40
+    total = 2 * 2 * 30
     first = _interrupt(args, tmp_path / "1.txt", lambda: len(_complete_pngs(out)) >= 10, signal.SIGINT)
     text = (tmp_path / "1.txt").read_text()
     assert first.returncode == 130 and text.strip().splitlines()[-1] == "interrupted" and "Traceback" not in text
@@ -155,7 +155,7 @@ def _session_processes(sid: int) -> dict[int, str]:
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc to list processes")
 def test_render_workers_die_with_their_parent(aligned, tmp_path):
     out = tmp_path / "mv"
-    args = ["render.py", "--data", str(aligned), "--out", str(out), "--resolution", "64", "--views", "120",
+    args = ["render.py", "--data", str(aligned), "--out", str(out), "--resolution", "64", "--views", "60",
             "--workers", "2", "--gl", PLATFORM, *QUIET]
     proc = start(args, tmp_path / "log.txt")
     try:

@@ -30,7 +30,7 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 import torch
 
-from facenerf.errors import FaceNerfError
+from facenerf.errors import FaceNerfError, OutputError
 from facenerf.io import IMAGE_SUFFIXES, read_image, resize_image, write_image
 
 RENDER_FOLDER = "train_A"
@@ -324,6 +324,8 @@ def write_pairs(out_root: str | Path, items: Iterable[tuple[str | Path, object, 
             _check_image(target, "ground-truth", rel)
             write_image(root / render_folder / rel, render)
             write_image(root / target_folder / rel, target)
+        except OutputError:
+            raise   # full disk, read-only folder: every further pair would fail the same way
         except FaceNerfError as err:
             result.skipped.append((str(rel_path), str(err)))
             report(f"skipping pair {rel_path}: {err}")

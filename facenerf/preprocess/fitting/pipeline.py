@@ -10,7 +10,8 @@ For every photo ``<name>.<ext>`` in the input folder the batch writes, under the
     segRelRes/<name>.png   segRes relit to the training lighting: the image to fit
     pose_<name>.npy        {"pose": 4x4 camera-to-world (OpenGL, scene units), "kp": 68x2 (row, col),
                             "kp_xy": 68x2 (x, y), "sh": 9 estimated SH lighting (reference basis order),
-                            "rmse_px": landmark reprojection error, "image_size": int}
+                            "rmse_px": landmark reprojection error, "image_size": int,
+                            "preprocess": the resume record, see facenerf.preprocess.fitting.resume}
     contact/contact_sheet.png   input | landmarks + pose | mask | segmented | relit, one row per photo
 
 ``run_fit.py --filePath <out>/segRelRes/<name>.png`` finds ``<out>/pose_<name>.npy`` two folders
