@@ -186,3 +186,14 @@ def test_converter_command_prints_no_warning(small_checkpoint, tmp_path):
     assert torch.load(tmp_path / "official.tar", weights_only=True)["global_step"] == 7
     same = _convert(small_checkpoint, small_checkpoint, "--to_official")
     assert same.returncode == 2 and same.stderr.startswith("error: target") and same.stderr.count("\n") == 1
+
+
+def test_converter_into_a_read_only_folder_is_one_line(small_checkpoint, tmp_path):
+    from fault_tools import small_disk
+
+    from facenerf.models.mofanerf.checkpoints import convert
+
+    with small_disk(tmp_path / "ro", 64, read_only=True) as disk:
+        for official in (True, False):
+            with pytest.raises(OutputError, match=f"cannot write checkpoint {disk}/out.tar: Read-only file system"):
+                convert(small_checkpoint, disk / "out.tar", to_official=official)

@@ -80,8 +80,8 @@ def _index_tree(root: Path) -> tuple[dict[str, Path], set[str]]:
     index: dict[str, Path] = {}
     ambiguous: set[str] = set()
     for path in sorted(root.rglob("*")):
-        if not path.is_file() or path.suffix.lower() not in IMAGE_SUFFIXES:
-            continue
+        if not path.is_file() or path.suffix.lower() not in IMAGE_SUFFIXES or path.name.startswith("."):
+            continue   # hidden files include temporaries of an interrupted write
         key = path.relative_to(root).with_suffix("").as_posix()
         if key in index:
             ambiguous.add(key)

@@ -116,7 +116,10 @@ def check_predef(predef_dir: Path, predef: Predef, opts: AlignOptions) -> list[s
     if predef.max_distance is None and opts.clip_radius is None and not opts.no_clip:
         raise FaceNerfError(f"{where}: clipping needs it; pass --predef (or --data), --clip_radius MM or --no_clip")
     if predef.rt_scale is None:
-        return [f"note: no Rt_scale_dict.json in {predef_dir}: meshes are aligned to their 3D landmarks"]
+        missing = f"predef folder {predef_dir} not found" if not predef_dir.is_dir() else \
+            f"no Rt_scale_dict.json in {predef_dir}"
+        return [f"note: {missing}: meshes are aligned to their 3D landmarks ({{stem}}.landmarks.txt beside "
+                "each OBJ, or landmark_indices.npz)"]
     return []
 
 
