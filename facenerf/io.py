@@ -118,12 +118,17 @@ def to_uint8(image) -> np.ndarray:
     return (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
-def write_image(path: str | Path, image) -> Path:
-    """Write ``[H, W, 3]`` (or ``[H, W]``) float in [0, 1] or uint8 to PNG/JPG atomically; creates parents."""
+def write_image(path: str | Path, image, quality: int = 95) -> Path:
+    """Write ``[H, W, 3|4]`` (or ``[H, W]``) float in [0, 1] or uint8 to PNG/JPG atomically; creates parents.
+
+    JPEG files use ``quality``; a 4-channel image keeps its alpha (PNG).
+    """
     import imageio.v3 as iio
 
     file = Path(path)
-    data = iio.imwrite("<bytes>", to_uint8(image), extension=file.suffix.lower() or ".png")
+    suffix = file.suffix.lower() or ".png"
+    options = {"quality": int(quality)} if suffix in (".jpg", ".jpeg") else {}
+    data = iio.imwrite("<bytes>", to_uint8(image), extension=suffix, **options)
     with atomic_write(file, "image") as tmp:
         tmp.write_bytes(data)
     return file
@@ -403,3 +408,4 @@ def save_torch(path: str | Path, payload: Any, what: str = "checkpoint", durable
         except RuntimeError as err:
             raise output_error(file, what, err) from err
     return file
+
