@@ -39,6 +39,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from facenerf.io import write_text  # noqa: E402
 from facenerf.config import parse_args  # noqa: E402
 from facenerf.core.cameras import Intrinsics, mofanerf_pose  # noqa: E402
 from facenerf.errors import run_cli  # noqa: E402
@@ -179,8 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     tag = "cuda" if device.type == "cuda" else "cpu"
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"fit_speed_{tag}.json").write_text(json.dumps(result, indent=1) + "\n")
-    (RESULTS / f"fit_speed_{tag}.md").write_text(markdown(result))
+    write_text(RESULTS / f"fit_speed_{tag}.json", json.dumps(result, indent=1) + "\n")
+    write_text(RESULTS / f"fit_speed_{tag}.md", markdown(result))
     print(markdown(result))
     print(f"wrote {RESULTS / f'fit_speed_{tag}.json'} and .md")
     return 0

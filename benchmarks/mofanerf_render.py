@@ -35,6 +35,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from facenerf.io import write_text  # noqa: E402
 from facenerf.config import make_parser, parse_args  # noqa: E402
 from facenerf.core.cameras import Intrinsics, mofanerf_pose  # noqa: E402
 from facenerf.core.rays import image_rays  # noqa: E402
@@ -234,11 +235,11 @@ def write_results(result: dict, strip, out_dir: Path, tag: str) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     png = write_image(out_dir / f"mofanerf_render_{tag}.png", strip)
     js = out_dir / f"mofanerf_render_{tag}.json"
-    js.write_text(json.dumps(result, indent=2) + "\n")
+    write_text(js, json.dumps(result, indent=2) + "\n")
     lines = ["# MoFaNeRF render benchmark", "", "| quantity | value |", "|---|---|"]
     lines += [f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in result.items()]
     md = out_dir / f"mofanerf_render_{tag}.md"
-    md.write_text("\n".join(lines) + "\n")
+    write_text(md, "\n".join(lines) + "\n")
     return [js, md, png]
 
 

@@ -106,9 +106,9 @@ def reference_masks(out: Path, paths, truth: Path, count: int) -> dict:
 
 
 def write_results(result: dict, stem: Path) -> None:
-    from facenerf.io import write_json_atomic, write_text_atomic
+    from facenerf.io import write_json, write_text
 
-    write_json_atomic(stem.with_suffix(".json"), result, indent=1)
+    write_json(stem.with_suffix(".json"), result, indent=1)
     run, acc = result["process"], result["accuracy"]
     lines = [f"# `data_utils/process.py` on a synthetic talking head, {result['device']}", "",
              f"{result['frames']} frames ({result['frames'] / 25:.0f} s at 25 fps), {result['size']}x{result['size']}, "
@@ -136,7 +136,7 @@ def write_results(result: dict, stem: Path) -> None:
               f"{lm['max_landmark_difference_px']:.2f} px |",
               f"| head mask (plate difference / GrabCut per frame) | {mk['ours_ms']:.1f} ms | {mk['reference_ms']:.1f} ms"
               f" | x{mk['ratio']:.2f} | head IoU {mk['ours_head_iou']:.3f} vs {mk['reference_head_iou']:.3f} |", ""]
-    write_text_atomic(stem.with_suffix(".md"), "\n".join(lines))
+    write_text(stem.with_suffix(".md"), "\n".join(lines))
 
 
 def main() -> int:

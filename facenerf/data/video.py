@@ -530,19 +530,19 @@ def write_frame_files(out: Path, img_id: int, frame: np.ndarray, labels: np.ndar
         torso_rgba: float ``[H, W, 4]`` straight-alpha neck + torso layer.
         landmarks: ``[68, 2]`` (x, y) written as ``ori_imgs/<id>.lms``, or None.
     """
-    from facenerf.io import write_image_atomic, write_text_atomic
+    from facenerf.io import write_image, write_text
 
     head = labels == 1
     person = labels > 0
     if write_frame:
-        write_image_atomic(out / "ori_imgs" / f"{img_id}.jpg", frame, quality)
+        write_image(out / "ori_imgs" / f"{img_id}.jpg", frame, quality)
     if landmarks is not None:
-        write_text_atomic(out / "ori_imgs" / f"{img_id}.lms", "".join(f"{x:.2f} {y:.2f}\n" for x, y in landmarks))
-    write_image_atomic(out / "gt_imgs" / f"{img_id}.jpg", np.where(person[..., None], frame, background), quality)
-    write_image_atomic(out / "head_imgs" / f"{img_id}.jpg", np.where(head[..., None], frame, background), quality)
-    write_image_atomic(out / "head_masks" / f"{img_id}.png", head.astype(np.uint8) * 255)
-    write_image_atomic(out / "parsing" / f"{img_id}.png", PARSING_COLOURS[labels])
-    write_image_atomic(out / "torso_imgs" / f"{img_id}.png", torso_rgba)
+        write_text(out / "ori_imgs" / f"{img_id}.lms", "".join(f"{x:.2f} {y:.2f}\n" for x, y in landmarks))
+    write_image(out / "gt_imgs" / f"{img_id}.jpg", np.where(person[..., None], frame, background), quality)
+    write_image(out / "head_imgs" / f"{img_id}.jpg", np.where(head[..., None], frame, background), quality)
+    write_image(out / "head_masks" / f"{img_id}.png", head.astype(np.uint8) * 255)
+    write_image(out / "parsing" / f"{img_id}.png", PARSING_COLOURS[labels])
+    write_image(out / "torso_imgs" / f"{img_id}.png", torso_rgba)
 
 
 def write_transforms(out: Path, K: Intrinsics, frames: list[tuple[int, np.ndarray, np.ndarray]], n_test: int,
@@ -551,7 +551,7 @@ def write_transforms(out: Path, K: Intrinsics, frames: list[tuple[int, np.ndarra
 
     ``frames`` = ``[(img_id, c2w [4, 4] camera-to-head OpenGL, landmarks [68, 2])]`` in time order.
     """
-    from facenerf.io import write_json_atomic
+    from facenerf.io import write_json
 
     records = []
     for img_id, pose, lms in frames:
@@ -563,18 +563,18 @@ def write_transforms(out: Path, K: Intrinsics, frames: list[tuple[int, np.ndarra
               "aabb": np.round(np.asarray(aabb, dtype=np.float64), 4).tolist(), "fps": fps}
     split = len(records) - n_test
     for name, chosen in (("all", records), ("train", records[:split]), ("val", records[split:])):
-        write_json_atomic(out / f"transforms_{name}.json", dict(header, frames=chosen), indent=1)
+        write_json(out / f"transforms_{name}.json", dict(header, frames=chosen), indent=1)
 
 
 def write_expressions(out: Path, table: np.ndarray, train_ids, names=None) -> None:
     """``expr.npy [N, K]`` (row = img_id), ``expr_max/min.npy [K + 1]`` over ``train_ids`` with 1.0 first,
     and ``expr_names.txt`` when ``names`` are given."""
-    from facenerf.io import save_npy_atomic, write_text_atomic
+    from facenerf.io import write_npy, write_text
 
     table = np.asarray(table, dtype=np.float32)
     train = table[np.asarray(train_ids, dtype=np.int64)]
-    save_npy_atomic(out / "expr.npy", table)
-    save_npy_atomic(out / "expr_max.npy", np.concatenate([[1.0], train.max(0)]).astype(np.float32))
-    save_npy_atomic(out / "expr_min.npy", np.concatenate([[1.0], train.min(0)]).astype(np.float32))
+    write_npy(out / "expr.npy", table)
+    write_npy(out / "expr_max.npy", np.concatenate([[1.0], train.max(0)]).astype(np.float32))
+    write_npy(out / "expr_min.npy", np.concatenate([[1.0], train.min(0)]).astype(np.float32))
     if names is not None:
-        write_text_atomic(out / "expr_names.txt", "\n".join(names) + "\n")
+        write_text(out / "expr_names.txt", "\n".join(names) + "\n")

@@ -40,7 +40,7 @@ from facenerf.data.synthetic import speech
 from facenerf.data.synthetic import talking_scene as ts
 from facenerf.data.video import write_expressions, write_frame_files, write_transforms
 from facenerf.errors import FaceNerfError
-from facenerf.io import save_npy_atomic, write_image_atomic, write_json_atomic, write_video_atomic
+from facenerf.io import remove_stale_temporaries, write_image, write_json, write_npy, write_video
 
 
 @dataclass
@@ -158,7 +158,7 @@ def _render_frames(cfg: TalkingHeadSettings, subject: _Subject, perf: Performanc
             record.landmarks_3d[i] = local[subject.landmark_index]
             record.landmarks_2d[i] = project(world[subject.landmark_index], camera, K)
             frame = layers.composite(background)
-            write_image_atomic(cfg.out / "ground_truth" / "labels" / f"{i}.png", layers.labels)
+            write_image(cfg.out / "ground_truth" / "labels" / f"{i}.png", layers.labels)
             if cfg.dataset:
                 write_frame_files(cfg.out, i, frame, layers.labels, background, layers.torso_straight(),
                                   record.landmarks_2d[i], cfg.jpeg_quality)
@@ -184,39 +184,40 @@ def write_ground_truth(cfg: TalkingHeadSettings, perf: Performance, record: _Rec
     (settings, names, camera, phrases).
     """
     gt = cfg.out / "ground_truth"
-    save_npy_atomic(gt / "coefficients.npy", perf.coefficients.astype(np.float32))
-    save_npy_atomic(gt / "euler_deg.npy", perf.euler_deg)
-    save_npy_atomic(gt / "shift_mm.npy", perf.shift_mm)
-    save_npy_atomic(gt / "head_pose.npy", perf.head_pose)
-    save_npy_atomic(gt / "camera_to_head.npy", camera_to_head(perf, camera_c2w))
-    save_npy_atomic(gt / "landmarks_2d.npy", record.landmarks_2d)
-    save_npy_atomic(gt / "landmarks_3d.npy", record.landmarks_3d)
+    write_npy(gt / "coefficients.npy", perf.coefficients.astype(np.float32))
+    write_npy(gt / "euler_deg.npy", perf.euler_deg)
+    write_npy(gt / "shift_mm.npy", perf.shift_mm)
+    write_npy(gt / "head_pose.npy", perf.head_pose)
+    write_npy(gt / "camera_to_head.npy", camera_to_head(perf, camera_c2w))
+    write_npy(gt / "landmarks_2d.npy", record.landmarks_2d)
+    write_npy(gt / "landmarks_3d.npy", record.landmarks_3d)
     info = {"generator": "facenerf.data.synthetic.talking_head", "frames": cfg.frames, "size": cfg.size,
             "fps": cfg.fps, "seed": cfg.seed, "subject": cfg.subject, "test_num": cfg.n_test,
             "blendshapes": list(bs.BLENDSHAPES), "labels": list(ts.LABEL_NAMES),
             "intrinsics": {"fx": K.fx, "fy": K.fy, "cx": K.cx, "cy": K.cy, "w": K.width, "h": K.height},
             "camera_c2w_world": camera_c2w.tolist(), "units": "scene units, 1 = 50 mm",
             "rotation": "head R = Rz(roll) @ Ry(yaw) @ Rx(pitch)", "phrases_s": [list(p) for p in perf.phrases]}
-    write_json_atomic(gt / "info.json", info, indent=1)
+    write_json(gt / "info.json", info, indent=1)
 
 
 def generate_talking_head(cfg: TalkingHeadSettings) -> dict:
     """Render the clip and write the video, the dataset layout and the ground truth; returns a summary."""
     cfg.check()
     cfg.out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(cfg.out, recursive=True)       # left by a killed earlier run
     subject = _Subject.make(cfg)
     perf = perform(cfg.frames, cfg.fps, cfg.seed)
     K, camera = ts.webcam(cfg.size)
     background = ts.background_image(cfg.size, np.random.default_rng([int(cfg.seed), 13]))
     record = _Recorder(cfg.frames)
     video = cfg.out / f"{cfg.out.name}.mp4"
-    write_video_atomic(video, _render_frames(cfg, subject, perf, background, record), fps=cfg.fps)
+    write_video(video, _render_frames(cfg, subject, perf, background, record), fps=cfg.fps)
     write_ground_truth(cfg, perf, record, camera, K)
     c2w = camera_to_head(perf, camera)
     distance = np.linalg.norm(c2w[:, :3, 3], axis=1)
     radius = float(np.abs(record.box).max()) * 1.1
     if cfg.dataset:
-        write_image_atomic(cfg.out / "bc.jpg", background, cfg.jpeg_quality)
+        write_image(cfg.out / "bc.jpg", background, cfg.jpeg_quality)
         write_transforms(cfg.out, K, list(zip(range(cfg.frames), c2w, record.landmarks_2d)), cfg.n_test, cfg.fps,
                          max(distance.min() - radius, 0.1), distance.max() + radius, record.box)
         write_expressions(cfg.out, perf.coefficients, range(cfg.frames - cfg.n_test), bs.BLENDSHAPES)

@@ -71,7 +71,7 @@ def compare(dataset: str | Path, truth: str | Path, mask_frames: int = 20) -> di
 
 def main(argv: list[str] | None = None) -> int:
     from facenerf.config import make_parser, parse_args
-    from facenerf.io import write_json_atomic
+    from facenerf.io import write_json
 
     parser = make_parser("Compare a processed talking-head dataset with the generator's ground truth.",
                          prog="python -m facenerf.preprocess.video.evaluate")
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, r in result["correlation"].items():
         print(f"  {name:16s} r = {'constant in the truth' if r is None else f'{r:+.3f}'}")
     if args.out:
-        write_json_atomic(args.out, result, indent=1)
+        write_json(args.out, result, indent=1)
     return 0
 
 

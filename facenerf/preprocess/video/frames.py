@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from facenerf.errors import FaceNerfError
-from facenerf.io import write_image_atomic
+from facenerf.io import write_image
 
 IMAGE_FORMATS = ("image2", "png_pipe", "jpeg_pipe", "bmp_pipe", "webp_pipe", "tiff_pipe", "gif")
 
@@ -106,7 +106,7 @@ def extract_frames(path: Path, out_dir: Path, fps: float = 25.0, quality: int = 
                     target = out_dir / f"{count}.jpg"
                     if not target.is_file():     # a resumed run keeps the frames already written
                         image = np.frombuffer(chunk, np.uint8).reshape(info.height, info.width, 3)
-                        write_image_atomic(target, image, quality)
+                        write_image(target, image, quality)
                     count += 1
                     bar.update(1)
         finally:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from facenerf.errors import FaceNerfError
-from facenerf.io import read_image, save_npz_atomic
+from facenerf.io import read_image, write_npz
 
 ROI_SCALE = 2.6  # side of the search window around the previous face, in face-box sides
 
@@ -39,7 +39,7 @@ class LandmarkTrack:
         return self.detected | self.carried
 
     def save(self, path: Path) -> None:
-        save_npz_atomic(path, raw=self.raw, landmarks=self.landmarks, detected=self.detected,
+        write_npz(path, raw=self.raw, landmarks=self.landmarks, detected=self.detected,
                         carried=self.carried, boxes=self.boxes, scores=self.scores)
 
     @classmethod

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from facenerf.errors import FaceNerfError
-from facenerf.io import write_json_atomic
+from facenerf.io import remove_stale_temporaries, write_json
 
 STAGES = ("frames", "landmarks", "tracking", "masks", "dataset", "preview")
 STAGE_OUTPUTS = {
@@ -87,7 +87,7 @@ class StageLog:
             return cls(path, {})
 
     def save(self) -> None:
-        write_json_atomic(self.path, self.entries, indent=1)
+        write_json(self.path, self.entries, indent=1)
 
 
 def _hash(*parts: str) -> str:
@@ -102,6 +102,7 @@ class VideoProcessor:
         self.out = settings.out
         self.track = settings.out / "track"
         self.track.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(settings.out, recursive=True)   # left by a killed earlier run
         self.log = StageLog.load(self.track / "stages.json")
         self.notes: list[str] = []
         self._previous_key = ""
@@ -145,7 +146,7 @@ class VideoProcessor:
 
         def body():
             done = extract_frames(self.s.video, self.out / "ori_imgs", self.s.fps, self.s.jpeg_quality, self.s.progress)
-            write_json_atomic(self.track / "frames.json", asdict(done))
+            write_json(self.track / "frames.json", asdict(done))
 
         self._stage("frames", source + self.s.key("fps", "jpeg_quality"), body)
         info = json.loads((self.track / "frames.json").read_text())
@@ -223,7 +224,7 @@ class VideoProcessor:
         self._stage("masks", self.s.key("mask_samples", "jpeg_quality"), body)
 
     def _plate(self, paths, landmarks, settings):
-        from facenerf.io import read_image, save_npz_atomic, write_image_atomic
+        from facenerf.io import read_image, write_npz, write_image
         from facenerf.preprocess.video.masks import Plate, background_plate
 
         stored = self.track / "plate.npz"
@@ -233,8 +234,8 @@ class VideoProcessor:
         kept = np.flatnonzero(landmarks.valid)
         chosen = kept[np.linspace(0, len(kept) - 1, min(settings.samples, len(kept))).astype(int)]
         plate = background_plate([read_image(paths[i]) for i in chosen], [landmarks.landmarks[i] for i in chosen])
-        write_image_atomic(self.out / "bc.jpg", plate.image, self.s.jpeg_quality)
-        save_npz_atomic(stored, image=plate.image, known=plate.known, covered=plate.covered)
+        write_image(self.out / "bc.jpg", plate.image, self.s.jpeg_quality)
+        write_npz(stored, image=plate.image, known=plate.known, covered=plate.covered)
         return plate
 
     def _coefficients(self, head, n_frames: int):
@@ -248,7 +249,7 @@ class VideoProcessor:
     def dataset(self, landmarks, head) -> None:
         from facenerf.core.cameras import Intrinsics
         from facenerf.data.video import write_expressions, write_transforms
-        from facenerf.io import write_text_atomic
+        from facenerf.io import write_text
         from facenerf.preprocess.video.tracking import head_box
 
         kept = np.flatnonzero(landmarks.valid)
@@ -269,7 +270,7 @@ class VideoProcessor:
             for old in (self.out / "ori_imgs").glob("*.lms"):
                 old.unlink()
             for i in kept:
-                write_text_atomic(self.out / "ori_imgs" / f"{i}.lms",
+                write_text(self.out / "ori_imgs" / f"{i}.lms",
                                   "".join(f"{x:.2f} {y:.2f}\n" for x, y in landmarks.landmarks[i]))
             write_transforms(self.out, K, [(i, head.c2w[i], landmarks.landmarks[i]) for i in kept], n_test, self.s.fps,
                              max(distance.min() - radius, 0.05), distance.max() + radius, box)
@@ -328,7 +329,7 @@ class VideoProcessor:
             "stage_seconds": {name: self.log.entries.get(name, {}).get("seconds") for name in STAGES},
             "ran": self.ran, "notes": self.notes,
         }
-        write_json_atomic(self.out / "report.json", report, indent=1)
+        write_json(self.out / "report.json", report, indent=1)
         return report
 
 

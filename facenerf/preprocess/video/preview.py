@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facenerf.io import read_image, write_video_atomic
+from facenerf.io import read_image, write_video
 
 AXIS_LENGTH = 1.2  # scene units (60 mm)
 
@@ -54,4 +54,4 @@ def write_preview(path: Path, frame_paths: list[Path], landmarks: np.ndarray, ke
             yield annotate(read_image(frame_paths[i]), lms, rvecs[i], tvecs[i], kmat,
                            coefficients[i] if keep[i] else None, names)
 
-    return write_video_atomic(path, frames(), fps=int(round(fps)))
+    return write_video(path, frames(), fps=int(round(fps)))

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facenerf.io import save_npz_atomic
+from facenerf.io import write_npz
 from facenerf.preprocess.video import expressions as ex
 from facenerf.preprocess.video import headpose as hp
 from facenerf.preprocess.video.landmarks import smooth_runs
@@ -41,7 +41,7 @@ class HeadTrack:
     template: np.ndarray         # [68, 3] personalised neutral landmarks (head frame, units)
 
     def save(self, path: Path) -> None:
-        save_npz_atomic(path, focal=np.array(self.focal), rvecs=self.rvecs, tvecs=self.tvecs, c2w=self.c2w,
+        write_npz(path, focal=np.array(self.focal), rvecs=self.rvecs, tvecs=self.tvecs, c2w=self.c2w,
                         rmse=self.rmse, coefficients=self.coefficients, template=self.template)
 
     @classmethod
