@@ -44,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from mofanerf_setup import add_setup_args, prepare, procedural_fit_case  # noqa: E402
 
+from facenerf.io import write_text  # noqa: E402
 from facenerf.config import parse_args  # noqa: E402
 from facenerf.errors import FaceNerfError, run_cli  # noqa: E402
 from facenerf.fitting.fitter import Fitter  # noqa: E402
@@ -187,8 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     tag = device.type
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"fit_speed_{tag}.json").write_text(json.dumps(result, indent=1) + "\n")
-    (RESULTS / f"fit_speed_{tag}.md").write_text(markdown(result, argv))
+    write_text(RESULTS / f"fit_speed_{tag}.json", json.dumps(result, indent=1) + "\n")
+    write_text(RESULTS / f"fit_speed_{tag}.md", markdown(result, argv))
     print(markdown(result, argv))
     print(f"wrote {RESULTS / f'fit_speed_{tag}.json'} and .md")
     return 0

@@ -148,18 +148,18 @@ def gpu_switches(args, model, render, ref_rgb, ours_rgb, t_ref, device) -> dict:
 
 def write_results(result: dict, strip, out_dir: Path, tag: str) -> list[Path]:
     """JSON + Markdown table + PNG (ours | reference | 10x absolute difference)."""
-    from facenerf.io import write_image
+    from facenerf.io import write_image, write_text
 
     out_dir.mkdir(parents=True, exist_ok=True)
     png = write_image(out_dir / f"mofanerf_render_{tag}.png", strip)
     js = out_dir / f"mofanerf_render_{tag}.json"
-    js.write_text(json.dumps(result, indent=2) + "\n")
+    write_text(js, json.dumps(result, indent=2) + "\n")
     lines = ["# MoFaNeRF render: fast path vs the straightforward reference", "",
              "`python benchmarks/mofanerf_render.py " + " ".join(sys.argv[1:]) + "`", "",
              "| quantity | value |", "|---|---|"]
     lines += [f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in result.items()]
     md = out_dir / f"mofanerf_render_{tag}.md"
-    md.write_text("\n".join(lines) + "\n")
+    write_text(md, "\n".join(lines) + "\n")
     return [js, md, png]
 
 

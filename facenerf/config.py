@@ -153,8 +153,9 @@ def save_config(args: argparse.Namespace, out_dir: str | Path, name: str = "conf
             lines.append(f"# {key} = (unset)")
         else:
             lines.append(f"{key} = {_format_value(value)}")
-    out.write_text("\n".join(lines) + "\n")
-    return out
+    from facenerf.io import write_text
+
+    return write_text(out, "\n".join(lines) + "\n", "config file")
 
 
 def config_to_dict(args: argparse.Namespace | dict) -> dict:

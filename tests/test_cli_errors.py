@@ -19,6 +19,9 @@ COMMANDS = {
     "make_pairs": ["trainingDataPreprocess/make_pairs.py"],
     "wild_preprocess": ["fittingDataPreprocess/wildData_preprocess.py", "--filePath", "x"],
     "synthetic": ["-m", "facenerf.data.synthetic"],
+    "talking_head": ["-m", "facenerf.data.synthetic.talking_head"],
+    "process": ["data_utils/process.py", "video.mp4"],
+    "video_evaluate": ["-m", "facenerf.preprocess.video.evaluate", "a", "b"],
     "core_demo": ["-m", "facenerf.demos.core_demo"],
 }
 

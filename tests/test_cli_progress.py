@@ -22,6 +22,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # (label, loader) for the parser of every command that shows a progress bar
 PARSERS = {
     "python -m facenerf.data.synthetic": ("facenerf.data.synthetic.writer", "build_parser"),
+    "python -m facenerf.data.synthetic.talking_head": ("facenerf.data.synthetic.talking_head", "build_parser"),
+    "data_utils/process.py": (ROOT / "data_utils" / "process.py", "build_parser"),
     "python -m facenerf.demos.core_demo": ("facenerf.demos.core_demo", "build_parser"),
     "run_train.py": ("facenerf.models.mofanerf.options", "build_train_parser"),
     "run_fit.py": ("facenerf.fitting.options", "build_fit_parser"),

@@ -50,8 +50,10 @@ def build_parser():
     p.add_argument("--lambda_l1", type=float, default=10.0, help="pixel L1 to the ground truth; 0 = off")
     p.add_argument("--lambda_vgg", type=float, default=10.0, help="VGG-19 perceptual loss (needs --vgg_weights)")
     p.add_argument("--vgg_weights", default=None, help="VGG-19 state dict (torchvision key layout) enabling the perceptual loss")
-    p.add_argument("--flip", action="store_true", help="randomly mirror pairs left-right")
-    p.add_argument("--cache", action="store_true", help="keep decoded training images in memory")
+    p.add_argument("--flip", type=str2bool, nargs="?", const=True, default=False, metavar="true|false",
+                   help="randomly mirror pairs left-right (--flip alone = true)")
+    p.add_argument("--cache", type=str2bool, nargs="?", const=True, default=False, metavar="true|false",
+                   help="keep decoded training images in memory (--cache alone = true)")
     p.add_argument("--num_workers", type=int, default=2, help="threads decoding the next batches (0 = none)")
     p.add_argument("--val_fraction", type=float, default=0.05, help="fraction of identities held out for validation")
     p.add_argument("--max_val", type=int, default=64, help="at most this many validation pairs")

@@ -23,7 +23,7 @@ import torch
 
 from facenerf.data.pairs import WriteSummary, write_pairs
 from facenerf.errors import FaceNerfError
-from facenerf.io import read_image, resize_image
+from facenerf.io import read_image, resize_image, write_text
 
 
 @dataclass(frozen=True)
@@ -95,5 +95,5 @@ def make_refine_pairs(model, data, out_root: str | Path, plan: PairPlan, names: 
                  disable=not progress)
     summary = write_pairs(out_root, items, report=report)
     Path(out_root).mkdir(parents=True, exist_ok=True)
-    (Path(out_root) / "pairs_index.txt").write_text("# pair -> ground-truth source image\n" + "\n".join(index) + "\n")
+    write_text(Path(out_root) / "pairs_index.txt", "# pair -> ground-truth source image\n" + "\n".join(index) + "\n")
     return summary

@@ -13,8 +13,17 @@ Modules: ``config`` (sizes), ``layers``/``network``/``ism``/``texture_encoder`` 
 ``evaluation`` (run_train.py).
 """
 
-from facenerf.models.mofanerf.checkpoints import load_mofanerf, save_mofanerf
 from facenerf.models.mofanerf.config import MoFaNeRFConfig
 from facenerf.models.mofanerf.model import FaceCodes, MoFaNeRF
 
 __all__ = ["FaceCodes", "MoFaNeRF", "MoFaNeRFConfig", "load_mofanerf", "save_mofanerf"]
+
+
+def __getattr__(name: str):
+    # ``checkpoints`` is imported on first use only, so that ``python -m
+    # facenerf.models.mofanerf.checkpoints`` (the converter) runs without a runpy warning.
+    if name in ("load_mofanerf", "save_mofanerf"):
+        from facenerf.models.mofanerf import checkpoints
+
+        return getattr(checkpoints, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

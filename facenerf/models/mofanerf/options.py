@@ -57,6 +57,8 @@ def _add_data_args(parser) -> None:
     g.add_argument("--image_scale", type=float, default=1.0, help="further resize factor of the images")
     g.add_argument("--num_workers", type=int, default=2, help="data-loading worker processes (0 = main)")
     g.add_argument("--uv_cache", type=int, default=64, help="UV maps kept in memory per process")
+    g.add_argument("--skip_bad_images", type=str2bool, default=False,
+                   help="skip and count unreadable images instead of saving a checkpoint and stopping")
 
 
 def _add_sampling_args(parser) -> None:

@@ -60,7 +60,22 @@ def build_data(args, out_dir: Path) -> MoFaNeRFData:
     scale = args.image_scale * (0.5 if args.half_res else 1.0)
     return MoFaNeRFData(frames, identities, sampler, near=args.near, far=args.far, tex_size=args.tex_size,
                         image_scale=scale, uv_cache_dir=out_dir / "uv_cache", uv_cache=args.uv_cache,
-                        seed=args.seed)
+                        seed=args.seed, skip_bad_images=args.skip_bad_images)
+
+
+def person_num_note(args, data: MoFaNeRFData) -> str | None:
+    """A note when ``person_num`` asks for more identities than the data holds (all are used)."""
+    found = len(data.identities)
+    if args.person_num > found:
+        return (f"note: person_num = {args.person_num} but {args.datadir} holds {found} "
+                f"identit{'y' if found == 1 else 'ies'}; training on all {found}")
+    return None
+
+
+def _console(line: str) -> None:
+    from tqdm import tqdm
+
+    tqdm.write(line)
 
 
 def check_resume_compatible(out_dir: Path, cfg: MoFaNeRFConfig) -> Path | None:
@@ -160,7 +175,10 @@ def _train_on(device: torch.device, args) -> dict:
     main = distributed.is_main_process()
     seed_everything(args.seed)
     data = build_data(args, out_dir)  # bad data fails before anything is written
+    note = person_num_note(args, data)
     if main:
+        if note:
+            print(note)
         ensure_writable_dir(out_dir)
         save_config(args, out_dir)
     model = build_model(args)
@@ -170,11 +188,13 @@ def _train_on(device: torch.device, args) -> dict:
     if args.compile:
         model.compile_networks()
     config = {**config_to_dict(args), "model_config": model.cfg.to_dict()}
-    batches = StepBatches(data, args.N_iters, rank=distributed.rank(), num_workers=args.num_workers)
+    batches = StepBatches(data, args.N_iters, rank=distributed.rank(), num_workers=args.num_workers,
+                          report=_console if main else None)
     evaluate = make_evaluator(data, data.validation_frames(args.n_val), out_dir, args.val_scale)
     trainer = Trainer(model, batches, trainer_config(args, out_dir, device), device, config, evaluate, MODEL_NAME)
     summary = trainer.fit()
-    summary.update(out_dir=str(out_dir), world_size=distributed.world_size(), ranks_in_sync=ranks_in_sync(model))
+    summary.update(out_dir=str(out_dir), world_size=distributed.world_size(), ranks_in_sync=ranks_in_sync(model),
+                   bad_images=sorted(batches.bad_images))
     if main:
         grid, scores = write_grid(model, data, args, out_dir)
         summary["grid"], summary["grid_psnr"] = str(grid), float(sum(scores) / max(len(scores), 1))

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from facenerf.engine.checkpoint import CheckpointManager, check_compatible, load_checkpoint
-from facenerf.errors import FaceNerfError
+from facenerf.errors import FaceNerfError, OutputError
 from facenerf.io import list_images, read_image, resize_image, write_image
 from facenerf.models.refine.model import MODEL_NAME, RefineConfig, generator_from_config, generator_state
 
@@ -106,6 +106,8 @@ def refine_folder(generator: nn.Module, nerf_folder: str | Path, size: int | Non
         try:
             refined = refine_image(generator, read_image(path), size, device)
             result.written.append(write_image(out / names[path], refined))
+        except OutputError:
+            raise   # full disk, read-only folder: every further image would fail the same way
         except FaceNerfError as err:
             result.skipped.append((path, str(err)))
             report(f"skipping {path}: {err}")

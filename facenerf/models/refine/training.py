@@ -9,7 +9,6 @@ PSNR/SSIM of the unrefined renders and of the refined ones against the ground tr
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -19,6 +18,7 @@ import torch
 
 from facenerf.data.pairs import PairBatches, PairDataset, PairScan, scan_pairs, split_pairs
 from facenerf.errors import FaceNerfError
+from facenerf.io import write_json
 from facenerf.models.refine.model import MODEL_NAME, RefineConfig, RefineModel
 
 MAX_PROBLEM_LINES = 20
@@ -151,5 +151,5 @@ def train_refine(settings: RefineTrainSettings, net: RefineConfig, device: torch
     result = trainer.fit()
     result["pairs"] = {"train": len(train_pairs), "val": len(val_pairs), "problems": scan.problems()}
     summary = {k: (str(v) if isinstance(v, Path) else v) for k, v in result.items()}
-    (Path(settings.out_dir) / "train_summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    write_json(Path(settings.out_dir) / "train_summary.json", summary, indent=2, default=str)
     return result
