@@ -8,7 +8,7 @@ Main entry points::
     image = model.render_image(rays, codes, height, width)["rgb"]              # [H, W, 3]
 
 Modules: ``config`` (sizes), ``layers``/``network``/``ism``/``texture_encoder`` (networks),
-``model`` (codes, fields, training step), ``fast_render`` (inference path), ``official``
+``model`` (codes, fields, training step), ``acceleration`` (empty-space skipping), ``official``
 (original checkpoint layout), ``checkpoints`` (load/save/convert), ``options``/``training``/
 ``evaluation`` (run_train.py).
 """
