@@ -39,18 +39,18 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from facenerf.config import parse_args  # noqa: E402
-from facenerf.core.cameras import Intrinsics, mofanerf_pose  # noqa: E402
+from facenerf.cli import parse_args  # noqa: E402
+from facenerf.core.cameras import Intrinsics  # noqa: E402
 from facenerf.errors import run_cli  # noqa: E402
 from facenerf.fitting.fitter import Fitter  # noqa: E402
 from facenerf.fitting.inputs import FitTarget  # noqa: E402
 from facenerf.fitting.objective import render_fit_rays  # noqa: E402
-from facenerf.fitting.options import build_fit_parser  # noqa: E402
+from facenerf.fitting.options import build_fit_parser, fit_command_from_args  # noqa: E402
 from facenerf.fitting.stats import CodeStatistics  # noqa: E402
-from facenerf.fitting.workflow import fit_settings  # noqa: E402
-from facenerf.models.mofanerf.config import MoFaNeRFConfig  # noqa: E402
+from facenerf.models.mofanerf.config import MoFaNeRFRunConfig  # noqa: E402
 from facenerf.models.mofanerf.model import MoFaNeRF  # noqa: E402
-from facenerf.models.mofanerf.training import render_settings  # noqa: E402
+from facenerf.models.mofanerf.options import build_train_parser, run_config_from_args  # noqa: E402
+from facenerf.preprocess.training.rig import mofanerf_pose  # noqa: E402
 from facenerf.runtime import select_device  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -70,10 +70,10 @@ def synthetic_target(size: int, focal_512: float) -> FitTarget:
                      "synthetic")
 
 
-def build_model(args, device: torch.device) -> MoFaNeRF:
+def build_model(run: MoFaNeRFRunConfig, device: torch.device) -> MoFaNeRF:
     torch.manual_seed(0)
-    train, evaluation = render_settings(args)
-    return MoFaNeRF(MoFaNeRFConfig.from_args(args), train_settings=train, eval_settings=evaluation).to(device)
+    return MoFaNeRF(run.model, train_settings=run.render.settings(training=True),
+                    eval_settings=run.render.settings()).to(device)
 
 
 def _sync(device: torch.device) -> None:
@@ -81,9 +81,9 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_fit(model, target, stats, settings, render, device, iterations: int, reference: bool) -> float:
+def time_fit(model, target, stats, settings, render, device, runtime, iterations: int, reference: bool) -> float:
     """Seconds for ``iterations`` fitting steps of one path (see the module docstring)."""
-    fitter = Fitter(model, target, stats, settings, render, device)
+    fitter = Fitter(model, target, stats, settings, render, device, runtime)
     if reference:
         for p in model.parameters():  # as in the original: out of the optimiser but still requiring grad
             p.requires_grad_(True)
@@ -96,9 +96,9 @@ def time_fit(model, target, stats, settings, render, device, iterations: int, re
     return time.perf_counter() - start
 
 
-def first_step_difference(model, target, stats, settings, render, device) -> float:
+def first_step_difference(model, target, stats, settings, render, device, runtime) -> float:
     """Max abs difference of the first iteration's colours: fast coarse pass vs full render (fp32)."""
-    fitter = Fitter(model, target, stats, replace(settings, amp="none"), render, device)
+    fitter = Fitter(model, target, stats, settings, render, device, replace(runtime, amp="none"))
     rays, _ = fitter._rays_and_targets(0)
     with torch.no_grad():
         codes = fitter.codes()
@@ -118,15 +118,11 @@ def build_parser():
     return parser
 
 
-def apply_training_config(args, argv: list[str], path: str) -> None:
-    """Take the architecture and render keys of a training config, as fitting takes them from a checkpoint."""
-    from facenerf.fitting.from_checkpoint import RENDER_KEYS, adopt_architecture, adopt_trained_settings, explicit_keys
-    from facenerf.models.mofanerf.options import build_train_parser
-
-    explicit = explicit_keys(build_parser, args, argv)
-    trained = parse_args(build_train_parser(), ["-c", path])
-    adopt_architecture(args, explicit, MoFaNeRFConfig.from_args(trained))
-    adopt_trained_settings(args, explicit, {key: getattr(trained, key) for key in RENDER_KEYS})
+def trained_run(path: str) -> MoFaNeRFRunConfig:
+    """The run a training config describes (as a checkpoint would store it); the released model's if empty."""
+    if not path:
+        return MoFaNeRFRunConfig()
+    return run_config_from_args(parse_args(build_train_parser(), ["-c", path]))
 
 
 def _relative(path) -> str:
@@ -146,33 +142,33 @@ def main(argv: list[str] | None = None) -> int:
         default = "fit.txt" if torch.cuda.is_available() and "cpu" not in argv else "fit_tiny.txt"
         argv = ["-c", str(ROOT / "configs" / default)] + argv
     args = parse_args(build_parser(), argv)
+    cmd = fit_command_from_args(args)
     train_config = args.train_config or ("" if torch.cuda.is_available() and "cpu" not in argv
                                          else str(ROOT / "configs" / "mofanerf_tiny.txt"))
-    if train_config:
-        apply_training_config(args, argv, train_config)
-    args.progress = False
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
-    device = select_device(args.device)
-    model = build_model(args, device)
-    target = synthetic_target(args.fit_size, args.focal)
+    run = trained_run(train_config).with_overrides(cmd.source.overrides)  # keys the fit config sets win
+    runtime = replace(cmd.runtime, progress=False)
+    runtime.apply_threads()
+    device = select_device(runtime.device)
+    model = build_model(run, device)
+    target = synthetic_target(cmd.input.fit_size, cmd.input.focal)
     cfg = model.cfg
     stats = CodeStatistics(torch.zeros(cfg.shape_dim), torch.full((cfg.shape_dim,), 0.05),
                            torch.zeros(cfg.texture_dim), torch.full((cfg.texture_dim,), 0.3), 2)
-    settings = fit_settings(args, cfg.n_expressions)
-    render = render_settings(args)[1]
+    settings = replace(cmd.fit, n_rays=cmd.fit.n_rays or run.sampling.n_rays)
+    render = run.render.settings()
     total = settings.schedule.iterations
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    ours = time_fit(model, target, stats, settings, render, device, total, reference=False)
+    ours = time_fit(model, target, stats, settings, render, device, runtime, total, reference=False)
     ref_its = min(args.reference_iterations or total, total)
-    ref_settings = replace(settings, amp="none", fast_render=False)
-    reference = time_fit(model, target, stats, ref_settings, render, device, ref_its, reference=True) * total / ref_its
-    diff = first_step_difference(model, target, stats, settings, render, device)
+    ref_settings, ref_runtime = replace(settings, fast_render=False), replace(runtime, amp="none")
+    reference = time_fit(model, target, stats, ref_settings, render, device, ref_runtime, ref_its,
+                         reference=True) * total / ref_its
+    diff = first_step_difference(model, target, stats, settings, render, device, runtime)
     result = {
         "device": device_name(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
-        "config": _relative(args.config), "iterations": total, "fit_size": args.fit_size,
-        "rays_per_iteration": settings.n_rays, "samples": [args.N_samples, args.N_importance],
-        "amp_ours": args.amp, "ours_s": round(ours, 3), "reference_s": round(reference, 3),
+        "config": _relative(args.config), "iterations": total, "fit_size": cmd.input.fit_size,
+        "rays_per_iteration": settings.n_rays, "samples": [run.render.N_samples, run.render.N_importance],
+        "amp_ours": runtime.amp, "ours_s": round(ours, 3), "reference_s": round(reference, 3),
         "reference_iterations_timed": ref_its, "speedup": round(reference / ours, 3),
         "ours_ms_per_iteration": round(1000 * ours / total, 3),
         "first_step_max_abs_diff_fp32": diff, "load_average_at_start": round(load, 2),

@@ -35,8 +35,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from facenerf.config import make_parser, parse_args  # noqa: E402
-from facenerf.core.cameras import Intrinsics, mofanerf_pose  # noqa: E402
+from facenerf.cli import bool_flag, make_parser, parse_args  # noqa: E402
+from facenerf.core.cameras import Intrinsics  # noqa: E402
 from facenerf.core.rays import image_rays  # noqa: E402
 from facenerf.core.renderer import RenderSettings  # noqa: E402
 from facenerf.core.samplers import importance_samples  # noqa: E402
@@ -45,6 +45,7 @@ from facenerf.metrics import psnr  # noqa: E402
 from facenerf.models.mofanerf.checkpoints import load_mofanerf  # noqa: E402
 from facenerf.models.mofanerf.config import MoFaNeRFConfig  # noqa: E402
 from facenerf.models.mofanerf.model import FaceCodes, MoFaNeRF  # noqa: E402
+from facenerf.preprocess.training.rig import mofanerf_pose  # noqa: E402
 from facenerf.runtime import autocast, select_device, seed_everything  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -250,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", choices=["full", "tiny"], default="full")
     parser.add_argument("--ckpt", default="", help="trained weights (facenerf .pt or original .tar)")
     parser.add_argument("--amp", choices=["none", "bf16", "fp16"], default="bf16")
-    parser.add_argument("--compile", type=lambda s: s.lower() in ("1", "true", "yes"), default=False)
+    parser.add_argument("--compile", **bool_flag(False, "torch.compile the MLPs (CUDA)"))
     parser.add_argument("--chunk", type=int, default=1024, help="rays per chunk in our path")
     parser.add_argument("--min_weight", type=float, default=1e-4,
                         help="our path evaluates colour only where the compositing weight exceeds this")

@@ -1,4 +1,4 @@
-"""Reading and writing images and videos with clear errors.
+"""Reading and writing images, videos, text and weights files with clear errors.
 
 In memory an image is ``float32 [H, W, 3]`` in [0, 1]. Greyscale and RGBA inputs are converted
 to RGB (RGBA is composited over black, the training renders' background), and EXIF
@@ -110,7 +110,10 @@ def write_image(path: str | Path, image) -> Path:
     return file
 
 
-def write_video(path: str | Path, frames: Sequence | Iterable, fps: int = 25) -> Path:
+VIDEO_FPS = 25  # frame rate of every video the toolkit writes unless asked otherwise
+
+
+def write_video(path: str | Path, frames: Sequence | Iterable, fps: int = VIDEO_FPS) -> Path:
     """Write frames (``[H, W, 3]`` float or uint8) as an H.264 MP4 playable everywhere."""
     import imageio.v2 as imageio
 
@@ -128,3 +131,70 @@ def write_video(path: str | Path, frames: Sequence | Iterable, fps: int = 25) ->
     if count == 0:
         raise FaceNerfError(f"no frames to write to {file}")
     return file
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` atomically: a temporary file in the same folder, then a rename."""
+    import os
+    import tempfile
+
+    file = Path(path)
+    try:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        handle, tmp = tempfile.mkstemp(dir=file.parent, prefix=f".{file.name}.", suffix=".tmp")
+        with os.fdopen(handle, "w") as stream:
+            stream.write(text)
+        os.replace(tmp, file)
+    except OSError as err:
+        raise FaceNerfError(f"cannot write {file}: {err.strerror or err}; choose a writable output folder") from err
+    return file
+
+
+def ensure_writable_dir(path: str | Path) -> Path:
+    """Create ``path`` (and parents) and check a file can be written there."""
+    import os
+    import tempfile
+
+    folder = Path(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+            pass
+    except OSError as err:
+        reason = err.strerror or str(err)
+        raise FaceNerfError(f"cannot write to output directory {folder}: {reason}; "
+                            "choose a writable directory") from err
+    if not os.access(folder, os.W_OK):
+        raise FaceNerfError(f"cannot write to output directory {folder}: permission denied; "
+                            "choose a writable directory")
+    return folder
+
+
+def load_weights_file(path: str | Path, what: str = "checkpoint", map_location="cpu",
+                      fix: str = "delete it and use an earlier checkpoint"):
+    """Read any tensor file with ``torch.load(..., weights_only=True)``; one-line errors only.
+
+    This is the project's single place that calls ``torch.load``. ``what`` names the file in
+    messages ("fit file", "VGG-19 weights", ...) and ``fix`` says what to do about a damaged one.
+    Raises :class:`FaceNerfError` for a missing file, a file holding Python objects that cannot
+    be loaded safely, and a corrupt or truncated file.
+    """
+    import pickle
+
+    import torch
+
+    file = Path(path)
+    if not file.is_file():
+        raise FaceNerfError(f"{what} not found: {file} (check the path)")
+    try:
+        return torch.load(file, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "weights only" in str(err).lower():
+            raise FaceNerfError(
+                f"cannot read {what} {file}: it holds Python objects that cannot be loaded safely, so it is "
+                f"not a facenerf {what} (re-save it as plain tensors, e.g. a state dict)"
+            ) from err
+        raise FaceNerfError(f"cannot read {what} {file}: corrupt or truncated ({err}); {fix}") from err
+    except Exception as err:  # arbitrary bytes make the unpickler raise almost any error type
+        raise FaceNerfError(f"cannot read {what} {file}: corrupt or truncated "
+                            f"({err.__class__.__name__}); {fix}") from err

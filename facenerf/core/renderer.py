@@ -29,19 +29,20 @@ from facenerf.core.rays import RayBundle
 from facenerf.core.samplers import importance_samples, stratified_samples
 
 FieldFn = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
+DEFAULT_CHUNK_RAYS = 16384  # rays per forward pass when rendering whole images
 
 
 @dataclass
 class RenderSettings:
-    """Settings of the hierarchical (coarse + fine) renderer; defaults are MoFaNeRF's test mode
-    except the sample counts (MoFaNeRF: 64 + 64)."""
+    """Settings of the hierarchical (coarse + fine) renderer. The sample counts have no default:
+    each model's config states its own (MoFaNeRF: 64 + 64)."""
 
-    n_samples: int = 64  # coarse depths per ray
-    n_importance: int = 0  # extra fine depths per ray (0 = no fine pass)
+    n_samples: int  # coarse depths per ray
+    n_importance: int  # extra fine depths per ray (0 = no fine pass)
     perturb: bool = False  # stratified jitter + random inverse-CDF samples (training)
     lindisp: bool = False  # sample linearly in disparity instead of depth
     background: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    chunk_rays: int = 4096  # rays per forward pass in render_image
+    chunk_rays: int = DEFAULT_CHUNK_RAYS  # rays per forward pass in render_image
     last_delta: float = 1e10  # length of the last segment of every ray
     scale_deltas_by_direction_norm: bool = True  # segment lengths in world units
 
@@ -53,7 +54,7 @@ class MarchSettings:
     step_size: float  # segment length in ray-parameter units
     perturb: bool = False  # random per-ray lattice shift (training)
     background: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    chunk_rays: int = 4096
+    chunk_rays: int = DEFAULT_CHUNK_RAYS
     scale_deltas_by_direction_norm: bool = True
     max_steps: int | None = None  # cap on segments per ray
 
