@@ -131,8 +131,6 @@ def add_options(parser: argparse.ArgumentParser, cls, title: str | None = None, 
     return group
 
 
-
-
 def _argument(f, kind, unset: str | None, hidden: bool) -> dict:
     spec = option_spec(f)
     text = argparse.SUPPRESS if hidden else spec.help
@@ -155,6 +153,7 @@ def _argument(f, kind, unset: str | None, hidden: bool) -> dict:
 
 
 def _metavar(kind) -> str:
+    """How ``--help`` shows a value: N (integer), X (number), A,B,... (list), TEXT."""
     if typing.get_origin(kind) is tuple:
         return "A,B,..."
     if typing.get_origin(kind) in (typing.Union, types.UnionType):
@@ -167,16 +166,16 @@ def from_namespace(cls, namespace: argparse.Namespace, **given):
 
     A field whose key the parser does not have keeps its default; ``given`` sets whole fields.
     """
-    types = field_types(cls)
+    kinds = field_types(cls)
     values = dict(given)
     for f in fields(cls):
         if f.name in values:
             continue
-        inner = nested_type(types[f.name])
+        inner = nested_type(kinds[f.name])
         if inner is not None:
             values[f.name] = from_namespace(inner, namespace)
         elif option_spec(f) is not None and getattr(namespace, option_key(f), None) is not None:
-            values[f.name] = coerce(f, types[f.name], getattr(namespace, option_key(f)))
+            values[f.name] = coerce(f, kinds[f.name], getattr(namespace, option_key(f)))
     return cls(**values)
 
 
@@ -185,14 +184,14 @@ def set_options(cls, namespace: argparse.Namespace) -> dict[str, Any]:
 
     With flags added by ``add_options(..., unset=...)`` these are the keys the user set.
     """
-    types = field_types(cls)
+    kinds = field_types(cls)
     found = {}
     for f in fields(cls):
-        if option_spec(f) is None or nested_type(types[f.name]) is not None:
+        if option_spec(f) is None or nested_type(kinds[f.name]) is not None:
             continue
         value = getattr(namespace, option_key(f), None)
         if value is not None:
-            found[f.name] = coerce(f, types[f.name], value)
+            found[f.name] = coerce(f, kinds[f.name], value)
     return found
 
 

@@ -15,6 +15,7 @@ that a command reads back with ``-c``.
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, fields, is_dataclass
@@ -72,14 +73,14 @@ def option_fields(cls, prefix: tuple[str, ...] = ()) -> list[tuple[tuple[str, ..
 
     ``path`` is the attribute path from ``cls`` (``("render", "near")``).
     """
-    types = field_types(cls)
+    kinds = field_types(cls)
     found = []
     for f in fields(cls):
-        inner = nested_type(types[f.name])
+        inner = nested_type(kinds[f.name])
         if inner is not None:
             found += option_fields(inner, prefix + (f.name,))
         elif option_spec(f) is not None:
-            found.append((prefix + (f.name,), f, types[f.name]))
+            found.append((prefix + (f.name,), f, kinds[f.name]))
     return found
 
 
@@ -125,7 +126,7 @@ def parse_float_list(text, name: str = "value") -> tuple[float, ...]:
 def _base_type(kind):
     """``int | None`` -> ``int``; other annotations unchanged."""
     args = [a for a in typing.get_args(kind) if a is not type(None)]
-    if typing.get_origin(kind) in (typing.Union, getattr(__import__("types"), "UnionType", None)) and len(args) == 1:
+    if typing.get_origin(kind) in (typing.Union, types.UnionType) and len(args) == 1:
         return args[0]
     return kind
 
@@ -183,17 +184,17 @@ def to_dict(cfg) -> dict:
 
 def from_dict(cls, data: Mapping[str, Any]):
     """The inverse of :func:`to_dict`; unknown keys are ignored, missing ones keep their defaults."""
-    types = field_types(cls)
+    kinds = field_types(cls)
     values = {}
     for f in fields(cls):
         if f.name not in data:
             continue
-        inner = nested_type(types[f.name])
+        inner = nested_type(kinds[f.name])
         value = data[f.name]
         if inner is not None and isinstance(value, Mapping):
             values[f.name] = from_dict(inner, value)
         elif inner is None:
-            values[f.name] = coerce(f, types[f.name], tuple(value) if isinstance(value, list) else value)
+            values[f.name] = coerce(f, kinds[f.name], tuple(value) if isinstance(value, list) else value)
     return cls(**values)
 
 
@@ -214,12 +215,12 @@ def from_flat(cls, flat: Mapping[str, Any], **given):
     Each field reads its key or one of its aliases; text values are parsed; absent keys keep
     their defaults. ``given`` replaces whole fields (e.g. a nested config built elsewhere).
     """
-    types = field_types(cls)
+    kinds = field_types(cls)
     values = dict(given)
     for f in fields(cls):
         if f.name in values:
             continue
-        inner = nested_type(types[f.name])
+        inner = nested_type(kinds[f.name])
         if inner is not None:
             values[f.name] = from_flat(inner, flat)
             continue
@@ -228,7 +229,7 @@ def from_flat(cls, flat: Mapping[str, Any], **given):
             continue
         for key in (option_key(f), *spec.aliases):
             if key in flat and flat[key] is not None:
-                values[f.name] = coerce(f, types[f.name], flat[key])
+                values[f.name] = coerce(f, kinds[f.name], flat[key])
                 break
     return cls(**values)
 
