@@ -62,11 +62,14 @@ class HelpFormatter(argparse.HelpFormatter):
         return super()._fill_text(text, width, indent)
 
     def _get_help_string(self, action: argparse.Action) -> str:
+        """The help line, with `` (default: X)`` appended once; help texts are plain (a ``%`` is a percent)."""
         text = action.help or ""
-        default = action.default
-        if (text is argparse.SUPPRESS or "default" in text.lower() or not action.option_strings
-                or default in (None, "", argparse.SUPPRESS) or isinstance(action, argparse._HelpAction)):
+        if text is argparse.SUPPRESS:
             return text
+        default = action.default
+        if ("default" in text.lower() or not action.option_strings or default in (None, "", argparse.SUPPRESS)
+                or isinstance(action, argparse._HelpAction)):
+            return text.replace("%", "%%")
         if isinstance(default, bool):
             shown = "true" if default else "false"
         elif isinstance(default, (tuple, list)):

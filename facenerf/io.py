@@ -8,7 +8,7 @@ orientation is applied so phone photos come out upright.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -133,21 +133,89 @@ def write_video(path: str | Path, frames: Sequence | Iterable, fps: int = VIDEO_
     return file
 
 
-def write_text(path: str | Path, text: str) -> Path:
-    """Write ``text`` atomically: a temporary file in the same folder, then a rename."""
+# ------------------------------------------------------------------------------ atomic writes
+
+def _temporary_sibling(file: Path) -> Path:
+    """A hidden temporary path in ``file``'s folder that keeps its suffix (formats follow it)."""
     import os
-    import tempfile
+
+    return file.with_name(f".{file.stem}.partial-{os.getpid()}{file.suffix}")
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
+    """Run ``write(tmp)`` on a temporary file in ``path``'s folder, then rename it onto ``path``.
+
+    A crash or an error mid-write leaves the previous ``path`` (or nothing) and no partial
+    file. ``OSError`` becomes a one-line :class:`FaceNerfError` naming the path.
+    """
+    import os
 
     file = Path(path)
+    tmp = _temporary_sibling(file)
     try:
         file.parent.mkdir(parents=True, exist_ok=True)
-        handle, tmp = tempfile.mkstemp(dir=file.parent, prefix=f".{file.name}.", suffix=".tmp")
-        with os.fdopen(handle, "w") as stream:
-            stream.write(text)
+        write(tmp)
         os.replace(tmp, file)
     except OSError as err:
-        raise FaceNerfError(f"cannot write {file}: {err.strerror or err}; choose a writable output folder") from err
+        raise FaceNerfError(f"cannot write {file}: {err.strerror or err}; check the folder and free space") from err
+    finally:
+        if tmp.exists():
+            tmp.unlink()
     return file
+
+
+def write_image_atomic(path: str | Path, image, quality: int = 95) -> Path:
+    """Atomically write ``[H, W, 3|4]`` (or ``[H, W]``) float in [0, 1] or uint8 as PNG/JPG.
+
+    JPEG files use ``quality``; a 4-channel image keeps its alpha (PNG only).
+    """
+    from PIL import Image
+
+    array = to_uint8(image)
+
+    def write(tmp: Path) -> None:
+        params = {"quality": int(quality)} if tmp.suffix.lower() in (".jpg", ".jpeg") else {}
+        Image.fromarray(np.ascontiguousarray(array)).save(tmp, **params)
+
+    return atomic_write(path, write)
+
+
+def write_json_atomic(path: str | Path, payload, indent: int | None = None) -> Path:
+    """Atomically write ``payload`` as JSON."""
+    import json
+
+    text = json.dumps(payload, indent=indent)
+    return atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Atomically write a text file."""
+    return atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def save_npy_atomic(path: str | Path, array) -> Path:
+    """Atomically ``np.save`` an array (no pickles)."""
+    data = np.asarray(array)
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:
+            np.save(handle, data, allow_pickle=False)
+
+    return atomic_write(path, write)
+
+
+def save_npz_atomic(path: str | Path, **arrays) -> Path:
+    """Atomically ``np.savez_compressed`` named arrays."""
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:
+            np.savez_compressed(handle, **{k: np.asarray(v) for k, v in arrays.items()})
+
+    return atomic_write(path, write)
+
+
+def write_video_atomic(path: str | Path, frames, fps: int = VIDEO_FPS) -> Path:
+    """:func:`write_video` through a temporary file, so an interrupted run leaves no broken MP4."""
+    return atomic_write(path, lambda tmp: write_video(tmp, frames, fps))
 
 
 def ensure_writable_dir(path: str | Path) -> Path:

@@ -12,6 +12,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PARSERS = {
     "python -m facenerf.data.synthetic": ("facenerf.data.synthetic.__main__", "build_parser"),
     "python -m facenerf.tools.core_demo": ("facenerf.tools.core_demo", "build_parser"),
+    "python -m facenerf.tools.talking_head": ("facenerf.tools.talking_head", "build_parser"),
     "python -m facenerf.tools.degraded_pairs": ("facenerf.tools.degraded_pairs", "build_parser"),
     "python -m facenerf.tools.contact_sheet": ("facenerf.tools.contact_sheet", "build_parser"),
     "python -m facenerf.tools.convert_checkpoint": ("facenerf.tools.convert_checkpoint", "build_parser"),

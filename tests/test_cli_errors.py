@@ -19,6 +19,7 @@ COMMANDS = {
     "make_pairs": ["trainingDataPreprocess/make_pairs.py"],
     "wild_preprocess": ["fittingDataPreprocess/wildData_preprocess.py", "--filePath", "x"],
     "synthetic": ["-m", "facenerf.data.synthetic"],
+    "talking_head": ["-m", "facenerf.tools.talking_head"],
     "core_demo": ["-m", "facenerf.tools.core_demo"],
 }
 

@@ -100,6 +100,7 @@ def _typed_defaults() -> dict[str, object]:
 
     from facenerf.config import field_types
     from facenerf.data.synthetic.degraded_pairs import DegradedPairs
+    from facenerf.data.synthetic.talking_head import TalkingHeadSettings
     from facenerf.data.synthetic.writer import GeneratorSettings
     from facenerf.demos.tiny_nerf import CoreDemoConfig
     from facenerf.fitting.config import FitCommand
@@ -123,7 +124,8 @@ def _typed_defaults() -> dict[str, object]:
                 seen.setdefault(option_key(f), set()).add((cls.__name__, repr(f.default)))
 
     for cls in (DegradedPairs, GeneratorSettings, CoreDemoConfig, FitCommand, MoFaNeRFRunConfig, PairPlan,
-                RefineTestSettings, RefineRunConfig, PreprocessSettings, AlignOptions, ContactSheet, RenderOptions):
+                RefineTestSettings, RefineRunConfig, PreprocessSettings, AlignOptions, ContactSheet, RenderOptions,
+                TalkingHeadSettings):
         walk(cls)
     return seen
 
@@ -132,6 +134,8 @@ def _typed_defaults() -> dict[str, object]:
 DIFFERENT_IDEAS = {
     "eval_every", "log_every", "save_every",  # cadences of different runs
     "expressions",   # which expressions to generate / which to interpolate through
+    "frames",        # frames of a fit's orbit video / of a synthetic talking-head clip
+    "texture_size",  # albedo size of the FaceScape-format generator / of the talking-head speaker
     "load_size",     # RefineNet training size / test size (0 = the training one)
     "lr",            # learning rate of the demo NeRF / of the RefineNet
     "out", "size", "resolution",  # each tool's output and image size

@@ -5,6 +5,7 @@
 ``convert_checkpoint``  convert a MoFaNeRF checkpoint between the original ``.tar`` and facenerf ``.pt``
 ``checkpoint_info``  print what a checkpoint holds: model, step and its stored run config
 ``degraded_pairs``   degraded-vs-sharp RefineNet pairs from an image folder or procedural textures
+``talking_head``     a synthetic talking-head video with its NeRFBlendShape dataset and ground truth
 ``contact_sheet``    tile one identity's 20 rendered expressions into a PNG
 ``gl_platform``      print the headless OpenGL platform pyrender will use (the Makefile's probe)
 ===================  ============================================================================

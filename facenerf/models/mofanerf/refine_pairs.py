@@ -24,7 +24,7 @@ import torch
 from facenerf.config import option
 from facenerf.data.pairs import WriteSummary, write_pairs
 from facenerf.errors import FaceNerfError
-from facenerf.io import read_image, resize_image, write_text
+from facenerf.io import read_image, resize_image, write_text_atomic
 
 
 @dataclass(frozen=True)
@@ -97,5 +97,6 @@ def make_refine_pairs(model, data, out_root: str | Path, plan: PairPlan, names: 
     items = tqdm(pair_items(model, data, plan, names, report, index, seed), desc="pairs", unit="pair",
                  disable=not progress)
     summary = write_pairs(out_root, items, report=report)
-    write_text(Path(out_root) / "pairs_index.txt", "# pair -> ground-truth source image\n" + "\n".join(index) + "\n")
+    header = "# pair -> ground-truth source image\n"
+    write_text_atomic(Path(out_root) / "pairs_index.txt", header + "\n".join(index) + "\n")
     return summary
