@@ -46,15 +46,18 @@ def main(argv=None) -> int:
     models_raw = Path(args.models_raw or data / "models_raw")
     if not models_raw.is_dir():
         raise FaceNerfError(f"raw meshes not found: {models_raw} (pass --models_raw or --data)")
-    out = ensure_writable_dir(args.out or data / "models_out")
-    predef = align.load_predef(Path(args.predef or data / "predef"),
-                               Path(args.landmarks) if args.landmarks else data / "landmarks_3d.npy")
+    predef_dir = Path(args.predef or data / "predef")
+    predef = align.load_predef(predef_dir, Path(args.landmarks) if args.landmarks else data / "landmarks_3d.npy")
     opts = from_namespace(align.AlignOptions, args)
+    notes = align.check_predef(predef_dir, predef, opts)
+    out = ensure_writable_dir(args.out or data / "models_out")
+    save_config(namespace_values(args), out, "align_config.txt")
+    for line in notes:
+        print(line)
     results, problems = align.align_dataset(
         models_raw, out, predef, opts,
         ids=[s.strip() for s in args.ids.split(",")] if args.ids else None,
         expressions=parse_expression_list(args.expressions), progress=args.progress)
-    save_config(namespace_values(args), out, "align_config.txt")
     return align.print_summary(results, problems, out)
 
 

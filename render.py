@@ -5,7 +5,8 @@
 reads ``data/models_out/{id}/{k}_{name}.obj`` (+ texture) and writes
 ``data/multiViewImages/{id}/{name}/{pitch}_{yawIndex}.png`` with per-expression and
 per-identity camera files (``transforms_{train,val,test,all}_{id}.json``) and a report of
-everything that failed. Re-running skips finished views. See data/README.md for the formats.
+everything that failed. Re-running skips finished views (Ctrl-C or kill -9 lose at most the
+views in progress). See data/README.md for the formats.
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ def main(argv=None) -> int:
     from facenerf.preprocess.training import multiview, rig
 
     out = ensure_writable_dir(args.out or data / "multiViewImages")
+    save_config(namespace_values(args), out, "render_config.txt")
     landmarks_path = Path(args.landmarks) if args.landmarks else data / "landmarks_3d.npy"
     opts = replace(opts, views=tuple(rig.select_views(args.views, _ints(args.pitches, "--pitches"),
                                                       _ints(args.yaws, "--yaws"))))
@@ -79,7 +81,6 @@ def main(argv=None) -> int:
         expressions=parse_expression_list(args.expressions),
         landmarks=multiview.load_landmark_array(landmarks_path if args.landmarks != "" else None),
         progress=args.progress)
-    save_config(namespace_values(args), out, "render_config.txt")
     return multiview.print_summary(report, out)
 
 

@@ -32,6 +32,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from facenerf.io import write_text  # noqa: E402
 from facenerf.core import volume_rendering as vr  # noqa: E402
 from facenerf.core.cameras import Intrinsics, orbit_pose  # noqa: E402
 from facenerf.core.encodings import (  # noqa: E402
@@ -261,7 +262,7 @@ def describe_device(device):
 def write_results(out_dir, device, meta, rows):
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = out_dir / f"core_throughput_{device.type}"
-    stem.with_suffix(".json").write_text(json.dumps({**meta, "results": rows}, indent=2))
+    write_text(stem.with_suffix(".json"), json.dumps({**meta, "results": rows}, indent=2))
     lines = [f"# Core throughput on {meta['device_name']}", "",
              f"torch {meta['torch']}, device `{device}`, {meta['config']}.",
              f"Wall-clock best of interleaved runs; 1-minute load average when the run started: "
@@ -276,7 +277,7 @@ def write_results(out_dir, device, meta, rows):
     for r in marched:
         lines += ["", f"Marching evaluated {r['field_evals_per_ray_ours']:.1f} field samples per ray "
                       f"vs {r['field_evals_per_ray_reference']} for dense sampling."]
-    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    write_text(stem.with_suffix(".md"), "\n".join(lines) + "\n")
     return stem
 
 

@@ -47,6 +47,7 @@ from facenerf.fitting.inputs import FitTarget  # noqa: E402
 from facenerf.fitting.objective import render_fit_rays  # noqa: E402
 from facenerf.fitting.options import build_fit_parser, fit_command_from_args  # noqa: E402
 from facenerf.fitting.stats import CodeStatistics  # noqa: E402
+from facenerf.io import write_text  # noqa: E402
 from facenerf.models.mofanerf.config import MoFaNeRFRunConfig  # noqa: E402
 from facenerf.models.mofanerf.model import MoFaNeRF  # noqa: E402
 from facenerf.models.mofanerf.options import build_train_parser, run_config_from_args  # noqa: E402
@@ -175,8 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     tag = "cuda" if device.type == "cuda" else "cpu"
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"fit_speed_{tag}.json").write_text(json.dumps(result, indent=1) + "\n")
-    (RESULTS / f"fit_speed_{tag}.md").write_text(markdown(result))
+    write_text(RESULTS / f"fit_speed_{tag}.json", json.dumps(result, indent=1) + "\n")
+    write_text(RESULTS / f"fit_speed_{tag}.md", markdown(result))
     print(markdown(result))
     print(f"wrote {RESULTS / f'fit_speed_{tag}.json'} and .md")
     return 0

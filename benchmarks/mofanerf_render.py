@@ -41,6 +41,7 @@ from facenerf.core.rays import image_rays  # noqa: E402
 from facenerf.core.renderer import RenderSettings  # noqa: E402
 from facenerf.core.samplers import importance_samples  # noqa: E402
 from facenerf.errors import run_cli  # noqa: E402
+from facenerf.io import write_text  # noqa: E402
 from facenerf.metrics import psnr  # noqa: E402
 from facenerf.models.mofanerf.checkpoints import load_mofanerf  # noqa: E402
 from facenerf.models.mofanerf.config import MoFaNeRFConfig  # noqa: E402
@@ -235,11 +236,11 @@ def write_results(result: dict, strip, out_dir: Path, tag: str) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     png = write_image(out_dir / f"mofanerf_render_{tag}.png", strip)
     js = out_dir / f"mofanerf_render_{tag}.json"
-    js.write_text(json.dumps(result, indent=2) + "\n")
+    write_text(js, json.dumps(result, indent=2) + "\n")
     lines = ["# MoFaNeRF render benchmark", "", "| quantity | value |", "|---|---|"]
     lines += [f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in result.items()]
     md = out_dir / f"mofanerf_render_{tag}.md"
-    md.write_text("\n".join(lines) + "\n")
+    write_text(md, "\n".join(lines) + "\n")
     return [js, md, png]
 
 

@@ -33,7 +33,7 @@ from facenerf.data.pair_batches import PairDataset  # noqa: E402
 from facenerf.data.pairs import scan_pairs, write_pairs  # noqa: E402
 from facenerf.data.synthetic.degraded_pairs import Degradation, degraded_pair_items, procedural_image  # noqa: E402
 from facenerf.engine.checkpoint import CheckpointManager, load_checkpoint  # noqa: E402
-from facenerf.io import write_image  # noqa: E402
+from facenerf.io import write_image, write_text  # noqa: E402
 from facenerf.metrics import psnr, ssim  # noqa: E402
 from facenerf.models.refine.model import RefineConfig, RefineModel  # noqa: E402
 from facenerf.models.refine.training import (PairEvaluator, RefineLocation, RefineRunConfig,  # noqa: E402
@@ -148,7 +148,7 @@ def main() -> int:
                   torch=torch.__version__, load_average_1min=os.getloadavg()[0])
     out = ROOT / "benchmarks" / "results" / "refine_quality_cpu.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    write_text(out, json.dumps(result, indent=2))
     print(json.dumps({k: v for k, v in result.items() if k not in ("network", "degradation")}, indent=2))
     print(f"wrote {out} and {args.figure}")
     return 0

@@ -250,7 +250,7 @@ def save_config(values, out_dir: str | Path, name: str = "config.txt") -> Path:
     ``values`` is a typed config (its option keys are written) or a ``{key: value}`` mapping.
     The file can be passed back with ``-c``; unset (None) values are written as comments.
     """
-    from facenerf.io import ensure_writable_dir, write_text_atomic
+    from facenerf.io import ensure_writable_dir, write_text
 
     flat = flat_options(values) if is_dataclass(values) else dict(values)
     out = ensure_writable_dir(out_dir) / name
@@ -259,4 +259,4 @@ def save_config(values, out_dir: str | Path, name: str = "config.txt") -> Path:
         if key == "config":
             continue
         lines.append(f"# {key} = (unset)" if value is None else f"{key} = {format_value(value)}")
-    return write_text_atomic(out, "\n".join(lines) + "\n")
+    return write_text(out, "\n".join(lines) + "\n", "config file")

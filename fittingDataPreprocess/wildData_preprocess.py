@@ -2,7 +2,8 @@
 
 Works from this folder (``python wildData_preprocess.py --filePath ./data/fit/``) and from the
 repository root (``python fittingDataPreprocess/wildData_preprocess.py --filePath data/fit/``).
-No downloaded network weights are needed.
+No downloaded network weights are needed. Rerunning after Ctrl-C (or a crash) skips the photos
+already done.
 """
 
 import sys
@@ -49,9 +50,9 @@ def main(argv=None) -> int:
                                 contact_sheet=not args.no_contact_sheet)
     if not summary.ok and not summary.skipped:
         raise FaceNerfError(f"no images found in {args.filePath}; put .png/.jpg photos there")
-    save_config(namespace_values(args), summary.out_dir, "wild_preprocess_config.txt")
-    for line in summary.lines():
+    for line in summary.lines():   # the report first: nothing below can lose it
         print(line)
+    save_config(namespace_values(args), summary.out_dir, "wild_preprocess_config.txt")
     if summary.ok:
         print(f"fit with: python run_fit.py --filePath {summary.out_dir / 'segRelRes' / (Path(summary.ok[0]).stem + '.png')}")
     return 0 if summary.ok else 1

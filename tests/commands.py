@@ -27,13 +27,16 @@ PARSERS = {
     "trainingDataPreprocess/make_pairs.py": (ROOT / "trainingDataPreprocess" / "make_pairs.py", "build_parser"),
     "fittingDataPreprocess/wildData_preprocess.py":
         (ROOT / "fittingDataPreprocess" / "wildData_preprocess.py", "build_parser"),
+    "data_utils/process.py": (ROOT / "data_utils" / "process.py", "build_parser"),
+    "python -m facenerf.tools.video_evaluate": ("facenerf.tools.video_evaluate", "build_parser"),
 }
 # the commands that show a progress bar
 WITH_PROGRESS = sorted(set(PARSERS) - {"python -m facenerf.tools.contact_sheet",
                                        "python -m facenerf.tools.degraded_pairs",
                                        "python -m facenerf.tools.convert_checkpoint",
                                        "python -m facenerf.tools.checkpoint_info",
-                                       "python -m facenerf.tools.gl_platform"})
+                                       "python -m facenerf.tools.gl_platform",
+                                       "python -m facenerf.tools.video_evaluate"})
 
 
 def load_script(path: Path):

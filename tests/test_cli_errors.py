@@ -20,6 +20,8 @@ COMMANDS = {
     "wild_preprocess": ["fittingDataPreprocess/wildData_preprocess.py", "--filePath", "x"],
     "synthetic": ["-m", "facenerf.data.synthetic"],
     "talking_head": ["-m", "facenerf.tools.talking_head"],
+    "process": ["data_utils/process.py", "video.mp4"],
+    "video_evaluate": ["-m", "facenerf.tools.video_evaluate", "a", "b"],
     "core_demo": ["-m", "facenerf.tools.core_demo"],
 }
 

@@ -112,6 +112,7 @@ def _typed_defaults() -> dict[str, object]:
     from facenerf.preprocess.training.align import AlignOptions
     from facenerf.preprocess.training.contact_sheet import ContactSheet
     from facenerf.preprocess.training.multiview import RenderOptions
+    from facenerf.preprocess.video.pipeline import ProcessSettings
 
     seen: dict[str, set] = {}
 
@@ -121,11 +122,11 @@ def _typed_defaults() -> dict[str, object]:
             if is_dataclass(types[f.name]):
                 walk(types[f.name])
             elif option_spec(f) is not None and f.default is not MISSING:
-                seen.setdefault(option_key(f), set()).add((cls.__name__, repr(f.default)))
+                seen.setdefault(option_key(f), set()).add((cls.__name__, f.default))
 
     for cls in (DegradedPairs, GeneratorSettings, CoreDemoConfig, FitCommand, MoFaNeRFRunConfig, PairPlan,
                 RefineTestSettings, RefineRunConfig, PreprocessSettings, AlignOptions, ContactSheet, RenderOptions,
-                TalkingHeadSettings):
+                TalkingHeadSettings, ProcessSettings):
         walk(cls)
     return seen
 
@@ -136,6 +137,8 @@ DIFFERENT_IDEAS = {
     "expressions",   # which expressions to generate / which to interpolate through
     "frames",        # frames of a fit's orbit video / of a synthetic talking-head clip
     "texture_size",  # albedo size of the FaceScape-format generator / of the talking-head speaker
+    "upsample",      # dlib's HOG up-sampling: 1 for photos / chosen from the frame size for videos (None)
+    "focal",         # the wild-photo camera's focal length at 512 px / a video's focal length (None: estimated)
     "load_size",     # RefineNet training size / test size (0 = the training one)
     "lr",            # learning rate of the demo NeRF / of the RefineNet
     "out", "size", "resolution",  # each tool's output and image size
@@ -158,4 +161,4 @@ def test_parser_defaults_are_the_typed_configs(label):
     for action in parser._actions:
         values = {value for _, value in seen.get(action.dest, set())}
         if values and action.help is not argparse.SUPPRESS and action.default is not None:
-            assert repr(action.default) in values, f"{label} --{action.dest}: {action.default!r} not in {values}"
+            assert action.default in values, f"{label} --{action.dest}: {action.default!r} not in {values}"

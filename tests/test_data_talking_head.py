@@ -167,7 +167,7 @@ def test_cli_writes_video_dataset_and_consistent_ground_truth(tmp_path):
     train = json.loads((out / "transforms_train.json").read_text())
     val = json.loads((out / "transforms_val.json").read_text())
     assert [f["img_id"] for f in val["frames"]] == [9, 10, 11] and len(train["frames"]) == 9
-    assert train["focal_len"] == 64 and train["cx"] == 32 and train["h"] == 64
+    assert train["focal_len"] == 64 * ts.FOCAL and train["cx"] == 32 and train["h"] == 64
     gt = out / "ground_truth"
     coeffs = np.load(gt / "coefficients.npy")
     np.testing.assert_allclose(np.load(out / "expr.npy"), coeffs)
@@ -178,7 +178,7 @@ def test_cli_writes_video_dataset_and_consistent_ground_truth(tmp_path):
     from facenerf.core.cameras import Intrinsics
     import torch
 
-    K = Intrinsics(64, 64, 64.0, 64.0, 32.0, 32.0)
+    K = Intrinsics(64, 64, 64.0 * ts.FOCAL, 64.0 * ts.FOCAL, 32.0, 32.0)
     lm3, lm2 = np.load(gt / "landmarks_3d.npy"), np.load(gt / "landmarks_2d.npy")
     for frame in train["frames"][::4] + val["frames"]:
         c2w = torch.tensor(frame["transform_matrix"], dtype=torch.float64)

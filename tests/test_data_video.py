@@ -74,7 +74,7 @@ def test_generated_layout_reads_back_as_written(talk):
     assert [f.img_id for f in train.frames] == list(range(8))
     assert train.expression_names[0] == "jaw_open" and train.notes == []
     K = train.intrinsics
-    assert (K.width, K.height, K.fx, K.cx) == (48, 48, 48.0, 24.0)
+    assert (K.width, K.height, K.fx, K.cx) == (48, 48, 72.0, 24.0)
     for frame in train.frames:
         np.testing.assert_allclose(frame.c2w, c2w[frame.img_id], atol=1e-6)
         np.testing.assert_allclose(frame.expression, coeffs[frame.img_id], atol=1e-6)
@@ -107,7 +107,7 @@ def test_load_split_gives_training_tensors_with_optional_downscale(talk):
     assert full.background.shape == (48, 48, 3)
     half = load_split(data, downscale=2, image="frame", masks=True, dtype=torch.float16)
     assert half.images.shape == (8, 24, 24, 3) and half.images.dtype == torch.float16
-    assert half.intrinsics.fx == 24.0 and half.intrinsics.width == 24
+    assert half.intrinsics.fx == 36.0 and half.intrinsics.width == 24
     frame = torch.from_numpy(read_image(talk / "ori_imgs" / "2.jpg"))
     pooled = frame.reshape(24, 2, 24, 2, 3).mean((1, 3))
     assert (half.images[2].float() - pooled).abs().mean() < 0.01

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Callable, Iterable
 
-from facenerf.errors import FaceNerfError
+from facenerf.errors import FaceNerfError, OutputError
 from facenerf.io import IMAGE_SUFFIXES, write_image
 
 RENDER_FOLDER = "train_A"
@@ -70,8 +70,8 @@ def _index_tree(root: Path) -> tuple[dict[str, Path], set[str]]:
     index: dict[str, Path] = {}
     ambiguous: set[str] = set()
     for path in sorted(root.rglob("*")):
-        if not path.is_file() or path.suffix.lower() not in IMAGE_SUFFIXES:
-            continue
+        if not path.is_file() or path.suffix.lower() not in IMAGE_SUFFIXES or path.name.startswith("."):
+            continue   # hidden files include temporaries of an interrupted write
         key = path.relative_to(root).with_suffix("").as_posix()
         if key in index:
             ambiguous.add(key)
@@ -198,6 +198,8 @@ def write_pairs(out_root: str | Path, items: Iterable[tuple[str | Path, object, 
             _check_image(target, "ground-truth", rel)
             write_image(root / render_folder / rel, render)
             write_image(root / target_folder / rel, target)
+        except OutputError:
+            raise   # full disk, read-only folder: every further pair would fail the same way
         except FaceNerfError as err:
             result.skipped.append((str(rel_path), str(err)))
             report(f"skipping pair {rel_path}: {err}")

@@ -2,7 +2,7 @@
 
 Two layouts are read (``docs/architecture.md`` and ``data/README.md`` describe both):
 
-* ``"radnerf"`` - written by ``python -m facenerf.data.synthetic.talking_head`` and
+* ``"radnerf"`` - written by ``python -m facenerf.tools.talking_head`` and
   ``data_utils/process.py`` (RAD-NeRF / unofficial NeRFBlendShape): ``transforms_train.json``,
   ``transforms_val.json`` (and ``transforms_all.json``) with ``focal_len``/``fx``/``fy``,
   ``cx``, ``cy`` (image size ``h``/``w`` or ``2 cy`` x ``2 cx``) and per frame ``img_id`` and
@@ -496,3 +496,85 @@ def load_split(dataset: VideoDataset, downscale: float = 1.0, image: str = "head
         img_ids=torch.tensor([f.img_id for f in dataset.frames], dtype=torch.int64),
         intrinsics=K, background=background,
         expr_max=torch.from_numpy(dataset.expr_max).float(), expr_min=torch.from_numpy(dataset.expr_min).float())
+
+
+# --------------------------------------------------------------------------------- writing
+
+LABELS = ("background", "head", "neck", "torso")                  # label values 0..3
+PARSING_COLOURS = np.array([[255, 255, 255], [0, 0, 255], [0, 255, 0], [255, 0, 0]], np.uint8)  # RGB by label
+
+
+def face_and_lip_rects(landmarks: np.ndarray) -> tuple[list[int], list[int]]:
+    """``face_rect`` and ``lip_rect`` ``[x, y, w, h]`` from 68 landmarks (unofficial NeRFBlendShape rule)."""
+    lm = np.asarray(landmarks, dtype=np.float64)
+    xs = lm[:, 0]
+    cx = 0.5 * (xs.min() + xs.max())
+    cy = lm[27, 1]
+    half_w, half_h = 1.5 * (xs.max() - cx), 1.15 * (lm[8, 1] - cy)
+    face = [cx - half_w, cy - half_h, 2 * half_w, 2 * half_h]
+    lcx, lcy = 0.5 * (lm[48, 0] + lm[54, 0]), lm[66, 1]
+    lip_w, lip_h = 1.2 * (lm[54, 0] - lcx), 1.2 * (lm[57, 1] - lcy)
+    lip = [lcx - lip_w, lcy - lip_h, 2 * lip_w, 2 * lip_h]
+    return [int(round(v)) for v in face], [int(round(v)) for v in lip]
+
+
+def write_frame_files(out: Path, img_id: int, frame: np.ndarray, labels: np.ndarray, background: np.ndarray,
+                      torso_rgba: np.ndarray, landmarks: np.ndarray | None, quality: int = 95,
+                      write_frame: bool = True) -> None:
+    """Every per-frame file of the layout, atomically.
+
+    Args:
+        frame: float ``[H, W, 3]`` video frame (``ori_imgs``, unless ``write_frame`` is False).
+        labels: ``[H, W]`` uint8 (0 background, 1 head, 2 neck, 3 torso).
+        background: float ``[H, W, 3]`` the static background (``bc.jpg``).
+        torso_rgba: float ``[H, W, 4]`` straight-alpha neck + torso layer.
+        landmarks: ``[68, 2]`` (x, y) written as ``ori_imgs/<id>.lms``, or None.
+    """
+    from facenerf.io import write_image, write_text
+
+    head = labels == 1
+    person = labels > 0
+    if write_frame:
+        write_image(out / "ori_imgs" / f"{img_id}.jpg", frame, quality)
+    if landmarks is not None:
+        write_text(out / "ori_imgs" / f"{img_id}.lms", "".join(f"{x:.2f} {y:.2f}\n" for x, y in landmarks))
+    write_image(out / "gt_imgs" / f"{img_id}.jpg", np.where(person[..., None], frame, background), quality)
+    write_image(out / "head_imgs" / f"{img_id}.jpg", np.where(head[..., None], frame, background), quality)
+    write_image(out / "head_masks" / f"{img_id}.png", head.astype(np.uint8) * 255)
+    write_image(out / "parsing" / f"{img_id}.png", PARSING_COLOURS[labels])
+    write_image(out / "torso_imgs" / f"{img_id}.png", torso_rgba)
+
+
+def write_transforms(out: Path, K: Intrinsics, frames: list[tuple[int, np.ndarray, np.ndarray]], n_test: int,
+                     fps: float, near: float, far: float, aabb: np.ndarray) -> None:
+    """``transforms_{all,train,val}.json``; the last ``n_test`` of ``frames`` are the validation split.
+
+    ``frames`` = ``[(img_id, c2w [4, 4] camera-to-head OpenGL, landmarks [68, 2])]`` in time order.
+    """
+    from facenerf.io import write_json
+
+    records = []
+    for img_id, pose, lms in frames:
+        face, lip = face_and_lip_rects(lms)
+        records.append({"img_id": int(img_id), "aud_id": int(img_id), "transform_matrix": np.round(pose, 7).tolist(),
+                        "face_rect": face, "lip_rect": lip})
+    header = {"focal_len": K.fx, "cx": K.cx, "cy": K.cy, "fx": K.fx, "fy": K.fy, "h": K.height, "w": K.width,
+              "near": round(float(near), 4), "far": round(float(far), 4),
+              "aabb": np.round(np.asarray(aabb, dtype=np.float64), 4).tolist(), "fps": fps}
+    split = len(records) - n_test
+    for name, chosen in (("all", records), ("train", records[:split]), ("val", records[split:])):
+        write_json(out / f"transforms_{name}.json", dict(header, frames=chosen), indent=1)
+
+
+def write_expressions(out: Path, table: np.ndarray, train_ids, names=None) -> None:
+    """``expr.npy [N, K]`` (row = img_id), ``expr_max/min.npy [K + 1]`` over ``train_ids`` with 1.0 first,
+    and ``expr_names.txt`` when ``names`` are given."""
+    from facenerf.io import write_npy, write_text
+
+    table = np.asarray(table, dtype=np.float32)
+    train = table[np.asarray(train_ids, dtype=np.int64)]
+    write_npy(out / "expr.npy", table)
+    write_npy(out / "expr_max.npy", np.concatenate([[1.0], train.max(0)]).astype(np.float32))
+    write_npy(out / "expr_min.npy", np.concatenate([[1.0], train.min(0)]).astype(np.float32))
+    if names is not None:
+        write_text(out / "expr_names.txt", "\n".join(names) + "\n")

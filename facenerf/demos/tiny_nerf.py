@@ -7,7 +7,6 @@ the image/video writers. :func:`run_core_demo` does the whole run and returns a 
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass, field, replace
@@ -211,7 +210,7 @@ def run_core_demo(demo: CoreDemoConfig, device: torch.device, out_dir: Path) -> 
     """Render the scene, train the tiny NeRF with the Trainer, evaluate held-out views, and
     write ``metrics.json``, ``heldout_gt_vs_pred.png`` and ``orbit.mp4`` into ``out_dir``."""
     from facenerf.engine.trainer import Trainer
-    from facenerf.io import write_image, write_video
+    from facenerf.io import write_image, write_json, write_video
 
     start = time.time()
     scene = default_scene()
@@ -244,7 +243,7 @@ def run_core_demo(demo: CoreDemoConfig, device: torch.device, out_dir: Path) -> 
         "resolution": demo.resolution, "train_views": len(data.train_poses), "heldout_views": len(data.heldout_poses),
     }
     outputs["metrics_json"] = out_dir / "metrics.json"
-    outputs["metrics_json"].write_text(json.dumps(summary, indent=2) + "\n")
+    write_json(outputs["metrics_json"], summary, indent=2)
     outputs.update(checkpoint=result.get("checkpoint"), train_log=result["log"],
                    tensorboard=out_dir / "tensorboard")
     return {"summary": summary, "outputs": {k: str(v) for k, v in outputs.items()}}

@@ -6,6 +6,7 @@
 ``checkpoint_info``  print what a checkpoint holds: model, step and its stored run config
 ``degraded_pairs``   degraded-vs-sharp RefineNet pairs from an image folder or procedural textures
 ``talking_head``     a synthetic talking-head video with its NeRFBlendShape dataset and ground truth
+``video_evaluate``   a processed talking-head dataset against the synthetic ground truth
 ``contact_sheet``    tile one identity's 20 rendered expressions into a PNG
 ``gl_platform``      print the headless OpenGL platform pyrender will use (the Makefile's probe)
 ===================  ============================================================================

@@ -38,11 +38,9 @@ from facenerf.data.synthetic import blendshapes as bs
 from facenerf.data.synthetic import identity as syn
 from facenerf.data.synthetic import speech
 from facenerf.data.synthetic import talking_scene as ts
+from facenerf.data.video import write_expressions, write_frame_files, write_transforms
 from facenerf.errors import FaceNerfError
-from facenerf.io import (VIDEO_FPS, save_npy_atomic, write_image_atomic, write_json_atomic, write_text_atomic,
-                         write_video_atomic)
-
-PARSING_COLOURS = np.array([[255, 255, 255], [0, 0, 255], [0, 255, 0], [255, 0, 0]], np.uint8)  # by label
+from facenerf.io import VIDEO_FPS, remove_stale_temporaries, write_image, write_json, write_npy, write_video
 
 
 @dataclass(frozen=True)
@@ -103,20 +101,6 @@ def perform(frames: int, fps: float, seed: int) -> Performance:
     return Performance(coefficients, euler, shift, heads, torsos, spans)
 
 
-def face_and_lip_rects(landmarks: np.ndarray) -> tuple[list[int], list[int]]:
-    """``face_rect`` and ``lip_rect`` ``[x, y, w, h]`` from 68 landmarks (unofficial NeRFBlendShape rule)."""
-    lm = np.asarray(landmarks, dtype=np.float64)
-    xs = lm[:, 0]
-    cx = 0.5 * (xs.min() + xs.max())
-    cy = lm[27, 1]
-    half_w, half_h = 1.5 * (xs.max() - cx), 1.15 * (lm[8, 1] - cy)
-    face = [cx - half_w, cy - half_h, 2 * half_w, 2 * half_h]
-    lcx, lcy = 0.5 * (lm[48, 0] + lm[54, 0]), lm[66, 1]
-    lip_w, lip_h = 1.2 * (lm[54, 0] - lcx), 1.2 * (lm[57, 1] - lcy)
-    lip = [lcx - lip_w, lcy - lip_h, 2 * lip_w, 2 * lip_h]
-    return [int(round(v)) for v in face], [int(round(v)) for v in lip]
-
-
 def project(points_world: np.ndarray, camera_c2w: np.ndarray, K) -> np.ndarray:
     """``[N, 2]`` (x, y) pixels of world points seen by an OpenGL camera (no half-pixel offset)."""
     cam = (points_world - camera_c2w[:3, 3]) @ camera_c2w[:3, :3]
@@ -145,22 +129,6 @@ class _Subject:
         torso = ts.Torso.make(np.random.default_rng([int(cfg.seed), 12]))
         return cls(topology, chart, person.shape, syn.texture_image(person, topology, cfg.texture_size),
                    ts.neck_vertices(neutral, chart[0]), torso, syn.sx.landmark_indices(topology))
-
-
-def _write_frame(out: Path, i: int, layers: ts.FrameLayers, frame: np.ndarray, background: np.ndarray,
-                 landmarks_2d: np.ndarray, quality: int) -> None:
-    """Every per-frame file of the dataset layout for frame ``i``."""
-    head = layers.labels == ts.HEAD
-    write_image_atomic(out / "ori_imgs" / f"{i}.jpg", frame, quality)
-    write_text_atomic(out / "ori_imgs" / f"{i}.lms", "".join(f"{x:.2f} {y:.2f}\n" for x, y in landmarks_2d))
-    write_image_atomic(out / "gt_imgs" / f"{i}.jpg", frame, quality)
-    write_image_atomic(out / "head_imgs" / f"{i}.jpg", np.where(head[..., None], frame, background), quality)
-    write_image_atomic(out / "head_masks" / f"{i}.png", head.astype(np.uint8) * 255)
-    write_image_atomic(out / "parsing" / f"{i}.png", PARSING_COLOURS[layers.labels])
-    alpha = layers.torso_rgba[..., 3:].astype(np.float32) / 255.0
-    straight = layers.torso_rgba[..., :3].astype(np.float32) / 255.0 / np.maximum(alpha, 1e-3)
-    rgba = np.concatenate([np.clip(straight, 0, 1) * (alpha > 0), alpha], axis=-1)
-    write_image_atomic(out / "torso_imgs" / f"{i}.png", rgba)
 
 
 class _Recorder:
@@ -193,9 +161,10 @@ def _render_frames(cfg: TalkingHeadSettings, subject: _Subject, perf: Performanc
             record.landmarks_3d[i] = local[subject.landmark_index]
             record.landmarks_2d[i] = project(world[subject.landmark_index], camera, K)
             frame = layers.composite(background)
-            write_image_atomic(cfg.out / "ground_truth" / "labels" / f"{i}.png", layers.labels)
+            write_image(cfg.out / "ground_truth" / "labels" / f"{i}.png", layers.labels)
             if cfg.dataset:
-                _write_frame(cfg.out, i, layers, frame, background, record.landmarks_2d[i], cfg.jpeg_quality)
+                write_frame_files(cfg.out, i, frame, layers.labels, background, layers.torso_straight(),
+                                  record.landmarks_2d[i], cfg.jpeg_quality)
             yield frame
     finally:
         renderer.close()
@@ -204,31 +173,6 @@ def _render_frames(cfg: TalkingHeadSettings, subject: _Subject, perf: Performanc
 def camera_to_head(perf: Performance, camera_c2w: np.ndarray) -> np.ndarray:
     """``[N, 4, 4]`` camera-to-head poses: the fixed webcam seen from the moving head."""
     return np.linalg.inv(perf.head_pose) @ camera_c2w[None]
-
-
-def write_transforms(out: Path, K, c2w: np.ndarray, landmarks_2d: np.ndarray, n_test: int, fps: float,
-                     near: float, far: float, aabb: np.ndarray) -> None:
-    """``transforms_{all,train,val}.json``; the last ``n_test`` frames are the validation split."""
-    frames = []
-    for i, (pose, lms) in enumerate(zip(c2w, landmarks_2d)):
-        face, lip = face_and_lip_rects(lms)
-        frames.append({"img_id": i, "aud_id": i, "transform_matrix": np.round(pose, 7).tolist(),
-                       "face_rect": face, "lip_rect": lip})
-    header = {"focal_len": K.fx, "cx": K.cx, "cy": K.cy, "fx": K.fx, "fy": K.fy, "h": K.height, "w": K.width,
-              "near": round(float(near), 4), "far": round(float(far), 4),
-              "aabb": np.round(aabb, 4).tolist(), "fps": fps}
-    split = len(frames) - n_test
-    for name, chosen in (("all", frames), ("train", frames[:split]), ("val", frames[split:])):
-        write_json_atomic(out / f"transforms_{name}.json", dict(header, frames=chosen), indent=1)
-
-
-def write_expressions(out: Path, coefficients: np.ndarray, n_test: int, names) -> None:
-    """``expr.npy [N, K]``, ``expr_max/min.npy [K + 1]`` over the training frames (1.0 first), names."""
-    train = coefficients[: len(coefficients) - n_test]
-    save_npy_atomic(out / "expr.npy", coefficients.astype(np.float32))
-    save_npy_atomic(out / "expr_max.npy", np.concatenate([[1.0], train.max(0)]).astype(np.float32))
-    save_npy_atomic(out / "expr_min.npy", np.concatenate([[1.0], train.min(0)]).astype(np.float32))
-    write_text_atomic(out / "expr_names.txt", "\n".join(names) + "\n")
 
 
 def write_ground_truth(cfg: TalkingHeadSettings, perf: Performance, record: _Recorder, camera_c2w: np.ndarray,
@@ -243,41 +187,42 @@ def write_ground_truth(cfg: TalkingHeadSettings, perf: Performance, record: _Rec
     (settings, names, camera, phrases).
     """
     gt = cfg.out / "ground_truth"
-    save_npy_atomic(gt / "coefficients.npy", perf.coefficients.astype(np.float32))
-    save_npy_atomic(gt / "euler_deg.npy", perf.euler_deg)
-    save_npy_atomic(gt / "shift_mm.npy", perf.shift_mm)
-    save_npy_atomic(gt / "head_pose.npy", perf.head_pose)
-    save_npy_atomic(gt / "camera_to_head.npy", camera_to_head(perf, camera_c2w))
-    save_npy_atomic(gt / "landmarks_2d.npy", record.landmarks_2d)
-    save_npy_atomic(gt / "landmarks_3d.npy", record.landmarks_3d)
+    write_npy(gt / "coefficients.npy", perf.coefficients.astype(np.float32))
+    write_npy(gt / "euler_deg.npy", perf.euler_deg)
+    write_npy(gt / "shift_mm.npy", perf.shift_mm)
+    write_npy(gt / "head_pose.npy", perf.head_pose)
+    write_npy(gt / "camera_to_head.npy", camera_to_head(perf, camera_c2w))
+    write_npy(gt / "landmarks_2d.npy", record.landmarks_2d)
+    write_npy(gt / "landmarks_3d.npy", record.landmarks_3d)
     info = {"generator": "facenerf.data.synthetic.talking_head", "frames": cfg.frames, "size": cfg.size,
             "fps": cfg.fps, "seed": cfg.seed, "subject": cfg.subject, "test_num": cfg.n_test,
             "blendshapes": list(bs.BLENDSHAPES), "labels": list(ts.LABEL_NAMES),
             "intrinsics": {"fx": K.fx, "fy": K.fy, "cx": K.cx, "cy": K.cy, "w": K.width, "h": K.height},
             "camera_c2w_world": camera_c2w.tolist(), "units": "scene units, 1 = 50 mm",
             "rotation": "head R = Rz(roll) @ Ry(yaw) @ Rx(pitch)", "phrases_s": [list(p) for p in perf.phrases]}
-    write_json_atomic(gt / "info.json", info, indent=1)
+    write_json(gt / "info.json", info, indent=1)
 
 
 def generate_talking_head(cfg: TalkingHeadSettings) -> dict:
     """Render the clip and write the video, the dataset layout and the ground truth; returns a summary."""
     cfg.check()
     cfg.out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(cfg.out, recursive=True)       # left by a killed earlier run
     subject = _Subject.make(cfg)
     perf = perform(cfg.frames, cfg.fps, cfg.seed)
     K, camera = ts.webcam(cfg.size)
     background = ts.background_image(cfg.size, np.random.default_rng([int(cfg.seed), 13]))
     record = _Recorder(cfg.frames)
     video = cfg.out / f"{cfg.out.name}.mp4"
-    write_video_atomic(video, _render_frames(cfg, subject, perf, background, record), fps=cfg.fps)
+    write_video(video, _render_frames(cfg, subject, perf, background, record), fps=cfg.fps)
     write_ground_truth(cfg, perf, record, camera, K)
     c2w = camera_to_head(perf, camera)
     distance = np.linalg.norm(c2w[:, :3, 3], axis=1)
     radius = float(np.abs(record.box).max()) * 1.1
     if cfg.dataset:
-        write_image_atomic(cfg.out / "bc.jpg", background, cfg.jpeg_quality)
-        write_transforms(cfg.out, K, c2w, record.landmarks_2d, cfg.n_test, cfg.fps,
+        write_image(cfg.out / "bc.jpg", background, cfg.jpeg_quality)
+        write_transforms(cfg.out, K, list(zip(range(cfg.frames), c2w, record.landmarks_2d)), cfg.n_test, cfg.fps,
                          max(distance.min() - radius, 0.1), distance.max() + radius, record.box)
-        write_expressions(cfg.out, perf.coefficients, cfg.n_test, bs.BLENDSHAPES)
+        write_expressions(cfg.out, perf.coefficients, range(cfg.frames - cfg.n_test), bs.BLENDSHAPES)
     return {"video": str(video), "frames": cfg.frames, "train": cfg.frames - cfg.n_test, "val": cfg.n_test,
             "blendshapes": list(bs.BLENDSHAPES), "out": str(cfg.out)}

@@ -9,8 +9,9 @@ Frames (all in scene units, 1 unit = 50 mm, like every facenerf scene):
   (right-handed rotations about the head's axes) and the pivot at the base of the skull, so the
   neck's lower end stays close to the torso. The torso follows the head's shift and a third of
   its rotation about its own centre.
-* **Camera** = a fixed webcam 420 mm in front of the head, level, looking along -Z (OpenGL),
-  focal length = image width (a 53 degree field of view), principal point at the centre.
+* **Camera** = a fixed camera 630 mm in front of the head, level, looking along -Z (OpenGL),
+  focal length 1.5 image widths (a 37 degree field of view, like a square crop of webcam or
+  phone footage), principal point at the centre.
 
 Shading is Lambertian with a fixed light in the head frame (so the head's appearance does not
 change with its pose), baked into vertex colours and multiplied with the albedo texture.
@@ -30,7 +31,8 @@ from facenerf.data.synthetic import head as sh
 from facenerf.preprocess.fitting.raster import vertex_normals
 
 MM_PER_UNIT = 50.0
-CAMERA_DISTANCE = 420.0 / MM_PER_UNIT       # webcam to the head origin (units)
+CAMERA_DISTANCE = 630.0 / MM_PER_UNIT       # webcam to the head origin (units)
+FOCAL = 1.5                                 # focal length in image widths (37 degree field of view)
 CAMERA_HEIGHT = -60.0 / MM_PER_UNIT         # webcam height relative to the head origin (units)
 HEAD_PIVOT = np.array([0.0, -100.0, -15.0]) / MM_PER_UNIT
 TORSO_CENTRE = np.array([0.0, -245.0, -15.0]) / MM_PER_UNIT
@@ -45,7 +47,7 @@ SHIRTS = np.array([[0.15, 0.25, 0.55], [0.45, 0.47, 0.5], [0.18, 0.4, 0.25], [0.
 
 def webcam(size: int) -> tuple[Intrinsics, np.ndarray]:
     """Intrinsics of a ``size``-pixel square frame and the camera-to-world pose ``[4, 4]``."""
-    K = Intrinsics(size, size, float(size), float(size), size / 2.0, size / 2.0)
+    K = Intrinsics(size, size, FOCAL * size, FOCAL * size, size / 2.0, size / 2.0)
     c2w = np.eye(4)
     c2w[:3, 3] = [0.0, CAMERA_HEIGHT, CAMERA_DISTANCE]
     return K, c2w
@@ -162,6 +164,12 @@ class FrameLayers:
     def composite(self, background: np.ndarray) -> np.ndarray:
         """The video frame: float32 ``[S, S, 3]`` = layers over ``background``."""
         return composite(self.rgba, background)
+
+    def torso_straight(self) -> np.ndarray:
+        """The torso layer as float32 ``[S, S, 4]`` straight (not premultiplied) RGBA."""
+        alpha = self.torso_rgba[..., 3:].astype(np.float32) / 255.0
+        colour = self.torso_rgba[..., :3].astype(np.float32) / 255.0 / np.maximum(alpha, 1e-3)
+        return np.concatenate([np.clip(colour, 0.0, 1.0) * (alpha > 0), alpha], axis=-1)
 
 
 def composite(rgba: np.ndarray, background: np.ndarray) -> np.ndarray:

@@ -5,7 +5,6 @@ See :mod:`facenerf.data.synthetic` for the layout and ``data/README.md`` for eve
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from facenerf.config import option
 from facenerf.data.meshio import ObjMesh, write_mtl, write_obj
 from facenerf.data.synthetic import identity as syn
 from facenerf.errors import FaceNerfError
+from facenerf.io import write_bytes, write_json, write_npy, write_npz, write_text
 
 MAX_DISTANCE_MARGIN_MM = 10.0
 
@@ -61,8 +61,7 @@ class GeneratorSettings:
 
 def _write_model(folder: Path, stem: str, mesh: ObjMesh, jpeg: bytes, black_kd: bool) -> None:
     """``{stem}.obj`` + ``{stem}.obj.mtl`` + ``{stem}.jpg`` in ``folder`` (FaceScape naming)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{stem}.jpg").write_bytes(jpeg)
+    write_bytes(folder / f"{stem}.jpg", jpeg, "texture")
     write_mtl(folder / f"{stem}.obj.mtl", mesh.material or "material_0", f"{stem}.jpg", black_kd)
     write_obj(folder / f"{stem}.obj", mesh)
 
@@ -81,20 +80,19 @@ def _raw_scan(tu: ObjMesh, rng: np.random.Generator) -> tuple[ObjMesh, list]:
 def _side_files(cfg: GeneratorSettings, codes: np.ndarray, landmarks: np.ndarray, max_dist: np.ndarray,
                 rt_dict: dict, mapping: dict[int, int], lm_idx: np.ndarray) -> None:
     """Shape codes, 3D landmarks, predef files and the FaceScape list files."""
-    np.save(cfg.out / "factors_id.npy", codes)
-    np.save(cfg.out / "landmarks_3d.npy", landmarks)
+    write_npy(cfg.out / "factors_id.npy", codes)
+    write_npy(cfg.out / "landmarks_3d.npy", landmarks)
     predef = cfg.out / "predef"
-    predef.mkdir(parents=True, exist_ok=True)
-    np.savez(predef / "landmark_indices.npz", v10=lm_idx)
-    (predef / "landmark_indices.txt").write_text("\n".join(str(i) for i in lm_idx) + "\n")
-    np.save(predef / "maxDistance.npy", max_dist)
+    write_npz(predef / "landmark_indices.npz", v10=lm_idx)
+    write_text(predef / "landmark_indices.txt", "\n".join(str(i) for i in lm_idx) + "\n")
+    write_npy(predef / "maxDistance.npy", max_dist)
     if cfg.write_raw:
-        (predef / "Rt_scale_dict.json").write_text(json.dumps(rt_dict))
-        (predef / "order_new_old.txt").write_text("".join(f"{new} {old}\n" for new, old in mapping.items()))
+        write_json(predef / "Rt_scale_dict.json", rt_dict, indent=None)
+        write_text(predef / "order_new_old.txt", "".join(f"{new} {old}\n" for new, old in mapping.items()))
     trainset = cfg.out / "facescape_trainset"
     rows = [f"{i} {'mf'[i % 2]} {20 + (i * 7) % 40} 11111" for i in range(1, cfg.n_ids + 1)]
-    (trainset / "info_list.txt").write_text("\n".join(rows) + "\n")
-    (trainset / "publishable_list_v1.txt").write_text(",".join(str(i) for i in range(1, cfg.n_ids + 1, 2)) + "\n")
+    write_text(trainset / "info_list.txt", "\n".join(rows) + "\n")
+    write_text(trainset / "publishable_list_v1.txt", ",".join(str(i) for i in range(1, cfg.n_ids + 1, 2)) + "\n")
 
 
 def _info(cfg: GeneratorSettings, topology, people: list, mapping: dict[int, int]) -> dict:
@@ -149,5 +147,5 @@ def generate_dataset(cfg: GeneratorSettings) -> dict:
     bar.close()
     _side_files(cfg, codes, landmarks, max_dist + MAX_DISTANCE_MARGIN_MM, rt_dict, mapping, lm_idx)
     info = _info(cfg, topology, people, mapping)
-    (cfg.out / "synthetic_info.json").write_text(json.dumps(info, indent=1))
+    write_json(cfg.out / "synthetic_info.json", info)
     return info

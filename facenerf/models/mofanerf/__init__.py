@@ -15,8 +15,16 @@ run config), ``expressions`` (learned expressions by name), ``training``/``evalu
 (run_train.py), ``refine_pairs`` (RefineNet pairs), ``options`` (the commands' options).
 """
 
-from facenerf.models.mofanerf.checkpoints import load_mofanerf, save_mofanerf
 from facenerf.models.mofanerf.config import MoFaNeRFConfig
 from facenerf.models.mofanerf.model import FaceCodes, MoFaNeRF
 
 __all__ = ["FaceCodes", "MoFaNeRF", "MoFaNeRFConfig", "load_mofanerf", "save_mofanerf"]
+
+
+def __getattr__(name: str):
+    # ``checkpoints`` (which pulls in the engine) is imported on first use only.
+    if name in ("load_mofanerf", "save_mofanerf"):
+        from facenerf.models.mofanerf import checkpoints
+
+        return getattr(checkpoints, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

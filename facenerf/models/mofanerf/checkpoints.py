@@ -100,19 +100,30 @@ def is_official_file(path: str | Path) -> bool:
         return False
 
 
-def convert(source: str | Path, target: str | Path, to_official: bool = False) -> Path:
-    """Convert a checkpoint: original ``.tar`` -> facenerf ``.pt`` (default), or back."""
-    import torch
+def _check_target(source: Path, target: Path) -> None:
+    """One-line errors for a target that would replace the source or cannot be a file."""
+    if target.resolve() == source.resolve() or (target.exists() and source.exists() and target.samefile(source)):
+        raise FaceNerfError(f"target {target} is the source file; write the converted checkpoint to another "
+                            "file (the converter never replaces its input)")
+    if target.is_dir():
+        raise FaceNerfError(f"target {target} is a folder; pass a file name such as {target / 'mofanerf.pt'}")
 
+
+def convert(source: str | Path, target: str | Path, to_official: bool = False) -> Path:
+    """Convert a checkpoint: original ``.tar`` -> facenerf ``.pt`` (default), or back.
+
+    The target is written atomically; it may not be the source file.
+    """
+    from facenerf.io import save_torch
+
+    source, target = Path(source), Path(target)
+    _check_target(source, target)
     model, info = load_mofanerf(source)
     if not to_official:
         return save_mofanerf(target, model, step=info["step"], run=info["run"])
     from facenerf.models.mofanerf.official import export_official
 
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(export_official(model, info["step"]), target)
-    return target
+    return save_torch(target, export_official(model, info["step"]), "checkpoint")
 
 
 # ----------------------------------------------------------------------------- a trained run

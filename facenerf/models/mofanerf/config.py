@@ -149,6 +149,8 @@ class MoFaNeRFDataConfig:
     image_scale: float = option(1.0, "further resize factor of the images")
     num_workers: int = option(2, "data-loading worker processes (0 = main)")
     uv_cache: int = option(DEFAULT_UV_CACHE, "UV maps kept in memory per process")
+    skip_bad_images: bool = option(False, "skip and count unreadable images instead of saving a checkpoint "
+                                          "and stopping")
 
     def __post_init__(self) -> None:
         if self.person_num <= 0:

@@ -29,7 +29,7 @@ def build_data(run: MoFaNeRFRunConfig, folder: Path | None = None) -> MoFaNeRFDa
     folder = run_dir(run) if folder is None else Path(folder)
     return MoFaNeRFData(frames, identities, run.sampling, near=run.render.near, far=run.render.far,
                         tex_size=run.model.tex_size, image_scale=data.scale, uv_cache_dir=folder / "uv_cache",
-                        uv_cache=data.uv_cache, seed=run.runtime.seed)
+                        uv_cache=data.uv_cache, seed=run.runtime.seed, skip_bad_images=data.skip_bad_images)
 
 
 def training_identities(run: MoFaNeRFRunConfig, folder: Path | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:

@@ -24,7 +24,7 @@ import torch
 from facenerf.config import option
 from facenerf.data.pairs import WriteSummary, write_pairs
 from facenerf.errors import FaceNerfError
-from facenerf.io import read_image, resize_image, write_text_atomic
+from facenerf.io import read_image, resize_image, write_text
 
 
 @dataclass(frozen=True)
@@ -98,5 +98,5 @@ def make_refine_pairs(model, data, out_root: str | Path, plan: PairPlan, names: 
                  disable=not progress)
     summary = write_pairs(out_root, items, report=report)
     header = "# pair -> ground-truth source image\n"
-    write_text_atomic(Path(out_root) / "pairs_index.txt", header + "\n".join(index) + "\n")
+    write_text(Path(out_root) / "pairs_index.txt", header + "\n".join(index) + "\n", "pair index")
     return summary

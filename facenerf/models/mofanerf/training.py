@@ -44,6 +44,21 @@ def build_model(run: MoFaNeRFRunConfig) -> MoFaNeRF:
                     eval_settings=run.render.settings())
 
 
+def person_num_note(run: MoFaNeRFRunConfig, data: MoFaNeRFData) -> str | None:
+    """A note when ``person_num`` asks for more identities than the data holds (all are used)."""
+    found = len(data.identities)
+    if run.data.person_num > found:
+        return (f"note: person_num = {run.data.person_num} but {run.data.datadir} holds {found} "
+                f"identit{'y' if found == 1 else 'ies'}; training on all {found}")
+    return None
+
+
+def _console(line: str) -> None:
+    from tqdm import tqdm
+
+    tqdm.write(line)
+
+
 def check_resume_compatible(out_dir: Path, cfg: MoFaNeRFConfig) -> Path | None:
     """Newest checkpoint of the run, after checking its architecture equals ``cfg`` (one line if not)."""
     manager = CheckpointManager(out_dir / CHECKPOINT_DIR)
@@ -102,7 +117,10 @@ def _train_on(device: torch.device, run: MoFaNeRFRunConfig) -> dict:
     main = distributed.is_main_process()
     seed_everything(run.runtime.seed)
     data = build_data(run, out_dir)  # bad data fails before anything is written
+    note = person_num_note(run, data)
     if main:
+        if note:
+            print(note)
         ensure_writable_dir(out_dir)
         save_config(run, out_dir)
     model = build_model(run)
@@ -111,12 +129,13 @@ def _train_on(device: torch.device, run: MoFaNeRFRunConfig) -> dict:
         initialise_from(model, run.train.ft_path)
     if run.train.compile:
         model.compile_networks()
-    batches = StepBatches(data, run.train.N_iters, rank=distributed.rank(), num_workers=run.data.num_workers)
+    batches = StepBatches(data, run.train.N_iters, rank=distributed.rank(), num_workers=run.data.num_workers,
+                          report=_console if main else None)
     evaluate = make_evaluator(data, data.validation_frames(run.train.n_val), out_dir, run.train.val_scale)
     trainer = Trainer(model, batches, trainer_config(run, out_dir), device, run.to_dict(), evaluate, MODEL_NAME)
     summary = trainer.fit()
     summary.update(out_dir=str(out_dir), world_size=distributed.world_size(),
-                   ranks_in_sync=distributed.ranks_in_sync(model))
+                   ranks_in_sync=distributed.ranks_in_sync(model), bad_images=sorted(batches.bad_images))
     if main:
         grid, scores = write_grid(model, data, run, out_dir)
         summary["grid"], summary["grid_psnr"] = str(grid), float(sum(scores) / max(len(scores), 1))

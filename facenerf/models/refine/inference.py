@@ -18,7 +18,7 @@ from torch import nn
 from facenerf.config import option
 from facenerf.engine.checkpoint import CheckpointManager, check_compatible, load_checkpoint
 from facenerf.engine.trainer import CHECKPOINT_DIR
-from facenerf.errors import FaceNerfError
+from facenerf.errors import FaceNerfError, OutputError
 from facenerf.io import list_images, read_image, resize_image, write_image
 from facenerf.models.refine.model import MODEL_NAME, RefineModel, generator_from_config, generator_state
 from facenerf.models.refine.training import RefineLocation, RefineRunConfig
@@ -139,6 +139,8 @@ def refine_folder(generator: nn.Module, nerf_folder: str | Path, size: int | Non
         try:
             refined = refine_image(generator, read_image(path), size, device)
             result.written.append(write_image(out / names[path], refined))
+        except OutputError:
+            raise   # full disk, read-only folder: every further image would fail the same way
         except FaceNerfError as err:
             result.skipped.append((path, str(err)))
             report(f"skipping {path}: {err}")

@@ -9,7 +9,6 @@ PSNR/SSIM of the unrefined renders and of the refined ones against the ground tr
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -22,6 +21,7 @@ from facenerf.data.pair_batches import PairBatches, PairDataset
 from facenerf.data.pairs import PairScan, scan_pairs, split_pairs
 from facenerf.engine.trainer import TrainerConfig
 from facenerf.errors import FaceNerfError
+from facenerf.io import write_json
 from facenerf.models.refine.model import MODEL_NAME, RefineConfig, RefineModel
 from facenerf.runtime import RunSettings
 
@@ -202,5 +202,5 @@ def train_refine(run: RefineRunConfig, device: torch.device, report: Callable[[s
     result = trainer.fit()
     result["pairs"] = {"train": len(train_pairs), "val": len(val_pairs), "problems": scan.problems()}
     summary = {k: (str(v) if isinstance(v, Path) else v) for k, v in result.items()}
-    (Path(settings.out_dir) / "train_summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    write_json(Path(settings.out_dir) / "train_summary.json", summary, indent=2, default=str)
     return result

@@ -20,7 +20,6 @@ Problems with one file are reported and the batch continues.
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -30,7 +29,8 @@ from facenerf.config import option
 from facenerf.data.facescape import expression_from_stem, identity_folders
 from facenerf.data.meshio import ObjMesh, clip_mesh, read_mtl, read_obj, texture_path, write_mtl, write_obj
 from facenerf.data.synthetic import EXPRESSIONS, canonical_landmarks_3d
-from facenerf.errors import FaceNerfError
+from facenerf.errors import FaceNerfError, OutputError
+from facenerf.io import copy_file, remove_stale_temporaries, write_array_text, write_json
 
 REPORT_FILE = "align_report.json"
 LANDMARK_RMS_LIMIT_MM = 15.0
@@ -111,6 +111,19 @@ def load_predef(predef_dir: Path, landmarks_path: Path | None = None) -> Predef:
     if (predef_dir / "order_new_old.txt").is_file():
         predef.new_of_old = _load_order(predef_dir / "order_new_old.txt")
     return predef
+
+
+def check_predef(predef_dir: Path, predef: Predef, opts: AlignOptions) -> list[str]:
+    """Raise once, before the batch, what would otherwise fail every mesh; return notes to print once."""
+    where = f"predef folder {predef_dir} not found" if not predef_dir.is_dir() else f"no maxDistance.npy in {predef_dir}"
+    if predef.max_distance is None and opts.clip_radius is None and not opts.no_clip:
+        raise FaceNerfError(f"{where}: clipping needs it; pass --predef (or --data), --clip_radius MM or --no_clip")
+    if predef.rt_scale is None:
+        missing = f"predef folder {predef_dir} not found" if not predef_dir.is_dir() else \
+            f"no Rt_scale_dict.json in {predef_dir}"
+        return [f"note: {missing}: meshes are aligned to their 3D landmarks ({{stem}}.landmarks.txt beside "
+                "each OBJ, or landmark_indices.npz)"]
+    return []
 
 
 def umeyama(src: np.ndarray, dst: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
@@ -221,20 +234,22 @@ def align_vertices(obj_path: Path, mesh: ObjMesh, new_id: int, expression: int,
 
 def _write_output(out_dir: Path, stem: str, mesh: ObjMesh, texture: Path, black_kd: bool,
                   landmarks: np.ndarray | None) -> Path:
-    out_dir.mkdir(parents=True, exist_ok=True)
     tex_name = f"{stem}{texture.suffix.lower()}"
     if texture.resolve() != (out_dir / tex_name).resolve():
-        shutil.copyfile(texture, out_dir / tex_name)
+        copy_file(texture, out_dir / tex_name, "texture")
     mesh.mtllib, mesh.material = f"./{stem}.obj.mtl", stem
     write_mtl(out_dir / f"{stem}.obj.mtl", stem, tex_name, black_kd)
     if landmarks is not None:
-        np.savetxt(out_dir / f"{stem}.landmarks.txt", landmarks, fmt="%.6f")
-    return write_obj(out_dir / f"{stem}.obj", mesh, precision=6)
+        write_array_text(out_dir / f"{stem}.landmarks.txt", landmarks, fmt="%.6f", what="landmark file")
+    return write_obj(out_dir / f"{stem}.obj", mesh, precision=6)   # last: an OBJ means a complete output
 
 
 def align_one(obj_path: Path, old_id: str, expression: int, out_root: Path, predef: Predef,
               opts: AlignOptions) -> AlignResult:
-    """Align, clip and write one raw mesh; user-caused problems end up in ``result.error``."""
+    """Align, clip and write one raw mesh; user-caused problems end up in ``result.error``.
+
+    An :class:`OutputError` (the output cannot be written) is raised instead: it stops the batch.
+    """
     result = AlignResult(str(obj_path))
     try:
         new_id = new_id_for(old_id, predef)
@@ -255,6 +270,8 @@ def align_one(obj_path: Path, old_id: str, expression: int, out_root: Path, pred
         stem = f"{expression + 1}_{EXPRESSIONS[expression]}"
         folder = out_root / (str(new_id) if opts.output_ids == "new" else old_id)
         result.out_path = str(_write_output(folder, stem, clip_mesh(mesh, keep), texture, black_kd, landmarks))
+    except OutputError:
+        raise
     except FaceNerfError as err:
         result.error = str(err)
     except OSError as err:
@@ -295,12 +312,29 @@ def align_dataset(models_raw: Path, out_root: Path, predef: Predef, opts: AlignO
     items, problems = discover_raw(models_raw, ids, expressions)
     if not items and not problems:
         raise FaceNerfError(f"no '{{id}}/{{k}}_{{name}}/{{k}}_{{name}}.obj' meshes under {models_raw}")
-    results = [align_one(obj, old_id, e, out_root, predef, opts)
-               for obj, old_id, e in tqdm(items, desc="aligning", unit="mesh", disable=not progress)]
-    out_root.mkdir(parents=True, exist_ok=True)
-    report = {"results": [asdict(r) for r in results], "problems": problems, "options": asdict(opts)}
-    (out_root / REPORT_FILE).write_text(json.dumps(report, indent=1))
+    remove_stale_temporaries(out_root, recursive=True)   # left by a killed run
+    results: list[AlignResult] = []
+    try:
+        for obj, old_id, e in tqdm(items, desc="aligning", unit="mesh", disable=not progress):
+            results.append(align_one(obj, old_id, e, out_root, predef, opts))
+    except (KeyboardInterrupt, FaceNerfError) as err:
+        stopped = "interrupted" if isinstance(err, KeyboardInterrupt) else str(err)
+        try:
+            write_report(out_root, results, problems, opts, stopped)
+        except OutputError:
+            pass   # the disk is full: the error that stopped the batch is the one to show
+        raise
+    write_report(out_root, results, problems, opts)
     return results, problems
+
+
+def write_report(out_root: Path, results: list[AlignResult], problems: list[dict], opts: AlignOptions,
+                 stopped: str | None = None) -> Path:
+    """``align_report.json``: per-mesh results, problems found before aligning, options, and why
+    the batch ended early (``stopped``, None when it finished)."""
+    report = {"results": [asdict(r) for r in results], "problems": problems, "options": asdict(opts),
+              "stopped": stopped}
+    return write_json(out_root / REPORT_FILE, report, what="report")
 
 
 def print_summary(results: list[AlignResult], problems: list[dict], out_root: Path) -> int:

@@ -108,6 +108,10 @@ def select_views(count: int | None = None, pitches: list[int] | None = None,
     if count is not None:
         if count < 1:
             raise FaceNerfError(f"--views must be at least 1, got {count}")
+        if count > len(views):
+            raise FaceNerfError(f"--views {count} asks for more views than the {len(views)} the rig "
+                                f"{'has' if not (pitches or yaw_indices) else 'keeps with --pitches/--yaws'}; "
+                                f"use --views {len(views)} or fewer")
         views = spread_subset(views, count)
     return views
 
