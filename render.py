@@ -14,31 +14,29 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from facenerf.config import ensure_writable_dir, make_parser, parse_args, save_config, str2bool
+from facenerf.cli import add_options, from_namespace, make_parser, namespace_values, parse_args
 from facenerf.errors import FaceNerfError, run_cli
 
 
 def build_parser():
+    from facenerf.preprocess.training.multiview import RenderOptions
+    from facenerf.runtime import RunSettings
+
     parser = make_parser(__doc__.strip().splitlines()[0], prog="render.py")
     parser.add_argument("--data", default="data", help="dataset root holding models_out/")
     parser.add_argument("--models_out", default=None, help="aligned meshes (default: {data}/models_out)")
     parser.add_argument("--out", default=None, help="output root (default: {data}/multiViewImages)")
     parser.add_argument("--landmarks", default=None,
                         help="[ids, 20, 68, 3] landmark array in mm (default: {data}/landmarks_3d.npy if present)")
-    parser.add_argument("--resolution", type=int, default=512, help="image size; focal 1200 px at 512 scales with it")
     parser.add_argument("--views", type=int, default=None, help="render this many views spread over the rig (default: all 120)")
     parser.add_argument("--pitches", default=None, help="comma list of pitches to keep, e.g. -15,0,15")
     parser.add_argument("--yaws", default=None, help="comma list of yaw indices 0..19 to keep")
     parser.add_argument("--ids", default=None, help="comma list of identity folders to render (default: all)")
     parser.add_argument("--expressions", default="all", help="comma list of expressions (1..20, names or stems)")
-    parser.add_argument("--test_views", type=int, default=None, help="test views per expression (default: 20 of 120, scaled)")
-    parser.add_argument("--val_views", type=int, default=0, help="separate val views per expression (0: val = test, as MoFaNeRF)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random test/val split")
     parser.add_argument("--workers", type=int, default=1, help="parallel render processes")
     parser.add_argument("--gl", default="auto", help="headless GL platform: auto, egl or osmesa")
-    parser.add_argument("--cull_back_faces", action="store_true",
-                        help="hide back faces (default: draw both sides, so open boundaries do not show the background)")
-    parser.add_argument("--progress", type=str2bool, default=True, help="show a progress bar")
+    add_options(parser, RenderOptions)
+    add_options(parser, RunSettings, only=("progress",))
     return parser
 
 
@@ -57,21 +55,26 @@ def main(argv=None) -> int:
     models_out = Path(args.models_out or data / "models_out")
     if not models_out.is_dir():
         raise FaceNerfError(f"aligned meshes not found: {models_out} (run align_clip.py first or pass --models_out)")
-    if args.resolution < 8 or args.workers < 1:
+    from facenerf.preprocess.training.multiview import RenderOptions
+
+    opts = from_namespace(RenderOptions, args)
+    if opts.resolution < 8 or args.workers < 1:
         raise FaceNerfError("--resolution must be at least 8 and --workers at least 1")
     from facenerf.preprocess.training.gl import select_gl_platform
 
     platform = select_gl_platform(args.gl)    # before anything imports pyrender
+    from dataclasses import replace
+
+    from facenerf.config import save_config
     from facenerf.data.synthetic import parse_expression_list
+    from facenerf.io import ensure_writable_dir
     from facenerf.preprocess.training import multiview, rig
 
     out = ensure_writable_dir(args.out or data / "multiViewImages")
-    save_config(args, out, "render_config.txt")
+    save_config(namespace_values(args), out, "render_config.txt")
     landmarks_path = Path(args.landmarks) if args.landmarks else data / "landmarks_3d.npy"
-    opts = multiview.RenderOptions(
-        resolution=args.resolution, seed=args.seed, n_test=args.test_views, n_val=args.val_views,
-        views=tuple(rig.select_views(args.views, _ints(args.pitches, "--pitches"), _ints(args.yaws, "--yaws"))),
-        double_sided=not args.cull_back_faces)
+    opts = replace(opts, views=tuple(rig.select_views(args.views, _ints(args.pitches, "--pitches"),
+                                                      _ints(args.yaws, "--yaws"))))
     report = multiview.render_dataset(
         models_out, out, opts, args.workers, platform,
         ids=[s.strip() for s in args.ids.split(",")] if args.ids else None,

@@ -11,17 +11,16 @@ Data-parallel: ``torchrun --nproc_per_node=N run_train.py -c ...``.
 
 from __future__ import annotations
 
-from facenerf.config import parse_args
+from facenerf.cli import parse_args
 from facenerf.errors import run_cli
-from facenerf.models.mofanerf.options import build_train_parser, check_train_args
+from facenerf.models.mofanerf.options import build_train_parser, run_config_from_args
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(build_train_parser(), argv)
-    check_train_args(args)
+    run = run_config_from_args(parse_args(build_train_parser(), argv))
     from facenerf.models.mofanerf.training import train
 
-    summary = train(args)
+    summary = train(run)
     if summary.get("world_size", 1) > 1 and "grid" in summary:
         state = "in sync" if summary["ranks_in_sync"] else "NOT in sync (please report this)"
         print(f"{summary['world_size']} data-parallel processes; parameters of all ranks {state}")

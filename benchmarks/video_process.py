@@ -1,7 +1,7 @@
 """Time per stage of ``data_utils/process.py`` on a synthetic talking head, and its accuracy.
 
 1. A synthetic clip (default 60 s at 512 x 512, 25 fps) is rendered with its ground truth by
-   ``python -m facenerf.data.synthetic.talking_head`` (not timed; reused with ``--clip``).
+   ``python -m facenerf.tools.talking_head`` (not timed; reused with ``--clip``).
 2. The whole pipeline runs on its MP4 from scratch; the seconds of every stage are recorded.
 3. The output is compared with the ground truth (:mod:`facenerf.preprocess.video.evaluate`):
    head-rotation error, per-coefficient correlation, landmark error, head-mask IoU.
@@ -112,7 +112,7 @@ def write_results(result: dict, stem: Path) -> None:
     run, acc = result["process"], result["accuracy"]
     lines = [f"# `data_utils/process.py` on a synthetic talking head, {result['device']}", "",
              f"{result['frames']} frames ({result['frames'] / 25:.0f} s at 25 fps), {result['size']}x{result['size']}, "
-             f"rendered by `python -m facenerf.data.synthetic.talking_head` with its ground truth. "
+             f"rendered by `python -m facenerf.tools.talking_head` with its ground truth. "
              f"The machine is shared with other jobs and busy: 1-minute load average {result['load_before']:.1f} "
              f"before and {result['load_after']:.1f} after the run, so timings are noisy.", "",
              "| stage | seconds | ms per frame |", "|---|---:|---:|"]

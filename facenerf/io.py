@@ -13,6 +13,9 @@ cause) and removes the temporary file; temporaries left by a killed process are 
 :func:`remove_stale_temporaries` when the next run starts. The typed writers below
 (``write_image``, ``write_video``, ``write_json``, ``write_text``, ``write_npy``, ...,
 ``save_torch``) are the only functions in facenerf that create output files.
+
+:func:`load_weights_file` is the one place that reads tensor files (``torch.load(...,
+weights_only=True)``); :func:`ensure_writable_dir` checks an output folder before a run starts.
 """
 
 from __future__ import annotations
@@ -134,7 +137,10 @@ def write_image(path: str | Path, image, quality: int = 95) -> Path:
     return file
 
 
-def write_video(path: str | Path, frames: Sequence | Iterable, fps: int = 25) -> Path:
+VIDEO_FPS = 25  # frame rate of every video the toolkit writes unless asked otherwise
+
+
+def write_video(path: str | Path, frames: Sequence | Iterable, fps: int = VIDEO_FPS) -> Path:
     """Write frames (``[H, W, 3]`` float or uint8) as an H.264 MP4 playable everywhere (atomically)."""
     import imageio.v2 as imageio
 
@@ -409,3 +415,53 @@ def save_torch(path: str | Path, payload: Any, what: str = "checkpoint", durable
             raise output_error(file, what, err) from err
     return file
 
+
+# ------------------------------------------------------------------------------ folders and tensor files
+
+def ensure_writable_dir(path: str | Path) -> Path:
+    """Create ``path`` (and parents) and check a file can be written there."""
+    import tempfile
+
+    folder = Path(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+            pass
+    except OSError as err:
+        reason = err.strerror or str(err)
+        raise FaceNerfError(f"cannot write to output directory {folder}: {reason}; "
+                            "choose a writable directory") from err
+    if not os.access(folder, os.W_OK):
+        raise FaceNerfError(f"cannot write to output directory {folder}: permission denied; "
+                            "choose a writable directory")
+    return folder
+
+
+def load_weights_file(path: str | Path, what: str = "checkpoint", map_location="cpu",
+                      fix: str = "delete it and use an earlier checkpoint") -> Any:
+    """Read any tensor file with ``torch.load(..., weights_only=True)``; one-line errors only.
+
+    This is the project's single place that calls ``torch.load``. ``what`` names the file in
+    messages ("fit file", "VGG-19 weights", ...) and ``fix`` says what to do about a damaged one.
+    Raises :class:`FaceNerfError` for a missing file, a file holding Python objects that cannot
+    be loaded safely, and a corrupt or truncated file.
+    """
+    import pickle
+
+    import torch
+
+    file = Path(path)
+    if not file.is_file():
+        raise FaceNerfError(f"{what} not found: {file} (check the path)")
+    try:
+        return torch.load(file, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "weights only" in str(err).lower():
+            raise FaceNerfError(
+                f"cannot read {what} {file}: it holds Python objects that cannot be loaded safely, so it is "
+                f"not a facenerf {what} (re-save it as plain tensors, e.g. a state dict)"
+            ) from err
+        raise FaceNerfError(f"cannot read {what} {file}: corrupt or truncated ({err}); {fix}") from err
+    except Exception as err:  # arbitrary bytes make the unpickler raise almost any error type
+        raise FaceNerfError(f"cannot read {what} {file}: corrupt or truncated "
+                            f"({err.__class__.__name__}); {fix}") from err

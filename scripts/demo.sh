@@ -50,7 +50,7 @@ grep -h "^held-out views" "$OUT/fit.log" | sed 's/^/  fit of identity 5: /' || t
 grep -h "^held-out:" "$OUT/refine.log" | sed 's/^/  RefineNet /' || true
 cat <<MSG
 Outputs:
-  training data        $DATA/multiViewImages/   (contact sheet: python -m facenerf.preprocess.training.contact_sheet --data $DATA --id 1)
+  training data        $DATA/multiViewImages/   (contact sheet: python -m facenerf.tools.contact_sheet --data $DATA --id 1)
   MoFaNeRF run         $LOGS/mofanerf_tiny/      (checkpoints, validation PNGs, tensorboard/)
   fit of identity 5    $FIT/                     (fit.pt, compare.png, heldout.png, loss_curve.png)
   novel-view orbit     $FIT/render/orbit.mp4

@@ -102,7 +102,7 @@ def _check_file(path: Path) -> None:
     from PIL import Image
 
     from facenerf.data.meshio import read_obj
-    from facenerf.engine.checkpoint import load_weights_file
+    from facenerf.io import load_weights_file
     from facenerf.fitting.inputs import load_pose_file
     from facenerf.io import mp4_complete
 

@@ -4,7 +4,7 @@ import math
 
 import torch
 
-from facenerf.core.cameras import Intrinsics, mofanerf_pose
+from facenerf.core.cameras import Intrinsics, orbit_pose
 from facenerf.core.occupancy_grid import OccupancyGrid, pack_bits, unpack_bits
 from facenerf.core.rays import RayBundle, image_rays
 
@@ -73,7 +73,7 @@ def test_bitfield_packing_and_state_dict_round_trip():
 
 def _rays():
     K = Intrinsics(12, 12, 14.0, 14.0, 6.0, 6.0)
-    return image_rays(K, mofanerf_pose(20.0, 35.0, radius=3.0), near=1.0, far=5.0)
+    return image_rays(K, orbit_pose(20.0, 35.0, radius=3.0), near=1.0, far=5.0)
 
 
 def test_march_covers_the_box_in_a_fresh_grid():

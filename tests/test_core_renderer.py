@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from facenerf.core.cameras import Intrinsics, mofanerf_pose
+from facenerf.core.cameras import Intrinsics, orbit_pose
 from facenerf.core.encodings import FrequencyEncoding
 from facenerf.core.mlp import MLP
 from facenerf.core.occupancy_grid import OccupancyGrid
@@ -39,7 +39,7 @@ def _axis_rays(direction_norm=1.0, near=2.0, far=6.0):
 @pytest.mark.parametrize("norm, scale", [(1.0, True), (2.0, True), (2.0, False)])
 def test_constant_density_matches_closed_form(norm, scale):
     sigma = 0.3
-    settings = RenderSettings(n_samples=33, last_delta=0.0, scale_deltas_by_direction_norm=scale)
+    settings = RenderSettings(n_samples=33, n_importance=0, last_delta=0.0, scale_deltas_by_direction_norm=scale)
     out = render_rays(_axis_rays(norm), constant_field(sigma), None, settings)
     length = 4.0 * (norm if scale else 1.0)
     assert float(out["opacity"][0]) == pytest.approx(1 - math.exp(-sigma * length), rel=1e-7)
@@ -47,13 +47,13 @@ def test_constant_density_matches_closed_form(norm, scale):
 
 
 def test_mofanerf_last_delta_and_background():
-    out = render_rays(_axis_rays(), constant_field(1e-3), None, RenderSettings(n_samples=8))
+    out = render_rays(_axis_rays(), constant_field(1e-3), None, RenderSettings(n_samples=8, n_importance=0))
     assert float(out["opacity"][0]) == pytest.approx(1.0)  # last segment is 1e10 long
     assert torch.allclose(out["rgb"][0], torch.tensor([0.2, 0.4, 0.6], dtype=torch.float64))
     empty = constant_field(0.0)
-    assert torch.equal(render_rays(_axis_rays(), empty, None, RenderSettings(n_samples=8))["rgb"],
+    assert torch.equal(render_rays(_axis_rays(), empty, None, RenderSettings(n_samples=8, n_importance=0))["rgb"],
                        torch.zeros(1, 3, dtype=torch.float64))  # black background by default
-    white = RenderSettings(n_samples=8, background=(1.0, 1.0, 1.0))
+    white = RenderSettings(n_samples=8, n_importance=0, background=(1.0, 1.0, 1.0))
     assert torch.allclose(render_rays(_axis_rays(), empty, None, white)["rgb"], torch.ones(1, 3, dtype=torch.float64))
 
 
@@ -99,7 +99,7 @@ def _mlp_field(seed=0):
 def test_render_image_chunked_equals_unchunked():
     field, _ = _mlp_field()
     K = Intrinsics(8, 6, 9.0, 9.0, 4.0, 3.0)
-    rays = image_rays(K, mofanerf_pose(10.0, 20.0, radius=3.0), 1.0, 5.0)
+    rays = image_rays(K, orbit_pose(10.0, 20.0, radius=3.0), 1.0, 5.0)
     settings = RenderSettings(n_samples=12, n_importance=8, chunk_rays=7)
     chunked = render_image(rays, field, None, settings, K.height, K.width)
     with torch.no_grad():
@@ -114,7 +114,7 @@ def test_render_image_chunked_equals_unchunked():
 
 def test_render_rays_is_differentiable():
     field, net = _mlp_field()
-    rays = image_rays(Intrinsics(4, 4, 5.0, 5.0, 2.0, 2.0), mofanerf_pose(0, 0, 3.0), 1.0, 5.0)
+    rays = image_rays(Intrinsics(4, 4, 5.0, 5.0, 2.0, 2.0), orbit_pose(0, 0, 3.0), 1.0, 5.0)
     out = render_rays(rays, field, field, RenderSettings(n_samples=8, n_importance=4, perturb=True),
                       generator=torch.Generator().manual_seed(0))
     (out["rgb"].sum() + out["rgb_coarse"].sum()).backward()
@@ -126,7 +126,7 @@ def test_bad_field_output_is_reported():
         return torch.zeros(points.shape[0]), torch.zeros(points.shape[0], 4)
 
     with pytest.raises(ValueError, match="field returned"):
-        render_rays(_axis_rays(), broken, None, RenderSettings(n_samples=4))
+        render_rays(_axis_rays(), broken, None, RenderSettings(n_samples=4, n_importance=0))
 
 
 def soft_ball(points, dirs):
@@ -137,11 +137,11 @@ def soft_ball(points, dirs):
 
 def test_marching_render_matches_dense_render():
     K = Intrinsics(16, 16, 20.0, 20.0, 8.0, 8.0)
-    rays = image_rays(K, mofanerf_pose(-15.0, 40.0, radius=3.0), 1.0, 5.0)
+    rays = image_rays(K, orbit_pose(-15.0, 40.0, radius=3.0), 1.0, 5.0)
     grid = OccupancyGrid(resolution=16)
     grid.update(lambda p: soft_ball(p, None)[0], jitter=False, dilation=1)
     marched = render_image_marched(rays, soft_ball, grid, MarchSettings(step_size=0.005, chunk_rays=100), 16, 16)
-    dense = render_image(rays, soft_ball, None, RenderSettings(n_samples=800, last_delta=0.0), 16, 16)
+    dense = render_image(rays, soft_ball, None, RenderSettings(n_samples=800, n_importance=0, last_delta=0.0), 16, 16)
     assert float(dense["opacity"].max()) > 0.9 and float(dense["opacity"].min()) == 0.0
     assert torch.allclose(marched["rgb"], dense["rgb"], atol=5e-3)
     assert torch.allclose(marched["opacity"], dense["opacity"], atol=5e-3)
@@ -154,7 +154,7 @@ def test_marching_render_matches_dense_render():
 def test_marching_render_is_differentiable_and_handles_empty_batches():
     field, net = _mlp_field(1)
     grid = OccupancyGrid(resolution=8)
-    rays = image_rays(Intrinsics(4, 4, 5.0, 5.0, 2.0, 2.0), mofanerf_pose(0, 0, 3.0), 1.0, 5.0)
+    rays = image_rays(Intrinsics(4, 4, 5.0, 5.0, 2.0, 2.0), orbit_pose(0, 0, 3.0), 1.0, 5.0)
     out = render_rays_marched(rays, field, grid, MarchSettings(step_size=0.1, perturb=True),
                               generator=torch.Generator().manual_seed(0))
     out["rgb"].sum().backward()
@@ -228,7 +228,7 @@ def test_unified_pass_equals_the_two_pass_reference_in_every_mode():
 
     coarse, fine = TwoEntryField(3), TwoEntryField(4)
     fine_net = fine
-    rays = image_rays(Intrinsics(5, 4, 6.0, 6.0, 2.5, 2.0), mofanerf_pose(10.0, -30.0, radius=3.0), 1.0, 5.0)
+    rays = image_rays(Intrinsics(5, 4, 6.0, 6.0, 2.5, 2.0), orbit_pose(10.0, -30.0, radius=3.0), 1.0, 5.0)
     base = RenderSettings(n_samples=12, n_importance=10)
     ref = reference_two_pass(rays, coarse, fine, 12, 10)
     training = render_rays(rays, coarse, fine, base)  # coarse colour kept (training)
@@ -248,7 +248,7 @@ def test_unified_pass_equals_the_two_pass_reference_in_every_mode():
 
 def test_early_termination_changes_nothing_above_the_threshold():
     sigma, eps = 3.0, 1e-3
-    base = RenderSettings(n_samples=33, last_delta=0.0)
+    base = RenderSettings(n_samples=33, n_importance=0, last_delta=0.0)
     dense = render_rays(_axis_rays(), constant_field(sigma), None, base)
     calls = []
 
@@ -279,7 +279,7 @@ def test_grid_skipping_rays_without_occupied_cells_are_background():
     grid = OccupancyGrid(resolution=16)
     grid.rebuild(lambda p: soft_ball(p, None)[0], dilation=1)
     K = Intrinsics(10, 10, 6.0, 6.0, 5.0, 5.0)
-    rays = image_rays(K, mofanerf_pose(0.0, 0.0, radius=3.0), 1.0, 5.0)
+    rays = image_rays(K, orbit_pose(0.0, 0.0, radius=3.0), 1.0, 5.0)
     settings = RenderSettings(n_samples=64, n_importance=32, coarse_colour=False, background=(0.0, 0.5, 1.0))
     dense = render_rays(rays, soft_ball, None, settings)
     fast = render_rays(rays, soft_ball, None, settings, grid=grid)
@@ -297,7 +297,7 @@ def test_grid_skipping_rays_without_occupied_cells_are_background():
 def test_marched_renderer_returns_weights_and_their_per_ray_sum():
     grid = OccupancyGrid(resolution=16)
     grid.rebuild(lambda p: soft_ball(p, None)[0], dilation=1)
-    rays = image_rays(Intrinsics(6, 6, 8.0, 8.0, 3.0, 3.0), mofanerf_pose(0.0, 0.0, radius=3.0), 1.0, 5.0)
+    rays = image_rays(Intrinsics(6, 6, 8.0, 8.0, 3.0, 3.0), orbit_pose(0.0, 0.0, radius=3.0), 1.0, 5.0)
     out = render_rays_marched(rays, soft_ball, grid, MarchSettings(step_size=0.01, early_stop_eps=0.0))
     stopped = render_rays_marched(rays, soft_ball, grid, MarchSettings(step_size=0.01, early_stop_eps=0.05))
     sums = torch.zeros(len(rays)).index_add(0, out["ray_indices"], out["weights"])

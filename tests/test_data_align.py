@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def raw_data(tmp_path_factory):
     out = tmp_path_factory.mktemp("align_src")
     generate_dataset(GeneratorSettings(out=out, n_ids=2, seed=11, n_vertices=900, texture_size=32,
-                                       expressions=[0, 2, 16], progress=False))
+                                       expressions="1,3,17", progress=False))
     return out
 
 

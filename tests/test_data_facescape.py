@@ -84,7 +84,7 @@ def test_records_of_rendered_data_are_consistent(tmp_path):
     from facenerf.preprocess.training import align, multiview
 
     generate_dataset(GeneratorSettings(out=tmp_path, n_ids=1, seed=4, n_vertices=900, texture_size=32,
-                                       expressions=[0, 1], progress=False))
+                                       expressions="1,2", progress=False))
     predef = align.load_predef(tmp_path / "predef", tmp_path / "landmarks_3d.npy")
     align.align_dataset(tmp_path / "models_raw", tmp_path / "models_out", predef, align.AlignOptions(), progress=False)
     opts = multiview.RenderOptions(resolution=32, views=tuple(rig.select_views(6)))

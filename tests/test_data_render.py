@@ -77,7 +77,7 @@ def aligned(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("render_src")
     generate_dataset(GeneratorSettings(out=out, n_ids=1, seed=2, n_vertices=1200, texture_size=64,
-                                       expressions=[0, 2, 17], progress=False))
+                                       expressions="1,3,18", progress=False))
     predef = align.load_predef(out / "predef", out / "landmarks_3d.npy")
     results, _ = align.align_dataset(out / "models_raw", out / "models_out", predef, align.AlignOptions(),
                                      progress=False)

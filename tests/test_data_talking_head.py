@@ -146,7 +146,7 @@ def test_opening_the_jaw_darkens_the_mouth_in_the_image(size):
 
 
 def _run(args, cwd):
-    return subprocess.run([sys.executable, "-m", "facenerf.data.synthetic.talking_head", *args],
+    return subprocess.run([sys.executable, "-m", "facenerf.tools.talking_head", *args],
                           cwd=cwd, capture_output=True, text=True, timeout=600)
 
 

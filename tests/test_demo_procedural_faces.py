@@ -4,7 +4,8 @@ import math
 
 import torch
 
-from facenerf.core.cameras import Intrinsics, mofanerf_pose
+from facenerf.core.cameras import Intrinsics
+from facenerf.preprocess.training.rig import mofanerf_pose
 from facenerf.demos.procedural_faces import (EXPRESSION_PARAMS, FaceIdentity, make_dataset, render_face,
                                              sample_identity)
 

@@ -143,21 +143,20 @@ def test_a_write_fault_is_not_mistaken_for_a_data_problem(tmp_path):
 
 @pytest.fixture(scope="module")
 def small_checkpoint(tmp_path_factory) -> Path:
-    from facenerf.config import parse_args
+    from facenerf.cli import parse_args
     from facenerf.models.mofanerf.checkpoints import save_mofanerf
-    from facenerf.models.mofanerf.config import MoFaNeRFConfig
     from facenerf.models.mofanerf.model import MoFaNeRF
-    from facenerf.models.mofanerf.options import build_train_parser
+    from facenerf.models.mofanerf.options import build_train_parser, run_config_from_args
 
     sizes = ["--netdepth", "6", "--netwidth", "16", "--netdepth_fine", "6", "--netwidth_fine", "16",
              "--multires", "3", "--multires_views", "2", "--input_ch_textureCodes", "8", "--input_ch_expCodes", "6",
              "--ism_width", "16", "--tex_size", "32", "--tex_channels", "4,4,4,8,8", "--tex_hidden", "16"]
-    cfg = MoFaNeRFConfig.from_args(parse_args(build_train_parser(), sizes))
-    return save_mofanerf(tmp_path_factory.mktemp("conv") / "ours.pt", MoFaNeRF(cfg), step=7)
+    run = run_config_from_args(parse_args(build_train_parser(), sizes))
+    return save_mofanerf(tmp_path_factory.mktemp("conv") / "ours.pt", MoFaNeRF(run.model), step=7, run=run)
 
 
 def _convert(*args):
-    return subprocess.run([sys.executable, "-W", "error::RuntimeWarning", "-m", "facenerf.models.mofanerf.checkpoints",
+    return subprocess.run([sys.executable, "-W", "error::RuntimeWarning", "-m", "facenerf.tools.convert_checkpoint",
                            *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=120,
                           env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"})
 

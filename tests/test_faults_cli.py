@@ -21,7 +21,7 @@ from facenerf.errors import FaceNerfError, run_cli  # noqa: E402
 
 def test_missing_predef_folder_is_reported_once_before_the_batch(tmp_path, capsys):
     import align_clip
-    from facenerf.data import synthetic
+    from facenerf.data.synthetic import __main__ as synthetic
 
     assert synthetic.main(["--ids", "2", "--out", str(tmp_path), "--expressions", "1,2", "--texture_size", "16",
                            "--vertices", "600", "--progress", "false"]) == 0
@@ -45,14 +45,10 @@ def test_more_views_than_the_rig_is_an_error():
 
 
 def test_refine_boolean_flags_take_true_and_false():
-    sys.path.insert(0, str(ROOT / "trainingDataPreprocess"))
-    try:
-        import train
-    finally:
-        sys.path.remove(str(ROOT / "trainingDataPreprocess"))
-    from facenerf.config import parse_args
+    from facenerf.cli import parse_args
+    from facenerf.models.refine.options import build_train_parser
 
-    parse = lambda *argv: parse_args(train.build_parser(), list(argv))  # noqa: E731
+    parse = lambda *argv: parse_args(build_train_parser(), list(argv))  # noqa: E731
     assert parse("--cache", "false").cache is False and parse("--cache").cache is True
     assert parse("--cache", "true", "--flip", "no").flip is False and parse().cache is False
     config = ROOT / "configs" / "refine_tiny.txt"

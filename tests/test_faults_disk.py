@@ -37,7 +37,7 @@ TRAIN = ["--device", "cpu", "--threads", "1", "--num_workers", "0", "--N_rand", 
 def raw_data(tmp_path_factory) -> Path:
     """2 synthetic identities x 2 expressions: raw scans and predef files, aligned meshes."""
     import align_clip
-    from facenerf.data import synthetic
+    from facenerf.data.synthetic import __main__ as synthetic
 
     root = tmp_path_factory.mktemp("faces")
     assert synthetic.main(["--ids", "2", "--out", str(root), "--expressions", "1,2", "--texture_size", "64",

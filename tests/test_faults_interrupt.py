@@ -31,7 +31,7 @@ def aligned(tmp_path_factory) -> Path:
 
     sys.path.insert(0, str(ROOT))
     import align_clip
-    from facenerf.data import synthetic
+    from facenerf.data.synthetic import __main__ as synthetic
 
     root = tmp_path_factory.mktemp("faces")
     assert synthetic.main(["--ids", "2", "--out", str(root), "--expressions", "1,2", "--texture_size", "64",

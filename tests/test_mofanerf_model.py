@@ -6,13 +6,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from facenerf.core.cameras import Intrinsics, mofanerf_pose
+from facenerf.core.cameras import Intrinsics
 from facenerf.core.rays import pixel_rays
 from facenerf.core.renderer import RenderSettings
 from facenerf.errors import FaceNerfError
 from facenerf.models.mofanerf.config import MoFaNeRFConfig
 from facenerf.models.mofanerf.layers import SkipTrunk, split_linear
 from facenerf.models.mofanerf.model import MoFaNeRF, count_parameters
+from facenerf.preprocess.training.rig import mofanerf_pose
 
 TINY = dict(multires=4, multires_views=2, netdepth=4, netwidth=32, netdepth_fine=4, netwidth_fine=32,
             xyz_depth=2, skip=2, shape_dim=8, texture_dim=8, exp_dim=6, n_expressions=5, ism_width=16,

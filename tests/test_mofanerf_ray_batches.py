@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from facenerf.data.ray_batches import (PixelSamplerConfig, gather_pixels, landmark_pixels, patch_pixels,
-                                       precrop_region,
-                                       sample_pixels, uniform_pixels, weighted_pixels)
+from facenerf.data.ray_batches import (LandmarkSampling, PixelSamplerConfig, gather_pixels, landmark_pixels,
+                                       patch_pixels, precrop_region, sample_pixels, uniform_pixels,
+                                       weighted_pixels)
+from facenerf.errors import FaceNerfError
 
 
 def _inside(xy, h, w):
@@ -68,7 +69,7 @@ def test_weighted_pixels_follow_the_mask():
 
 def test_sample_pixels_mixes_landmark_and_uniform_rays_with_precrop():
     gen = torch.Generator().manual_seed(4)
-    cfg = PixelSamplerConfig(n_rays=100, landmark_share=0.6, landmark_sigma=0.0, precrop_iters=10,
+    cfg = PixelSamplerConfig(n_rays=100, landmarks=LandmarkSampling(lm_share=0.6, lm_sigma=0.0), precrop_iters=10,
                              precrop_frac=0.5)
     lms = torch.tensor([[2.0, 3.0]])
     early = sample_pixels(cfg, 64, 64, step=0, landmarks_xy=lms, generator=gen)
@@ -83,8 +84,10 @@ def test_sample_pixels_mixes_landmark_and_uniform_rays_with_precrop():
 
 
 def test_sampler_config_validation_and_gather():
-    with pytest.raises(ValueError):
-        PixelSamplerConfig(landmark_share=0.8, mask_share=0.5)
+    with pytest.raises(FaceNerfError, match="lm_share \\+ mask_share"):
+        PixelSamplerConfig(landmarks=LandmarkSampling(lm_share=0.8), mask_share=0.5)
+    with pytest.raises(FaceNerfError, match="lm_share must lie in"):
+        LandmarkSampling(lm_share=1.5)
     image = torch.arange(5 * 4 * 3, dtype=torch.float32).reshape(5, 4, 3)  # H=5, W=4
     xy = torch.tensor([[3, 0], [0, 4], [2, 2]])
     torch.testing.assert_close(gather_pixels(image, xy), torch.stack([image[0, 3], image[4, 0], image[2, 2]]))

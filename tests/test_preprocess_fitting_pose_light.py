@@ -3,12 +3,13 @@
 import numpy as np
 import pytest
 
-from facenerf.core.cameras import mofanerf_pose, project_points
+from facenerf.core.cameras import project_points
 from facenerf.preprocess.fitting import sh
 from facenerf.preprocess.fitting.pose import estimate_pose, rotation_error_deg, save_pose_file
 from facenerf.preprocess.fitting.raster import rasterize
 from facenerf.preprocess.fitting.relight import RelightSettings, estimate_lighting, relight_image
 from facenerf.preprocess.fitting.template import load_template, rig_intrinsics
+from facenerf.preprocess.training.rig import mofanerf_pose
 
 SIDE_LIGHT = np.array([0.75, -0.25, 0.15, 0.55, 0.05, -0.05, -0.10, 0.10, 0.05])  # strong light from image right
 

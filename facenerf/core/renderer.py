@@ -39,23 +39,25 @@ from facenerf.core.samplers import importance_samples, stratified_samples
 
 __all__ = ["FieldFn", "RenderSettings", "MarchSettings", "render_rays", "render_rays_marched", "render_chunked",
            "render_image", "render_image_marched", "composite_dense", "unit_directions", "auto_chunk_rays",
-           "PACKED_OUTPUTS"]
+           "PACKED_OUTPUTS", "DEFAULT_CHUNK_RAYS"]
 
 # outputs of render_rays_marched with one entry per evaluated sample (not per ray)
 PACKED_OUTPUTS = ("weights", "ray_indices", "t_mids")
+DEFAULT_CHUNK_RAYS = 16384  # rays per forward pass when rendering whole images
 
 
 @dataclass
 class RenderSettings:
-    """Options of :func:`render_rays`; defaults are MoFaNeRF's test mode except the sample counts
-    (MoFaNeRF: 64 + 64). The accelerations are off by default (the reference computation)."""
+    """Options of :func:`render_rays`. The sample counts have no default: each model's config
+    states its own (MoFaNeRF: 64 + 64). The accelerations are off by default (the reference
+    computation)."""
 
-    n_samples: int = 64  # coarse depths per ray
-    n_importance: int = 0  # extra fine depths per ray (0 = no fine pass)
+    n_samples: int  # coarse depths per ray
+    n_importance: int  # extra fine depths per ray (0 = no fine pass)
     perturb: bool = False  # stratified jitter + random inverse-CDF samples (training)
     lindisp: bool = False  # sample linearly in disparity instead of depth
     background: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    chunk_rays: int = 4096  # rays per forward pass in render_image (0: sized to the device)
+    chunk_rays: int = DEFAULT_CHUNK_RAYS  # rays per forward pass in render_image (0: sized to the device)
     last_delta: float = 1e10  # length of the last segment of every ray
     scale_deltas_by_direction_norm: bool = True  # segment lengths in world units
     coarse_colour: bool = True  # False: the coarse pass is density-only and gradient-free
@@ -76,7 +78,7 @@ class MarchSettings:
     step_size: float  # segment length in ray-parameter units
     perturb: bool = False  # random per-ray lattice shift (training)
     background: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    chunk_rays: int = 4096
+    chunk_rays: int = DEFAULT_CHUNK_RAYS
     scale_deltas_by_direction_norm: bool = True
     max_steps: int | None = None  # cap on segments per ray
     early_stop_eps: float = 1e-4  # stop a ray once its transmittance is below this (0: never)

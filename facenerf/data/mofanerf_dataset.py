@@ -40,6 +40,8 @@ from facenerf.data.ray_batches import PixelSamplerConfig, gather_pixels, sample_
 from facenerf.errors import FaceNerfError
 from facenerf.io import read_image, write_npy
 
+DEFAULT_UV_CACHE = 64  # UV maps kept in memory per process
+
 
 @dataclass
 class IdentityData:
@@ -94,12 +96,12 @@ class MoFaNeRFData:
     frames: FrameTable
     identities: list[IdentityData]
     sampler: PixelSamplerConfig
-    near: float = 8.0
-    far: float = 26.0
-    tex_size: int = 512
+    near: float
+    far: float
+    tex_size: int
     image_scale: float = 1.0
     uv_cache_dir: Path | None = None
-    uv_cache: int = 64
+    uv_cache: int = DEFAULT_UV_CACHE
     seed: int = 0
     skip_bad_images: bool = False
     _uv_memory: OrderedDict = field(default_factory=OrderedDict, repr=False)
@@ -374,41 +376,45 @@ def _own_validation_frames(datadir, ids: list[str], options: dict, test) -> list
     return [f for f in val.frames(ids) if f.image_path not in test_paths]
 
 
-def load_mofanerf_sources(args) -> tuple[FrameTable, list[IdentityData]]:
+def load_mofanerf_sources(datadir: str | Path, person_num: int, shape_dim: int, n_expressions: int,
+                          shape_codes: str = "", landmarks: str = "", uv_dir: str = ""
+                          ) -> tuple[FrameTable, list[IdentityData]]:
     """Frames (training, held-out test and separately rendered validation views) and identities
     of the first ``person_num`` ids.
 
-    Uses :func:`facenerf.data.facescape.parse_multiview` with ``args.datadir``,
-    ``args.shape_codes``, ``args.uv_dir`` and ``args.landmarks`` (empty = look next to datadir).
+    Uses :func:`facenerf.data.facescape.parse_multiview` on ``datadir``; ``shape_codes``
+    (factors_id.npy), ``landmarks`` (3D landmarks) and ``uv_dir`` (UV textures) are looked up
+    next to ``datadir`` when empty. Every shape code must have ``shape_dim`` entries and every
+    frame's expression index must be below ``n_expressions``.
     """
     from facenerf.data.facescape import parse_multiview
 
-    options = dict(factors_path=args.shape_codes or None, landmarks_path=args.landmarks or None,
-                   texture_roots=[args.uv_dir] if args.uv_dir else None)
-    train = parse_multiview(args.datadir, "train", **options)
-    ids = _sorted_ids(train.identities)[: args.person_num]
+    options = dict(factors_path=shape_codes or None, landmarks_path=landmarks or None,
+                   texture_roots=[uv_dir] if uv_dir else None)
+    train = parse_multiview(datadir, "train", **options)
+    ids = _sorted_ids(train.identities)[:person_num]
     try:
-        test = parse_multiview(args.datadir, "test", ids=ids, **options)
+        test = parse_multiview(datadir, "test", ids=ids, **options)
     except FaceNerfError:
         test = None  # no held-out views: validation falls back to training frames
     index_of = {identity: i for i, identity in enumerate(ids)}
     parts = [_frame_arrays(train.frames(ids), index_of, False)]
     if test is not None:
         parts.append(_frame_arrays(test.frames(ids), index_of, True))
-    val = _own_validation_frames(args.datadir, ids, options, test)
+    val = _own_validation_frames(datadir, ids, options, test)
     if val:
         parts.append(_frame_arrays(val, index_of, False, True))
     n_train = len(parts[0]["paths"])
     if n_train == 0:
-        raise FaceNerfError(f"no training images found in {args.datadir} ({len(train.problems)} listed images "
+        raise FaceNerfError(f"no training images found in {datadir} ({len(train.problems)} listed images "
                             "are missing); run render.py or fix --datadir")
-    bad = [f for p in parts for f in p["expression"] if f >= args.n_expressions]
+    bad = [f for p in parts for f in p["expression"] if f >= n_expressions]
     if bad:
-        raise FaceNerfError(f"frames use expression index {max(bad)} but n_expressions = {args.n_expressions}; "
+        raise FaceNerfError(f"frames use expression index {max(bad)} but n_expressions = {n_expressions}; "
                             f"set n_expressions = {max(bad) + 1}")
     sizes = set().union(*(p["K"] for p in parts))
     if len(sizes) != 1:
-        raise FaceNerfError(f"images of different sizes/cameras in {args.datadir}: re-render all at one resolution")
+        raise FaceNerfError(f"images of different sizes/cameras in {datadir}: re-render all at one resolution")
     lm = [x for p in parts for x in p["lm"]]
     frames = FrameTable(
         image_paths=[x for p in parts for x in p["paths"]],
@@ -419,5 +425,5 @@ def load_mofanerf_sources(args) -> tuple[FrameTable, list[IdentityData]]:
         is_val=np.asarray([x for p in parts for x in p["is_val"]], dtype=bool),
         intrinsics=sizes.pop(),
         landmarks_2d=np.stack(lm) if all(x is not None for x in lm) else None)
-    people = [_identity_data(train.identities[i], args.input_ch_shapeCodes, args.datadir) for i in ids]
+    people = [_identity_data(train.identities[i], shape_dim, str(datadir)) for i in ids]
     return frames, people

@@ -15,44 +15,65 @@ landmarks that project outside the image are ignored, and (x, y) order is explic
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
+from facenerf.config import option
+from facenerf.errors import FaceNerfError
+
+
+@dataclass(frozen=True)
+class LandmarkSampling:
+    """How many rays go around the projected facial landmarks, and how far they spread.
+
+    Training and fitting both draw their landmark rays with :func:`landmark_pixels` under these
+    two keys (``lm_share`` 0.6 ~ the original's 612 of 1024 rays).
+    """
+
+    lm_share: float = option(0.6, "share of rays drawn around projected landmarks", aliases=("landmark_share",))
+    lm_sigma: float = option(0.025, "landmark spread as a fraction of image height (0.025 = 12.8 px at 512)",
+                             aliases=("landmark_sigma",))
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.lm_share <= 1.0:
+            raise FaceNerfError(f"lm_share must lie in [0, 1], got {self.lm_share}")
+        if self.lm_sigma < 0:
+            raise FaceNerfError(f"lm_sigma must be 0 or more, got {self.lm_sigma}")
+
+    def count(self, n_rays: int) -> int:
+        """Landmark rays among ``n_rays``."""
+        return int(round(self.lm_share * n_rays))
+
 
 @dataclass(frozen=True)
 class PixelSamplerConfig:
-    """How one frame's ``n_rays`` pixels are chosen.
+    """How one training frame's ``n_rays`` pixels are chosen.
 
     Attributes:
-        n_rays: pixels per frame.
-        landmark_share: fraction of ``n_rays`` drawn around landmarks (0.6 ~ the original's
-            612 of 1024); 0 disables landmark guidance.
-        landmark_sigma: standard deviation of the Gaussian offsets as a fraction of the image
-            height (0.025 = 12.8 px at 512^2).
+        n_rays: pixels per frame (the seed's ``N_rand``).
+        landmarks: the share of landmark-guided rays and their spread.
         mask_share: fraction of ``n_rays`` drawn from the foreground mask (0 = off).
         precrop_iters: for steps below this, uniform pixels come from the central crop.
         precrop_frac: side of that crop as a fraction of the image.
     """
 
-    n_rays: int = 1024
-    landmark_share: float = 0.6
-    landmark_sigma: float = 0.025
-    mask_share: float = 0.0
-    precrop_iters: int = 0
-    precrop_frac: float = 0.5
+    n_rays: int = option(1024, "rays per step (per process)", key="N_rand")
+    landmarks: LandmarkSampling = field(default_factory=LandmarkSampling)
+    mask_share: float = option(0.0, "share of rays drawn from non-black pixels")
+    precrop_iters: int = option(500, "steps that sample the central crop only")
+    precrop_frac: float = option(0.5, "side of that crop as a fraction")
 
     def __post_init__(self) -> None:
         if self.n_rays <= 0:
-            raise ValueError(f"n_rays must be positive, got {self.n_rays}")
-        for name in ("landmark_share", "mask_share"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)}")
-        if self.landmark_share + self.mask_share > 1.0:
-            raise ValueError("landmark_share + mask_share must not exceed 1")
+            raise FaceNerfError(f"N_rand must be positive, got {self.n_rays}")
+        if not 0.0 <= self.mask_share <= 1.0:
+            raise FaceNerfError(f"mask_share must lie in [0, 1], got {self.mask_share}")
+        if self.landmarks.lm_share + self.mask_share > 1.0:
+            raise FaceNerfError("lm_share + mask_share must not exceed 1")
         if not 0.0 < self.precrop_frac <= 1.0:
-            raise ValueError(f"precrop_frac must lie in (0, 1], got {self.precrop_frac}")
+            raise FaceNerfError(f"precrop_frac must lie in (0, 1], got {self.precrop_frac}")
 
 
 def precrop_region(height: int, width: int, frac: float) -> tuple[int, int, int, int]:
@@ -128,14 +149,14 @@ def sample_pixels(cfg: PixelSamplerConfig, height: int, width: int, step: int = 
                   generator: torch.Generator | None = None) -> Tensor:
     """Exactly ``cfg.n_rays`` pixels of one frame -> ``int64 [n_rays, 2]`` (x, y).
 
-    Landmark rays come first (``round(landmark_share * n_rays)``, none without landmarks), then
+    Landmark rays come first (``round(lm_share * n_rays)``, none without landmarks), then
     mask rays (``round(mask_share * n_rays)``, none without a mask or foreground), then uniform
     rays fill the rest - from the central crop while ``step < precrop_iters``.
     """
     parts = []
-    if landmarks_xy is not None and cfg.landmark_share > 0:
-        n_lm = int(round(cfg.landmark_share * cfg.n_rays))
-        parts.append(landmark_pixels(landmarks_xy, n_lm, cfg.landmark_sigma * height, height, width, generator))
+    if landmarks_xy is not None and cfg.landmarks.lm_share > 0:
+        n_lm = cfg.landmarks.count(cfg.n_rays)
+        parts.append(landmark_pixels(landmarks_xy, n_lm, cfg.landmarks.lm_sigma * height, height, width, generator))
     if mask is not None and cfg.mask_share > 0:
         n_mask = int(round(cfg.mask_share * cfg.n_rays))
         parts.append(weighted_pixels(mask, n_mask, generator))

@@ -2,7 +2,7 @@
 
 Two layouts are read (``docs/architecture.md`` and ``data/README.md`` describe both):
 
-* ``"radnerf"`` - written by ``python -m facenerf.data.synthetic.talking_head`` and
+* ``"radnerf"`` - written by ``python -m facenerf.tools.talking_head`` and
   ``data_utils/process.py`` (RAD-NeRF / unofficial NeRFBlendShape): ``transforms_train.json``,
   ``transforms_val.json`` (and ``transforms_all.json``) with ``focal_len``/``fx``/``fy``,
   ``cx``, ``cy`` (image size ``h``/``w`` or ``2 cy`` x ``2 cx``) and per frame ``img_id`` and

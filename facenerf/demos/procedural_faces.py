@@ -8,7 +8,7 @@ proportions, nose size and colours; expressions open the mouth, close the eyes o
 brows. Every pixel is the first hit along its ray, so images are exact for any camera.
 
 :func:`make_dataset` renders identities x expressions x views on the MoFaNeRF camera rig
-(:func:`facenerf.core.cameras.mofanerf_pose`) into tensors, with fixed random shape and texture
+(:func:`facenerf.preprocess.training.rig.mofanerf_pose`) into tensors, with fixed random shape and texture
 codes per identity, for benchmarks that need a trained model on any device.
 """
 
@@ -20,7 +20,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from facenerf.core.cameras import Intrinsics, mofanerf_pose
+from facenerf.core.cameras import Intrinsics
+from facenerf.preprocess.training.rig import mofanerf_pose
 from facenerf.core.rays import image_rays
 
 EXPRESSIONS = ("neutral", "mouth_open", "eyes_closed", "brows_up")

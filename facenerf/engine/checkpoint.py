@@ -15,7 +15,6 @@ complete checkpoint.
 
 from __future__ import annotations
 
-import pickle
 import re
 from pathlib import Path
 from typing import Any, Mapping
@@ -24,12 +23,12 @@ import torch
 from torch import nn
 
 from facenerf.errors import FaceNerfError
+from facenerf.io import load_weights_file
 
 CHECKPOINT_FORMAT = "facenerf-checkpoint"
 CHECKPOINT_VERSION = 1
 REQUIRED_KEYS = ("format", "version", "model", "config", "step", "model_state")
 _STEP_FILE = re.compile(r"^step_(\d+)\.pt$")
-_ORIGINAL_MOFANERF_KEYS = ("network_fn_state_dict", "network_fine_state_dict")
 
 
 def make_payload(model_name: str, config: Mapping[str, Any], step: int, model_state: Mapping,
@@ -60,38 +59,9 @@ def save_checkpoint(path: str | Path, payload: Mapping[str, Any]) -> Path:
     return save_torch(path, dict(payload), "checkpoint", durable=True)
 
 
-def load_weights_file(path: str | Path, what: str = "checkpoint", map_location: Any = "cpu",
-                      fix: str = "delete it and use an earlier checkpoint") -> Any:
-    """Read any tensor file with ``torch.load(..., weights_only=True)``; one-line errors only.
-
-    This is the project's single place that calls ``torch.load``. ``what`` names the file in
-    messages ("fit file", "VGG-19 weights", ...) and ``fix`` says what to do about a damaged one.
-    Raises :class:`FaceNerfError` for a missing file, a file holding Python objects that cannot
-    be loaded safely, and a corrupt or truncated file.
-    """
-    file = Path(path)
-    if not file.is_file():
-        raise FaceNerfError(f"{what} not found: {file} (check the path)")
-    try:
-        return torch.load(file, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as err:
-        if "weights only" in str(err).lower():
-            raise FaceNerfError(
-                f"cannot read {what} {file}: it holds Python objects that cannot be loaded safely, so it is "
-                f"not a facenerf {what} (re-save it as plain tensors, e.g. a state dict)"
-            ) from err
-        raise FaceNerfError(f"cannot read {what} {file}: corrupt or truncated ({err}); {fix}") from err
-    except Exception as err:  # arbitrary bytes make the unpickler raise almost any error type
-        raise FaceNerfError(f"cannot read {what} {file}: corrupt or truncated "
-                            f"({err.__class__.__name__}); {fix}") from err
-
-
 def _check_payload(path: Path, payload: Any) -> None:
     """Raise a one-line :class:`FaceNerfError` unless ``payload`` is a loadable facenerf checkpoint."""
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        if isinstance(payload, dict) and all(k in payload for k in _ORIGINAL_MOFANERF_KEYS):
-            raise FaceNerfError(f"{path} is a checkpoint of the original MoFaNeRF code, not a facenerf "
-                                "checkpoint: convert it to the facenerf format before loading")
         raise FaceNerfError(f"{path} is not a facenerf checkpoint (no '{CHECKPOINT_FORMAT}' format tag); "
                             "pass a file written by facenerf training")
     version = payload.get("version")

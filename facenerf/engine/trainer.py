@@ -170,7 +170,7 @@ class Trainer:
         self.model_name = model_name or type(self.model).__name__
         self.batches = batches if callable(batches) and not hasattr(batches, "__next__") else iter(batches)
         self.step = 0
-        self.amp = cfg.amp if self.device.type == "cuda" else "none"
+        self.amp = resolve_amp(cfg.amp, self.device)
         self.optimizers, self.params = self._build_optimizers()
         self.scaler = torch.amp.GradScaler("cuda") if self.amp == "fp16" else None
         self.schedule = ExponentialSchedule(cfg.lr_decay_steps, cfg.lr_decay_rate, cfg.warmup_steps)
@@ -448,3 +448,15 @@ class Trainer:
             self.logger.close()
         last.setdefault("checkpoint", self.checkpoints.latest())
         return {"step": self.step, **last, "resumed_from": resumed, "log": str(self.logger.text_path)}
+
+
+def resolve_amp(requested: str, device: torch.device) -> str:
+    """The mixed precision the loop runs: ``none`` off CUDA, and fp16 (with loss scaling) instead
+    of bf16 on a GPU without bf16 support (with a note)."""
+    if device.type != "cuda":
+        return "none"
+    if requested == "bf16" and not torch.cuda.is_bf16_supported():
+        if distributed.is_main_process():
+            print("note: this GPU has no bf16 support; training with fp16 autocast and loss scaling instead")
+        return "fp16"
+    return requested

@@ -30,18 +30,23 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from facenerf.config import option
 from facenerf.core.cameras import Intrinsics
 from facenerf.core.rays import image_rays, pixel_rays
 from facenerf.core.renderer import RenderSettings
+from facenerf.data.ray_batches import LandmarkSampling
+from facenerf.errors import FaceNerfError
 from facenerf.fitting.inputs import FitTarget
-from facenerf.fitting.objective import FitVariables, FitWeights, fit_loss
+from facenerf.fitting.objective import GAIN_MODES, FitVariables, FitWeights, fit_loss
+from facenerf.fitting.pose import POSE_PARAMETRISATIONS
 from facenerf.fitting.result import FitResult
 from facenerf.fitting.sampling import build_levels, sample_fit_pixels
 from facenerf.fitting.schedule import FitSchedule
 from facenerf.fitting.stats import CodeStatistics
 from facenerf.metrics import mse_to_psnr
 from facenerf.models.mofanerf.acceleration import FitGrid
-from facenerf.runtime import autocast
+from facenerf.models.mofanerf.expressions import expression_index
+from facenerf.runtime import RunSettings, autocast
 
 HISTORY_KEYS = ("iteration", "level", "loss", "photometric", "psnr", "shape_prior", "texture_prior",
                 "expression_prior", "gain_prior")
@@ -49,24 +54,28 @@ HISTORY_KEYS = ("iteration", "level", "loss", "photometric", "psnr", "shape_prio
 
 @dataclass(frozen=True)
 class FitSettings:
-    """Everything that controls a fit besides the model and the image."""
+    """Everything that controls a fit besides the model, the image and the run settings."""
 
     schedule: FitSchedule = field(default_factory=FitSchedule)
     weights: FitWeights = field(default_factory=FitWeights)
-    n_rays: int = 1024  # rays per iteration
-    landmark_share: float = 0.5  # fraction of the rays drawn around landmarks
-    landmark_sigma: float = 0.025  # their spread, fraction of the image height
-    band_frac: float = 0.03  # background ring around the mask, fraction of the height
-    pose_parametrisation: str = "axis_angle"
-    optimise_pose: bool = True
-    gain_mode: str = "rgb"
-    init_expression: int = 0  # learned code eps starts from (0 = neutral)
-    amp: str = "none"  # autocast of the network ("bf16" on capable GPUs)
-    fast_render: bool = True  # empty-space skipping + density-only coarse pass, else the dense reference
-    grid_refresh: int = 25  # iterations between occupancy-grid rebuilds of the fast path
+    n_rays: int = option(0, "rays per iteration (0 = the training run's N_rand)", key="fit_rays")
+    landmarks: LandmarkSampling = field(default_factory=LandmarkSampling)
+    band_frac: float = option(0.03, "background ring sampled around the mask, fraction of the image height",
+                              key="mask_band")
+    pose_parametrisation: str = option("axis_angle", "rotation parametrisation of the pose correction",
+                                       key="pose_param", choices=POSE_PARAMETRISATIONS)
+    optimise_pose: bool = option(True, "refine the camera pose", key="fit_pose")
+    gain_mode: str = option("rgb", "colour gain on the render: per channel, one value, or off", key="gain",
+                            choices=GAIN_MODES)
+    init_expression: str = option("neutral", "learned expression eps starts from (name or index)")
+    fast_render: bool = option(True, "empty-space skipping (coarse-density occupancy grid), density-only coarse "
+                                     "pass, early ray termination; false = the straightforward dense reference")
+    grid_refresh: int = option(25, "iterations between occupancy-grid refreshes of the fast path")
     log_every: int = 10  # record the history every N iterations
-    progress: bool = True
-    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.n_rays < 0:
+            raise FaceNerfError(f"--fit_rays must be 0 or more, got {self.n_rays}")
 
 
 def freeze(model) -> None:
@@ -80,18 +89,22 @@ class Fitter:
     """Fits ``model`` to ``target``; see the module docstring for the stages."""
 
     def __init__(self, model, target: FitTarget, stats: CodeStatistics, settings: FitSettings,
-                 render_settings: RenderSettings, device: torch.device | str = "cpu"):
+                 render_settings: RenderSettings, device: torch.device | str = "cpu",
+                 run: RunSettings | None = None):
+        if settings.n_rays < 1:
+            raise FaceNerfError("the fit needs rays: set --fit_rays (or the run's N_rand) to at least 1")
         self.model, self.target, self.stats, self.settings = model, target, stats, settings
+        self.runtime = run or RunSettings()
         self.device = torch.device(device)
         self.render_settings = replace(render_settings, perturb=False)
-        self.fit_grid = FitGrid(model.skip_settings, settings.grid_refresh, seed=settings.seed)
+        self.fit_grid = FitGrid(model.skip_settings, settings.grid_refresh, seed=self.runtime.seed)
         self.fast_settings = model.skip_settings.for_fitting().render_settings(self.render_settings, fitting=True)
         freeze(model)
         self.model.to(self.device)
         self.levels = build_levels(target.image, target.mask, target.landmarks_xy, target.K,
                                    settings.schedule.scales, settings.band_frac)
         self.learned = model.expression_codes.detach().to(self.device)  # [K, E]
-        init_eps = self.learned[min(max(settings.init_expression, 0), self.learned.shape[0] - 1)]
+        init_eps = self.learned[expression_index(settings.init_expression, self.learned.shape[0])]
         self.variables = FitVariables(stats, init_eps.cpu(), target.c2w, settings.pose_parametrisation,
                                       settings.gain_mode).to(self.device)
         self.stats_device = _stats_to(stats, self.device)
@@ -148,9 +161,8 @@ class Fitter:
 
     def _rays_and_targets(self, level_index: int):
         level = self.levels[level_index]
-        generator = torch.Generator().manual_seed(self.settings.seed * 1_000_003 + self.iteration)
-        xy = sample_fit_pixels(level, self.settings.n_rays, self.settings.landmark_share,
-                               self.settings.landmark_sigma, generator)  # [N, 2]
+        generator = torch.Generator().manual_seed(self.runtime.seed * 1_000_003 + self.iteration)
+        xy = sample_fit_pixels(level, self.settings.n_rays, self.settings.landmarks, generator)  # [N, 2]
         colours = level.image[xy[:, 1], xy[:, 0]].to(self.device)  # [N, 3]
         c2w = self.variables.pose()
         rays = pixel_rays(level.K, c2w, xy.to(self.device, torch.float32), self.target.near, self.target.far)
@@ -161,7 +173,7 @@ class Fitter:
         self._set_learning_rates()
         level = self.settings.schedule.level(self.iteration)
         rays, target = self._rays_and_targets(level)
-        with autocast(self.device, self.settings.amp):
+        with autocast(self.device, self.runtime.amp):
             codes = self.codes()
             out = self.render_rays(rays, codes)
             pred = out["rgb"]
@@ -193,7 +205,7 @@ class Fitter:
     def run(self, on_iteration: Callable[["Fitter"], None] | None = None, stop_at: int | None = None) -> None:
         """Iterate until the planned count (or ``stop_at``); ``on_iteration(fitter)`` follows every step."""
         end = min(self.settings.schedule.iterations, stop_at if stop_at is not None else 1 << 62)
-        bar = tqdm(total=end, initial=self.iteration, desc="fit", unit="it", disable=not self.settings.progress)
+        bar = tqdm(total=end, initial=self.iteration, desc="fit", unit="it", disable=not self.runtime.progress)
         with bar:
             while self.iteration < end:
                 scalars = self.step()
@@ -212,7 +224,7 @@ class Fitter:
         K = K or self.target.K
         c2w = self.variables.pose() if c2w is None else c2w.to(self.device)
         rays = image_rays(K, c2w, self.target.near, self.target.far)
-        with autocast(self.device, self.settings.amp):
+        with autocast(self.device, self.runtime.amp):
             rgb = self.model.render_image(rays, self.codes(), K.height, K.width, self.render_settings,
                                           fast=self.settings.fast_render)["rgb"]
         if with_gain:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from facenerf.config import option
 from facenerf.fitting.pose import PoseCorrection
 from facenerf.fitting.stats import CodeStatistics
 
@@ -37,11 +38,12 @@ PHOTOMETRIC_LOSSES = ("l1", "mse")
 class FitWeights:
     """Weights of the objective's terms (see the module docstring)."""
 
-    photometric: str = "l1"
-    shape_prior: float = 1e-3
-    texture_prior: float = 1e-3
-    expression_prior: float = 1e-3
-    gain_prior: float = 1e-2
+    photometric: str = option("l1", "photometric loss", choices=PHOTOMETRIC_LOSSES)
+    shape_prior: float = option(1e-3, "weight of the Gaussian shape prior", key="prior_shape")
+    texture_prior: float = option(1e-3, "weight of the Gaussian texture prior", key="prior_texture")
+    expression_prior: float = option(1e-3, "weight of the pull towards the nearest learned expression code",
+                                     key="prior_expression")
+    gain_prior: float = option(1e-2, "weight of the pull of the gain towards 1", key="prior_gain")
 
 
 class FitVariables(nn.Module):

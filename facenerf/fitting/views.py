@@ -2,7 +2,7 @@
 
 Novel views orbit the world origin (the head) at the *fitted* camera's distance and pitch:
 :func:`camera_angles` reads ``(pitch, yaw, radius)`` from a camera-to-world pose in the
-convention of :func:`facenerf.core.cameras.mofanerf_pose` (camera centre
+convention of :func:`facenerf.preprocess.training.rig.mofanerf_pose` (camera centre
 ``radius * (sin(yaw) cos(pitch), sin(pitch), cos(yaw) cos(pitch))``), and
 :func:`views_around_fit` places cameras at given yaws with that pitch and radius. Intrinsics of
 a render at ``size`` pixels keep the fitted image's field of view (:func:`intrinsics_at`).
@@ -16,11 +16,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from facenerf.core.cameras import Intrinsics, mofanerf_pose
+from facenerf.core.cameras import Intrinsics
 from facenerf.core.rays import image_rays
 from facenerf.fitting.pose import apply_correction, rotation_from_params
 from facenerf.fitting.result import FitResult
 from facenerf.metrics import psnr
+from facenerf.preprocess.training.rig import mofanerf_pose
 from facenerf.runtime import autocast
 
 

@@ -1,6 +1,6 @@
 """Synthetic talking-head videos in the NeRFBlendShape dataset layout, with their ground truth.
 
-``python -m facenerf.data.synthetic.talking_head --out data/talk --frames 200 --size 96``
+``python -m facenerf.tools.talking_head --out data/talk --frames 200 --size 96``
 renders one procedural subject (hair, neck, a torso that follows the head, a static room, a
 fixed webcam) speaking: speech-like blendshape trajectories
 (:mod:`facenerf.data.synthetic.speech`) over the :data:`BLENDSHAPES` and small head motion. It
@@ -28,37 +28,40 @@ the unofficial NeRFBlendShape code writes them.
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from facenerf.config import option
 from facenerf.data.synthetic import blendshapes as bs
 from facenerf.data.synthetic import identity as syn
 from facenerf.data.synthetic import speech
 from facenerf.data.synthetic import talking_scene as ts
 from facenerf.data.video import write_expressions, write_frame_files, write_transforms
 from facenerf.errors import FaceNerfError
-from facenerf.io import remove_stale_temporaries, write_image, write_json, write_npy, write_video
+from facenerf.io import VIDEO_FPS, remove_stale_temporaries, write_image, write_json, write_npy, write_video
 
 
-@dataclass
+@dataclass(frozen=True)
 class TalkingHeadSettings:
-    """What :func:`generate_talking_head` writes."""
+    """What :func:`generate_talking_head` writes (the options of ``python -m facenerf.tools.talking_head``)."""
 
-    out: Path
-    frames: int = 200
-    size: int = 96
-    fps: int = 25
-    test_num: int | None = None      # held-out last frames (default: 10 %, at least 1)
-    seed: int = 0
-    subject: int = 2                 # identity of the procedural head (see identity.sample_identity)
-    texture_size: int = 512
-    n_vertices: int = syn.DEFAULT_VERTICES
-    jpeg_quality: int = 95
-    dataset: bool = True             # False: only the MP4 and the ground truth
+    out: Path = option(Path("data/talk"), "output folder (the video is OUT/NAME.mp4)")
+    frames: int = option(200, "number of frames")
+    size: int = option(96, "frame width = height in pixels")
+    fps: int = option(VIDEO_FPS, "frame rate of the video and the trajectories")
+    test_num: int | None = option(None, "last frames held out (default: 10%, at least 1)")
+    seed: int = option(0, "random seed of the performance, room and torso")
+    subject: int = option(2, "procedural identity of the speaker (1, 2, ...; see identity.sample_identity)")
+    texture_size: int = option(512, "albedo texture size in pixels")
+    n_vertices: int = option(syn.DEFAULT_VERTICES, "approximate head vertex count", key="vertices")
+    jpeg_quality: int = option(95, "JPEG quality of the frames (1-100)")
+    dataset: bool = option(True, "write the dataset layout; false writes only the video and the ground truth")
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "out", Path(self.out))
 
     @property
     def n_test(self) -> int:
@@ -223,63 +226,3 @@ def generate_talking_head(cfg: TalkingHeadSettings) -> dict:
         write_expressions(cfg.out, perf.coefficients, range(cfg.frames - cfg.n_test), bs.BLENDSHAPES)
     return {"video": str(video), "frames": cfg.frames, "train": cfg.frames - cfg.n_test, "val": cfg.n_test,
             "blendshapes": list(bs.BLENDSHAPES), "out": str(cfg.out)}
-
-
-def build_parser():
-    """ConfigArgParse parser of ``python -m facenerf.data.synthetic.talking_head``."""
-    from facenerf.config import make_parser, str2bool
-
-    parser = make_parser("Render a synthetic talking-head video with its NeRFBlendShape dataset and ground truth.",
-                         prog="python -m facenerf.data.synthetic.talking_head")
-    parser.add_argument("--out", default="data/talk", help="output folder (the video is OUT/NAME.mp4)")
-    parser.add_argument("--frames", type=int, default=200, help="number of frames")
-    parser.add_argument("--size", type=int, default=96, help="frame width = height in pixels")
-    parser.add_argument("--fps", type=int, default=25, help="frame rate of the video and the trajectories")
-    parser.add_argument("--test_num", type=int, default=None, help="last frames held out (default: 10%%)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed of the performance, room and torso")
-    parser.add_argument("--subject", type=int, default=2, help="procedural identity of the speaker (1, 2, ...)")
-    parser.add_argument("--texture_size", type=int, default=512, help="albedo texture size in pixels")
-    parser.add_argument("--vertices", type=int, default=syn.DEFAULT_VERTICES, help="approximate head vertex count")
-    parser.add_argument("--jpeg_quality", type=int, default=95, help="JPEG quality of the frames (1-100)")
-    parser.add_argument("--dataset", type=str2bool, default=True,
-                        help="write the dataset layout; false writes only the video and the ground truth")
-    parser.add_argument("--gl", choices=("auto", "egl", "osmesa"), default="auto", help="headless OpenGL platform")
-    parser.add_argument("--progress", type=str2bool, default=True, help="show a progress bar")
-    return parser
-
-
-def run(args: argparse.Namespace) -> int:
-    """Generate from parsed arguments and say where the files went."""
-    from facenerf.config import ensure_writable_dir, save_config
-    from facenerf.preprocess.training.gl import select_gl_platform
-
-    out = ensure_writable_dir(args.out)
-    cfg = TalkingHeadSettings(out=out, frames=args.frames, size=args.size, fps=args.fps, test_num=args.test_num,
-                              seed=args.seed, subject=args.subject, texture_size=args.texture_size,
-                              n_vertices=args.vertices, jpeg_quality=args.jpeg_quality, dataset=args.dataset,
-                              progress=args.progress)
-    cfg.check()
-    select_gl_platform(args.gl)
-    info = generate_talking_head(cfg)
-    save_config(args, out, "talking_head_config.txt")
-    print(f"wrote {info['frames']} frames at {cfg.size}x{cfg.size} ({len(bs.BLENDSHAPES)} blendshapes) to {out}")
-    print(f"  video:        {info['video']}")
-    if cfg.dataset:
-        print(f"  dataset:      {info['train']} training + {info['val']} held-out frames "
-              f"(transforms_train.json / transforms_val.json)")
-    print(f"  ground truth: {out / 'ground_truth'}")
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    from facenerf.config import parse_args
-
-    return run(parse_args(build_parser(), argv))
-
-
-if __name__ == "__main__":
-    import sys
-
-    from facenerf.errors import run_cli
-
-    run_cli(lambda: main(sys.argv[1:]))

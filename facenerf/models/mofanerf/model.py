@@ -26,7 +26,7 @@ from facenerf.core.occupancy_grid import OccupancyGrid
 from facenerf.core.rays import RayBundle
 from facenerf.core.renderer import RenderSettings, auto_chunk_rays, render_image, render_rays
 from facenerf.models.mofanerf.acceleration import GridCache, SkipSettings
-from facenerf.models.mofanerf.config import MoFaNeRFConfig
+from facenerf.models.mofanerf.config import MoFaNeRFConfig, MoFaNeRFRenderConfig, MoFaNeRFTrainSettings
 from facenerf.models.mofanerf.ism import IdentityModulation
 from facenerf.models.mofanerf.network import MoFaNeRFNetwork
 from facenerf.models.mofanerf.texture_encoder import TextureEncoder
@@ -53,18 +53,18 @@ class MoFaNeRF(nn.Module):
 
     Args:
         cfg: architecture sizes (:class:`MoFaNeRFConfig`).
-        lrate: learning rate of the single "main" Adam parameter group.
-        train_settings: renderer settings for training (stratified jitter on).
+        lrate: learning rate of the single "main" Adam parameter group (default: the run config's).
+        train_settings: renderer settings for training (stratified jitter on); default: those of
+            :class:`MoFaNeRFRenderConfig` (no fine samples without a fine network).
         eval_settings: renderer settings for validation/test renders (deterministic).
     """
 
-    def __init__(self, cfg: MoFaNeRFConfig, lrate: float = 5e-4,
+    def __init__(self, cfg: MoFaNeRFConfig, lrate: float | None = None,
                  train_settings: RenderSettings | None = None, eval_settings: RenderSettings | None = None):
         super().__init__()
         self.cfg = cfg
-        self.lrate = float(lrate)
-        n_fine = 64 if cfg.has_fine else 0
-        self.train_settings = train_settings or RenderSettings(n_samples=64, n_importance=n_fine, perturb=True)
+        self.lrate = float(MoFaNeRFTrainSettings().lrate if lrate is None else lrate)
+        self.train_settings = train_settings or MoFaNeRFRenderConfig().for_model(cfg).settings(training=True)
         self.eval_settings = eval_settings or replace(self.train_settings, perturb=False)
         self.pe_xyz = FrequencyEncoding(3, cfg.multires)
         self.pe_dir = FrequencyEncoding(3, cfg.multires_views)

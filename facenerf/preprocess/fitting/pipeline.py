@@ -32,6 +32,7 @@ from typing import Callable
 
 import numpy as np
 
+from facenerf.config import option
 from facenerf.errors import FaceNerfError, OutputError
 from facenerf.io import IMAGE_SUFFIXES, read_image, remove_stale_temporaries, write_array_text, write_image
 from facenerf.preprocess.fitting.align import align_to_template, transform_points, transform_scale
@@ -43,6 +44,7 @@ from facenerf.preprocess.fitting.relight import RelightSettings, relight_image
 from facenerf.preprocess.fitting.segment import (FACE, FaceFrame, Segmentation, SegmentSettings, colour_labels,
                                                  segment_face, skin_sample_mask)
 from facenerf.preprocess.fitting.template import FaceTemplate, load_template
+from facenerf.preprocess.training.rig import BASE_RESOLUTION
 
 OUTPUT_FOLDERS = ("aligned", "landmarks", "mask", "segRes", "segRelRes")
 CONTACT_FOLDER = "contact"
@@ -53,20 +55,28 @@ RELIGHT_METHODS = ("sh", "none")
 class PreprocessSettings:
     """Everything that controls one preprocessing run (CLI flags map 1:1 onto these)."""
 
-    image_size: int = 512               # side of the aligned output (the training renders are 512)
-    upsample: int = 1                   # HOG detector up-sampling
-    cnn_fallback: bool = False          # try dlib's CNN detector when HOG finds no face
-    predictor: str | None = None        # 68-point predictor file (default: face_recognition_models)
-    cnn_detector: str | None = None     # MMOD detector file (default: face_recognition_models)
+    image_size: int = option(BASE_RESOLUTION, "side of the aligned outputs (the training renders')")
+    upsample: int = option(1, "HOG face detector up-sampling (finds smaller faces)")
+    cnn_fallback: bool = option(False, "try dlib's CNN detector when HOG finds no face")
+    predictor: str | None = option(None, "dlib 68-landmark predictor file; unset = the copy in "
+                                         "face_recognition_models")
+    cnn_detector: str | None = option(None, "dlib MMOD detector file; unset = the copy in face_recognition_models")
     detect_max_side: int = 1024         # detection runs on a copy at most this large
     min_side: int = 64                  # smaller photos are skipped
     refine_landmarks: bool = True       # re-predict landmarks on the aligned image
-    pose_use_contour: bool = True       # use the jaw contour for the pose
+    pose_no_contour: bool = option(False, "estimate the pose without the 17 jaw-contour landmarks "
+                                          "(helps for turned heads)")
     segment: SegmentSettings = SegmentSettings()
-    relight: str = "sh"                 # "sh" (weights-free) or "none"
+    relight: str = option("sh", "sh: weights-free SH re-shading to the training lighting; none: copy segRes",
+                          choices=("sh", "none"))
     relight_settings: RelightSettings = RelightSettings()
-    parsing_weights: str | None = None  # optional face-parsing network weights (BiSeNet layout)
-    device: str = "cpu"                 # where the optional network runs
+    parsing_weights: str | None = option(None, "optional face-parsing network weights (BiSeNet, 19 CelebAMask-HQ "
+                                               "classes) used instead of the weights-free segmentation")
+    device: str = "cpu"                 # where the optional network runs (resolved, not "auto")
+
+    @property
+    def pose_use_contour(self) -> bool:
+        return not self.pose_no_contour
 
 
 @dataclass
@@ -299,7 +309,7 @@ def preprocess_folder(input_dir: str | Path, out_dir: str | Path | None = None,
     the whole batch (missing input folder, unwritable output folder, missing model files, an
     output that cannot be written).
     """
-    from facenerf.config import ensure_writable_dir
+    from facenerf.io import ensure_writable_dir
     from facenerf.preprocess.fitting.contact import ContactSheetWriter
     from facenerf.preprocess.fitting.resume import settings_key
 

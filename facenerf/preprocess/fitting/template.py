@@ -14,22 +14,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from facenerf.core.cameras import Intrinsics, mofanerf_pose, project_points
+from facenerf.core.cameras import Intrinsics, project_points
+from facenerf.preprocess.training.rig import BASE_RESOLUTION, RADIUS, mofanerf_pose, rig_intrinsics  # noqa: F401
 
-MOFANERF_SIZE = 512          # training render resolution (pixels)
-MOFANERF_FOCAL = 1200.0      # focal length at 512 px
-MOFANERF_RADIUS = 16.0       # camera distance from the origin (scene units)
 MM_PER_UNIT = 50.0           # 1 scene unit = 50 mm
 
 
-def rig_intrinsics(size: int = MOFANERF_SIZE) -> Intrinsics:
-    """The training camera's intrinsics for a ``size x size`` image (focal scales with size)."""
-    factor = size / MOFANERF_SIZE
-    half = MOFANERF_SIZE / 2.0
-    return Intrinsics(size, size, MOFANERF_FOCAL * factor, MOFANERF_FOCAL * factor, half * factor, half * factor)
-
-
-def frontal_c2w(radius: float = MOFANERF_RADIUS) -> np.ndarray:
+def frontal_c2w(radius: float = RADIUS) -> np.ndarray:
     """``[4, 4]`` OpenGL camera-to-world pose of the frontal training view (camera at (0, 0, radius))."""
     return mofanerf_pose(0.0, 0.0, radius).double().numpy()
 
@@ -55,7 +46,7 @@ class FaceTemplate:
 
     @classmethod
     def from_millimetres(cls, landmarks_mm: np.ndarray, vertices_mm: np.ndarray, faces: np.ndarray,
-                         image_size: int = MOFANERF_SIZE) -> "FaceTemplate":
+                         image_size: int = BASE_RESOLUTION) -> "FaceTemplate":
         """Build from TU-frame millimetre arrays ``[68, 3]``, ``[V, 3]`` and faces ``[F, 3]``."""
         landmarks_mm = np.asarray(landmarks_mm, dtype=np.float64)
         if landmarks_mm.shape != (68, 3):
@@ -68,7 +59,7 @@ class FaceTemplate:
         )
 
 
-def load_template(image_size: int = MOFANERF_SIZE) -> FaceTemplate:
+def load_template(image_size: int = BASE_RESOLUTION) -> FaceTemplate:
     """The mean synthetic head (:func:`facenerf.data.synthetic.canonical_landmarks_3d`, ``mean_head_mesh``)."""
     from facenerf.data.synthetic import canonical_landmarks_3d, mean_head_mesh
 

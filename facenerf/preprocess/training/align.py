@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from facenerf.config import option
 from facenerf.data.facescape import expression_from_stem, identity_folders
 from facenerf.data.meshio import ObjMesh, clip_mesh, read_mtl, read_obj, texture_path, write_mtl, write_obj
 from facenerf.data.synthetic import EXPRESSIONS, canonical_landmarks_3d
@@ -41,10 +42,12 @@ class AlignOptions:
     0 reproduces the original code's ``maxDistance[new_id]``. ``clip_radius`` (mm) overrides the
     file; ``no_clip`` keeps every face. ``output_ids``: ``new`` (TU ids) or ``old`` (folder ids)."""
 
-    max_distance_base: int = 1
-    clip_radius: float | None = None
-    no_clip: bool = False
-    output_ids: str = "new"
+    max_distance_base: int = option(1, "maxDistance.npy entry of id n is n - base (1: ids start at 1; "
+                                       "0: the original code)", choices=(0, 1))
+    clip_radius: float | None = option(None, "clip radius in mm instead of maxDistance.npy")
+    no_clip: bool = option(False, "keep every face")
+    output_ids: str = option("new", "name output folders by TU (new) id or by the raw folder (old) id",
+                             choices=("new", "old"))
 
 
 @dataclass

@@ -27,6 +27,7 @@ from typing import Callable
 
 import numpy as np
 
+from facenerf.config import option
 from facenerf.data.facescape import expression_from_stem, identity_folders
 from facenerf.data.synthetic import EXPRESSIONS
 from facenerf.errors import FaceNerfError, OutputError
@@ -45,12 +46,18 @@ MOFANERF_ROTATION = 0.666   # unused field kept for compatibility with MoFaNeRF'
 class RenderOptions:
     """Settings shared by every job of one run."""
 
-    resolution: int = 512
+    resolution: int = option(rig.BASE_RESOLUTION, f"image size; focal {rig.BASE_FOCAL:g} px at "
+                                                  f"{rig.BASE_RESOLUTION} scales with it")
     views: tuple[rig.View, ...] = tuple(rig.all_views())
-    seed: int = 0
-    n_test: int | None = None
-    n_val: int = 0
-    double_sided: bool = True
+    seed: int = option(0, "seed of the random test/val split")
+    n_test: int | None = option(None, "test views per expression (default: 20 of 120, scaled)", key="test_views")
+    n_val: int = option(0, "separate val views per expression (0: val = test, as MoFaNeRF)", key="val_views")
+    cull_back_faces: bool = option(False, "hide back faces (default: draw both sides, so open boundaries do not "
+                                          "show the background)")
+
+    @property
+    def double_sided(self) -> bool:
+        return not self.cull_back_faces
 
 
 @dataclass

@@ -48,9 +48,15 @@ class View:
 
     def c2w(self) -> np.ndarray:
         """Camera-to-world pose [4, 4] (OpenGL convention, scene units)."""
-        from facenerf.core.cameras import mofanerf_pose
+        return mofanerf_pose(float(self.pitch), self.yaw_deg).numpy().astype(np.float64)
 
-        return mofanerf_pose(float(self.pitch), self.yaw_deg, RADIUS).numpy().astype(np.float64)
+
+def mofanerf_pose(pitch_deg: float, yaw_deg: float, radius: float = RADIUS):
+    """Camera-to-world pose ``[4, 4]`` float32 tensor (OpenGL) of a rig camera: on the sphere of
+    ``radius`` looking at the head, positive pitch above it (:func:`facenerf.core.cameras.orbit_pose`)."""
+    from facenerf.core.cameras import orbit_pose
+
+    return orbit_pose(pitch_deg, yaw_deg, radius)
 
 
 def all_views() -> list[View]:

@@ -1,6 +1,6 @@
 """Compare a processed dataset with a synthetic talking head's ground truth.
 
-``python -m facenerf.preprocess.video.evaluate data/NAME data/talk/ground_truth`` prints the
+``python -m facenerf.tools.video_evaluate data/NAME data/talk/ground_truth`` prints the
 head-rotation error (mean, median, max; degrees), the per-coefficient correlation with the true
 coefficients (on the kept frames, for coefficients whose truth varies), the landmark error and
 the head-mask IoU, and writes them to ``--out`` as JSON when asked.
@@ -9,7 +9,6 @@ the head-mask IoU, and writes them to ``--out`` as JSON when asked.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -67,31 +66,3 @@ def compare(dataset: str | Path, truth: str | Path, mask_frames: int = 20) -> di
             "correlation": correlations(estimate, gt[:, [gt_names.index(n) for n in shared]], shared),
             "landmark_error_px": round(float(np.mean(landmark)), 3),
             "head_mask_iou": round(float(np.mean(head_iou)), 4)}
-
-
-def main(argv: list[str] | None = None) -> int:
-    from facenerf.config import make_parser, parse_args
-    from facenerf.io import write_json
-
-    parser = make_parser("Compare a processed talking-head dataset with the generator's ground truth.",
-                         prog="python -m facenerf.preprocess.video.evaluate")
-    parser.add_argument("dataset", help="folder written by data_utils/process.py")
-    parser.add_argument("truth", help="ground_truth folder written by python -m facenerf.data.synthetic.talking_head")
-    parser.add_argument("--out", default=None, help="write the numbers to this JSON file")
-    args = parse_args(parser, argv)
-    result = compare(args.dataset, args.truth)
-    rot = result["rotation_error_deg"]
-    print(f"{result['frames']} frames: head rotation error mean {rot['mean']:.2f} deg, median {rot['median']:.2f}, "
-          f"max {rot['max']:.2f}; landmarks {result['landmark_error_px']:.2f} px; head mask IoU "
-          f"{result['head_mask_iou']:.3f}")
-    for name, r in result["correlation"].items():
-        print(f"  {name:16s} r = {'constant in the truth' if r is None else f'{r:+.3f}'}")
-    if args.out:
-        write_json(args.out, result, indent=1)
-    return 0
-
-
-if __name__ == "__main__":
-    from facenerf.errors import run_cli
-
-    run_cli(lambda: main(sys.argv[1:]))

@@ -30,8 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
+from facenerf.config import option
 from facenerf.errors import FaceNerfError
-from facenerf.io import remove_stale_temporaries, write_json
+from facenerf.io import VIDEO_FPS, remove_stale_temporaries, write_json
 
 STAGES = ("frames", "landmarks", "tracking", "masks", "dataset", "preview")
 STAGE_OUTPUTS = {
@@ -47,25 +48,26 @@ STAGE_OUTPUTS = {
 
 @dataclass
 class ProcessSettings:
-    """Everything ``data_utils/process.py`` can set (see its ``--help``)."""
+    """Everything ``data_utils/process.py`` can set (its options: the fields declared with ``option``)."""
 
     video: Path
     out: Path
-    fps: float = 25.0
-    test_num: int | None = None          # held-out last kept frames (default 10 %, at least 1)
-    expr_file: Path | None = None        # per-frame coefficients from another tracker
-    upsample: int | None = None          # dlib HOG up-sampling (None: from the frame size)
-    max_gap: int = 5                     # longest run of missed detections carried over (frames)
-    smooth_landmarks: float = 0.7        # Gaussian sigma in frames
-    smooth_pose: float = 1.0
-    smooth_expression: float = 0.7
-    focal: float | None = None           # pixels; None estimates one for the clip
-    mask_samples: int = 24
-    min_frames: int = 50
-    preview: bool = True
-    jpeg_quality: int = 95
+    fps: float = option(float(VIDEO_FPS), "frame rate the video is resampled to")
+    test_num: int | None = option(None, "last frames held out (default: 10%, at least 1)")
+    expr_file: Path | None = option(None, "per-frame coefficients from another tracker (.csv or .npy, one row "
+                                          "per frame at --fps)")
+    upsample: int | None = option(None, "dlib HOG up-sampling (default: from the frame size)")
+    max_gap: int = option(5, "longest detection miss carried over, in frames")
+    smooth_landmarks: float = option(0.7, "temporal smoothing sigma of the landmarks (frames)")
+    smooth_pose: float = option(1.0, "temporal smoothing sigma of the pose (frames)")
+    smooth_expression: float = option(0.7, "temporal smoothing sigma of the expression (frames)")
+    focal: float | None = option(None, "focal length in pixels (default: estimated for the clip)")
+    mask_samples: int = option(24, "frames segmented to build the background plate")
+    min_frames: int = option(50, "fewest frames with a face to accept")
+    preview: bool = option(True, "write preview.mp4")
+    jpeg_quality: int = option(95, "JPEG quality of the frames (1-100)")
     progress: bool = True
-    predictor: str | None = None         # dlib 68-point model file (default: face_recognition_models)
+    predictor: str | None = option(None, "dlib 68-point model file (default: face_recognition_models)")
 
     def key(self, *names: str) -> str:
         values = {name: str(getattr(self, name)) for name in names}
