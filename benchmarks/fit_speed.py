@@ -44,14 +44,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from mofanerf_setup import add_setup_args, prepare, procedural_fit_case  # noqa: E402
 
-from facenerf.io import write_text  # noqa: E402
-from facenerf.config import parse_args  # noqa: E402
+from facenerf.cli import parse_args  # noqa: E402
 from facenerf.errors import FaceNerfError, run_cli  # noqa: E402
 from facenerf.fitting.fitter import Fitter  # noqa: E402
-from facenerf.fitting.options import build_fit_parser  # noqa: E402
+from facenerf.fitting.options import build_fit_parser, fit_command_from_args  # noqa: E402
 from facenerf.fitting.views import FaceState, corrected_pose, heldout_psnr  # noqa: E402
-from facenerf.fitting.workflow import fit_settings  # noqa: E402
+from facenerf.io import write_text  # noqa: E402
 from facenerf.runtime import select_device  # noqa: E402
+
+DEFAULT_FIT_RAYS = 1024  # rays per iteration of the procedural case (a training run's N_rand otherwise)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,26 +70,27 @@ def build_parser():
     return parser
 
 
-def data_case(args, device):
-    """Model, render settings, target, held-out views and code statistics from --ckpt/--data (as run_fit.py)."""
+def data_case(args, cmd, device):
+    """Model, render settings, target, held-out views, code statistics and fit settings from
+    --ckpt/--data (as run_fit.py loads them)."""
     from facenerf.data.facescape import parse_multiview
-    from facenerf.fitting.from_checkpoint import explicit_keys
     from facenerf.fitting.inputs import load_target, sibling_views
-    from facenerf.fitting.workflow import load_code_statistics, load_model
+    from facenerf.fitting.workflow import fit_settings, load_code_statistics
+    from facenerf.models.mofanerf.checkpoints import load_run
 
-    args.datadir = args.data
-    loaded = load_model(args, device, explicit_keys(build_parser, args, sys.argv[1:]) | {"datadir"})
+    loaded = load_run(args.ckpt, cmd.source.overrides)
     data = parse_multiview(args.data, split="test")
     ident = args.fit_identity or sorted(data.identities, key=lambda s: (len(s), s))[0]
     if ident not in data.identities:
         raise FaceNerfError(f"identity {ident} has no test views in {args.data}")
     frames = data.identities[ident].frames
     frame = next((f for f in frames if f.expression == 1), frames[0])  # a non-neutral face when there is one
-    target = load_target(frame.image_path, None, args.fit_size, args.focal, args.near, args.far)
-    views = sibling_views(target, args.eval_views)
-    stats = load_code_statistics(args, loaded)
-    return loaded.model, loaded.render_settings, target, views, stats, {"weights": str(loaded.checkpoint),
-                                                                        "step": loaded.step}
+    render = loaded.run.render
+    target = load_target(frame.image_path, None, cmd.input.fit_size, cmd.input.focal, render.near, render.far)
+    views = sibling_views(target, cmd.output.eval_views)
+    stats = load_code_statistics(cmd.code_stats, loaded)
+    source = {"weights": str(loaded.checkpoint), "step": loaded.step}
+    return loaded.model, loaded.render_settings, target, views, stats, source, fit_settings(cmd.fit, loaded)
 
 
 def _sync(device):
@@ -96,11 +98,11 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
-def run_fit(model, target, stats, settings, render, device, reference: bool, iterations: int):
+def run_fit(model, target, stats, settings, render, device, runtime, reference: bool, iterations: int):
     """One fit from the deterministic start; returns (fitter, seconds, mean samples per ray).
     Seconds are synchronised wall time on CUDA, process CPU time on a (shared) CPU."""
-    fitter = Fitter(model, target, stats, replace(settings, fast_render=not reference,
-                                                  amp="none" if reference else settings.amp), render, device)
+    fitter = Fitter(model, target, stats, replace(settings, fast_render=not reference), render, device,
+                    replace(runtime, amp="none" if reference else runtime.amp))
     if reference:  # as in the original: out of the optimiser but still requiring gradients
         for p in model.parameters():
             p.requires_grad_(True)
@@ -145,29 +147,30 @@ def main(argv: list[str] | None = None) -> int:
         argv = ["-c", str(ROOT / "configs" / ("fit.txt" if cuda else "fit_tiny.txt"))] + argv
     parser = build_parser()
     args = parse_args(parser, argv)
-    args.progress = False
-    device = select_device(args.device)
+    cmd = fit_command_from_args(args)
+    runtime = replace(cmd.runtime, progress=False)
+    device = select_device(runtime.device)
     if device.type == "cpu":
-        torch.set_num_threads(max(1, args.threads))
+        torch.set_num_threads(max(1, runtime.threads))
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     if args.data:
-        model, render, target, views, stats, source = data_case(args, device)
+        model, render, target, views, stats, source, settings = data_case(args, cmd, device)
     else:
         prep = prepare(args, device)
         model, render, source = prep.model, prep.render, prep.source
-        target, views, stats = procedural_fit_case(prep, args.fit_size, args.eval_views)
+        target, views, stats = procedural_fit_case(prep, cmd.input.fit_size, cmd.output.eval_views)
+        settings = cmd.fit if cmd.fit.n_rays else replace(cmd.fit, n_rays=DEFAULT_FIT_RAYS)
     if not views:
         raise FaceNerfError("the target has no held-out views to score the fit on")
     views = eval_views(views, args.eval_size)
-    settings = fit_settings(args, model.cfg.n_expressions)
     total = settings.schedule.iterations
     ref_its = args.reference_iterations if args.reference_iterations >= 0 else (50 if device.type == "cuda" else 0)
     ref_its = min(ref_its or total, total)
     with torch.no_grad():  # warm-up outside the timing (allocator, kernels)
         model.render_image(target_rays(target, device), model.face_codes(stats.shape_mean.to(device)[None],
                            expression_index=0, texture=stats.texture_mean.to(device)[None]), 8, 8, fast=False)
-    ours, t_ours, spp_ours = run_fit(model, target, stats, settings, render, device, False, total)
-    ref, t_ref, spp_ref = run_fit(model, target, stats, settings, render, device, True, ref_its)
+    ours, t_ours, spp_ours = run_fit(model, target, stats, settings, render, device, runtime, False, total)
+    ref, t_ref, spp_ref = run_fit(model, target, stats, settings, render, device, runtime, True, ref_its)
     psnr_ours = heldout(model, ours, views, render)
     psnr_ref = heldout(model, ref, views, render) if ref_its == total else None
     result = {
@@ -176,8 +179,8 @@ def main(argv: list[str] | None = None) -> int:
         "torch": torch.__version__, "load_average_at_start": round(load, 2),
         **{f"weights_{k}": v for k, v in source.items()}, "target": target.name,
         "config": str(Path(args.config).resolve().relative_to(ROOT)) if args.config else "",
-        "iterations": total, "fit_size": args.fit_size, "rays_per_iteration": settings.n_rays,
-        "samples": [render.n_samples, render.n_importance], "amp_ours": settings.amp,
+        "iterations": total, "fit_size": cmd.input.fit_size, "rays_per_iteration": settings.n_rays,
+        "samples": [render.n_samples, render.n_importance], "amp_ours": runtime.amp,
         "ours_s": round(t_ours, 3), "reference_s": round(t_ref * total / ref_its, 3),
         "reference_iterations_timed": ref_its, "speedup": round(t_ref * total / ref_its / t_ours, 3),
         "samples_per_ray_ours": round(spp_ours, 2), "samples_per_ray_reference": round(spp_ref, 2),

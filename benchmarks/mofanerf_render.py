@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from mofanerf_setup import add_setup_args, data_render_case, heldout_view, image_psnr, prepare, procedural_codes  # noqa: E402
 
-from facenerf.config import make_parser, parse_args, str2bool  # noqa: E402
+from facenerf.cli import bool_flag, make_parser, parse_args  # noqa: E402
 from facenerf.core.rays import image_rays  # noqa: E402
 from facenerf.errors import run_cli  # noqa: E402
 from facenerf.runtime import autocast, select_device, seed_everything  # noqa: E402
@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--res", type=int, default=0, help="image side (default 128 on CPU, 512 on CUDA)")
     parser.add_argument("--amp", choices=["none", "bf16", "fp16"], default="bf16", help="CUDA: autocast of the fast path")
-    parser.add_argument("--compile", type=str2bool, default=True, help="CUDA: also time torch.compile'd networks")
+    parser.add_argument("--compile", **bool_flag(True, "CUDA: also time torch.compile'd networks"))
     parser.add_argument("--repeat", type=int, default=2, help="timed repetitions (best is kept)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(RESULTS))

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +38,7 @@ from facenerf.fitting.inputs import FitTarget
 from facenerf.fitting.stats import CodeStatistics
 from facenerf.metrics import psnr
 from facenerf.models.mofanerf.checkpoints import load_mofanerf, save_mofanerf
-from facenerf.models.mofanerf.config import MoFaNeRFConfig
+from facenerf.models.mofanerf.config import MoFaNeRFConfig, MoFaNeRFRenderConfig, MoFaNeRFRunConfig
 from facenerf.models.mofanerf.model import FaceCodes, MoFaNeRF
 
 TINY = dict(netdepth=4, netwidth=64, netdepth_fine=4, netwidth_fine=64, skip=2, xyz_depth=2, multires=8,
@@ -131,11 +131,6 @@ def _procedural(device: torch.device, cfg: MoFaNeRFConfig, seed: int = 0) -> Fac
     return ds
 
 
-def _settings_from(config: dict, chunk: int = 4096) -> RenderSettings:
-    return RenderSettings(n_samples=int(config.get("N_samples", 64)), n_importance=int(config.get("N_importance", 64)),
-                          chunk_rays=chunk)
-
-
 def prepare(args, device: torch.device) -> Prepared:
     """The trained model (see the module docstring) on ``device``."""
     rec = recipe(device)
@@ -143,11 +138,11 @@ def prepare(args, device: torch.device) -> Prepared:
         raise FaceNerfError("--data needs the --ckpt trained on it")
     if args.ckpt:
         model, info = load_mofanerf(args.ckpt)
-        config = info["config"]
-        settings = _settings_from(config)
+        render = (info["run"] or MoFaNeRFRunConfig(model=model.cfg)).render.for_model(model.cfg)
+        settings = replace(render.settings(), chunk_rays=4096)
         source = {"weights": args.ckpt, "step": info["step"]}
         faces = None if args.data else _procedural(device, model.cfg)
-        near_far = (float(config.get("near", 8.0)), float(config.get("far", 26.0)))
+        near_far = (render.near, render.far)
     else:
         model = MoFaNeRF(MoFaNeRFConfig(**rec["sizes"]), lrate=rec["lr"],
                          train_settings=RenderSettings(*rec["samples"], perturb=True)).to(device)
@@ -157,9 +152,9 @@ def prepare(args, device: torch.device) -> Prepared:
         near_far = rec["near_far"]
         source = {"weights": "trained in the script on procedural faces", **summary}
         if args.save_model:
-            save_mofanerf(args.save_model, model, summary["steps"],
-                          {"N_samples": rec["samples"][0], "N_importance": rec["samples"][1],
-                           "near": near_far[0], "far": near_far[1]})
+            run = MoFaNeRFRunConfig(model=model.cfg, render=MoFaNeRFRenderConfig(
+                near=near_far[0], far=near_far[1], N_samples=rec["samples"][0], N_importance=rec["samples"][1]))
+            save_mofanerf(args.save_model, model, summary["steps"], run)
             source["saved_to"] = args.save_model
     model = model.to(device).eval()
     model.eval_settings = settings
