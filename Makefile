@@ -25,11 +25,11 @@ install: $(STAMP)
 
 # Headless OpenGL for pyrender: EGL (Mesa, no GPU needed) first, OSMesa from apt as the fallback.
 $(GLSTAMP): $(STAMP)
-	@platform=$$($(PY) -m facenerf.preprocess.training.gl 2>/dev/null) || { \
+	@platform=$$($(PY) -m facenerf.tools.gl_platform 2>/dev/null) || { \
 	  echo "EGL unavailable: installing OSMesa (libosmesa6) from apt"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq libosmesa6 >/dev/null; \
-	  platform=$$($(PY) -m facenerf.preprocess.training.gl) || exit 1; }; \
+	  platform=$$($(PY) -m facenerf.tools.gl_platform) || exit 1; }; \
 	echo "$$platform" > $@; echo "headless OpenGL: $$platform"
 
 gl: $(GLSTAMP)
@@ -41,7 +41,7 @@ demo: $(STAMP) $(GLSTAMP)
 	PYOPENGL_PLATFORM=$$(cat $(GLSTAMP)) DEMO_OUT=$(DEMO_OUT) PY=$(PY) bash scripts/demo.sh
 
 demo-core: $(STAMP)
-	$(PY) -m facenerf.demos.core_demo --out $(DEMO_OUT)/core
+	$(PY) -m facenerf.tools.core_demo --out $(DEMO_OUT)/core
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache

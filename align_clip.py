@@ -13,11 +13,14 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from facenerf.config import ensure_writable_dir, make_parser, parse_args, save_config, str2bool
+from facenerf.cli import add_options, from_namespace, make_parser, namespace_values, parse_args
 from facenerf.errors import FaceNerfError, run_cli
 
 
 def build_parser():
+    from facenerf.preprocess.training.align import AlignOptions
+    from facenerf.runtime import RunSettings
+
     parser = make_parser(__doc__.strip().splitlines()[0], prog="align_clip.py")
     parser.add_argument("--data", default="data", help="dataset root holding models_raw/ and predef/")
     parser.add_argument("--models_raw", default=None, help="raw scans (default: {data}/models_raw)")
@@ -27,34 +30,35 @@ def build_parser():
     parser.add_argument("--out", default=None, help="output folder (default: {data}/models_out)")
     parser.add_argument("--ids", default=None, help="comma list of identity folders (default: all)")
     parser.add_argument("--expressions", default="all", help="comma list of expressions (1..20, names or stems)")
-    parser.add_argument("--max_distance_base", type=int, choices=(0, 1), default=1,
-                        help="maxDistance.npy entry of id n is n - base (1: ids start at 1; 0: original code)")
-    parser.add_argument("--clip_radius", type=float, default=None, help="clip radius in mm instead of maxDistance.npy")
-    parser.add_argument("--no_clip", action="store_true", help="keep every face")
-    parser.add_argument("--output_ids", choices=("new", "old"), default="new",
-                        help="name output folders by TU (new) id or by the raw folder (old) id")
-    parser.add_argument("--progress", type=str2bool, default=True, help="show a progress bar")
+    add_options(parser, AlignOptions)
+    add_options(parser, RunSettings, only=("progress",))
     return parser
 
 
 def main(argv=None) -> int:
     args = parse_args(build_parser(), argv)
+    from facenerf.config import save_config
     from facenerf.data.synthetic import parse_expression_list
+    from facenerf.io import ensure_writable_dir
     from facenerf.preprocess.training import align
 
     data = Path(args.data)
     models_raw = Path(args.models_raw or data / "models_raw")
     if not models_raw.is_dir():
         raise FaceNerfError(f"raw meshes not found: {models_raw} (pass --models_raw or --data)")
+    predef_dir = Path(args.predef or data / "predef")
+    predef = align.load_predef(predef_dir, Path(args.landmarks) if args.landmarks else data / "landmarks_3d.npy",
+                               data_root=data)
+    opts = from_namespace(align.AlignOptions, args)
+    notes = align.check_predef(predef_dir, predef, opts)
     out = ensure_writable_dir(args.out or data / "models_out")
-    predef = align.load_predef(Path(args.predef or data / "predef"),
-                               Path(args.landmarks) if args.landmarks else data / "landmarks_3d.npy", data_root=data)
-    opts = align.AlignOptions(args.max_distance_base, args.clip_radius, args.no_clip, args.output_ids)
+    save_config(namespace_values(args), out, "align_config.txt")
+    for line in notes:
+        print(line)
     results, problems = align.align_dataset(
         models_raw, out, predef, opts,
         ids=[s.strip() for s in args.ids.split(",")] if args.ids else None,
         expressions=parse_expression_list(args.expressions), progress=args.progress)
-    save_config(args, out, "align_config.txt")
     return align.print_summary(results, problems, out)
 
 

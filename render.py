@@ -2,11 +2,11 @@
 
     python render.py --data data --resolution 128 --views 24 --workers 2
 
-reads ``data/models_out/{id}/{k}_{name}.obj`` (+ texture), or FaceScape's TU models
-``data/facescape_trainset/{id}/models_reg/{k}_{name}.obj`` when there is no ``models_out``, and writes
+reads ``data/models_out/{id}/{k}_{name}.obj`` (+ texture) and writes
 ``data/multiViewImages/{id}/{name}/{pitch}_{yawIndex}.png`` with per-expression and
 per-identity camera files (``transforms_{train,val,test,all}_{id}.json``) and a report of
-everything that failed. Re-running skips finished views. See data/README.md for the formats.
+everything that failed. Re-running skips finished views (Ctrl-C or kill -9 lose at most the
+views in progress). See data/README.md for the formats.
 """
 
 from __future__ import annotations
@@ -14,11 +14,14 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from facenerf.config import ensure_writable_dir, make_parser, parse_args, save_config, str2bool
+from facenerf.cli import add_options, from_namespace, make_parser, namespace_values, parse_args
 from facenerf.errors import FaceNerfError, run_cli
 
 
 def build_parser():
+    from facenerf.preprocess.training.multiview import RenderOptions
+    from facenerf.runtime import RunSettings
+
     parser = make_parser(__doc__.strip().splitlines()[0], prog="render.py")
     parser.add_argument("--data", default="data", help="dataset root holding models_out/")
     parser.add_argument("--models_out", default=None,
@@ -27,23 +30,15 @@ def build_parser():
     parser.add_argument("--out", default=None, help="output root (default: {data}/multiViewImages)")
     parser.add_argument("--landmarks", default=None,
                         help="[ids, 20, 68, 3] landmark array in mm (default: {data}/landmarks_3d.npy if present)")
-    parser.add_argument("--resolution", type=int, default=512, help="image size; focal 1200 px at 512 scales with it")
     parser.add_argument("--views", type=int, default=None, help="render this many views spread over the rig (default: all 120)")
     parser.add_argument("--pitches", default=None, help="comma list of pitches to keep, e.g. -15,0,15")
     parser.add_argument("--yaws", default=None, help="comma list of yaw indices 0..19 to keep")
     parser.add_argument("--ids", default=None, help="comma list of identity folders to render (default: all)")
     parser.add_argument("--expressions", default="all", help="comma list of expressions (1..20, names or stems)")
-    parser.add_argument("--test_views", type=int, default=None, help="test views per expression (default: 20 of 120, scaled)")
-    parser.add_argument("--val_views", type=int, default=0, help="separate val views per expression (0: val = test, as MoFaNeRF)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random test/val split")
     parser.add_argument("--workers", type=int, default=1, help="parallel render processes")
     parser.add_argument("--gl", default="auto", help="headless GL platform: auto, egl or osmesa")
-    parser.add_argument("--double_sided", action="store_true",
-                        help="draw back faces too (default: culled, as the original render.py)")
-    parser.add_argument("--pixel_center", type=float, default=0.5, choices=(0.0, 0.5),
-                        help="pixel (i, j) shows the ray through (i + c, j + c): 0.5 as the original render.py, 0 moves "
-                             "the principal point half a pixel; recorded in the camera files, training follows it")
-    parser.add_argument("--progress", type=str2bool, default=True, help="show a progress bar")
+    add_options(parser, RenderOptions)
+    add_options(parser, RunSettings, only=("progress",))
     return parser
 
 
@@ -64,23 +59,29 @@ def main(argv=None) -> int:
     if not models_out.is_dir():
         raise FaceNerfError(f"meshes not found: neither {data / 'models_out'} nor {data / 'facescape_trainset'} exists "
                             "(run align_clip.py first, or pass --models_out)")
-    if args.resolution < 8 or args.workers < 1:
+    from facenerf.preprocess.training.multiview import RenderOptions
+
+    opts = from_namespace(RenderOptions, args)
+    if opts.resolution < 8 or args.workers < 1:
         raise FaceNerfError("--resolution must be at least 8 and --workers at least 1")
     from facenerf.preprocess.training.gl import select_gl_platform
 
     platform = select_gl_platform(args.gl)    # before anything imports pyrender
+    from dataclasses import replace
+
+    from facenerf.config import save_config
     from facenerf.data.synthetic import parse_expression_list
+    from facenerf.io import ensure_writable_dir
     from facenerf.preprocess.training import multiview, rig
 
     out = ensure_writable_dir(args.out or data / "multiViewImages")
+    save_config(namespace_values(args), out, "render_config.txt")
     landmarks_path = Path(args.landmarks) if args.landmarks else data / "landmarks_3d.npy"
-    opts = multiview.RenderOptions(
-        resolution=args.resolution, seed=args.seed, n_test=args.test_views, n_val=args.val_views,
-        views=tuple(rig.select_views(args.views, _ints(args.pitches, "--pitches"), _ints(args.yaws, "--yaws"))),
-        double_sided=args.double_sided, pixel_center=args.pixel_center)
+    opts = replace(opts, views=tuple(rig.select_views(args.views, _ints(args.pitches, "--pitches"),
+                                                      _ints(args.yaws, "--yaws"))))
     from facenerf.preprocess.training.align import read_landmark_indices
 
-    indices, _ = read_landmark_indices([data / "predef", data])
+    indices, _ = read_landmark_indices([data / "predef", data])   # for TU models without landmark files
     report = multiview.render_dataset(
         models_out, out, opts, args.workers, platform,
         ids=[s.strip() for s in args.ids.split(",")] if args.ids else None,
@@ -88,7 +89,6 @@ def main(argv=None) -> int:
         landmarks=multiview.load_landmark_array(landmarks_path if args.landmarks != "" else None),
         progress=args.progress, landmark_indices=indices)
     print(f"meshes from {models_out}")
-    save_config(args, out, "render_config.txt")
     return multiview.print_summary(report, out)
 
 

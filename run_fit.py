@@ -3,14 +3,15 @@
     python run_fit.py -c configs/fit.txt --filePath data/fit/segRelRes/1.png
     python run_fit.py -c configs/fit.txt --filePath data/fit/segRelRes/1.png --renderType rendering
 
-The network's sizes, ray bounds, sample counts and training data come from the checkpoint;
-keys set in the config or on the command line win (architecture keys must match it).
+The network's sizes, ray bounds, sample counts and training data come from the checkpoint's
+stored run config; keys set in the config or on the command line win (architecture keys must
+match it).
 See ``python run_fit.py --help`` for every mode and option.
 """
 
 from __future__ import annotations
 
-from facenerf.config import parse_args, save_config
+from facenerf.cli import parse_args
 from facenerf.errors import run_cli
 
 
@@ -30,36 +31,36 @@ def _print_summary(summary: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from facenerf.fitting.from_checkpoint import explicit_keys
-    from facenerf.fitting.options import build_fit_parser, check_fit_args
+    from facenerf.fitting.options import build_fit_parser, fit_command_from_args
 
-    args = parse_args(build_fit_parser(), argv)
-    explicit = explicit_keys(build_fit_parser, args, argv)  # the rest comes from the checkpoint
-    check_fit_args(args)
+    cmd = fit_command_from_args(parse_args(build_fit_parser(), argv))
+    cmd.check_inputs()
+    from facenerf.config import save_config
     from facenerf.fitting import modes, workflow
+    from facenerf.models.mofanerf.checkpoints import load_source
     from facenerf.runtime import select_device, seed_everything
 
-    device = select_device(args.device)
-    seed_everything(args.seed)
-    if args.threads > 0:
-        import torch
-
-        torch.set_num_threads(args.threads)
-    loaded = workflow.load_model(args, device, explicit)
-    if args.renderType in ("fitting", "swap", "random"):
-        stats = workflow.load_code_statistics(args, loaded)
-    if args.renderType == "fitting":
-        summary = workflow.run_fitting(args, loaded, stats, device)
-        save_config(args, summary["out_dir"], "fit_config.txt")
+    device = select_device(cmd.runtime.device)
+    seed_everything(cmd.runtime.seed)
+    cmd.runtime.apply_threads()
+    loaded = load_source(cmd.source)
+    loaded.model.to(device)
+    for note in loaded.notes:
+        print(f"note: {note}")
+    if cmd.render_type in ("fitting", "swap", "random"):
+        stats = workflow.load_code_statistics(cmd.code_stats, loaded)
+    if cmd.render_type == "fitting":
+        summary = workflow.run_fitting(cmd, loaded, stats, device)
+        save_config(workflow.resolved_options(cmd, loaded), summary["out_dir"], "fit_config.txt")
         _print_summary(summary)
         return 0
-    runners = {"rendering": lambda: modes.run_rendering(args, loaded),
-               "expression": lambda: modes.run_expression(args, loaded),
-               "swap": lambda: modes.run_swap(args, loaded, stats),
-               "random": lambda: modes.run_random(args, loaded, stats),
-               "morph": lambda: modes.run_morph(args, loaded),
-               "mesh": lambda: modes.run_mesh(args, loaded)}
-    for path in runners[args.renderType]():
+    runners = {"rendering": lambda: modes.run_rendering(cmd, loaded),
+               "expression": lambda: modes.run_expression(cmd, loaded),
+               "swap": lambda: modes.run_swap(cmd, loaded, stats),
+               "random": lambda: modes.run_random(cmd, loaded, stats),
+               "morph": lambda: modes.run_morph(cmd, loaded),
+               "mesh": lambda: modes.run_mesh(cmd, loaded)}
+    for path in runners[cmd.render_type]():
         print(f"wrote {path}")
     return 0
 

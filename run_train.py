@@ -4,22 +4,23 @@ Reads FaceScape-format multi-view renders (``--datadir``), trains the morphable 
 writes everything to ``basedir/expname/``: the resolved ``config.txt``, ``checkpoints/``
 (every ``i_weights`` steps and on Ctrl-C; rerunning the same command resumes), validation
 strips ``val/step_*.png``, TensorBoard logs, and ``grid_ids_x_expressions.png`` at the end.
+An unreadable training image saves a checkpoint and stops with the file named
+(``--skip_bad_images true`` skips and counts such images instead).
 Data-parallel: ``torchrun --nproc_per_node=N run_train.py -c ...``.
 """
 
 from __future__ import annotations
 
-from facenerf.config import parse_args
+from facenerf.cli import parse_args
 from facenerf.errors import run_cli
-from facenerf.models.mofanerf.options import build_train_parser, check_train_args
+from facenerf.models.mofanerf.options import build_train_parser, run_config_from_args
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(build_train_parser(), argv)
-    check_train_args(args)
+    run = run_config_from_args(parse_args(build_train_parser(), argv))
     from facenerf.models.mofanerf.training import train
 
-    summary = train(args)
+    summary = train(run)
     if summary.get("world_size", 1) > 1 and "grid" in summary:
         state = "in sync" if summary["ranks_in_sync"] else "NOT in sync (please report this)"
         print(f"{summary['world_size']} data-parallel processes; parameters of all ranks {state}")
@@ -29,6 +30,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"trained to step {summary['step']}{note}; outputs in {summary['out_dir']} "
               f"(checkpoint {summary.get('checkpoint')}, grid {summary['grid']}, "
               f"grid PSNR {summary['grid_psnr']:.2f} dB)")
+    if summary.get("bad_images"):
+        print(f"skipped {len(summary['bad_images'])} unreadable training image(s) (skip_bad_images = true): "
+              + ", ".join(summary["bad_images"][:5]) + (" ..." if len(summary["bad_images"]) > 5 else ""))
     return 0
 
 

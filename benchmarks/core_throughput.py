@@ -32,8 +32,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from facenerf.io import write_text  # noqa: E402
 from facenerf.core import volume_rendering as vr  # noqa: E402
-from facenerf.core.cameras import Intrinsics, mofanerf_pose  # noqa: E402
+from facenerf.core.cameras import Intrinsics, orbit_pose  # noqa: E402
 from facenerf.core.encodings import (  # noqa: E402
     HASH_PRIMES, FrequencyEncoding, HashGridEncoding, SHEncoding, hash_grid_encode)
 from facenerf.core.mlp import MLP  # noqa: E402
@@ -199,7 +200,7 @@ def bench_hash(device, n_points, repeats):
 
 
 def bench_composite(device, rays, n_samples, repeats):
-    settings = RenderSettings(n_samples=n_samples)
+    settings = RenderSettings(n_samples=n_samples, n_importance=0)
     t = stratified_samples(rays.near, rays.far, n_samples, False)
     density = (torch.rand(t.shape, device=device) * 2).requires_grad_(True)
     rgb = torch.rand(*t.shape, 3, device=device).requires_grad_(True)
@@ -215,7 +216,7 @@ def bench_composite(device, rays, n_samples, repeats):
 
 
 def bench_render(device, rays, n_samples, repeats):
-    settings = RenderSettings(n_samples=n_samples)
+    settings = RenderSettings(n_samples=n_samples, n_importance=0)
     rows = []
     for field_name, field in (("hash+MLP field", HashField()), ("frequency MLP field", FrequencyField())):
         field = field.to(device)
@@ -237,7 +238,7 @@ def bench_march(device, rays, n_samples, repeats):
     with torch.no_grad():
         per_ray = float(render_rays_marched(rays, field, grid, march)["n_samples"].mean())
     ours = fwd_bwd(lambda: render_rays_marched(rays, field, grid, march)["rgb"], None)
-    ref = fwd_bwd(lambda: render_rays(rays, field, None, RenderSettings(n_samples=n_samples))["rgb"], None)
+    ref = fwd_bwd(lambda: render_rays(rays, field, None, RenderSettings(n_samples=n_samples, n_importance=0))["rgb"], None)
     row = compare(f"ball scene: marching vs dense {n_samples} samples", "rays", len(rays), ours, ref, device, repeats)
     row.update({"field_evals_per_ray_ours": per_ray, "field_evals_per_ray_reference": n_samples,
                 "step_size": step, "grid_resolution": 64})
@@ -261,7 +262,7 @@ def describe_device(device):
 def write_results(out_dir, device, meta, rows):
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = out_dir / f"core_throughput_{device.type}"
-    stem.with_suffix(".json").write_text(json.dumps({**meta, "results": rows}, indent=2))
+    write_text(stem.with_suffix(".json"), json.dumps({**meta, "results": rows}, indent=2))
     lines = [f"# Core throughput on {meta['device_name']}", "",
              f"torch {meta['torch']}, device `{device}`, {meta['config']}.",
              f"Wall-clock best of interleaved runs; 1-minute load average when the run started: "
@@ -276,7 +277,7 @@ def write_results(out_dir, device, meta, rows):
     for r in marched:
         lines += ["", f"Marching evaluated {r['field_evals_per_ray_ours']:.1f} field samples per ray "
                       f"vs {r['field_evals_per_ray_reference']} for dense sampling."]
-    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    write_text(stem.with_suffix(".md"), "\n".join(lines) + "\n")
     return stem
 
 
@@ -285,7 +286,7 @@ def run_device(device, args):
     torch.manual_seed(0)
     side = int(round(args.rays ** 0.5))
     K = Intrinsics(side, side, 1.2 * side, 1.2 * side, side / 2, side / 2)
-    rays = image_rays(K, mofanerf_pose(10.0, 30.0, radius=3.0), 1.5, 4.5).to(device)
+    rays = image_rays(K, orbit_pose(10.0, 30.0, 3.0), 1.5, 4.5).to(device)
     print(f"{describe_device(device)}: {len(rays)} rays x {args.samples} samples")
     rows = bench_hash(device, len(rays) * args.samples, args.repeats)
     rows += bench_composite(device, rays, args.samples, args.repeats)

@@ -31,6 +31,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from facenerf.io import write_text  # noqa: E402
 from facenerf.engine.trainer import Trainer, TrainerConfig  # noqa: E402
 from facenerf.metrics import gaussian_window, ssim  # noqa: E402
 
@@ -198,7 +199,7 @@ def write_results(rows: list[dict], device: torch.device, args) -> Path:
             "threads": torch.get_num_threads(), "steps": args.steps, "repeats": args.repeats,
             "load_average_at_end": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
     stem = out_dir / f"engine_overhead_{device.type}"
-    stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    write_text(stem.with_suffix(".json"), json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
     lines = [f"# Engine and metrics overhead on {name} ({meta['threads']} torch threads)", "",
              f"torch {torch.__version__}, device `{device}`, {args.steps} steps, median of {args.repeats} "
              f"interleaved runs; ratio = ours / reference (above 1 = ours faster); load average at the end "
@@ -207,7 +208,7 @@ def write_results(rows: list[dict], device: torch.device, args) -> Path:
     for row in rows:
         lines.append(f"| {row['case']} | {row['ours']:.4g} {row['unit']} | {row['reference']:.4g} {row['unit']} "
                      f"| x{row['ratio']:.2f} |")
-    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    write_text(stem.with_suffix(".md"), "\n".join(lines) + "\n")
     return stem.with_suffix(".md")
 
 

@@ -1,7 +1,7 @@
 """Acceptance run for the RefineNet: does a short CPU training run improve held-out renders?
 
 Synthetic degraded-vs-sharp pairs (Gaussian blur, 2x down/up-sampling, noise; see
-``facenerf.data.pairs.Degradation``) stand in for (coarse NeRF render, ground truth). Training
+``facenerf.data.synthetic.degraded_pairs.Degradation``) stand in for (coarse NeRF render, ground truth). Training
 sources: procedural textures and the colour photos shipped with scikit-image (a dev
 dependency) except ``astronaut``; held out: crops of ``astronaut`` (a face) and unseen
 procedural textures. Training goes through the same ``train_refine`` + shared Trainer as
@@ -29,13 +29,16 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from facenerf.data.pairs import (Degradation, PairDataset, degraded_pair_items, procedural_image,  # noqa: E402
-                                 scan_pairs, write_pairs)
+from facenerf.data.pair_batches import PairDataset  # noqa: E402
+from facenerf.data.pairs import scan_pairs, write_pairs  # noqa: E402
+from facenerf.data.synthetic.degraded_pairs import Degradation, degraded_pair_items, procedural_image  # noqa: E402
 from facenerf.engine.checkpoint import CheckpointManager, load_checkpoint  # noqa: E402
-from facenerf.io import write_image  # noqa: E402
+from facenerf.io import write_image, write_text  # noqa: E402
 from facenerf.metrics import psnr, ssim  # noqa: E402
 from facenerf.models.refine.model import RefineConfig, RefineModel  # noqa: E402
-from facenerf.models.refine.training import PairEvaluator, RefineTrainSettings, train_refine  # noqa: E402
+from facenerf.models.refine.training import (PairEvaluator, RefineLocation, RefineRunConfig,  # noqa: E402
+                                             RefineTrainSettings, train_refine)
+from facenerf.runtime import RunSettings  # noqa: E402
 
 TRAIN_PHOTOS = ("chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry", "retina", "colorwheel")
 NET = RefineConfig(ngf=16, n_downsample_global=2, n_blocks_global=3, ndf=16, lr=5e-4)  # configs/refine_tiny.txt
@@ -98,7 +101,7 @@ def evaluate(run_dir: Path, heldout_root: Path, size: int, figure_path: Path) ->
     scan = scan_pairs(heldout_root / "train_A", heldout_root / "train_B")
     evaluator = PairEvaluator(PairDataset(scan.pairs, (size, size)))
     payload = load_checkpoint(CheckpointManager(run_dir / "checkpoints").latest())
-    model = RefineModel(RefineConfig.from_mapping(payload["config"]))
+    model = RefineModel(RefineRunConfig.from_checkpoint(payload["config"]).net)
     model.load_state_dict(payload["model_state"])
     refined = evaluator.refine_all(model.eval())
     renders, targets = evaluator.renders, evaluator.targets
@@ -131,13 +134,12 @@ def main() -> int:
     if not (work / "heldout" / "train_A").is_dir():
         make_datasets(work, args.size, 0, spec)
     run_dir = work / "run"
-    settings = RefineTrainSettings(out_dir=run_dir, render_dir=work / "train" / "train_A",
-                                   target_dir=work / "train" / "train_B", load_size=args.size, batch_size=4,
+    settings = RefineTrainSettings(location=RefineLocation(name=run_dir.name, checkpoints_dir=str(run_dir.parent)),
+                                   dataroot=str(work / "train"), load_size=args.size, batch_size=4,
                                    max_steps=args.steps, cache=True, val_fraction=0.0, log_every=100,
                                    save_every=500, eval_every=0)
-    config = {**NET.to_dict(), "load_size": args.size}
     start = time.perf_counter()
-    train_refine(settings, NET, torch.device("cpu"), config)
+    train_refine(RefineRunConfig(NET, settings, RunSettings(device="cpu")), torch.device("cpu"))
     seconds = time.perf_counter() - start
     result = evaluate(run_dir, work / "heldout", args.size, Path(args.figure))
     result.update(steps=args.steps, batch_size=4, size=args.size, train_seconds=round(seconds, 1),
@@ -146,7 +148,7 @@ def main() -> int:
                   torch=torch.__version__, load_average_1min=os.getloadavg()[0])
     out = ROOT / "benchmarks" / "results" / "refine_quality_cpu.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    write_text(out, json.dumps(result, indent=2))
     print(json.dumps({k: v for k, v in result.items() if k not in ("network", "degradation")}, indent=2))
     print(f"wrote {out} and {args.figure}")
     return 0

@@ -32,6 +32,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from facenerf.io import write_text  # noqa: E402
 from facenerf.models.refine.losses import lsgan_loss  # noqa: E402
 from facenerf.models.refine.model import RefineConfig, RefineModel  # noqa: E402
 
@@ -136,7 +137,7 @@ def write_results(device: torch.device, rows: list[dict], args, load: float) -> 
     out.mkdir(parents=True, exist_ok=True)
     meta = {"device": name, "torch": torch.__version__, "threads": torch.get_num_threads(), "repeats": args.repeats,
             "cpu": platform.processor() or platform.machine(), "load_average_1min_at_start": load}
-    (out / f"refine_speed_{tag}.json").write_text(json.dumps({**meta, "rows": rows}, indent=2))
+    write_text(out / f"refine_speed_{tag}.json", json.dumps({**meta, "rows": rows}, indent=2))
     lines = [f"# RefineNet speed on {name} ({meta['threads']} torch threads)", "",
              f"torch {torch.__version__}; best of {args.repeats} interleaved runs; 1-minute load average at "
              f"start {load:.2f}. Images per second; 'reference' = the same computation written the "
@@ -145,7 +146,7 @@ def write_results(device: torch.device, rows: list[dict], args, load: float) -> 
     lines += [f"| {r['case']} | {r['ours_images_per_s']:.3g} | {r['reference_images_per_s']:.3g} | "
               f"x{r['speedup']:.2f} |" for r in rows]
     path = out / f"refine_speed_{tag}.md"
-    path.write_text("\n".join(lines) + "\n")
+    write_text(path, "\n".join(lines) + "\n")
     return path
 
 

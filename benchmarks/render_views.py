@@ -32,21 +32,23 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from facenerf.io import write_text  # noqa: E402
+
 
 def _make_mesh(folder: Path, vertices: int, texture: int) -> Path:
     """One textured synthetic head written as OBJ + MTL (Kd 0 0 0) + JPG; returns the OBJ."""
-    import numpy as np
 
     from facenerf.data import synthetic as syn
     from facenerf.data.meshio import ObjMesh, write_mtl, write_obj
+    from facenerf.io import write_array_text, write_bytes
 
     topo = syn.head_topology(vertices)
     person = syn.sample_identity(0, 1)
     uv, face_uv = topo.uv_layout()
     mesh = ObjMesh(syn.expression_mesh(person, 0, topo), topo.faces(), uv, face_uv, "./1_neutral.obj.mtl", "m")
-    (folder / "1_neutral.jpg").write_bytes(syn.encode_jpeg(syn.texture_image(person, topo, texture)))
+    write_bytes(folder / "1_neutral.jpg", syn.encode_jpeg(syn.texture_image(person, topo, texture)))
     write_mtl(folder / "1_neutral.obj.mtl", "m", "1_neutral.jpg", black_kd=True)
-    np.savetxt(folder / "1_neutral.landmarks.txt", mesh.vertices[syn.sx.landmark_indices(topo)])
+    write_array_text(folder / "1_neutral.landmarks.txt", mesh.vertices[syn.sx.landmark_indices(topo)], fmt="%.18e")
     return write_obj(folder / "1_neutral.obj", mesh)
 
 
@@ -142,8 +144,7 @@ def write_results(results: dict, args, out_dir: Path) -> Path:
                "load_average_1min": os.getloadavg()[0], "resolution": args.resolution, "views": args.views,
                "repeats": args.repeats, "vertices_requested": args.vertices, "texture": args.texture,
                "platforms": results}
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / f"render_views_{device}.json").write_text(json.dumps(payload, indent=1))
+    write_text(out_dir / f"render_views_{device}.json", json.dumps(payload, indent=1))
     lines = [f"# Rendered view timing on {payload['cpu']} ({payload['cpu_count']} cores, no GPU)", "",
              f"{args.resolution}x{args.resolution} views of a {args.texture}^2-textured synthetic head, "
              f"{args.views} rig views, best of {args.repeats} interleaved runs; "
@@ -157,9 +158,7 @@ def write_results(results: dict, args, out_dir: Path) -> Path:
         t = res["per_view_s"]
         lines.append(f"| {name} | {res['gl_renderer']} | {res['triangles']} | {1000 * t['ours']:.1f} ms | "
                      f"{1000 * t['ours_io']:.1f} ms | {1000 * t['reference']:.1f} ms | x{t['reference'] / t['ours']:.2f} |")
-    path = out_dir / f"render_views_{device}.md"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return write_text(out_dir / f"render_views_{device}.md", "\n".join(lines) + "\n")
 
 
 def main() -> int:

@@ -7,6 +7,7 @@ with exit status 2, never as a traceback. Programming errors still raise normall
 
 from __future__ import annotations
 
+import errno
 import sys
 from typing import Callable, NoReturn
 
@@ -21,11 +22,28 @@ class FaceNerfError(Exception):
     """
 
 
+class OutputError(FaceNerfError):
+    """An output could not be written: full disk, read-only or vanished folder, no permission.
+
+    Raised by the writers in :mod:`facenerf.io`. Batch jobs do not report it per item and go on
+    (every later item would fail the same way): they stop, save what they can, and the command
+    ends with this one line.
+    """
+
+
+# errno values that describe the machine, not the program: a full disk, a read-only or vanished
+# folder, missing permissions. run_cli turns such an OSError into one line as a last resort.
+ENVIRONMENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM,
+                                errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.EIO})
+
+
 def run_cli(main: Callable[[], int | None]) -> NoReturn:
     """Run ``main`` and exit: 0 (or ``main``'s int) on success, 2 on :class:`FaceNerfError`.
 
     ``KeyboardInterrupt`` exits with 130 after a one-line notice; long jobs save their own
-    checkpoint before re-raising it.
+    checkpoint before re-raising it. An ``OSError`` caused by the environment (see
+    :data:`ENVIRONMENT_ERRNOS`) that escaped the writers of :mod:`facenerf.io` also ends in one
+    line; any other exception is a bug and keeps its traceback.
     """
     try:
         status = main()
@@ -35,4 +53,11 @@ def run_cli(main: Callable[[], int | None]) -> NoReturn:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(EXIT_INTERRUPTED)
+    except OSError as err:
+        if err.errno not in ENVIRONMENT_ERRNOS:
+            raise
+        where = f" {err.filename}" if err.filename else ""
+        print(f"error: cannot access{where}: {err.strerror or err}; check the disk and the folder's "
+              "permissions", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
     sys.exit(int(status or 0))

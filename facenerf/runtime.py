@@ -4,13 +4,31 @@ from __future__ import annotations
 
 import contextlib
 import random
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from facenerf.config import option
 from facenerf.errors import FaceNerfError
 
 AMP_MODES = ("none", "bf16", "fp16")
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Where and how a command runs; each command offers the keys it reads."""
+
+    device: str = option("auto", "auto, cpu, cuda or cuda:N")
+    seed: int = option(0, "random seed")
+    threads: int = option(0, "CPU threads for torch (0 = torch's default; 1 is fastest for tiny models on busy CPUs)")
+    amp: str = option("none", "mixed precision on CUDA (bf16 on capable GPUs)", choices=AMP_MODES)
+    progress: bool = option(True, "show a progress bar")
+
+    def apply_threads(self) -> None:
+        """Limit torch's CPU threads when ``threads`` is set."""
+        if self.threads > 0:
+            torch.set_num_threads(self.threads)
 
 
 def select_device(name: str = "auto") -> torch.device:

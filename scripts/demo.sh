@@ -31,7 +31,7 @@ step "4/8 train a tiny MoFaNeRF on identities 1-4 (identity 5 is held out)"
     --N_iters "$TRAIN_STEPS" --progress false | tee "$OUT/train.log"
 
 step "5/8 expressions of the training identities: rendered vs true change around the mouth"
-"$PY" -m facenerf.models.mofanerf.expression_check -c configs/mofanerf_tiny.txt --datadir "$DATA/multiViewImages" \
+"$PY" -m facenerf.tools.expression_check -c configs/mofanerf_tiny.txt --datadir "$DATA/multiViewImages" \
     --basedir "$LOGS" --check_expressions smile,mouth_stretch,jaw_left --strip "$OUT/expressions.png" \
     --strip_expressions smile,mouth_stretch --progress false | tee "$OUT/expressions.log"
 
@@ -61,7 +61,7 @@ grep -h "^held-out views" "$OUT/fit.log" | sed 's/^/  fit of identity 5: /' || t
 grep -h "^held-out:" "$OUT/refine.log" | sed 's/^/  RefineNet /' || true
 cat <<MSG
 Outputs:
-  training data        $DATA/multiViewImages/   (contact sheet: python -m facenerf.preprocess.training.contact_sheet --data $DATA --id 1)
+  training data        $DATA/multiViewImages/   (contact sheet: python -m facenerf.tools.contact_sheet --data $DATA --id 1)
   MoFaNeRF run         $LOGS/mofanerf_tiny/      (checkpoints, validation PNGs, tensorboard/)
   expressions          $OUT/expressions.png    (truth | ours: neutral, smile, mouth_stretch)
   fit of identity 5    $FIT/                     (fit.pt, compare.png, heldout.png, loss_curve.png)

@@ -19,7 +19,10 @@ COMMANDS = {
     "make_pairs": ["trainingDataPreprocess/make_pairs.py"],
     "wild_preprocess": ["fittingDataPreprocess/wildData_preprocess.py", "--filePath", "x"],
     "synthetic": ["-m", "facenerf.data.synthetic"],
-    "core_demo": ["-m", "facenerf.demos.core_demo"],
+    "talking_head": ["-m", "facenerf.tools.talking_head"],
+    "process": ["data_utils/process.py", "video.mp4"],
+    "video_evaluate": ["-m", "facenerf.tools.video_evaluate", "a", "b"],
+    "core_demo": ["-m", "facenerf.tools.core_demo"],
 }
 
 
@@ -49,7 +52,7 @@ def test_wrong_config_key_and_missing_config_file(name, tmp_path):
 def test_unwritable_output_folder(tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
-    proc = _run(["-m", "facenerf.demos.core_demo", "--out", str(blocker / "out")], tmp_path)
+    proc = _run(["-m", "facenerf.tools.core_demo", "--out", str(blocker / "out")], tmp_path)
     _assert_one_line_error(proc, "cannot write to output directory")
     proc = _run(["-m", "facenerf.data.synthetic", "--ids", "1", "--out", str(blocker / "data")], tmp_path)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr

@@ -7,71 +7,42 @@ and docs are checked for the retired ``--no_progress`` flag.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import os
 from pathlib import Path
 
 import pytest
 
-from facenerf.config import parse_args, save_config, str2bool
+from commands import ROOT, WITH_PROGRESS, build
+from facenerf.cli import bool_type, namespace_values, parse_args
+from facenerf.config import save_config
 from facenerf.errors import FaceNerfError
 
-ROOT = Path(__file__).resolve().parent.parent
 
-# (label, loader) for the parser of every command that shows a progress bar
-PARSERS = {
-    "python -m facenerf.data.synthetic": ("facenerf.data.synthetic.writer", "build_parser"),
-    "python -m facenerf.demos.core_demo": ("facenerf.demos.core_demo", "build_parser"),
-    "run_train.py": ("facenerf.models.mofanerf.options", "build_train_parser"),
-    "run_fit.py": ("facenerf.fitting.options", "build_fit_parser"),
-    "align_clip.py": (ROOT / "align_clip.py", "build_parser"),
-    "render.py": (ROOT / "render.py", "build_parser"),
-    "trainingDataPreprocess/train.py": (ROOT / "trainingDataPreprocess" / "train.py", "build_parser"),
-    "trainingDataPreprocess/test.py": (ROOT / "trainingDataPreprocess" / "test.py", "build_parser"),
-    "trainingDataPreprocess/make_pairs.py": (ROOT / "trainingDataPreprocess" / "make_pairs.py", "build_parser"),
-    "fittingDataPreprocess/wildData_preprocess.py":
-        (ROOT / "fittingDataPreprocess" / "wildData_preprocess.py", "build_parser"),
-}
-
-
-def _build(source, function: str):
-    """Import a module by name, or a script by path under a unique name, and build its parser."""
-    if isinstance(source, Path):
-        name = "progress_cli_" + "_".join(source.relative_to(ROOT).with_suffix("").parts)
-        spec = importlib.util.spec_from_file_location(name, source)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    else:
-        module = importlib.import_module(source)
-    return getattr(module, function)()
-
-
-@pytest.mark.parametrize("label", sorted(PARSERS))
+@pytest.mark.parametrize("label", WITH_PROGRESS)
 def test_every_command_has_the_same_progress_option(label):
-    parser = _build(*PARSERS[label])
+    parser = build(label)
     by_dest = {action.dest: action for action in parser._actions}
     assert "no_progress" not in by_dest, f"{label} still has --no_progress"
     action = by_dest["progress"]
     assert action.option_strings == ["--progress"]
-    assert action.type is str2bool and action.default is True
+    assert action.type is bool_type and action.default is True and action.nargs == "?" and action.const is True
     assert action.help == "show a progress bar"
 
 
 def test_progress_false_round_trips_through_a_config_file(tmp_path):
-    parser = _build(*PARSERS["python -m facenerf.data.synthetic"])
+    parser = build("python -m facenerf.data.synthetic")
     config = tmp_path / "in.txt"
     config.write_text("progress = false\nids = 1\n")
     args = parse_args(parser, ["-c", str(config)])
     assert args.progress is False and args.ids == 1
     assert parse_args(parser, ["-c", str(config), "--progress", "yes"]).progress is True
-    written = save_config(args, tmp_path / "out", "saved.txt")
+    written = save_config(namespace_values(args), tmp_path / "out", "saved.txt")
     assert "progress = false" in Path(written).read_text().splitlines()
     assert parse_args(parser, ["-c", str(written)]).progress is False
 
 
 def test_retired_flag_and_bad_values_are_one_line_errors(tmp_path):
-    parser = _build(*PARSERS["align_clip.py"])
+    parser = build("align_clip.py")
     with pytest.raises(FaceNerfError, match="--progress"):
         parse_args(parser, ["--no_progress"])
     with pytest.raises(FaceNerfError, match="expected true or false"):

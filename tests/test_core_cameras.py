@@ -1,4 +1,4 @@
-"""Cameras: MoFaNeRF poses (worked examples), look_at, orbits, OpenCV/OpenGL, projection."""
+"""Cameras: orbit poses (worked examples), look_at, orbits, OpenCV/OpenGL, projection."""
 
 import math
 
@@ -8,9 +8,9 @@ import torch
 from facenerf.core.cameras import (
     Intrinsics,
     look_at,
-    mofanerf_pose,
     opencv_to_opengl,
     opengl_to_opencv,
+    orbit_pose,
     orbit_poses,
     project_points,
 )
@@ -37,8 +37,8 @@ def _looks_at_origin(c2w):
         (45, -90, (-11.31, 11.31, 0.0)),  # file 45_0
     ],
 )
-def test_mofanerf_pose_worked_examples(pitch, yaw, centre):
-    c2w = mofanerf_pose(pitch, yaw)
+def test_orbit_pose_worked_examples(pitch, yaw, centre):
+    c2w = orbit_pose(pitch, yaw, 16.0)
     assert c2w.shape == (4, 4) and c2w.dtype == torch.float32
     assert torch.allclose(c2w[:3, 3], torch.tensor(centre), atol=5e-3)
     assert torch.equal(c2w[3], torch.tensor([0.0, 0.0, 0.0, 1.0]))
@@ -46,7 +46,7 @@ def test_mofanerf_pose_worked_examples(pitch, yaw, centre):
     assert _looks_at_origin(c2w)
 
 
-def test_mofanerf_pose_is_inverse_of_documented_extrinsics():
+def test_orbit_pose_is_inverse_of_documented_extrinsics():
     pitch, yaw = 15.0, -27.0
     p, y = math.radians(pitch), math.radians(yaw)
     rx = torch.tensor([[1, 0, 0], [0, math.cos(p), -math.sin(p)], [0, math.sin(p), math.cos(p)]])
@@ -54,7 +54,7 @@ def test_mofanerf_pose_is_inverse_of_documented_extrinsics():
     w2c = torch.eye(4)
     w2c[:3, :3] = rx @ ry
     w2c[:3, 3] = torch.tensor([0.0, 0.0, -7.0])
-    c2w = mofanerf_pose(pitch, yaw, radius=7.0)
+    c2w = orbit_pose(pitch, yaw, radius=7.0)
     assert torch.allclose(c2w @ w2c, torch.eye(4), atol=1e-5)
     assert c2w[1, 3] > 0  # positive pitch puts the camera above the head
 
@@ -76,8 +76,8 @@ def test_look_at_straight_down_is_still_a_rotation():
     assert torch.allclose(-c2w[:3, 2], torch.tensor([0.0, -1.0, 0.0]), atol=1e-6)
 
 
-def test_look_at_matches_mofanerf_pose_for_a_frontal_view():
-    assert torch.allclose(look_at((0.0, 0.0, 16.0)), mofanerf_pose(0, 0), atol=1e-6)
+def test_look_at_matches_orbit_pose_for_a_frontal_view():
+    assert torch.allclose(look_at((0.0, 0.0, 16.0)), orbit_pose(0, 0, 16.0), atol=1e-6)
 
 
 def test_orbit_poses_full_circle_and_partial_range():
@@ -86,15 +86,15 @@ def test_orbit_poses_full_circle_and_partial_range():
     assert torch.allclose(poses[:, :3, 3].norm(dim=-1), torch.full((8,), 4.0), atol=1e-5)
     assert all(_looks_at_origin(p) for p in poses)
     assert not torch.allclose(poses[0], poses[-1], atol=1e-3)  # end point left out
-    assert torch.allclose(poses[0], mofanerf_pose(10.0, -180.0, 4.0))
-    assert torch.allclose(poses[4], mofanerf_pose(10.0, 0.0, 4.0), atol=1e-6)
+    assert torch.allclose(poses[0], orbit_pose(10.0, -180.0, 4.0))
+    assert torch.allclose(poses[4], orbit_pose(10.0, 0.0, 4.0), atol=1e-6)
     part = orbit_poses(3, radius=2.0, yaw_range_deg=(-30.0, 30.0))
-    assert torch.allclose(part[0], mofanerf_pose(0.0, -30.0, 2.0))
-    assert torch.allclose(part[2], mofanerf_pose(0.0, 30.0, 2.0))
+    assert torch.allclose(part[0], orbit_pose(0.0, -30.0, 2.0))
+    assert torch.allclose(part[2], orbit_pose(0.0, 30.0, 2.0))
 
 
 def test_opencv_opengl_round_trip_and_meaning():
-    c2w_gl = mofanerf_pose(20.0, 35.0, 5.0)
+    c2w_gl = orbit_pose(20.0, 35.0, 5.0)
     c2w_cv = opengl_to_opencv(c2w_gl)
     assert torch.allclose(opencv_to_opengl(c2w_cv), c2w_gl)
     assert torch.allclose(c2w_cv[:3, 2], -c2w_gl[:3, 2])  # OpenCV +Z = OpenGL -Z (forward)
@@ -115,7 +115,7 @@ def test_intrinsics_scaled_matrix_and_fov():
 
 def test_project_points_inverts_pixel_rays():
     K = Intrinsics(64, 48, 70.0, 65.0, 31.0, 22.5)
-    c2w = mofanerf_pose(-12.0, 33.0, radius=6.0)
+    c2w = orbit_pose(-12.0, 33.0, radius=6.0)
     gen = torch.Generator().manual_seed(0)
     points = torch.rand(20, 3, generator=gen) * 2 - 1
     xy, depth = project_points(points, c2w, K, return_depth=True)
@@ -128,7 +128,7 @@ def test_project_points_inverts_pixel_rays():
 def test_project_points_frontal_axes():
     K = Intrinsics(64, 64, 100.0, 100.0, 32.0, 32.0)
     pts = torch.tensor([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
-    xy = project_points(pts, mofanerf_pose(0, 0, radius=10.0), K)
+    xy = project_points(pts, orbit_pose(0, 0, radius=10.0), K)
     assert torch.allclose(xy[0], torch.tensor([32.0, 32.0]))
     assert torch.allclose(xy[1], torch.tensor([42.0, 32.0]))  # +X (subject's left) -> image right
     assert torch.allclose(xy[2], torch.tensor([32.0, 22.0]))  # +Y (up) -> smaller row

@@ -4,7 +4,7 @@ import math
 
 import torch
 
-from facenerf.core.cameras import Intrinsics, mofanerf_pose
+from facenerf.core.cameras import Intrinsics, orbit_pose
 from facenerf.core.occupancy_grid import OccupancyGrid, pack_bits, unpack_bits
 from facenerf.core.rays import RayBundle, image_rays
 
@@ -73,7 +73,7 @@ def test_bitfield_packing_and_state_dict_round_trip():
 
 def _rays():
     K = Intrinsics(12, 12, 14.0, 14.0, 6.0, 6.0)
-    return image_rays(K, mofanerf_pose(20.0, 35.0, radius=3.0), near=1.0, far=5.0)
+    return image_rays(K, orbit_pose(20.0, 35.0, radius=3.0), near=1.0, far=5.0)
 
 
 def test_march_covers_the_box_in_a_fresh_grid():
@@ -117,3 +117,90 @@ def test_march_respects_near_far_and_misses():
     samples = grid.march(rays, step_size=0.1)
     assert (samples.ray_indices == 0).all()  # the second ray misses the box
     assert float(samples.t_starts.min()) == 2.5 and abs(float(samples.t_ends.max()) - 3.5) < 1e-6
+
+
+class CountingDensity:
+    """sphere_density that records how many points it was asked for."""
+
+    def __init__(self, scale=1.0):
+        self.calls, self.scale = [], scale
+
+    def __call__(self, points):
+        self.calls.append(points.shape[0])
+        return self.scale * sphere_density(points)
+
+
+def test_torch_ngp_schedule_warmup_then_partial_updates_with_ema():
+    grid = OccupancyGrid(resolution=16)
+    n = grid.n_cells
+    dens = CountingDensity()
+    gen = torch.Generator().manual_seed(0)
+    for step in range(3):  # warm-up: every cell, every time
+        grid.update(dens, step=step, warmup_steps=3, generator=gen, jitter=False)
+    assert dens.calls == [n, n, n]
+    inside = grid.occupied().reshape(-1).clone()
+    assert torch.equal(inside, (_centre_distance(grid) < RADIUS).reshape(-1))
+    before = grid.density.clone()
+    zero = CountingDensity(scale=0.0)
+    grid.update(zero, step=3, warmup_steps=3, generator=gen, decay=0.5)
+    evaluated = sum(zero.calls)
+    assert n // 4 < evaluated <= n // 2  # a quarter at random + a quarter of occupied (duplicates merged)
+    decayed = grid.density != before
+    assert torch.allclose(grid.density[decayed], 0.5 * before[decayed])  # EMA only where evaluated
+    assert int((decayed & inside).sum()) > 0.5 * int(inside.sum())  # occupied cells are favoured
+    assert torch.equal(grid.density[~decayed], before[~decayed])
+    ran = [grid.maybe_update(step, dens, every=4, warmup_steps=0, generator=gen) for step in range(9)]
+    assert ran == [True, False, False, False, True, False, False, False, True]
+
+
+def test_rebuild_keeps_thin_shells_between_cell_centres():
+    def shell(points):  # density only within 0.02 of the plane x = 0: between the cell centres at +-1/16
+        return 5.0 * (points[:, 0].abs() < 0.02).float()
+
+    centre_grid = OccupancyGrid(resolution=16)
+    centre_grid.update(shell, jitter=False)
+    assert not centre_grid.occupied().any()  # centre sampling misses the shell
+    grid = OccupancyGrid(resolution=16)
+    grid.rebuild(shell, dilation=0)
+    occupied = grid.occupied()
+    assert occupied[7:9].all() and not occupied[:7].any() and not occupied[9:].any()  # the two cells at x = 0
+    grid.rebuild(lambda p: torch.zeros(p.shape[0]), dilation=0, decay=0.5)
+    assert torch.equal(grid.occupied(), occupied)  # merged with the decayed old density
+
+
+def test_ray_bounds_enclose_the_occupied_ball():
+    grid = OccupancyGrid(resolution=32)
+    grid.rebuild(sphere_density, dilation=1)  # conservative: every cell touching the ball, plus one
+    rays = _rays()
+    t_first, t_last, hit = grid.ray_bounds(rays)
+    o, d = rays.origins, rays.directions
+    b = (o * d).sum(-1)
+    disc = b * b - (d * d).sum(-1) * ((o * o).sum(-1) - RADIUS**2)
+    true_hit = disc > 0
+    assert hit[true_hit].all()
+    root = disc.clamp_min(0).sqrt()
+    entry, exit_ = (-b - root) / (d * d).sum(-1), (-b + root) / (d * d).sum(-1)
+    cell = math.sqrt(3) * 2 / 32 / float(d.norm(dim=-1).min())
+    both = hit & true_hit
+    assert (t_first[both] <= entry[both] + 1e-4).all() and (t_first[both] >= entry[both] - 3 * cell).all()
+    assert (t_last[both] >= exit_[both] - 1e-4).all() and (t_last[both] <= exit_[both] + 3 * cell).all()
+    assert torch.equal(t_first[~hit], rays.near[~hit, 0])
+
+
+def test_march_with_a_density_callback_prunes_behind_opaque_matter():
+    grid = OccupancyGrid(resolution=8)  # fresh: everything occupied
+    rays = RayBundle(origins=torch.tensor([[0.0, 0.0, 3.0]]), directions=torch.tensor([[0.0, 0.0, -1.0]]),
+                     near=torch.tensor([[2.0]]), far=torch.tensor([[4.0]]))
+
+    def slab(points):  # opaque for z < 0.5, empty in front
+        return 100.0 * (points[:, 2] < 0.5).float()
+
+    everything = grid.march(rays, step_size=0.05)
+    pruned = grid.march(rays, step_size=0.05, density_fn=slab, early_stop_eps=1e-4)
+    assert len(everything) == 40
+    z_mid = 3.0 - pruned.t_mids
+    # kept: the empty samples in front and the slab's first samples, until transmittance < 1e-4
+    # (each slab sample lets exp(-100 * 0.05) = 0.0067 through: two samples reach 4.5e-5)
+    assert (z_mid > 0.5).sum() == 10 and (z_mid < 0.5).sum() == 2
+    opaque_only = grid.march(rays, step_size=0.05, density_fn=slab, alpha_threshold=0.5)
+    assert ((3.0 - opaque_only.t_mids) < 0.5).all() and len(opaque_only) == 30

@@ -2,7 +2,7 @@
 
 import torch
 
-from facenerf.core.cameras import Intrinsics, mofanerf_pose
+from facenerf.core.cameras import Intrinsics, orbit_pose
 from facenerf.core.rays import RayBundle, image_rays, pixel_rays
 
 K = Intrinsics(6, 4, 5.0, 4.0, 3.0, 2.0)
@@ -21,7 +21,7 @@ def test_image_rays_identity_pose_convention():
 
 
 def test_directions_are_rotated_not_normalised():
-    c2w = mofanerf_pose(-30.0, 45.0)
+    c2w = orbit_pose(-30.0, 45.0, 16.0)
     rays = image_rays(K, c2w, 8.0, 26.0)
     forward = -c2w[:3, 2]
     # the camera-space z component stays -1: every direction has unit depth along the view axis
@@ -39,7 +39,7 @@ def test_pixel_center_offset():
 
 
 def test_per_ray_poses_match_single_pose():
-    poses = torch.stack([mofanerf_pose(0, 10), mofanerf_pose(15, -20)])
+    poses = torch.stack([orbit_pose(0, 10, 16.0), orbit_pose(15, -20, 16.0)])
     xy = torch.tensor([[0.0, 1.0], [4.0, 3.0]])
     both = pixel_rays(K, poses, xy, 1.0, 3.0)
     for i in range(2):

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from facenerf.core.cameras import Intrinsics, mofanerf_pose
+from facenerf.core.cameras import Intrinsics, orbit_pose
 from facenerf.core.encodings import FrequencyEncoding
 from facenerf.core.mlp import MLP
 from facenerf.core.occupancy_grid import OccupancyGrid
@@ -39,7 +39,7 @@ def _axis_rays(direction_norm=1.0, near=2.0, far=6.0):
 @pytest.mark.parametrize("norm, scale", [(1.0, True), (2.0, True), (2.0, False)])
 def test_constant_density_matches_closed_form(norm, scale):
     sigma = 0.3
-    settings = RenderSettings(n_samples=33, last_delta=0.0, scale_deltas_by_direction_norm=scale)
+    settings = RenderSettings(n_samples=33, n_importance=0, last_delta=0.0, scale_deltas_by_direction_norm=scale)
     out = render_rays(_axis_rays(norm), constant_field(sigma), None, settings)
     length = 4.0 * (norm if scale else 1.0)
     assert float(out["opacity"][0]) == pytest.approx(1 - math.exp(-sigma * length), rel=1e-7)
@@ -47,13 +47,13 @@ def test_constant_density_matches_closed_form(norm, scale):
 
 
 def test_mofanerf_last_delta_and_background():
-    out = render_rays(_axis_rays(), constant_field(1e-3), None, RenderSettings(n_samples=8))
+    out = render_rays(_axis_rays(), constant_field(1e-3), None, RenderSettings(n_samples=8, n_importance=0))
     assert float(out["opacity"][0]) == pytest.approx(1.0)  # last segment is 1e10 long
     assert torch.allclose(out["rgb"][0], torch.tensor([0.2, 0.4, 0.6], dtype=torch.float64))
     empty = constant_field(0.0)
-    assert torch.equal(render_rays(_axis_rays(), empty, None, RenderSettings(n_samples=8))["rgb"],
+    assert torch.equal(render_rays(_axis_rays(), empty, None, RenderSettings(n_samples=8, n_importance=0))["rgb"],
                        torch.zeros(1, 3, dtype=torch.float64))  # black background by default
-    white = RenderSettings(n_samples=8, background=(1.0, 1.0, 1.0))
+    white = RenderSettings(n_samples=8, n_importance=0, background=(1.0, 1.0, 1.0))
     assert torch.allclose(render_rays(_axis_rays(), empty, None, white)["rgb"], torch.ones(1, 3, dtype=torch.float64))
 
 
@@ -99,7 +99,7 @@ def _mlp_field(seed=0):
 def test_render_image_chunked_equals_unchunked():
     field, _ = _mlp_field()
     K = Intrinsics(8, 6, 9.0, 9.0, 4.0, 3.0)
-    rays = image_rays(K, mofanerf_pose(10.0, 20.0, radius=3.0), 1.0, 5.0)
+    rays = image_rays(K, orbit_pose(10.0, 20.0, radius=3.0), 1.0, 5.0)
     settings = RenderSettings(n_samples=12, n_importance=8, chunk_rays=7)
     chunked = render_image(rays, field, None, settings, K.height, K.width)
     with torch.no_grad():
@@ -114,7 +114,7 @@ def test_render_image_chunked_equals_unchunked():
 
 def test_render_rays_is_differentiable():
     field, net = _mlp_field()
-    rays = image_rays(Intrinsics(4, 4, 5.0, 5.0, 2.0, 2.0), mofanerf_pose(0, 0, 3.0), 1.0, 5.0)
+    rays = image_rays(Intrinsics(4, 4, 5.0, 5.0, 2.0, 2.0), orbit_pose(0, 0, 3.0), 1.0, 5.0)
     out = render_rays(rays, field, field, RenderSettings(n_samples=8, n_importance=4, perturb=True),
                       generator=torch.Generator().manual_seed(0))
     (out["rgb"].sum() + out["rgb_coarse"].sum()).backward()
@@ -126,7 +126,7 @@ def test_bad_field_output_is_reported():
         return torch.zeros(points.shape[0]), torch.zeros(points.shape[0], 4)
 
     with pytest.raises(ValueError, match="field returned"):
-        render_rays(_axis_rays(), broken, None, RenderSettings(n_samples=4))
+        render_rays(_axis_rays(), broken, None, RenderSettings(n_samples=4, n_importance=0))
 
 
 def soft_ball(points, dirs):
@@ -137,11 +137,11 @@ def soft_ball(points, dirs):
 
 def test_marching_render_matches_dense_render():
     K = Intrinsics(16, 16, 20.0, 20.0, 8.0, 8.0)
-    rays = image_rays(K, mofanerf_pose(-15.0, 40.0, radius=3.0), 1.0, 5.0)
+    rays = image_rays(K, orbit_pose(-15.0, 40.0, radius=3.0), 1.0, 5.0)
     grid = OccupancyGrid(resolution=16)
     grid.update(lambda p: soft_ball(p, None)[0], jitter=False, dilation=1)
     marched = render_image_marched(rays, soft_ball, grid, MarchSettings(step_size=0.005, chunk_rays=100), 16, 16)
-    dense = render_image(rays, soft_ball, None, RenderSettings(n_samples=800, last_delta=0.0), 16, 16)
+    dense = render_image(rays, soft_ball, None, RenderSettings(n_samples=800, n_importance=0, last_delta=0.0), 16, 16)
     assert float(dense["opacity"].max()) > 0.9 and float(dense["opacity"].min()) == 0.0
     assert torch.allclose(marched["rgb"], dense["rgb"], atol=5e-3)
     assert torch.allclose(marched["opacity"], dense["opacity"], atol=5e-3)
@@ -154,7 +154,7 @@ def test_marching_render_matches_dense_render():
 def test_marching_render_is_differentiable_and_handles_empty_batches():
     field, net = _mlp_field(1)
     grid = OccupancyGrid(resolution=8)
-    rays = image_rays(Intrinsics(4, 4, 5.0, 5.0, 2.0, 2.0), mofanerf_pose(0, 0, 3.0), 1.0, 5.0)
+    rays = image_rays(Intrinsics(4, 4, 5.0, 5.0, 2.0, 2.0), orbit_pose(0, 0, 3.0), 1.0, 5.0)
     out = render_rays_marched(rays, field, grid, MarchSettings(step_size=0.1, perturb=True),
                               generator=torch.Generator().manual_seed(0))
     out["rgb"].sum().backward()
@@ -162,3 +162,146 @@ def test_marching_render_is_differentiable_and_handles_empty_batches():
     away = RayBundle(rays.origins[:2] + 10, rays.directions[:2], rays.near[:2], rays.far[:2])
     empty = render_rays_marched(away, field, grid, MarchSettings(step_size=0.1, background=(1.0, 1.0, 1.0)))
     assert torch.equal(empty["rgb"], torch.ones(2, 3)) and torch.equal(empty["n_samples"], torch.zeros(2))
+
+
+# ----------------------------------------------------------------------------- the unified pass
+def _loop_composite(t, sigma, rgb, direction_norm):
+    """Independent front-to-back compositing of one ray (Python loop): rgb [3], opacity, depth, weights."""
+    trans, colour, opacity, depth, weights = 1.0, torch.zeros(3, dtype=t.dtype), 0.0, 0.0, []
+    for k in range(t.shape[0]):
+        delta = (t[k + 1] - t[k] if k + 1 < t.shape[0] else torch.tensor(1e10, dtype=t.dtype)) * direction_norm
+        alpha = 1.0 - torch.exp(-torch.relu(sigma[k]) * delta)
+        w = alpha * trans
+        colour, opacity, depth = colour + w * rgb[k], opacity + w, depth + w * t[k]
+        weights.append(w)
+        trans = trans * (1.0 - alpha + 1e-10)
+    return colour, opacity, depth, torch.stack(weights)
+
+
+def reference_two_pass(rays, coarse, fine, n_samples, n_importance):
+    """The coarse -> importance -> fine pass written out ray by ray (deterministic)."""
+    from facenerf.core.samplers import importance_samples
+
+    out = {"rgb": [], "opacity": [], "depth": [], "rgb_coarse": []}
+    for i in range(len(rays)):
+        o, d = rays.origins[i], rays.directions[i]
+        t = torch.linspace(float(rays.near[i]), float(rays.far[i]), n_samples, dtype=o.dtype)
+        unit = (d / d.norm()).expand(n_samples, 3)
+        sigma, rgb = coarse(o + t[:, None] * d, unit)
+        c_rgb, _, _, weights = _loop_composite(t, sigma, rgb, d.norm())
+        t_new = importance_samples(t[None], weights[None], n_importance, True)[0]
+        t_all, _ = torch.sort(torch.cat([t, t_new]))
+        sigma, rgb = fine(o + t_all[:, None] * d, (d / d.norm()).expand(t_all.shape[0], 3))
+        f_rgb, opacity, depth, _ = _loop_composite(t_all, sigma, rgb, d.norm())
+        for key, value in zip(("rgb", "opacity", "depth", "rgb_coarse"), (f_rgb, opacity, depth, c_rgb)):
+            out[key].append(value)
+    return {key: torch.stack(values) for key, values in out.items()}
+
+
+class TwoEntryField(torch.nn.Module):
+    """A field with the protocol's two entries: density (+ features) from positions, colour from
+    the features and the view direction."""
+
+    def __init__(self, seed):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.pe, self.pe_dir = FrequencyEncoding(3, 4), FrequencyEncoding(3, 2)
+        self.trunk = MLP(self.pe.out_dim, 32, 2, 17)
+        self.head = MLP(16 + self.pe_dir.out_dim, 16, 1, 3)
+        with torch.no_grad():
+            self.trunk.layers[-1].bias[0] += 1.0  # visible density
+
+    def density(self, points):
+        out = self.trunk(self.pe(points))
+        return torch.relu(out[:, 0]), out[:, 1:]
+
+    def colour(self, features, directions):
+        return torch.sigmoid(self.head(torch.cat([features, self.pe_dir(directions)], -1)))
+
+    def forward(self, points, directions):
+        sigma, features = self.density(points)
+        return sigma, self.colour(features, directions)
+
+
+def test_unified_pass_equals_the_two_pass_reference_in_every_mode():
+    from dataclasses import replace
+
+    coarse, fine = TwoEntryField(3), TwoEntryField(4)
+    fine_net = fine
+    rays = image_rays(Intrinsics(5, 4, 6.0, 6.0, 2.5, 2.0), orbit_pose(10.0, -30.0, radius=3.0), 1.0, 5.0)
+    base = RenderSettings(n_samples=12, n_importance=10)
+    ref = reference_two_pass(rays, coarse, fine, 12, 10)
+    training = render_rays(rays, coarse, fine, base)  # coarse colour kept (training)
+    fitting = render_rays(rays, coarse, fine, replace(base, coarse_colour=False))  # density-only coarse
+    packed = render_rays(rays, coarse, fine, replace(base, coarse_colour=False, min_weight=0.0))
+    for out in (training, fitting, packed):
+        for key in ("rgb", "opacity", "depth"):
+            torch.testing.assert_close(out[key], ref[key], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(training["rgb_coarse"], ref["rgb_coarse"], atol=1e-5, rtol=1e-5)
+    assert "rgb_coarse" not in fitting and float(training["n_evaluated"][0]) == 12 + 22
+    grads = [torch.autograd.grad(out["rgb"].square().sum(), list(fine_net.parameters()))
+             for out in (render_rays(rays, coarse, fine, base),
+                         render_rays(rays, coarse, fine, replace(base, coarse_colour=False, min_weight=0.0)))]
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-4)
+
+
+def test_early_termination_changes_nothing_above_the_threshold():
+    sigma, eps = 3.0, 1e-3
+    base = RenderSettings(n_samples=33, n_importance=0, last_delta=0.0)
+    dense = render_rays(_axis_rays(), constant_field(sigma), None, base)
+    calls = []
+
+    def counted(points, dirs):
+        calls.append(points.shape[0])
+        return constant_field(sigma)(points, dirs)
+
+    from dataclasses import replace
+
+    stopped = render_rays(_axis_rays(), counted, None, replace(base, early_stop_eps=eps, samples_per_round=4))
+    # closed form: T_k = exp(-sigma * 0.125 * k) (1 + 1e-10)^k; the first sample with T_k < eps is k = 19
+    t_k = torch.exp(-sigma * 0.125 * torch.arange(33, dtype=torch.float64))
+    above = t_k >= eps
+    assert int(above.sum()) == 19
+    torch.testing.assert_close(stopped["weights"][0, above], dense["weights"][0, above], rtol=1e-12, atol=0)
+    assert float(stopped["weights"][0, ~above].abs().max()) == 0.0
+    lost = float(dense["opacity"][0] - stopped["opacity"][0])
+    assert 0 < lost <= eps and lost == pytest.approx(float(t_k[19] - t_k[32]), rel=1e-6)  # last sample: alpha 0
+    assert (stopped["rgb"][0] - dense["rgb"][0]).abs().max() <= eps * 0.6
+    # five density rounds of 4 samples reach sample 19, then one colour call on those 20 samples
+    # (a function field's colour entry calls the function again); samples 20..32 never run
+    assert calls == [4, 4, 4, 4, 4, 20] and float(stopped["n_evaluated"][0]) == 20
+    same = render_rays(_axis_rays(), constant_field(sigma), None, replace(base, early_stop_eps=1e-12))
+    torch.testing.assert_close(same["rgb"], dense["rgb"], rtol=1e-12, atol=1e-12)
+
+
+def test_grid_skipping_rays_without_occupied_cells_are_background():
+    grid = OccupancyGrid(resolution=16)
+    grid.rebuild(lambda p: soft_ball(p, None)[0], dilation=1)
+    K = Intrinsics(10, 10, 6.0, 6.0, 5.0, 5.0)
+    rays = image_rays(K, orbit_pose(0.0, 0.0, radius=3.0), 1.0, 5.0)
+    settings = RenderSettings(n_samples=64, n_importance=32, coarse_colour=False, background=(0.0, 0.5, 1.0))
+    dense = render_rays(rays, soft_ball, None, settings)
+    fast = render_rays(rays, soft_ball, None, settings, grid=grid)
+    torch.testing.assert_close(fast["rgb"], dense["rgb"], atol=1e-6, rtol=0)  # the ball lies inside occupied cells
+    skipped = fast["n_evaluated"] == 0  # rays that met no occupied cell: background without a field call
+    assert skipped.any() and (dense["opacity"][skipped] == 0).all()
+    torch.testing.assert_close(fast["rgb"][skipped], torch.tensor([0.0, 0.5, 1.0]).expand(int(skipped.sum()), 3))
+    assert float(fast["n_evaluated"].sum()) < 0.3 * float(dense["n_evaluated"].sum())
+    empty = OccupancyGrid(resolution=4)
+    empty.rebuild(lambda p: torch.zeros(p.shape[0]))
+    none = render_rays(rays, soft_ball, None, settings, grid=empty)  # no active ray at all
+    assert float(none["n_evaluated"].sum()) == 0 and torch.equal(none["opacity"], torch.zeros(len(rays)))
+
+
+def test_marched_renderer_returns_weights_and_their_per_ray_sum():
+    grid = OccupancyGrid(resolution=16)
+    grid.rebuild(lambda p: soft_ball(p, None)[0], dilation=1)
+    rays = image_rays(Intrinsics(6, 6, 8.0, 8.0, 3.0, 3.0), orbit_pose(0.0, 0.0, radius=3.0), 1.0, 5.0)
+    out = render_rays_marched(rays, soft_ball, grid, MarchSettings(step_size=0.01, early_stop_eps=0.0))
+    stopped = render_rays_marched(rays, soft_ball, grid, MarchSettings(step_size=0.01, early_stop_eps=0.05))
+    sums = torch.zeros(len(rays)).index_add(0, out["ray_indices"], out["weights"])
+    torch.testing.assert_close(sums, out["opacity"])
+    assert out["weights"].shape == out["t_mids"].shape == out["ray_indices"].shape
+    assert (stopped["opacity"] <= out["opacity"] + 1e-6).all() and (out["opacity"] - stopped["opacity"]).max() <= 0.05
+    assert float(stopped["n_samples"].sum()) < float(out["n_samples"].sum())

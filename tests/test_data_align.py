@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def raw_data(tmp_path_factory):
     out = tmp_path_factory.mktemp("align_src")
     generate_dataset(GeneratorSettings(out=out, n_ids=2, seed=11, n_vertices=900, texture_size=32,
-                                       expressions=[0, 2, 16], progress=False))
+                                       expressions="1,3,17", progress=False))
     return out
 
 
@@ -207,7 +207,7 @@ def test_a_missing_side_file_is_named_once_before_the_batch(data, capsys):
         _run_cli(["--data", str(data), "--progress", "false"])
     assert "{" not in str(err.value).replace("{k}_{name}", "")
     (data / "predef" / "maxDistance.npy").unlink()
-    with pytest.raises(FaceNerfError, match="maxDistance.npy not found .*--clip_radius MM or --no_clip"):
+    with pytest.raises(FaceNerfError, match="no maxDistance.npy in .*predef or .*--clip_radius MM or --no_clip"):
         _run_cli(["--data", str(data), "--progress", "false"])
 
 

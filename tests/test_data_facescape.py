@@ -84,7 +84,7 @@ def test_records_of_rendered_data_are_consistent(tmp_path):
     from facenerf.preprocess.training import align, multiview
 
     generate_dataset(GeneratorSettings(out=tmp_path, n_ids=1, seed=4, n_vertices=900, texture_size=32,
-                                       expressions=[0, 1], progress=False))
+                                       expressions="1,2", progress=False))
     predef = align.load_predef(tmp_path / "predef", tmp_path / "landmarks_3d.npy")
     align.align_dataset(tmp_path / "models_raw", tmp_path / "models_out", predef, align.AlignOptions(), progress=False)
     opts = multiview.RenderOptions(resolution=32, views=tuple(rig.select_views(6)))
@@ -100,7 +100,9 @@ def test_records_of_rendered_data_are_consistent(tmp_path):
     for frame in train.frames(expressions=[1]):
         assert frame.expression_name == "smile" and frame.intrinsics.fx == 75.0
         xy = project_points(torch.as_tensor(person.landmarks_3d[1]), torch.as_tensor(frame.c2w), frame.intrinsics)
-        np.testing.assert_allclose(frame.landmarks_2d, xy.numpy(), atol=2e-3)
+        # landmark pixels follow the images' convention: rounding gives the pixel that shows the point
+        assert frame.pixel_center == 0.5
+        np.testing.assert_allclose(frame.landmarks_2d, xy.numpy() - frame.pixel_center, atol=2e-3)
         assert frame.landmarks_visible.dtype == bool
 
 

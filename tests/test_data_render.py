@@ -77,7 +77,7 @@ def aligned(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("render_src")
     generate_dataset(GeneratorSettings(out=out, n_ids=1, seed=2, n_vertices=1200, texture_size=64,
-                                       expressions=[0, 2, 17], progress=False))
+                                       expressions="1,3,18", progress=False))
     predef = align.load_predef(out / "predef", out / "landmarks_3d.npy")
     results, _ = align.align_dataset(out / "models_raw", out / "models_out", predef, align.AlignOptions(),
                                      progress=False)
@@ -277,7 +277,7 @@ def test_render_reads_facescape_tu_models_when_there_is_no_models_out(tmp_path, 
 
     root = tmp_path / "facescape"
     generate_dataset(GeneratorSettings(out=root, n_ids=1, seed=4, n_vertices=900, texture_size=32,
-                                       expressions=[0], write_raw=False, progress=False))
+                                       expressions="1", no_raw=True, progress=False))
     (root / "landmarks_3d.npy").unlink()                            # landmarks come from landmark_indices
     assert _render_cli(["--data", str(root), "--resolution", "32", "--views", "3", "--progress", "false"]) == 0
     assert "facescape_trainset" in capsys.readouterr().out

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from facenerf.data import synthetic as syn
+from facenerf.data.synthetic import __main__ as synthetic_cli
 from facenerf.data.synthetic import expressions as sx
 from facenerf.data.meshio import read_mtl, read_obj
 from facenerf.data.synthetic.writer import GeneratorSettings, generate_dataset
@@ -116,7 +117,7 @@ def test_texture_has_skin_eyes_and_is_deterministic():
 def dataset(tmp_path_factory):
     out = tmp_path_factory.mktemp("synthetic")
     cfg = GeneratorSettings(out=out, n_ids=2, seed=5, n_vertices=SMALL, texture_size=64,
-                            expressions=[0, 2, 17], progress=False)
+                            expressions="1,3,18", progress=False)
     return out, generate_dataset(cfg)
 
 
@@ -160,6 +161,6 @@ def test_raw_scans_invert_exactly_with_rt_scale_dict(dataset):
 
 def test_cli_rejects_bad_arguments(tmp_path, capsys):
     with pytest.raises(FaceNerfError, match="--ids must be at least 1"):
-        syn.main(["--ids", "0", "--out", str(tmp_path), "--progress", "false"])
+        synthetic_cli.main(["--ids", "0", "--out", str(tmp_path), "--progress", "false"])
     with pytest.raises(FaceNerfError, match="unknown expression"):
-        syn.main(["--ids", "1", "--out", str(tmp_path), "--expressions", "frown"])
+        synthetic_cli.main(["--ids", "1", "--out", str(tmp_path), "--expressions", "frown"])

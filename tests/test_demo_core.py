@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from facenerf.core.rays import RayBundle
-from facenerf.demos import core_demo
 from facenerf.demos.procedural_scene import Scene, cast_rays
 from facenerf.errors import FaceNerfError
+from facenerf.tools import core_demo
 
 
 def _rays(origins, directions):

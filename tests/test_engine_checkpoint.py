@@ -107,7 +107,7 @@ def _write(path, obj):
     ("empty", "corrupt or truncated"),
     ("foreign", "not a facenerf checkpoint"),
     ("plain_state_dict", "not a facenerf checkpoint"),
-    ("original_mofanerf", "original MoFaNeRF"),
+    ("original_mofanerf", "not a facenerf checkpoint"),  # the engine knows no model's files
     ("pickled_object", "cannot be loaded safely"),
     ("future", "newer than this facenerf"),
     ("incomplete", "incomplete"),

@@ -16,20 +16,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from facenerf.core.cameras import Intrinsics, mofanerf_pose
+from facenerf.cli import parse_args
+from facenerf.core.cameras import Intrinsics
 from facenerf.core.rays import image_rays
 from facenerf.core.renderer import RenderSettings
 from facenerf.data.mofanerf_dataset import FrameTable, IdentityData, MoFaNeRFData
-from facenerf.data.ray_batches import PixelSamplerConfig
+from facenerf.data.ray_batches import LandmarkSampling, PixelSamplerConfig
 from facenerf.engine.trainer import Trainer, TrainerConfig
 from facenerf.fitting import workflow
-from facenerf.fitting.options import build_fit_parser
+from facenerf.fitting.options import build_fit_parser, fit_command_from_args
 from facenerf.fitting.stats import compute_code_statistics
-from facenerf.config import parse_args
 from facenerf.io import write_image
-from facenerf.models.mofanerf.checkpoints import save_mofanerf
+from facenerf.models.mofanerf.checkpoints import load_source, save_mofanerf
 from facenerf.models.mofanerf.config import MoFaNeRFConfig
 from facenerf.models.mofanerf.model import MoFaNeRF
+from facenerf.preprocess.training.rig import mofanerf_pose
 
 SIZE = 24
 K = Intrinsics(SIZE, SIZE, 1200 * SIZE / 512, 1200 * SIZE / 512, SIZE / 2, SIZE / 2)
@@ -75,14 +76,14 @@ def train_tiny(root: Path, heads) -> tuple[MoFaNeRF, list[IdentityData], MoFaNeR
             poses.append(mofanerf_pose(pitch, yaw).numpy())
     n = len(paths)
     frames = FrameTable(paths, np.array(ids), np.zeros(n, np.int64), np.stack(poses), np.zeros(n, bool), K)
-    data = MoFaNeRFData(frames, identities, PixelSamplerConfig(n_rays=128, landmark_share=0.0, mask_share=0.5),
-                        tex_size=8, seed=0)
+    sampler = PixelSamplerConfig(n_rays=128, landmarks=LandmarkSampling(lm_share=0.0), mask_share=0.5, precrop_iters=0)
+    data = MoFaNeRFData(frames, identities, sampler, near=8.0, far=26.0, tex_size=8, seed=0)
     torch.manual_seed(0)
     cfg = MoFaNeRFConfig(multires=4, multires_views=1, netdepth=3, netwidth=32, netdepth_fine=3, netwidth_fine=0,
                          xyz_depth=1, skip=2, shape_dim=50, texture_dim=8, exp_dim=4, n_expressions=1, ism_width=16,
                          ism_depth=1, tex_size=8, tex_channels=(8,), tex_hidden=16, tex_decoder_depth=1,
                          tex_logstd_head=False)
-    model = MoFaNeRF(cfg, lrate=2e-3, train_settings=RenderSettings(n_samples=24, perturb=True))
+    model = MoFaNeRF(cfg, lrate=2e-3, train_settings=RenderSettings(n_samples=24, n_importance=0, perturb=True))
     loop = TrainerConfig(out_dir=root / "run", max_steps=250, lr_decay_steps=750, log_every=1000, eval_every=0,
                          save_every=0, progress=False, tensorboard=False)
     Trainer(model, data.training_batch, loop, torch.device("cpu"), {}, None, "mofanerf").fit()
@@ -116,9 +117,10 @@ def test_fit_of_a_heldout_identity_beats_the_mean_code_start(tmp_path):
         "--num_iterations", "60", "--fit_size", "24", "--fit_rays", "128", "--fit_scales", "0.5,1",
         "--fit_level_starts", "0,0.4", "--lr_shape", "0.02", "--lr_expression", "0.02", "--lr_texture", "0.02",
         "--lr_gain", "0.005", "--eval_views", "14"]
-    args = parse_args(build_fit_parser(), argv)
-    loaded = workflow.load_model(args, torch.device("cpu"))
-    summary = workflow.run_fitting(args, loaded, workflow.load_code_statistics(args, loaded), torch.device("cpu"))
+    cmd = fit_command_from_args(parse_args(build_fit_parser(), argv))
+    loaded = load_source(cmd.source)
+    summary = workflow.run_fitting(cmd, loaded, workflow.load_code_statistics(cmd.code_stats, loaded),
+                                   torch.device("cpu"))
     gain = summary["psnr_heldout"] - summary["psnr_heldout_start"]
     print(f"held-out PSNR: mean-code start {summary['psnr_heldout_start']:.2f} dB -> fit "
           f"{summary['psnr_heldout']:.2f} dB (gain {gain:.2f} dB)")

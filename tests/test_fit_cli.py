@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import run_fit
-from facenerf.core.cameras import Intrinsics, mofanerf_pose
+from facenerf.core.cameras import Intrinsics
 from facenerf.errors import FaceNerfError
 from facenerf.fitting.result import FitResult
 from facenerf.fitting.stats import CodeStatistics
@@ -20,6 +20,7 @@ from facenerf.io import read_image, write_image
 from facenerf.models.mofanerf.checkpoints import save_mofanerf
 from facenerf.models.mofanerf.config import MoFaNeRFConfig
 from facenerf.models.mofanerf.model import MoFaNeRF
+from facenerf.preprocess.training.rig import mofanerf_pose
 
 ROOT = Path(__file__).resolve().parents[1]
 ARCH = {"netdepth": 3, "netwidth": 16, "netdepth_fine": 3, "netwidth_fine": 16, "skip": 2, "xyz_depth": 1,
@@ -157,7 +158,8 @@ def test_bad_inputs_give_one_line(setup, tmp_path):
 
 
 def test_help_documents_every_mode():
-    from facenerf.fitting.options import RENDER_TYPES, build_fit_parser
+    from facenerf.fitting.config import RENDER_TYPES
+    from facenerf.fitting.options import build_fit_parser
 
     text = build_fit_parser().format_help()
     for mode in RENDER_TYPES:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from facenerf.core.cameras import Intrinsics, mofanerf_pose, project_points
+from facenerf.core.cameras import Intrinsics, project_points
 from facenerf.errors import FaceNerfError
 from facenerf.fitting.inputs import load_pose_file, load_target
 from facenerf.fitting.result import FIT_FORMAT, FitResult
@@ -17,6 +17,7 @@ from facenerf.fitting.stats import CodeStatistics, compute_code_statistics, floo
 from facenerf.io import write_image
 from facenerf.models.mofanerf.config import MoFaNeRFConfig
 from facenerf.models.mofanerf.model import MoFaNeRF
+from facenerf.preprocess.training.rig import mofanerf_pose
 
 
 def _disc_image(size: int) -> np.ndarray:

@@ -1,21 +1,26 @@
 """The fit objective and loop on a random tiny MoFaNeRF: fast render = full render, priors,
-recovery of self-rendered codes, determinism and exact resume."""
+recovery of self-rendered codes, fast path, determinism and exact resume."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
-from facenerf.core.cameras import Intrinsics, mofanerf_pose
+from facenerf.core.cameras import Intrinsics
 from facenerf.core.rays import image_rays, pixel_rays
 from facenerf.core.renderer import RenderSettings
+from facenerf.data.ray_batches import LandmarkSampling
 from facenerf.fitting.fitter import Fitter, FitSettings
 from facenerf.fitting.inputs import FitTarget
-from facenerf.fitting.objective import gaussian_prior, nearest_code_distance, render_fit_rays
+from facenerf.fitting.objective import gaussian_prior, nearest_code_distance
 from facenerf.fitting.result import FitResult
 from facenerf.fitting.schedule import FitSchedule
 from facenerf.fitting.stats import CodeStatistics
 from facenerf.models.mofanerf.config import MoFaNeRFConfig
 from facenerf.models.mofanerf.model import MoFaNeRF
+from facenerf.preprocess.training.rig import mofanerf_pose
+from facenerf.runtime import RunSettings
 
 TINY = dict(multires=4, multires_views=2, netdepth=4, netwidth=32, netdepth_fine=4, netwidth_fine=32,
             xyz_depth=2, skip=2, shape_dim=8, texture_dim=8, exp_dim=6, n_expressions=3, ism_width=16,
@@ -28,7 +33,7 @@ K = Intrinsics(12, 12, 28.0, 28.0, 6.0, 6.0)
 def tiny_model(fine: bool = True) -> MoFaNeRF:
     torch.manual_seed(0)
     cfg = MoFaNeRFConfig(**{**TINY, **({} if fine else {"netwidth_fine": 0})})
-    model = MoFaNeRF(cfg, eval_settings=SETTINGS if fine else RenderSettings(n_samples=12))
+    model = MoFaNeRF(cfg, eval_settings=SETTINGS if fine else RenderSettings(n_samples=12, n_importance=0))
     with torch.no_grad():  # a visible, coloured blob: positive density bias near the origin
         model.coarse.density_head.bias.fill_(2.0)
         if model.fine is not None:
@@ -55,7 +60,8 @@ def test_fast_fit_render_equals_the_full_render_in_value_and_gradient():
         pose = apply_correction(c2w, axis_angle_to_matrix(rot), torch.zeros(3))
         rays = pixel_rays(K, pose, xy, 8.0, 26.0)
         codes = model.face_codes(shape, expression=eps, texture=texture)
-        rgb = render_fit_rays(model, rays, codes, SETTINGS) if fast else model.render_rays(rays, codes, SETTINGS)["rgb"]
+        settings = replace(SETTINGS, coarse_colour=not fast)  # density-only, gradient-free coarse pass
+        rgb = model.render_rays(rays, codes, settings)["rgb"]
         outputs.append(rgb)
         grads.append(torch.autograd.grad(rgb.square().sum(), [shape, texture, eps, rot]))
     torch.testing.assert_close(outputs[0], outputs[1])
@@ -85,11 +91,13 @@ def _self_target(model: MoFaNeRF) -> tuple[FitTarget, torch.Tensor]:
                      "synthetic"), texture
 
 
+RUN = RunSettings(progress=False, seed=3)
+
+
 def _settings(iterations: int) -> FitSettings:
-    rates = {"shape": 0.02, "expression": 0.02, "texture": 0.05, "rotation": 1e-3, "translation": 1e-3,
-             "gain": 1e-3}
-    return FitSettings(schedule=FitSchedule(iterations, (0.5, 1.0), (0.0, 0.3), rates), n_rays=64,
-                       landmark_share=0.0, progress=False, log_every=1, seed=3)
+    schedule = FitSchedule(iterations, (0.5, 1.0), (0.0, 0.3), lr_shape=0.02, lr_expression=0.02, lr_texture=0.05,
+                           lr_rotation=1e-3, lr_translation=1e-3, lr_gain=1e-3)
+    return FitSettings(schedule=schedule, n_rays=64, landmarks=LandmarkSampling(lm_share=0.0), log_every=1)
 
 
 def test_fit_recovers_a_self_rendered_texture_deterministically():
@@ -97,7 +105,7 @@ def test_fit_recovers_a_self_rendered_texture_deterministically():
     target, texture = _self_target(model)
     runs = []
     for _ in range(2):
-        fitter = Fitter(model, target, stats(), _settings(40), SETTINGS)
+        fitter = Fitter(model, target, stats(), _settings(40), SETTINGS, run=RUN)
         start = float(((fitter.render() - target.image) ** 2).mean())
         fitter.run()
         runs.append(fitter)
@@ -112,14 +120,14 @@ def test_fit_recovers_a_self_rendered_texture_deterministically():
 def test_resume_from_a_fit_file_continues_exactly(tmp_path):
     model = tiny_model(fine=False)
     target, _ = _self_target(tiny_model())
-    straight = Fitter(model, target, stats(), _settings(12), model.eval_settings)
+    straight = Fitter(model, target, stats(), _settings(12), model.eval_settings, run=RUN)
     straight.run()
-    first = Fitter(model, target, stats(), _settings(12), model.eval_settings)
+    first = Fitter(model, target, stats(), _settings(12), model.eval_settings, run=RUN)
     first.run(stop_at=5)
     path = first.result().save(tmp_path / "fit.pt")
     partial = FitResult.load(path)
     assert partial.iteration == 5 and partial.iterations == 12 and not partial.complete
-    second = Fitter(model, target, stats(), _settings(12), model.eval_settings)
+    second = Fitter(model, target, stats(), _settings(12), model.eval_settings, run=RUN)
     second.resume(partial)
     second.run()
     assert second.iteration == 12

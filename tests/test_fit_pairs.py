@@ -5,15 +5,16 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from facenerf.core.cameras import Intrinsics, mofanerf_pose
+from facenerf.core.cameras import Intrinsics
 from facenerf.core.renderer import RenderSettings
 from facenerf.data.mofanerf_dataset import FrameTable, IdentityData, MoFaNeRFData
 from facenerf.data.pairs import scan_pairs
 from facenerf.data.ray_batches import PixelSamplerConfig
-from facenerf.fitting.refine_pairs import PairPlan, choose_frames, make_refine_pairs, render_training_view
 from facenerf.io import read_image, write_image
 from facenerf.models.mofanerf.config import MoFaNeRFConfig
 from facenerf.models.mofanerf.model import MoFaNeRF
+from facenerf.models.mofanerf.refine_pairs import PairPlan, choose_frames, make_refine_pairs, render_training_view
+from facenerf.preprocess.training.rig import mofanerf_pose
 from tiny_faces import write_multiview_data
 
 SIZE = 16
@@ -34,7 +35,7 @@ def _data(tmp_path) -> MoFaNeRFData:
                 ids.append(i), exps.append(e), test.append(v == 3)
                 poses.append(mofanerf_pose(0.0, -30.0 + 20.0 * v).numpy())
     frames = FrameTable(paths, np.array(ids), np.array(exps), np.stack(poses), np.array(test), K)
-    return MoFaNeRFData(frames, people, PixelSamplerConfig(n_rays=8), tex_size=8)
+    return MoFaNeRFData(frames, people, PixelSamplerConfig(n_rays=8), near=8.0, far=26.0, tex_size=8)
 
 
 def _model() -> MoFaNeRF:
@@ -43,7 +44,7 @@ def _model() -> MoFaNeRF:
                          xyz_depth=1, skip=1, shape_dim=6, texture_dim=4, exp_dim=3, n_expressions=3, ism_width=8,
                          ism_depth=1, tex_size=8, tex_channels=(4,), tex_hidden=8, tex_decoder_depth=1,
                          tex_logstd_head=False)
-    model = MoFaNeRF(cfg, eval_settings=RenderSettings(n_samples=6))
+    model = MoFaNeRF(cfg, eval_settings=RenderSettings(n_samples=6, n_importance=0))
     with torch.no_grad():
         model.coarse.density_head.bias.fill_(2.0)  # visible density everywhere near the head
     return model
@@ -78,16 +79,16 @@ def test_render_of_a_training_view_is_at_the_requested_scale(tmp_path):
 
 def _disk_dataset(root, arch: dict) -> list[str]:
     """Two identities in the render.py / FaceScape layout and a checkpoint whose config names them."""
-    from facenerf.config import config_to_dict, parse_args
+    from facenerf.cli import parse_args
     from facenerf.models.mofanerf.checkpoints import save_mofanerf
-    from facenerf.models.mofanerf.options import build_train_parser
+    from facenerf.models.mofanerf.options import build_train_parser, run_config_from_args
 
     write_multiview_data(root, SIZE, seed=1)
     argv = [f"--{k}={v}" for k, v in arch.items()]
-    args = parse_args(build_train_parser(), argv)
+    run = run_config_from_args(parse_args(build_train_parser(), argv))
     model = _model()
-    save_mofanerf(root / "logs" / "tiny" / "checkpoints" / "step_00000001.pt", model, step=1,
-                  config=config_to_dict(args))
+    assert model.cfg == run.model
+    save_mofanerf(root / "logs" / "tiny" / "checkpoints" / "step_00000001.pt", model, step=1, run=run)
     return argv
 
 

@@ -7,10 +7,10 @@ import math
 import pytest
 import torch
 
-from facenerf.core.cameras import mofanerf_pose
 from facenerf.fitting.pose import (PoseCorrection, apply_correction, axis_angle_to_matrix, matrix_to_axis_angle,
                                    rotation_6d_to_matrix)
 from facenerf.fitting.views import camera_angles, views_around_fit
+from facenerf.preprocess.training.rig import mofanerf_pose
 
 
 def _rz(angle: float) -> torch.Tensor:

@@ -6,12 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from facenerf.core.cameras import Intrinsics, mofanerf_pose, project_points
+from facenerf.core.cameras import Intrinsics, project_points
 from facenerf.core.rays import pixel_rays
+from facenerf.data.ray_batches import LandmarkSampling, landmark_pixels
 from facenerf.errors import FaceNerfError
 from facenerf.fitting.sampling import (build_levels, grow_mask, level_intrinsics, mask_from_image, mask_from_labels,
                                        sample_fit_pixels, to_level_pixels)
 from facenerf.fitting.schedule import FitSchedule
+from facenerf.preprocess.training.rig import mofanerf_pose
 
 K = Intrinsics(32, 32, 75.0, 75.0, 16.0, 16.0)
 
@@ -50,7 +52,7 @@ def test_levels_resize_image_mask_and_landmarks():
 def test_pixels_are_distinct_inside_the_image_and_the_region():
     lm = torch.tensor([[0.0, 0.0], [31.0, 31.0], [16.0, 16.0], [np.nan, 3.0], [100.0, 5.0]])
     level = _level(landmarks=lm)[1]
-    xy = sample_fit_pixels(level, 200, 0.5, 0.1, torch.Generator().manual_seed(0))
+    xy = sample_fit_pixels(level, 200, LandmarkSampling(0.5, 0.1), torch.Generator().manual_seed(0))
     assert xy.shape == (200, 2) and xy.dtype == torch.long
     assert xy.min() >= 0 and xy.max() <= 31
     flat = xy[:, 1] * 32 + xy[:, 0]
@@ -59,12 +61,23 @@ def test_pixels_are_distinct_inside_the_image_and_the_region():
     assert level.region[rest[:, 1], rest[:, 0]].all()
 
 
+def test_landmark_rays_are_the_training_samplers_without_repeats():
+    lm = torch.tensor([[4.0, 5.0], [20.0, 9.0], [12.0, 27.0]])
+    level = _level(landmarks=lm)[1]
+    share = LandmarkSampling(lm_share=0.25, lm_sigma=0.01)
+    xy = sample_fit_pixels(level, 80, share, torch.Generator().manual_seed(5))
+    training = landmark_pixels(lm, 20, 0.01 * 32, 32, 32, torch.Generator().manual_seed(5))  # the same draws
+    expected = torch.unique(training[:, 1] * 32 + training[:, 0])
+    got = xy[:expected.numel(), 1] * 32 + xy[:expected.numel(), 0]
+    assert torch.equal(got, expected) and expected.numel() < 20  # repeats removed
+
+
 def test_fewer_rays_when_the_region_is_small_and_deterministic_per_seed():
     level = _level(mask_box=(15, 17))[1]
-    xy = sample_fit_pixels(level, 500, 0.0, 0.0, torch.Generator().manual_seed(1))
+    xy = sample_fit_pixels(level, 500, LandmarkSampling(0.0, 0.0), torch.Generator().manual_seed(1))
     assert xy.shape[0] == int(level.region.sum())
-    a = sample_fit_pixels(_level()[1], 50, 0.0, 0.0, torch.Generator().manual_seed(3))
-    b = sample_fit_pixels(_level()[1], 50, 0.0, 0.0, torch.Generator().manual_seed(3))
+    a = sample_fit_pixels(_level()[1], 50, LandmarkSampling(0.0, 0.0), torch.Generator().manual_seed(3))
+    b = sample_fit_pixels(_level()[1], 50, LandmarkSampling(0.0, 0.0), torch.Generator().manual_seed(3))
     assert torch.equal(a, b)
 
 

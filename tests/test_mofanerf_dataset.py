@@ -9,11 +9,12 @@ import pytest
 import torch
 
 import facenerf.data.mofanerf_dataset as mds
-from facenerf.core.cameras import Intrinsics, mofanerf_pose, project_points
+from facenerf.core.cameras import Intrinsics, project_points
 from facenerf.data.mofanerf_dataset import FrameTable, IdentityData, MoFaNeRFData, StepBatches
-from facenerf.data.ray_batches import PixelSamplerConfig
+from facenerf.data.ray_batches import LandmarkSampling, PixelSamplerConfig
 from facenerf.errors import FaceNerfError
 from facenerf.io import write_image
+from facenerf.preprocess.training.rig import FAR, NEAR, mofanerf_pose
 
 SIZE = 16
 
@@ -40,9 +41,10 @@ def make_data(tmp_path: Path, n_ids=2, n_exp=3, lm_share=0.5, cache=True, **kw) 
                                    uv_path=uv, landmarks=landmarks))
     frames = FrameTable(paths, np.array(ids), np.array(exps), np.stack(poses).astype(np.float32),
                         np.array(test), K)
-    sampler = PixelSamplerConfig(n_rays=64, landmark_share=lm_share, landmark_sigma=0.0)
-    return MoFaNeRFData(frames, people, sampler, tex_size=32, uv_cache_dir=tmp_path / "cache" if cache else None,
-                        **kw)
+    sampler = PixelSamplerConfig(n_rays=64, landmarks=LandmarkSampling(lm_share=lm_share, lm_sigma=0.0),
+                                 precrop_iters=0)
+    return MoFaNeRFData(frames, people, sampler, near=NEAR, far=FAR, tex_size=32,
+                        uv_cache_dir=tmp_path / "cache" if cache else None, **kw)
 
 
 def test_batch_contents_and_ray_geometry(tmp_path):
@@ -96,7 +98,7 @@ def test_one_image_is_read_per_batch_and_uv_maps_are_cached(tmp_path, monkeypatc
 
 
 def make_data_from(data: MoFaNeRFData) -> MoFaNeRFData:
-    return MoFaNeRFData(data.frames, data.identities, data.sampler, tex_size=data.tex_size,
+    return MoFaNeRFData(data.frames, data.identities, data.sampler, near=NEAR, far=FAR, tex_size=data.tex_size,
                         uv_cache_dir=data.uv_cache_dir)
 
 
@@ -117,14 +119,14 @@ def test_validation_frames_and_errors(tmp_path):
     only_test = data.frames
     only_test.is_test = np.ones_like(only_test.is_test)
     with pytest.raises(FaceNerfError, match="no training frames"):
-        MoFaNeRFData(only_test, data.identities, data.sampler)
+        MoFaNeRFData(only_test, data.identities, data.sampler, near=NEAR, far=FAR, tex_size=32)
 
 
 def test_separate_validation_views_are_held_out_and_used_for_validation(tmp_path):
     data = make_data(tmp_path)
     frames = data.frames
     frames.is_val = np.array([not t and i % 4 == 2 for i, t in enumerate(frames.is_test)])
-    held = MoFaNeRFData(frames, data.identities, data.sampler)
+    held = MoFaNeRFData(frames, data.identities, data.sampler, near=NEAR, far=FAR, tex_size=32)
     assert not set(held.train_indices) & set(np.flatnonzero(frames.is_val))
     assert not set(held.train_indices) & set(held.test_indices)
     picks = held.validation_frames(4)

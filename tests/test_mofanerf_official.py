@@ -193,7 +193,7 @@ def test_load_mofanerf_reads_both_formats_and_checks_sizes(tmp_path):
         assert k == k2 and torch.equal(a, b)
     wrong = MoFaNeRFConfig(**{**again.cfg.to_dict(), "exp_dim": 40})
     for path in (official, ours):
-        with pytest.raises(FaceNerfError, match=r"exp_dim: config 40 vs checkpoint 30"):
+        with pytest.raises(FaceNerfError, match=r"input_ch_expCodes: config 40 vs checkpoint 30"):
             load_mofanerf(path, expect=wrong)
 
 
@@ -208,10 +208,14 @@ def test_foreign_or_damaged_files_give_one_line_errors(tmp_path):
         load_mofanerf(other)
     with pytest.raises(FaceNerfError, match="not found"):
         load_mofanerf(tmp_path / "missing.tar")
+    partial = tmp_path / "partial.tar"  # the original code's keys, but not all of them
+    torch.save({"global_step": 600000, "network_fn_state_dict": {}, "network_fine_state_dict": {}}, partial)
+    with pytest.raises(FaceNerfError, match="lacks network_render_textureEncoder.*not a complete MoFaNeRF checkpoint"):
+        load_mofanerf(partial)
 
 
 def test_convert_command_round_trips_between_layouts(tmp_path, capsys):
-    from facenerf.models.mofanerf.checkpoints import main
+    from facenerf.tools.convert_checkpoint import main
 
     ckpt = official_checkpoint(w_coarse=16, w_fine=24, tex_size=128, channels=(4, 4, 4, 8, 8), hidden=32)
     torch.save(ckpt, tmp_path / "600000.tar")

@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from facenerf.data.ray_batches import (PixelSamplerConfig, gather_pixels, landmark_pixels, precrop_region,
-                                       sample_pixels, uniform_pixels, weighted_pixels)
+from facenerf.data.ray_batches import (LandmarkSampling, PixelSamplerConfig, gather_pixels, landmark_pixels,
+                                       patch_pixels, precrop_region, sample_pixels, uniform_pixels,
+                                       weighted_pixels)
+from facenerf.errors import FaceNerfError
 
 
 def _inside(xy, h, w):
@@ -67,7 +69,7 @@ def test_weighted_pixels_follow_the_mask():
 
 def test_sample_pixels_mixes_landmark_and_uniform_rays_with_precrop():
     gen = torch.Generator().manual_seed(4)
-    cfg = PixelSamplerConfig(n_rays=100, landmark_share=0.6, landmark_sigma=0.0, precrop_iters=10,
+    cfg = PixelSamplerConfig(n_rays=100, landmarks=LandmarkSampling(lm_share=0.6, lm_sigma=0.0), precrop_iters=10,
                              precrop_frac=0.5)
     lms = torch.tensor([[2.0, 3.0]])
     early = sample_pixels(cfg, 64, 64, step=0, landmarks_xy=lms, generator=gen)
@@ -82,8 +84,10 @@ def test_sample_pixels_mixes_landmark_and_uniform_rays_with_precrop():
 
 
 def test_sampler_config_validation_and_gather():
-    with pytest.raises(ValueError):
-        PixelSamplerConfig(landmark_share=0.8, mask_share=0.5)
+    with pytest.raises(FaceNerfError, match="lm_share \\+ mask_share"):
+        PixelSamplerConfig(landmarks=LandmarkSampling(lm_share=0.8), mask_share=0.5)
+    with pytest.raises(FaceNerfError, match="lm_share must lie in"):
+        LandmarkSampling(lm_share=1.5)
     image = torch.arange(5 * 4 * 3, dtype=torch.float32).reshape(5, 4, 3)  # H=5, W=4
     xy = torch.tensor([[3, 0], [0, 4], [2, 2]])
     torch.testing.assert_close(gather_pixels(image, xy), torch.stack([image[0, 3], image[4, 0], image[2, 2]]))
@@ -92,7 +96,7 @@ def test_sampler_config_validation_and_gather():
 def test_mouth_and_eye_landmarks_get_more_rays_when_weighted():
     gen = torch.Generator().manual_seed(0)
     lms = torch.stack([torch.arange(68.0) % 8 * 7 + 4, torch.arange(68.0) // 8 * 7 + 4], dim=-1)
-    cfg = PixelSamplerConfig(n_rays=1000, landmark_share=1.0, landmark_sigma=0.0, expression_weight=3.0)
+    cfg = PixelSamplerConfig(n_rays=1000, landmarks=LandmarkSampling(1.0, 0.0), expression_weight=3.0)
     xy = sample_pixels(cfg, 64, 64, landmarks_xy=lms, generator=gen)
     hits = torch.zeros(68)
     for i, point in enumerate(lms.round().long()):
@@ -101,6 +105,32 @@ def test_mouth_and_eye_landmarks_get_more_rays_when_weighted():
     assert hits.sum() == 1000
     assert abs(hits[:36].mean() - 1000 / 132) < 0.5 and abs(hits[36:].mean() - 3000 / 132) < 0.5
     assert hits.max() - hits[36:].min() <= 1 and hits[:36].max() - hits[:36].min() <= 1
-    plain = sample_pixels(PixelSamplerConfig(n_rays=680, landmark_share=1.0, landmark_sigma=0.0), 64, 64,
+    plain = sample_pixels(PixelSamplerConfig(n_rays=680, landmarks=LandmarkSampling(1.0, 0.0)), 64, 64,
                           landmarks_xy=lms, generator=gen)
     assert all(((plain == p).all(dim=-1)).sum() == 10 for p in lms.round().long())   # the original: alike
+
+
+def test_patch_pixels_are_contiguous_squares_inside_the_region():
+    gen = torch.Generator().manual_seed(0)
+    xy = patch_pixels(5, 4, 20, 30, gen, region=(10, 2, 18, 12))
+    patches = xy.view(5, 4, 4, 2)
+    assert xy.dtype == torch.int64 and xy.shape == (80, 2)
+    # row-major squares: x grows along a row, y down the columns, by one pixel
+    assert (patches[:, :, 1:, 0] - patches[:, :, :-1, 0] == 1).all() and (patches[:, :, 1:, 1] == patches[:, :, :1, 1]).all()
+    assert (patches[:, 1:, :, 1] - patches[:, :-1, :, 1] == 1).all()
+    assert (xy[:, 0] >= 10).all() and (xy[:, 0] < 18).all() and (xy[:, 1] >= 2).all() and (xy[:, 1] < 12).all()
+    image = torch.arange(20 * 30, dtype=torch.float32).reshape(20, 30, 1)
+    colours = gather_pixels(image, xy).view(5, 4, 4)
+    torch.testing.assert_close(colours[:, 0, 1] - colours[:, 0, 0], torch.ones(5))  # next column
+    torch.testing.assert_close(colours[:, 1, 0] - colours[:, 0, 0], torch.full((5,), 30.0))  # next row
+
+
+def test_patch_pixels_stride_fallback_and_errors():
+    gen = torch.Generator().manual_seed(1)
+    strided = patch_pixels(3, 3, 16, 16, gen, stride=2).view(3, 3, 3, 2)
+    assert (strided[:, :, 1:, 0] - strided[:, :, :-1, 0] == 2).all()
+    # a region smaller than the patch: patches land anywhere in the image instead
+    xy = patch_pixels(50, 4, 16, 16, gen, region=(0, 0, 3, 3))
+    assert xy.min() >= 0 and xy.max() <= 15 and (xy.view(50, 16, 2)[:, 0] > 0).any()
+    with pytest.raises(ValueError):
+        patch_pixels(1, 8, 6, 20)

@@ -40,7 +40,7 @@ def datadir(tmp_path_factory) -> Path:
     """2 identities x 2 expressions x 8 views at 32^2, made with the project's data CLIs."""
     import align_clip
     import render
-    from facenerf.data import synthetic
+    from facenerf.data.synthetic import __main__ as synthetic
 
     root = tmp_path_factory.mktemp("facescape")
     quiet = ["--progress", "false"]
@@ -63,7 +63,7 @@ def test_training_writes_outputs_and_resumes(datadir, tmp_path, capsys):
     assert (run / "config.txt").is_file() and any((run / "tensorboard").iterdir())
     assert len(list((run / "uv_cache").glob("uv_*_16.npy"))) == 2
     payload = load_checkpoint(run / "checkpoints" / "step_00000004.pt")
-    assert payload["model"] == "mofanerf" and payload["config"]["model_config"]["exp_dim"] == 6
+    assert payload["model"] == "mofanerf" and payload["config"]["model"]["exp_dim"] == 6
     out = capsys.readouterr().out
     assert "trained to step 4" in out and "held-out PSNR" in out
     train(datadir, tmp_path, "--N_iters", "6", "--i_weights", "2", "--i_testset", "0")
@@ -98,7 +98,7 @@ def test_clear_errors_for_bad_data_and_mismatched_code_sizes(datadir, tmp_path):
     with pytest.raises(FaceNerfError, match="no training images found"):
         train(no_images, tmp_path, "--N_iters", "1")
     train(datadir, tmp_path, "--N_iters", "2", "--i_testset", "0", "--grid_ids", "1", "--grid_exps", "0")
-    with pytest.raises(FaceNerfError, match=r"exp_dim: config 9 vs checkpoint 6"):
+    with pytest.raises(FaceNerfError, match=r"input_ch_expCodes: config 9 vs checkpoint 6"):
         train(datadir, tmp_path, "--N_iters", "3", "--input_ch_expCodes", "9")
 
 
@@ -139,23 +139,25 @@ def test_ddp_two_cpu_processes_with_torchrun(datadir, tmp_path):
     assert "2 data-parallel processes; parameters of all ranks in sync" in done.stdout
     ckpt = tmp_path / "ddp" / "checkpoints"
     assert sorted(p.name for p in ckpt.iterdir()) == ["step_00000002.pt", "step_00000004.pt"]
-    assert load_checkpoint(ckpt / "step_00000004.pt")["config"]["N_rand"] == 32
+    assert load_checkpoint(ckpt / "step_00000004.pt")["config"]["sampling"]["n_rays"] == 32
     assert len(list((tmp_path / "ddp" / "tensorboard").iterdir())) == 1  # rank 0 logs alone
 
 
 def test_config_files_parse_and_the_released_config_gives_the_released_model():
-    from facenerf.config import parse_args
+    from facenerf.cli import parse_args
     from facenerf.models.mofanerf.config import MoFaNeRFConfig
-    from facenerf.models.mofanerf.options import build_train_parser, check_train_args
+    from facenerf.models.mofanerf.options import build_train_parser, run_config_from_args
 
-    released = parse_args(build_train_parser(), ["-c", str(ROOT / "configs" / "exp_mofanerf.txt")])
-    check_train_args(released)
-    assert MoFaNeRFConfig.from_args(released) == MoFaNeRFConfig()
-    assert (released.lrate, released.lrate_decay, released.N_rand, released.N_samples, released.N_importance) == \
-        (5e-5, 500, 1024, 64, 64)
-    tiny = parse_args(build_train_parser(), ["-c", str(ROOT / "configs" / "mofanerf_tiny.txt")])
-    check_train_args(tiny)
-    assert MoFaNeRFConfig.from_args(tiny).netwidth_fine == 64
+    configs = ROOT / "configs"
+    released = run_config_from_args(parse_args(build_train_parser(), ["-c", str(configs / "exp_mofanerf.txt")]))
+    assert released.model == MoFaNeRFConfig()
+    assert (released.train.lrate, released.train.lrate_decay, released.sampling.n_rays, released.render.N_samples,
+            released.render.N_importance, released.render.chunk, released.runtime.amp) == \
+        (5e-5, 500, 1024, 64, 64, 8192, "bf16")
+    tiny = run_config_from_args(parse_args(build_train_parser(), ["-c", str(configs / "mofanerf_tiny.txt")]))
+    assert tiny.model.netwidth_fine == 64 and tiny.model.tex_channels == (16, 16, 32, 32)
+    no_fine = run_config_from_args(parse_args(build_train_parser(), ["--N_importance", "0"]))
+    assert not no_fine.model.has_fine  # N_importance = 0 trains no fine network, as the original code
 
 
 def _heldout_psnr(capsys) -> float:
@@ -185,4 +187,4 @@ def test_any_shape_code_scale_trains_alike_and_the_run_stores_its_statistics_and
     torch.testing.assert_close(b["model_state"]["shape_code_scale"], a["model_state"]["shape_code_scale"] / 25.0)
     template = np.asarray(a["config"]["alignment_template"]["landmarks_512"])
     assert template.shape == (68, 2) and a["config"]["alignment_template"]["identities"] == 2
-    assert a["config"]["pixel_center"] == 0.5                        # as render.py recorded it
+    assert a["config"]["render"]["pixel_center"] == 0.5              # as render.py recorded it

@@ -5,11 +5,12 @@ import math
 import numpy as np
 import pytest
 
-from facenerf.core.cameras import Intrinsics, mofanerf_pose
+from facenerf.core.cameras import Intrinsics
 from facenerf.preprocess.fitting import sh
 from facenerf.preprocess.fitting.align import (invert_transform, similarity_transform, transform_points,
                                                transform_scale, warp_image)
 from facenerf.preprocess.fitting.raster import rasterize, vertex_normals
+from facenerf.preprocess.training.rig import mofanerf_pose
 
 
 def _similarity(scale, angle_deg, tx, ty):

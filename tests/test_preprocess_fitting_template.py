@@ -76,7 +76,7 @@ def test_alignment_template_round_trips_through_a_checkpoint_config(tmp_path):
 
 
 def test_frontal_template_averages_people_and_skips_hidden_landmarks():
-    from facenerf.core.cameras import mofanerf_pose
+    from facenerf.preprocess.training.rig import mofanerf_pose
 
     base = tpl.load_template(64).landmarks_2d
     c2w = np.stack([mofanerf_pose(0.0, 0.0).numpy(), mofanerf_pose(0.0, 0.0).numpy(), mofanerf_pose(0.0, 30.0).numpy()])

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from facenerf.data.pairs import make_degraded_pairs
+from facenerf.data.synthetic.degraded_pairs import DegradedPairs, make_degraded_pairs
 from facenerf.io import read_image, write_image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,7 +32,7 @@ def _main(script, *args, monkeypatch, capsys):
 def test_train_resume_and_refine(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     data = tmp_path / "dataset"
-    make_degraded_pairs(data, n_procedural=4, size=32, crops=2, seed=0, report=lambda s: None)
+    make_degraded_pairs(DegradedPairs(out=str(data), procedural=4, size=32, crops=2), report=lambda s: None)
     write_image(data / "train_A" / "orphan" / "e" / "0.png", np.zeros((8, 8, 3)))  # no ground truth
     (data / "train_A" / "proc00003" / "degraded" / "1.png").write_bytes(b"corrupt")
 

@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from facenerf.data.pairs import PairBatches, PairDataset, make_degraded_pairs, scan_pairs
+from facenerf.data.pair_batches import PairBatches, PairDataset
+from facenerf.data.pairs import scan_pairs
+from facenerf.data.synthetic.degraded_pairs import DegradedPairs, make_degraded_pairs
 from facenerf.engine.trainer import Trainer, TrainerConfig
 from facenerf.errors import FaceNerfError
 from facenerf.io import read_image, write_image
@@ -20,7 +22,7 @@ TINY = dict(ngf=4, n_downsample_global=2, n_blocks_global=1, ndf=4, n_layers_D=2
 @pytest.fixture(scope="module")
 def pairs(tmp_path_factory):
     root = tmp_path_factory.mktemp("pairs")
-    make_degraded_pairs(root, n_procedural=4, size=32, crops=2, seed=0, report=lambda s: None)
+    make_degraded_pairs(DegradedPairs(out=str(root), procedural=4, size=32, crops=2), report=lambda s: None)
     return scan_pairs(root / "train_A", root / "train_B").pairs
 
 
@@ -120,8 +122,8 @@ def test_checkpoint_to_refined_folder(pairs, tmp_path):
     model = RefineModel(RefineConfig(**TINY))
     _trainer(model, pairs, tmp_path / "logs" / "refine" / "demo", 2).fit()
     checkpoint = find_checkpoint(tmp_path / "logs" / "refine", "demo")
-    generator, config = load_refine_generator(checkpoint, torch.device("cpu"))
-    assert config["load_size"] == 32
+    generator, run = load_refine_generator(checkpoint, torch.device("cpu"))
+    assert run.train.load_size == 32 and run.net.ngf == 4  # read from a checkpoint storing a flat config
     for key, value in generator_state(model.state_dict()).items():
         assert torch.equal(generator.state_dict()[key], value)
 

@@ -4,10 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from facenerf.data.pairs import (Degradation, ImagePair, PairBatches, PairDataset, degrade, main,
-                                 make_degraded_pairs, procedural_image, scan_pairs, split_pairs, write_pairs)
+from facenerf.data.pair_batches import PairBatches, PairDataset
+from facenerf.data.pairs import ImagePair, scan_pairs, split_pairs, write_pairs
+from facenerf.data.synthetic.degraded_pairs import (Degradation, DegradedPairs, degrade, make_degraded_pairs,
+                                                    procedural_image)
 from facenerf.errors import FaceNerfError
 from facenerf.io import read_image, write_image
+from facenerf.tools.degraded_pairs import main
 
 
 def _solid(value, size=(8, 6)):
@@ -151,7 +154,8 @@ def test_make_degraded_pairs_from_folder_and_cli(tmp_path, capsys):
     write_image(src / "a.png", procedural_image(40, np.random.default_rng(0)))
     (src / "broken.jpg").write_bytes(b"nope")
     messages = []
-    result = make_degraded_pairs(tmp_path / "ds", src, n_procedural=2, size=16, crops=2, report=messages.append)
+    job = DegradedPairs(out=str(tmp_path / "ds"), src=str(src), procedural=2, size=16, crops=2)
+    result = make_degraded_pairs(job, report=messages.append)
     assert result.written == 6 and any("broken.jpg" in m for m in messages)
     scan = scan_pairs(tmp_path / "ds" / "train_A", tmp_path / "ds" / "train_B")
     assert {p.key for p in scan.pairs} >= {"a/degraded/0", "a/degraded/1", "proc00000/degraded/1"}

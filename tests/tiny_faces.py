@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from facenerf.core.cameras import mofanerf_pose
 from facenerf.io import write_image
+from facenerf.preprocess.training.rig import mofanerf_pose
 
 
 def write_multiview_data(root: Path, size: int = 16, seed: int = 0) -> Path:

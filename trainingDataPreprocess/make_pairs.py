@@ -19,50 +19,53 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from facenerf.config import parse_args, save_config  # noqa: E402
+from facenerf.cli import add_options, from_namespace, make_parser, parse_args  # noqa: E402
 from facenerf.errors import FaceNerfError, run_cli  # noqa: E402
 
 
 def build_parser():
-    from facenerf.models.mofanerf.options import build_train_parser
+    from facenerf.models.mofanerf.options import add_trained_run_options
+    from facenerf.models.mofanerf.refine_pairs import PairPlan
+    from facenerf.runtime import RunSettings
 
-    parser = build_train_parser()
-    parser.prog = "trainingDataPreprocess/make_pairs.py"
-    parser.description = "Render a trained MoFaNeRF at training views next to the ground truth (RefineNet pairs)."
-    g = parser.add_argument_group("pairs")
-    g.add_argument("--ckpt", default="", help="checkpoint (default: --ft_path, else the newest of the run)")
-    g.add_argument("--out", default="dataset", help="dataset root for train_A/ and train_B/")
-    g.add_argument("--pair_expressions", type=int, default=10, help="expressions drawn per identity")
-    g.add_argument("--pair_views", type=int, default=8, help="training views drawn per expression")
-    g.add_argument("--render_scale", type=float, default=0.5, help="render size as a fraction of the image size")
+    parser = make_parser("Render a trained MoFaNeRF at training views next to the ground truth (RefineNet pairs).",
+                         prog="trainingDataPreprocess/make_pairs.py")
+    group = parser.add_argument_group("pairs")
+    group.add_argument("--out", default="dataset", help="dataset root for train_A/ and train_B/")
+    add_options(group, PairPlan)
+    add_options(parser, RunSettings, "run", only=("device", "seed", "threads", "progress"))
+    add_trained_run_options(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(build_parser(), argv)
-    from facenerf.config import ensure_writable_dir
-    from facenerf.fitting.from_checkpoint import explicit_keys
-    from facenerf.fitting.refine_pairs import PairPlan, make_refine_pairs
-    from facenerf.fitting.workflow import expression_name, load_model
-    from facenerf.models.mofanerf.training import build_data
-    from facenerf.runtime import select_device, seed_everything
+    from facenerf.config import flat_options, save_config
+    from facenerf.io import ensure_writable_dir
+    from facenerf.models.mofanerf.checkpoints import load_source
+    from facenerf.models.mofanerf.data import build_data
+    from facenerf.models.mofanerf.expressions import expression_name
+    from facenerf.models.mofanerf.options import source_from_args
+    from facenerf.models.mofanerf.refine_pairs import PairPlan, make_refine_pairs
+    from facenerf.runtime import RunSettings, seed_everything, select_device
 
-    explicit = explicit_keys(build_parser, args, argv)  # unset sizes and data keys come from the checkpoint
-    device = select_device(args.device)
-    seed_everything(args.seed)
-    if args.threads > 0:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    plan, runtime, source = from_namespace(PairPlan, args), from_namespace(RunSettings, args), source_from_args(args)
+    device = select_device(runtime.device)
+    seed_everything(runtime.seed)
+    runtime.apply_threads()
     out = ensure_writable_dir(args.out)
-    loaded = load_model(args, device, explicit)
-    data = build_data(args, Path(args.basedir) / args.expname)  # shares the training run's UV cache
-    plan = PairPlan(args.pair_expressions, args.pair_views, args.render_scale, args.seed)
-    summary = make_refine_pairs(loaded.model, data, out, plan, expression_name, progress=args.progress)
-    save_config(args, out, "make_pairs_config.txt")
+    loaded = load_source(source)
+    for note in loaded.notes:
+        print(f"note: {note}")
+    loaded.model.to(device)
+    data = build_data(loaded.run, loaded.checkpoint.parent.parent)  # shares the training run's UV cache
+    summary = make_refine_pairs(loaded.model, data, out, plan, expression_name, progress=runtime.progress,
+                                seed=runtime.seed)
+    save_config({"out": str(out), "ckpt": str(loaded.checkpoint), **flat_options(plan), **flat_options(runtime),
+                 **flat_options(loaded.run.render), **flat_options(loaded.run.data)}, out, "make_pairs_config.txt")
     print(summary.summary())
     if summary.written == 0:
-        raise FaceNerfError(f"no pairs written to {out}: check the training data in {args.datadir}")
+        raise FaceNerfError(f"no pairs written to {out}: check the training data in {loaded.run.data.datadir}")
     print(f"next: python trainingDataPreprocess/train.py --dataroot {out}")
     return 0
 

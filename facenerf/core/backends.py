@@ -1,13 +1,15 @@
 """The one place that touches optional accelerators. Nothing here imports them at import time.
 
-Pure PyTorch ("torch") is always available and is the default everywhere; it is what the
-CPU tests run. An accelerator is imported only when a caller asks for it by name.
+Pure PyTorch ("torch") is always available; it is the reference and what the CPU tests run.
+An accelerator is imported only when a caller asks for it by name, or, for the hash-grid
+lookup, when "auto" finds CUDA tensors and an installed triton (:func:`hash_grid_kernel`).
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 from types import ModuleType
 
 import torch
@@ -18,6 +20,8 @@ from facenerf.errors import FaceNerfError
 OPTIONAL_BACKENDS = {
     "tcnn": ("tinycudann", "fused hash-grid encoding and MLPs (CUDA only)",
              "pip install git+https://github.com/NVlabs/tiny-cuda-nn/#subdirectory=bindings/torch"),
+    "triton": ("triton", "hash-grid lookup kernels (CUDA; on the CPU only under TRITON_INTERPRET=1)",
+               "pip install triton"),
 }
 BACKEND_CHOICES = ("torch", "auto") + tuple(OPTIONAL_BACKENDS)
 
@@ -75,3 +79,48 @@ def load_backend(name: str) -> ModuleType:
         raise FaceNerfError(f"{name!r} is not an optional backend: use one of {', '.join(OPTIONAL_BACKENDS)}")
     resolve_backend(name)
     return importlib.import_module(OPTIONAL_BACKENDS[name][0])
+
+
+HASH_GRID_IMPLEMENTATIONS = ("auto", "torch", "triton")
+_HASH_GRID_KERNEL = "facenerf.core.kernels.hash_grid_triton"
+
+
+def _triton_problem(device: torch.device, in_dim: int, x_grad: bool) -> str | None:
+    """Why the Triton hash-grid kernel cannot serve this call, or None when it can."""
+    if not _installed("triton"):
+        return "triton is not installed (pip install triton, on a CUDA machine)"
+    interpreted = os.environ.get("TRITON_INTERPRET", "") == "1"
+    if device.type != "cuda" and not (device.type == "cpu" and interpreted):
+        return f"tensors are on {device.type}, the kernel needs CUDA (or TRITON_INTERPRET=1 with CPU tensors)"
+    if in_dim != 3:
+        return f"the kernel handles 3-D grids only, this one is {in_dim}-D"
+    if x_grad:
+        return "the kernel computes no gradient with respect to the points, and they require one"
+    return None
+
+
+def hash_grid_kernel(implementation: str, device: torch.device | str, in_dim: int = 3,
+                     x_grad: bool = False) -> ModuleType | None:
+    """The hash-grid lookup kernel module for tensors on ``device``, or None for PyTorch.
+
+    ``implementation``: "torch" -> None; "triton" -> the Triton kernel module, or
+    :class:`FaceNerfError` saying why it cannot run; "auto" -> the kernel for CUDA tensors of
+    a 3-D grid when triton is installed and the points need no gradient, else None.
+    """
+    if implementation not in HASH_GRID_IMPLEMENTATIONS:
+        raise FaceNerfError(f"unknown hash-grid implementation {implementation!r}: use one of "
+                            f"{', '.join(HASH_GRID_IMPLEMENTATIONS)}")
+    if implementation == "torch":
+        return None
+    device = torch.device(device)
+    problem = _triton_problem(device, in_dim, x_grad)
+    if implementation == "auto" and (problem is not None or device.type != "cuda"):
+        return None
+    if problem is not None:
+        raise FaceNerfError(f"hash-grid implementation 'triton' cannot run here: {problem}; "
+                            "set implementation = torch (or auto)")
+    try:
+        return importlib.import_module(_HASH_GRID_KERNEL)
+    except ImportError as exc:
+        raise FaceNerfError(f"triton is installed but its kernel module failed to import ({exc}): "
+                            "set implementation = torch, or repair the triton install") from exc

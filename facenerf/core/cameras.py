@@ -60,26 +60,26 @@ class Intrinsics:
 
 
 def _rot_x(deg: float) -> Tensor:
-    """[3, 3] rotation about +X in the MoFaNeRF sign convention, float64."""
+    """[3, 3] rotation about +X (``[[1, 0, 0], [0, c, -s], [0, s, c]]``), float64."""
     c, s = math.cos(math.radians(deg)), math.sin(math.radians(deg))
     return torch.tensor([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]], dtype=torch.float64)
 
 
 def _rot_y(deg: float) -> Tensor:
-    """[3, 3] rotation about +Y in the MoFaNeRF sign convention, float64."""
+    """[3, 3] rotation about +Y (``[[c, 0, -s], [0, 1, 0], [s, 0, c]]``), float64."""
     c, s = math.cos(math.radians(deg)), math.sin(math.radians(deg))
     return torch.tensor([[c, 0.0, -s], [0.0, 1.0, 0.0], [s, 0.0, c]], dtype=torch.float64)
 
 
-def mofanerf_pose(pitch_deg: float, yaw_deg: float, radius: float = 16.0) -> Tensor:
-    """Camera-to-world pose of a MoFaNeRF training view, [4, 4] float32 (OpenGL).
+def orbit_pose(pitch_deg: float, yaw_deg: float, radius: float) -> Tensor:
+    """Camera-to-world pose [4, 4] float32 (OpenGL) on a sphere of ``radius`` looking at the origin.
 
     World-to-camera rotation ``R = Rx(pitch) @ Ry(yaw)`` with
     ``Ry(t) = [[cos t, 0, -sin t], [0, 1, 0], [sin t, 0, cos t]]`` and
     ``Rx(p) = [[1, 0, 0], [0, cos p, -sin p], [0, sin p, cos p]]``; translation
     ``t = (0, 0, -radius)``; the returned matrix is ``[R^T | -R^T t]``. The camera centre is
-    ``R^T (0, 0, radius)``: (0, 0, 16) for a frontal view, positive pitch puts the camera above
-    the head, and the camera always looks at the origin.
+    ``R^T (0, 0, radius)``: (0, 0, radius) at pitch = yaw = 0, positive pitch puts the camera above
+    the origin (+Y), and the camera always looks at the origin.
     """
     rot = _rot_x(pitch_deg) @ _rot_y(yaw_deg)  # [3, 3] world -> camera
     trans = torch.tensor([0.0, 0.0, -float(radius)], dtype=torch.float64)
@@ -129,7 +129,7 @@ def orbit_poses(
 ) -> Tensor:
     """``n`` poses on a circle around the +Y axis looking at the origin, [n, 4, 4] float32.
 
-    Poses follow :func:`mofanerf_pose` (same pitch/yaw meaning). Yaws are evenly spaced over
+    Poses follow :func:`orbit_pose` (same pitch/yaw meaning). Yaws are evenly spaced over
     ``yaw_range_deg``; a full 360-degree range leaves out the end point so a looping video
     does not repeat its first frame.
     """
@@ -139,7 +139,7 @@ def orbit_poses(
     full_circle = abs(abs(end - start) - 360.0) < 1e-9
     steps = n if full_circle else max(n - 1, 1)
     yaws = [start + (end - start) * i / steps for i in range(n)]
-    return torch.stack([mofanerf_pose(pitch_deg, yaw, radius) for yaw in yaws])
+    return torch.stack([orbit_pose(pitch_deg, yaw, radius) for yaw in yaws])
 
 
 def opencv_to_opengl(c2w_cv: Tensor) -> Tensor:

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from facenerf.errors import FaceNerfError
+
 # instant-ngp / torch-ngp spatial hash primes (one per input dimension, up to 7).
 HASH_PRIMES = (1, 2654435761, 805459861, 3674653429, 2097192037, 1434869437, 2165219737)
 
@@ -249,13 +251,101 @@ def hash_grid_encode(x: Tensor, table: Tensor, meta: HashGridMeta) -> Tensor:
     return out.reshape(n_points, meta.n_levels * meta.n_features)
 
 
+def blend_tables(tables: Tensor, coeffs: Tensor) -> Tensor:
+    """Per-frame tables ``H(e_b) = sum_k e_bk H_k``: tables [K+1, P, F], coeffs [B, K+1] -> [B, P, F].
+
+    One matrix product (NeRFBlendShape's blend); differentiable in both arguments.
+    """
+    n_tables, rows, feats = tables.shape
+    if coeffs.dim() != 2 or coeffs.shape[1] != n_tables:
+        raise ValueError(f"coefficients {tuple(coeffs.shape)} must be [B, {n_tables}] for {n_tables} tables")
+    return (coeffs.to(tables.dtype) @ tables.reshape(n_tables, rows * feats)).view(-1, rows, feats)
+
+
+def _check_frames(x: Tensor, n_tables: int, frame_index: Tensor | None) -> None:
+    """Validate a per-point frame index [N] against B tables (one sync for the value range)."""
+    if frame_index is None:
+        if n_tables != 1:
+            raise ValueError(f"{n_tables} per-frame tables need a frame_index [N] per point")
+        return
+    if frame_index.shape != (x.shape[0],) or frame_index.is_floating_point() or frame_index.is_complex():
+        raise ValueError(f"frame_index {tuple(frame_index.shape)} must be an integer tensor [{x.shape[0]}]")
+    if frame_index.numel():
+        low, high = torch.stack(torch.aminmax(frame_index)).tolist()
+        if low < 0 or high >= n_tables:
+            raise ValueError(f"frame_index values must lie in [0, {n_tables}), got [{low}, {high}]")
+
+
+def hash_grid_encode_frames(x: Tensor, tables: Tensor, frame_index: Tensor | None, meta: HashGridMeta) -> Tensor:
+    """Points read per-frame tables: x [N, D], tables [B, P, F], frame_index [N] integer in
+    [0, B) (None when B = 1) -> [N, L*F], point n encoded with ``tables[frame_index[n]]``.
+
+    Pure PyTorch, one :func:`hash_grid_encode` per frame present; the reference for the
+    accelerated lookup. Gradients reach ``tables`` and ``x``.
+    """
+    if tables.dim() != 3:
+        raise ValueError(f"per-frame tables must be [B, P, F], got {tuple(tables.shape)}")
+    _check_frames(x, tables.shape[0], frame_index)
+    if frame_index is None:
+        return hash_grid_encode(x, tables[0], meta)
+    out = x.new_zeros(x.shape[0], meta.out_dim, dtype=tables.dtype)  # [N, L*F]
+    for frame in torch.unique(frame_index).tolist():
+        rows = torch.nonzero(frame_index == frame).squeeze(1)  # [n_b]
+        out = out.index_copy(0, rows, hash_grid_encode(x.index_select(0, rows), tables[frame], meta))
+    return out
+
+
+def encode_hash_grid(
+    x: Tensor, table: Tensor, meta: HashGridMeta, frame_index: Tensor | None = None,
+    implementation: str = "auto",
+) -> Tensor:
+    """Hash-grid features, choosing the implementation: x [N, D] in [0, 1]^D, table [P, F]
+    (one table) or [B, P, F] with ``frame_index`` [N] (per-frame tables) -> [N, L*F].
+
+    ``implementation``: "torch" (the reference and CPU path), "triton" (CUDA kernel; 3-D grids;
+    no gradient with respect to ``x``), or "auto" (triton for CUDA tensors when triton is
+    installed and ``x`` needs no gradient, else torch). See ``facenerf.core.backends``.
+    """
+    from facenerf.core import backends  # the only route to an accelerator
+
+    tables = table if table.dim() == 3 else table.unsqueeze(0)  # [B, P, F]
+    if table.dim() not in (2, 3) or tables.shape[1:] != (meta.table_rows, meta.n_features):
+        raise ValueError(f"table {tuple(table.shape)} must be [P, F] or [B, P, F] with P={meta.table_rows}, "
+                         f"F={meta.n_features}")
+    x_grad = x.requires_grad and torch.is_grad_enabled()
+    kernel = backends.hash_grid_kernel(implementation, x.device, meta.in_dim, x_grad)
+    if kernel is None:
+        return hash_grid_encode_frames(x, tables, frame_index, meta)
+    _check_frames(x, tables.shape[0], frame_index)
+    return kernel.encode_frames(x, tables, meta, frame_index)
+
+
+def blended_hash_grid_encode(
+    x: Tensor, tables: Tensor, coeffs: Tensor, frame_index: Tensor | None, meta: HashGridMeta,
+    implementation: str = "torch",
+) -> Tensor:
+    """NeRFBlendShape's expression-blended lookup: x [N, D], tables [K+1, P, F], coeffs
+    [B, K+1] (one row per frame), frame_index [N] in [0, B) (None when B = 1) -> [N, L*F].
+
+    Point n is encoded from its frame's table ``sum_k coeffs[b, k] tables[k]``, b =
+    ``frame_index[n]``; the result is linear in the coefficients. The blend is one matrix
+    product; the lookup is :func:`encode_hash_grid` with ``implementation`` (default: the
+    pure-PyTorch reference). Gradients reach ``tables`` and ``coeffs`` (and ``x`` on the torch path).
+    """
+    return encode_hash_grid(x, blend_tables(tables, coeffs), meta, frame_index, implementation)
+
+
 class HashGridEncoding(nn.Module):
     """Multiresolution hash-grid encoding (pure PyTorch, torch-ngp layout and hashing).
 
-    Inputs are points in [0, 1]^D (map a bounding box to the unit cube first); output is
-    ``[N, n_levels * n_features]``, level-major. Attributes: ``level_resolutions``,
-    ``level_offsets`` (first table row of each level), ``table_rows`` (P) and the parameter
-    ``embeddings`` [P, F], initialised uniform in [-init_scale, init_scale].
+    Inputs are points in [0, 1]^D (map the scene box to the unit cube first with
+    :func:`facenerf.core.scene_box.to_unit_cube`); output is ``[N, n_levels * n_features]``,
+    level-major. Attributes: ``level_resolutions``, ``level_offsets`` (first table row of each
+    level), ``table_rows`` (P) and the parameter ``embeddings`` [P, F], initialised uniform in
+    [-init_scale, init_scale]. ``implementation`` picks the lookup as :func:`encode_hash_grid`
+    does, through :mod:`facenerf.core.backends`: ``"torch"`` (the reference), ``"triton"``
+    (the CUDA kernel) or ``"auto"`` (the kernel for CUDA tensors when it can serve the call,
+    else torch); every implementation reads the same parameter layout.
     """
 
     def __init__(
@@ -267,8 +357,15 @@ class HashGridEncoding(nn.Module):
         base_resolution: int = 16,
         max_resolution: int = 2048,
         init_scale: float = 1e-4,
+        implementation: str = "auto",
     ):
         super().__init__()
+        from facenerf.core.backends import HASH_GRID_IMPLEMENTATIONS
+
+        if implementation not in HASH_GRID_IMPLEMENTATIONS:  # fail here, not at the first call
+            raise FaceNerfError(f"unknown hash-grid implementation {implementation!r}: use one of "
+                                f"{', '.join(HASH_GRID_IMPLEMENTATIONS)}")
+        self.implementation = implementation
         self.meta = make_hash_grid_meta(
             in_dim, n_levels, n_features, log2_table_size, base_resolution, max_resolution
         )
@@ -292,4 +389,4 @@ class HashGridEncoding(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """x [N, in_dim] in [0, 1] -> [N, out_dim]."""
-        return hash_grid_encode(x, self.embeddings, self.meta)
+        return encode_hash_grid(x, self.embeddings, self.meta, implementation=self.implementation)

@@ -1,26 +1,42 @@
-"""Occupancy grid over an axis-aligned box, updated from a density callback, and ray marching
+"""Occupancy grid over an axis-aligned box, maintained from a density callback, and ray marching
 that emits samples only inside occupied cells.
 
 The grid keeps its state in registered buffers, so it rides in a model's ``state_dict``:
 ``density`` [R^3] (running max-decay density per cell), ``bitfield`` [R^3 / 8] uint8 (bit
-``b`` of byte ``n`` is cell ``8n + b``) and ``aabb`` [6]. Cells are numbered
-``(i * R + j) * R + k`` for the cell at index (i, j, k) along (x, y, z).
+``b`` of byte ``n`` is cell ``8n + b``), ``aabb`` [6] and ``mean_density`` []. Cells are
+numbered ``(i * R + j) * R + k`` for the cell at index (i, j, k) along (x, y, z); the box maps
+to the unit cube through :mod:`facenerf.core.scene_box`.
+
+Maintenance follows torch-ngp / instant-ngp: :meth:`OccupancyGrid.update` evaluates the
+density callback at one jittered point per chosen cell and sets
+``density = max(decay * density, new)`` there; for the first ``warmup_steps`` updates every
+cell is chosen, afterwards a quarter of the cells at random plus as many random occupied
+cells. A cell is occupied when its density exceeds ``min(threshold, mean density)``.
+:meth:`OccupancyGrid.rebuild` is the deterministic, conservative alternative for a frozen
+field: density at every cell corner, each cell taking the maximum of its eight corners.
+The callback is any ``points [M, 3] -> sigma [M]``; a model supplies e.g. an
+expression-aware one (the maximum over expression bases).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from facenerf.core import volume_rendering as vr
+from facenerf.core.fields import DensityFn
 from facenerf.core.rays import RayBundle
 from facenerf.core.samplers import uniform
+from facenerf.core.scene_box import as_aabb, ray_box_intersect, to_unit_cube
 
-DensityFn = Callable[[Tensor], Tensor]  # points [M, 3] world -> density [M] >= 0
+__all__ = ["DensityFn", "OccupancyGrid", "PackedSamples", "pack_bits", "unpack_bits", "ray_aabb_intersect"]
+
+ray_aabb_intersect = ray_box_intersect  # the slab test lives in scene_box
 
 
 @dataclass
@@ -40,6 +56,10 @@ class PackedSamples:
         """Segment midpoints [M], where the field is evaluated."""
         return 0.5 * (self.t_starts + self.t_ends)
 
+    def select(self, keep: Tensor) -> "PackedSamples":
+        """The samples where ``keep`` [M] (bool) is true, order kept."""
+        return PackedSamples(self.ray_indices[keep], self.t_starts[keep], self.t_ends[keep], self.n_rays)
+
 
 def pack_bits(mask: Tensor) -> Tensor:
     """Bool [K] (K divisible by 8) -> uint8 [K / 8]; bit ``b`` of byte ``n`` holds ``mask[8n + b]``."""
@@ -53,16 +73,10 @@ def unpack_bits(bitfield: Tensor) -> Tensor:
     return ((bitfield[:, None] >> shifts) & 1).bool().reshape(-1)
 
 
-def ray_aabb_intersect(origins: Tensor, directions: Tensor, aabb: Tensor) -> tuple[Tensor, Tensor]:
-    """Slab test: entry and exit ray parameters (t_min [N], t_max [N]); no hit -> t_min > t_max."""
-    lo, hi = aabb[:3], aabb[3:]
-    tiny = torch.full_like(directions, 1e-12)
-    safe = torch.where(directions.abs() < 1e-12, torch.where(directions < 0, -tiny, tiny), directions)
-    t0 = (lo - origins) / safe
-    t1 = (hi - origins) / safe
-    t_min = torch.minimum(t0, t1).amax(dim=-1)
-    t_max = torch.maximum(t0, t1).amin(dim=-1)
-    return t_min, t_max
+def _dilate(mask: Tensor, resolution: int, cells: int) -> Tensor:
+    """Grow a flat cell mask [R^3] by ``cells`` cells in every direction (a cubic max filter)."""
+    vol = mask.float().reshape(1, 1, resolution, resolution, resolution)
+    return F.max_pool3d(vol, 2 * cells + 1, stride=1, padding=cells).reshape(-1) > 0
 
 
 class OccupancyGrid(nn.Module):
@@ -71,82 +85,155 @@ class OccupancyGrid(nn.Module):
     A fresh grid marks every cell occupied (nothing is skipped until the first update).
     """
 
-    def __init__(self, aabb: Sequence[float] = (-1.0, -1.0, -1.0, 1.0, 1.0, 1.0), resolution: int = 128):
+    def __init__(self, aabb: Sequence[float] | Tensor = (-1.0, -1.0, -1.0, 1.0, 1.0, 1.0), resolution: int = 128):
         super().__init__()
         if resolution < 2 or resolution % 2:
             raise ValueError(f"occupancy grid resolution must be even and >= 2, got {resolution}")
-        aabb_t = torch.as_tensor(aabb, dtype=torch.float32).reshape(6)
-        if not bool((aabb_t[3:] > aabb_t[:3]).all()):
-            raise ValueError(f"occupancy grid box needs min < max on every axis, got {aabb}")
         self.resolution = resolution
         n_cells = resolution**3
-        self.register_buffer("aabb", aabb_t)
+        self.register_buffer("aabb", as_aabb(aabb))
         self.register_buffer("density", torch.zeros(n_cells))
         self.register_buffer("bitfield", torch.full((n_cells // 8,), 255, dtype=torch.uint8))
         self.register_buffer("mean_density", torch.zeros(()))
+
+    @property
+    def n_cells(self) -> int:
+        return self.resolution**3
 
     @property
     def cell_size(self) -> Tensor:
         """Edge lengths of one cell [3]."""
         return (self.aabb[3:] - self.aabb[:3]) / self.resolution
 
-    def cell_centers(self) -> Tensor:
-        """World positions of all cell centres in cell order, [R^3, 3]."""
+    def _cell_ijk(self, cells: Tensor) -> Tensor:
+        """Flat cell indices [N] -> integer (i, j, k) [N, 3]."""
         r = self.resolution
-        idx = torch.arange(r, device=self.aabb.device, dtype=torch.float32)
-        grid = torch.stack(torch.meshgrid(idx, idx, idx, indexing="ij"), dim=-1).reshape(-1, 3)
-        return self.aabb[:3] + (grid + 0.5) * self.cell_size
+        return torch.stack([cells // (r * r), (cells // r) % r, cells % r], dim=-1)
+
+    def cell_centers(self, cells: Tensor | None = None) -> Tensor:
+        """World positions of cell centres [N, 3] (all cells in cell order when ``cells`` is None)."""
+        if cells is None:
+            cells = torch.arange(self.n_cells, device=self.aabb.device)
+        return self.aabb[:3] + (self._cell_ijk(cells).float() + 0.5) * self.cell_size
 
     def occupied(self) -> Tensor:
         """Occupancy of every cell as a bool [R, R, R] volume indexed [i, j, k] (x, y, z)."""
         r = self.resolution
         return unpack_bits(self.bitfield).reshape(r, r, r)
 
+    def occupied_fraction(self) -> float:
+        """Share of occupied cells, in [0, 1]."""
+        return float(unpack_bits(self.bitfield).float().mean())
+
     def cell_index(self, points: Tensor) -> tuple[Tensor, Tensor]:
         """Flat cell index [N] of points [N, 3] and whether each point lies inside the box [N]."""
-        lo, hi = self.aabb[:3], self.aabb[3:]
-        inside = ((points >= lo) & (points <= hi)).all(dim=-1)
-        ijk = ((points - lo) / self.cell_size).floor().long().clamp(0, self.resolution - 1)
-        flat = (ijk[:, 0] * self.resolution + ijk[:, 1]) * self.resolution + ijk[:, 2]
+        r = self.resolution
+        cells = to_unit_cube(points, self.aabb) * r  # [N, 3] in cell units
+        inside = ((cells >= 0) & (cells <= r)).all(dim=-1)
+        ijk = cells.long().clamp_(0, r - 1)  # truncation = floor for the points inside
+        flat = ijk @ torch.tensor([r * r, r, 1], device=ijk.device)
         return flat, inside
 
     def query(self, points: Tensor) -> Tensor:
         """Whether points [N, 3] fall in occupied cells -> bool [N] (outside the box: False)."""
         flat, inside = self.cell_index(points)
-        bits = (self.bitfield[flat >> 3] >> (flat & 7).to(torch.uint8)) & 1
-        return bits.bool() & inside
+        return unpack_bits(self.bitfield)[flat] & inside
+
+    # ------------------------------------------------------------------ maintenance
+    def _chosen_cells(self, step: int | None, warmup_steps: int, generator) -> Tensor:
+        """All cells during warm-up (or ``step`` None), else R^3/4 random cells + R^3/4 random occupied ones."""
+        device = self.aabb.device
+        if step is None or step < warmup_steps:
+            return torch.arange(self.n_cells, device=device)
+        n = self.n_cells // 4
+        gen_device = generator.device if generator is not None else device
+        random_cells = torch.randint(self.n_cells, (n,), generator=generator, device=gen_device).to(device)
+        occupied = torch.nonzero(unpack_bits(self.bitfield)).squeeze(-1)
+        if occupied.numel():
+            pick = torch.randint(occupied.numel(), (n,), generator=generator, device=gen_device).to(device)
+            random_cells = torch.cat([random_cells, occupied[pick]])
+        return torch.unique(random_cells)
+
+    def _refresh_bitfield(self, threshold: float, dilation: int) -> None:
+        self.mean_density.copy_(self.density.mean())
+        mask = self.density > torch.clamp(self.mean_density, max=threshold)
+        if dilation > 0:
+            mask = _dilate(mask, self.resolution, dilation)
+        self.bitfield.copy_(pack_bits(mask))
 
     @torch.no_grad()
     def update(
         self,
         density_fn: DensityFn,
+        step: int | None = None,
         decay: float = 0.95,
         threshold: float = 0.01,
+        warmup_steps: int = 256,
         jitter: bool = True,
         dilation: int = 0,
         chunk: int = 65536,
         generator: torch.Generator | None = None,
     ) -> None:
-        """Re-evaluate every cell and refresh the bitfield.
+        """One torch-ngp update (see the module docstring) and a fresh bitfield.
 
-        Each cell's density becomes ``max(decay * old, density_fn(p))`` with ``p`` the cell
-        centre (uniformly jittered inside the cell when ``jitter``). A cell is occupied when its
-        density exceeds ``min(threshold, mean density)``; ``dilation`` > 0 then also marks the
-        cells within that many cells (a max filter), a safety margin for thin structures.
+        ``step`` counts the updates' training steps: below ``warmup_steps`` (or when None) every
+        cell is evaluated, afterwards the partial random subset. Each chosen cell's density
+        becomes ``max(decay * old, density_fn(p))`` with ``p`` the cell centre, uniformly
+        jittered inside the cell when ``jitter``; other cells keep theirs. A cell is occupied
+        when its density exceeds ``min(threshold, mean density)``; ``dilation`` > 0 then also
+        marks the cells within that many cells (a safety margin for thin structures).
         """
-        points = self.cell_centers()
+        cells = self._chosen_cells(step, warmup_steps, generator)
+        points = self.cell_centers(cells)
         if jitter:
             points = points + (uniform(points.shape, points, generator) - 0.5) * self.cell_size
         fresh = torch.cat([density_fn(part).reshape(-1).float() for part in points.split(chunk)])
-        self.density.copy_(torch.maximum(self.density * decay, fresh.clamp_min(0.0)))
-        self.mean_density.copy_(self.density.mean())
-        cutoff = torch.clamp(self.mean_density, max=threshold)
-        mask = self.density > cutoff
-        if dilation > 0:
-            r = self.resolution
-            vol = mask.float().reshape(1, 1, r, r, r)
-            mask = F.max_pool3d(vol, 2 * dilation + 1, stride=1, padding=dilation).reshape(-1) > 0
-        self.bitfield.copy_(pack_bits(mask))
+        self.density[cells] = torch.maximum(self.density[cells] * decay, fresh.clamp_min(0.0))
+        self._refresh_bitfield(threshold, dilation)
+
+    def maybe_update(self, step: int, density_fn: DensityFn, every: int = 16, **kwargs) -> bool:
+        """:meth:`update` on every ``every``-th step (``kwargs`` as for it); whether it ran."""
+        if every <= 0 or step % every:
+            return False
+        self.update(density_fn, step=step, **kwargs)
+        return True
+
+    @torch.no_grad()
+    def rebuild(self, density_fn: DensityFn, threshold: float = 0.01, dilation: int = 1,
+                chunk: int = 65536, decay: float = 0.0) -> None:
+        """Deterministic conservative update for a frozen field: density at all (R+1)^3 cell
+        corners, each cell taking the maximum of its 8 corners, combined as
+        ``max(decay * old, new)`` (``decay = 0`` replaces the grid). Occupied above
+        ``min(threshold, mean)``, then dilated by ``dilation`` cells.
+        """
+        r = self.resolution
+        axis = torch.linspace(0.0, 1.0, r + 1, device=self.aabb.device)
+        unit = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), dim=-1).reshape(-1, 3)
+        corners = self.aabb[:3] + unit * (self.aabb[3:] - self.aabb[:3])  # [(R+1)^3, 3]
+        values = torch.cat([density_fn(part).reshape(-1).float() for part in corners.split(chunk)])
+        cells = F.max_pool3d(values.reshape(1, 1, r + 1, r + 1, r + 1), 2, stride=1).reshape(-1)
+        self.density.copy_(torch.maximum(self.density * decay, cells.clamp_min(0.0)))
+        self._refresh_bitfield(threshold, dilation)
+
+    # ------------------------------------------------------------------ marching
+    def _lattice(self, rays: RayBundle, step_size: float, perturb: bool, generator, max_steps):
+        """Segments of length ``step_size`` covering each ray's part inside the box and its
+        near/far: ``(starts [N, K], ends [N, K])``, or None when no ray crosses the box."""
+        n_rays = len(rays)
+        t_min, t_max = ray_box_intersect(rays.origins, rays.directions, self.aabb)
+        t_in = torch.maximum(t_min, rays.near[:, 0])  # [N]
+        t_out = torch.minimum(t_max, rays.far[:, 0])  # [N]
+        span = (t_out - t_in).clamp_min(0.0)
+        n_steps = int(math.ceil(float(span.max()) / step_size)) + 1 if n_rays else 0
+        if max_steps is not None:
+            n_steps = min(n_steps, max_steps)
+        if n_steps < 1 or not bool((span > 0).any()):
+            return None
+        shift = uniform((n_rays, 1), t_in, generator) if perturb else torch.ones_like(t_in[:, None])
+        k = torch.arange(n_steps + 1, device=t_in.device, dtype=t_in.dtype)  # [K+1]
+        edges = t_in[:, None] + (k[None, :] + shift - 1.0) * step_size  # [N, K+1]
+        edges = torch.minimum(torch.maximum(edges, t_in[:, None]), t_out[:, None])
+        return edges[:, :-1], edges[:, 1:]
 
     @torch.no_grad()
     def march(
@@ -156,6 +243,10 @@ class OccupancyGrid(nn.Module):
         perturb: bool = False,
         generator: torch.Generator | None = None,
         max_steps: int | None = None,
+        density_fn: DensityFn | None = None,
+        early_stop_eps: float = 0.0,
+        alpha_threshold: float = 0.0,
+        scale_deltas_by_direction_norm: bool = True,
     ) -> PackedSamples:
         """Cut each ray's part inside the box (and within its near/far) into segments of length
         ``step_size`` (in ray-parameter units) and keep those whose midpoint is in an occupied
@@ -164,27 +255,74 @@ class OccupancyGrid(nn.Module):
         Without ``perturb`` segment edges are ``t_entry + k * step_size``; with it the lattice is
         shifted by a random fraction of a step per ray (the first segment is shortened so the
         whole interval stays covered). ``max_steps`` caps the segments per ray.
+
+        With a ``density_fn`` (nerfacc's ``sigma_fn``) the kept samples are also pruned without
+        gradients: a sample goes when the transmittance in front of it is below
+        ``early_stop_eps`` or its opacity ``1 - exp(-sigma * delta)`` is below
+        ``alpha_threshold`` (``delta`` times ``|direction|`` when
+        ``scale_deltas_by_direction_norm``, as the renderer composites).
         """
         if step_size <= 0:
             raise ValueError(f"step_size must be positive, got {step_size}")
-        n_rays = len(rays)
-        t_min, t_max = ray_aabb_intersect(rays.origins, rays.directions, self.aabb.to(rays.origins.dtype))
-        t_in = torch.maximum(t_min, rays.near[:, 0])  # [N]
-        t_out = torch.minimum(t_max, rays.far[:, 0])  # [N]
-        span = (t_out - t_in).clamp_min(0.0)
-        n_steps = int(math.ceil(float(span.max()) / step_size)) + 1 if n_rays else 0
-        if max_steps is not None:
-            n_steps = min(n_steps, max_steps)
-        if n_steps < 1 or not bool((span > 0).any()):
+        lattice = self._lattice(rays, step_size, perturb, generator, max_steps)
+        if lattice is None:
             empty = rays.origins.new_zeros(0)
-            return PackedSamples(empty.long(), empty, empty, n_rays)
-        shift = uniform((n_rays, 1), t_in, generator) if perturb else torch.ones_like(t_in[:, None])
-        k = torch.arange(n_steps + 1, device=t_in.device, dtype=t_in.dtype)  # [K+1]
-        edges = t_in[:, None] + (k[None, :] + shift - 1.0) * step_size  # [N, K+1]
-        edges = torch.minimum(torch.maximum(edges, t_in[:, None]), t_out[:, None])
-        starts, ends = edges[:, :-1], edges[:, 1:]  # [N, K]
+            return PackedSamples(empty.long(), empty, empty, len(rays))
+        starts, ends = lattice  # [N, K]
         mids = 0.5 * (starts + ends)
         points = rays.origins[:, None, :] + rays.directions[:, None, :] * mids[..., None]  # [N, K, 3]
         keep = (ends > starts) & self.query(points.reshape(-1, 3)).reshape(starts.shape)
         ray_idx, _ = torch.nonzero(keep, as_tuple=True)
-        return PackedSamples(ray_idx, starts[keep], ends[keep], n_rays)
+        samples = PackedSamples(ray_idx, starts[keep], ends[keep], len(rays))
+        if density_fn is None or len(samples) == 0:
+            return samples
+        sigma = density_fn(points[keep]).reshape(-1).float()
+        deltas = samples.t_ends - samples.t_starts
+        if scale_deltas_by_direction_norm:
+            deltas = deltas * rays.directions.norm(dim=-1)[ray_idx]
+        alpha = vr.alpha_from_density(sigma.clamp_min(0.0), deltas.float())
+        trans = vr.transmittance_packed(alpha, ray_idx, len(rays), eps=0.0)
+        return samples.select((trans >= early_stop_eps) & (alpha >= alpha_threshold))
+
+    def coarsened(self, factor: int, dilation: int = 0) -> "OccupancyGrid":
+        """A grid of ``resolution / factor`` cells per axis over the same box, a cell occupied when
+        any of the ``factor^3`` cells it covers is (then grown by ``dilation`` cells): a
+        conservative, cheaper-to-march copy."""
+        r = self.resolution
+        if factor <= 1 or r % factor or (r // factor) % 2:
+            factor = 1
+        coarse = OccupancyGrid(self.aabb, r // factor).to(self.aabb.device)
+        mask = F.max_pool3d(self.occupied().float()[None, None], factor).reshape(-1) > 0
+        if dilation > 0:
+            mask = _dilate(mask, r // factor, dilation)
+        coarse.bitfield.copy_(pack_bits(mask))
+        return coarse
+
+    def ray_hits(self, rays: RayBundle, coarsen: int = 4) -> Tensor:
+        """Whether each ray [N] can meet an occupied cell (between its near and far).
+
+        Marches :meth:`coarsened` ``(coarsen, dilation=1)`` at half its cell size: a ray through
+        an occupied cell crosses at least one coarse cell of the dilated copy, so it always
+        counts as a hit; rays passing near occupied cells may count too (conservative).
+        """
+        return self.coarsened(coarsen, dilation=1).ray_bounds(rays)[2]
+
+    @torch.no_grad()
+    def ray_bounds(self, rays: RayBundle, step_size: float | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """Where each ray meets occupied cells: ``(t_first [N], t_last [N], hit [N] bool)``.
+
+        Marches at ``step_size`` (default: half the smallest cell edge, in the units of an
+        unnormalised direction of length 1 - pass a step for other direction lengths). The
+        bounds are segment edges, so they enclose every occupied cell the lattice touched.
+        Rays that meet none get ``hit = False`` and ``t_first = t_last = near``.
+        """
+        if step_size is None:
+            length = rays.directions.norm(dim=-1).max().clamp_min(1e-12) if len(rays) else 1.0
+            step_size = float(self.cell_size.min()) * 0.5 / float(length)
+        samples = self.march(rays, step_size)
+        near = rays.near[:, 0]
+        hit = torch.zeros(len(rays), dtype=torch.bool, device=near.device)
+        hit[samples.ray_indices] = True
+        t_first = near.clone().scatter_reduce(0, samples.ray_indices, samples.t_starts, "amin", include_self=False)
+        t_last = near.clone().scatter_reduce(0, samples.ray_indices, samples.t_ends, "amax", include_self=False)
+        return t_first, t_last, hit

@@ -1,21 +1,28 @@
-"""Rays -> samples -> field callback -> compositing, for whole images in ray chunks.
+"""Rays -> samples -> field -> compositing: the one hierarchical pass, the marched renderer and
+chunked image rendering.
 
-A field is any callable ``field(points [M, 3], directions [M, 3] unit) -> (density [M] >= 0,
-rgb [M, 3] in [0, 1])``; it applies its own activations and never sees rays. Conditioning
-(codes, expressions) is bound into the callable by the model (e.g. a closure or a module
-method).
+Fields follow :mod:`facenerf.core.fields` (``density(points) -> (sigma, features)`` and
+``colour(features, directions) -> rgb``); a plain ``(points, dirs) -> (sigma, rgb)`` function
+is accepted too. Fields never see rays.
 
-Two paths:
-
-* :func:`render_rays` - NeRF/MoFaNeRF hierarchical sampling: stratified coarse depths, then
-  optional importance samples for a fine field; dense [R, S] compositing with a huge last
-  segment (1e10) and segment lengths scaled by the ray direction's norm.
-* :func:`render_rays_marched` - occupancy-grid marching for grid scenes: packed samples only
-  in occupied cells, packed compositing.
+* :func:`render_rays` - the coarse -> importance -> fine pass of NeRF/MoFaNeRF, with options
+  (:class:`RenderSettings`): whether the coarse colour is wanted (training) or the coarse pass
+  only places the importance samples (density only, no gradients: fitting, inference); an
+  occupancy grid that skips empty space (rays that meet no occupied cell are background,
+  samples in empty cells are never evaluated); early ray termination; colour only where the
+  compositing weight is visible. With none of the accelerations it is the dense reference
+  computation of the original ([R, S] samples, a 1e10-long last segment, segment lengths
+  scaled by the ray direction's norm).
+* :func:`render_rays_marched` - occupancy-grid marching (NeRFBlendShape / instant-ngp style):
+  packed samples in occupied cells only, front to back with early termination; returns the
+  packed weights and the per-ray weight sum.
+* :func:`render_chunked` / :func:`render_image` / :func:`render_image_marched` - whole images
+  in ray chunks without gradients; :func:`auto_chunk_rays` sizes chunks to the device.
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Callable
 
@@ -24,38 +31,59 @@ from torch import Tensor
 from tqdm import tqdm
 
 from facenerf.core import volume_rendering as vr
+from facenerf.core.fields import Field, FieldFn, as_field, evaluate, evaluate_density
 from facenerf.core.occupancy_grid import OccupancyGrid
+from facenerf.core.packed import composite_samples
 from facenerf.core.rays import RayBundle
 from facenerf.core.samplers import importance_samples, stratified_samples
 
-FieldFn = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
+__all__ = ["FieldFn", "RenderSettings", "MarchSettings", "render_rays", "render_rays_marched", "render_chunked",
+           "render_image", "render_image_marched", "composite_dense", "unit_directions", "auto_chunk_rays",
+           "PACKED_OUTPUTS", "DEFAULT_CHUNK_RAYS"]
+
+# outputs of render_rays_marched with one entry per evaluated sample (not per ray)
+PACKED_OUTPUTS = ("weights", "ray_indices", "t_mids")
+DEFAULT_CHUNK_RAYS = 16384  # rays per forward pass when rendering whole images
 
 
 @dataclass
 class RenderSettings:
-    """Settings of the hierarchical (coarse + fine) renderer; defaults are MoFaNeRF's test mode
-    except the sample counts (MoFaNeRF: 64 + 64)."""
+    """Options of :func:`render_rays`. The sample counts have no default: each model's config
+    states its own (MoFaNeRF: 64 + 64). The accelerations are off by default (the reference
+    computation)."""
 
-    n_samples: int = 64  # coarse depths per ray
-    n_importance: int = 0  # extra fine depths per ray (0 = no fine pass)
+    n_samples: int  # coarse depths per ray
+    n_importance: int  # extra fine depths per ray (0 = no fine pass)
     perturb: bool = False  # stratified jitter + random inverse-CDF samples (training)
     lindisp: bool = False  # sample linearly in disparity instead of depth
     background: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    chunk_rays: int = 4096  # rays per forward pass in render_image
+    chunk_rays: int = DEFAULT_CHUNK_RAYS  # rays per forward pass in render_image (0: sized to the device)
     last_delta: float = 1e10  # length of the last segment of every ray
     scale_deltas_by_direction_norm: bool = True  # segment lengths in world units
+    coarse_colour: bool = True  # False: the coarse pass is density-only and gradient-free
+    min_weight: float | None = None  # colour only where the weight exceeds this (None: every sample)
+    early_stop_eps: float = 0.0  # a ray stops once its transmittance falls below this (0: never)
+    samples_per_round: int = 16  # front-to-back round size of early termination
+
+    @property
+    def accelerated(self) -> bool:
+        """Whether the packed path (termination or visible-only colour) is asked for."""
+        return self.early_stop_eps > 0 or self.min_weight is not None
 
 
 @dataclass
 class MarchSettings:
-    """Settings of the occupancy-grid marching renderer."""
+    """Options of the occupancy-grid marching renderer."""
 
     step_size: float  # segment length in ray-parameter units
     perturb: bool = False  # random per-ray lattice shift (training)
     background: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    chunk_rays: int = 4096
+    chunk_rays: int = DEFAULT_CHUNK_RAYS
     scale_deltas_by_direction_norm: bool = True
     max_steps: int | None = None  # cap on segments per ray
+    early_stop_eps: float = 1e-4  # stop a ray once its transmittance is below this (0: never)
+    samples_per_round: int = 32  # front-to-back round size (<= 0: all samples in one call)
+    min_weight: float | None = None  # colour only where the weight exceeds this (None: all)
 
 
 def unit_directions(directions: Tensor) -> Tensor:
@@ -63,16 +91,34 @@ def unit_directions(directions: Tensor) -> Tensor:
     return directions / directions.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
 
-def _run_field(field: FieldFn, points: Tensor, dirs: Tensor) -> tuple[Tensor, Tensor]:
-    """Call the field on flat points [M, 3] / unit dirs [M, 3]; returns density [M], rgb [M, 3]."""
-    density, rgb = field(points, dirs)
-    m = points.shape[0]
-    if density.numel() != m or rgb.shape != (m, 3):
-        raise ValueError(
-            f"field returned density {tuple(density.shape)} and rgb {tuple(rgb.shape)} for {m} points; "
-            "expected [M] and [M, 3]"
-        )
-    return density.reshape(m), rgb
+def auto_chunk_rays(device: torch.device | str, samples_per_ray: int, width: int = 256,
+                    memory_fraction: float = 0.25) -> int:
+    """Rays per chunk for an image render on ``device``.
+
+    CUDA: as many rays as fit ``memory_fraction`` of the free memory, counting about
+    ``8 * width`` floats of activations per sample. CPU: about 2^18 samples per chunk (cache
+    friendly, bounded memory). Clamped to [256, 2^20] and rounded down to a multiple of 256.
+    """
+    device = torch.device(device)
+    per_ray_floats = max(samples_per_ray, 1) * max(width, 1) * 8
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        rays = int(free * memory_fraction / (4 * per_ray_floats))
+    else:
+        rays = (1 << 18) // max(samples_per_ray, 1)
+    return max(256, min(1 << 20, rays // 256 * 256))
+
+
+def _deltas(t: Tensor, rays: RayBundle, settings: RenderSettings) -> Tensor:
+    """Segment lengths [R, S]: ``t[k+1] - t[k]``, the last one ``last_delta``, times |d| if asked."""
+    deltas = torch.cat([t[:, 1:] - t[:, :-1], torch.full_like(t[:, :1], settings.last_delta)], dim=-1)
+    if settings.scale_deltas_by_direction_norm:
+        deltas = deltas * rays.directions.norm(dim=-1, keepdim=True)
+    return deltas
+
+
+def _points(rays: RayBundle, t: Tensor) -> Tensor:
+    return rays.origins[:, None, :] + rays.directions[:, None, :] * t[..., None]  # [R, S, 3]
 
 
 def composite_dense(
@@ -84,90 +130,178 @@ def composite_dense(
     ``|direction|`` when ``scale_deltas_by_direction_norm``. Density is clamped at 0.
     Returns rgb [R, 3] (over the background), depth [R] = sum w t, opacity [R], weights [R, S].
     """
-    deltas = torch.cat([t[:, 1:] - t[:, :-1], torch.full_like(t[:, :1], settings.last_delta)], dim=-1)
-    if settings.scale_deltas_by_direction_norm:
-        deltas = deltas * rays.directions.norm(dim=-1, keepdim=True)
-    alpha = vr.alpha_from_density(torch.relu(density), deltas)
+    alpha = vr.alpha_from_density(torch.relu(density), _deltas(t, rays, settings))
     weights = vr.weights_from_alpha(alpha)
     opacity = vr.accumulate(weights)
     colour = vr.composite_background(vr.accumulate(weights, rgb), opacity, settings.background)
     return {"rgb": colour, "depth": vr.accumulate(weights, t), "opacity": opacity, "weights": weights}
 
 
-def _render_at(t: Tensor, rays: RayBundle, field: FieldFn, settings: RenderSettings) -> dict[str, Tensor]:
-    """Evaluate ``field`` at depths t [R, S] along ``rays`` and composite."""
+def _dense_pass(t: Tensor, rays: RayBundle, field: Field, settings: RenderSettings, colour: bool) -> dict[str, Tensor]:
+    """Every sample at depths t [R, S] evaluated; ``colour=False`` returns only the weights."""
     n_rays, n_samples = t.shape
-    points = rays.origins[:, None, :] + rays.directions[:, None, :] * t[..., None]  # [R, S, 3]
-    dirs = unit_directions(rays.directions)[:, None, :].expand(n_rays, n_samples, 3)  # [R, S, 3]
-    density, rgb = _run_field(field, points.reshape(-1, 3), dirs.reshape(-1, 3))
-    out = composite_dense(t, density.view(n_rays, n_samples), rgb.view(n_rays, n_samples, 3), rays, settings)
+    points = _points(rays, t).reshape(-1, 3)
+    if not colour:
+        sigma, _ = evaluate_density(field, points)
+        alpha = vr.alpha_from_density(torch.relu(sigma.view(n_rays, n_samples).to(t.dtype)), _deltas(t, rays, settings))
+        return {"weights": vr.weights_from_alpha(alpha)}
+    dirs = unit_directions(rays.directions)[:, None, :].expand(n_rays, n_samples, 3).reshape(-1, 3)
+    sigma, rgb = evaluate(field, points, dirs)
+    out = composite_dense(t, sigma.view(n_rays, n_samples).to(t.dtype), rgb.view(n_rays, n_samples, 3).to(t.dtype),
+                          rays, settings)
     out["t"] = t
+    out["n_evaluated"] = torch.full_like(t[:, 0], float(n_samples))
     return out
+
+
+def _packed_pass(t: Tensor, keep: Tensor, rays: RayBundle, field: Field, settings: RenderSettings,
+                 colour: bool) -> dict[str, Tensor]:
+    """Samples at depths t [R, S] where ``keep`` [R, S] evaluated front to back (packed).
+
+    Returns the per-ray outputs of :func:`~facenerf.core.packed.composite_samples` (colour
+    without background) and ``weights`` [R, S] (zero where not evaluated or terminated).
+    """
+    n_rays = t.shape[0]
+    ridx, sidx = torch.nonzero(keep, as_tuple=True)  # row-major: grouped by ray, in depth order
+    t_k = t[ridx, sidx]
+    points = rays.origins[ridx] + rays.directions[ridx] * t_k[:, None]
+    dirs = unit_directions(rays.directions)[ridx]
+    out = composite_samples(field, points, dirs, ridx, _deltas(t, rays, settings)[ridx, sidx], t_k, n_rays,
+                            stop_eps=settings.early_stop_eps, per_round=settings.samples_per_round,
+                            min_weight=settings.min_weight, colour=colour, columns=sidx, n_columns=t.shape[1])
+    index = out.pop("index")
+    weights = t.new_zeros(t.shape).index_put((ridx[index], sidx[index]), out.pop("weights"))
+    out.pop("ray_indices")
+    out["weights"] = weights
+    return out
+
+
+def _scatter_rays(out: dict[str, Tensor], active: Tensor, n_rays: int, background) -> dict[str, Tensor]:
+    """Per-ray outputs of the ``active`` rays [R] (bool) spread to all rays; inactive rays see
+    the background, with zero opacity, depth and evaluations. rgb gets the background blended."""
+    full = {}
+    for key, value in out.items():
+        canvas = value.new_zeros((n_rays,) + tuple(value.shape[1:]))
+        full[key] = canvas.index_put((torch.nonzero(active).squeeze(-1),), value)
+    for suffix in ("", "_coarse"):
+        if "rgb" + suffix in full:
+            full["rgb" + suffix] = vr.composite_background(full["rgb" + suffix], full["opacity" + suffix], background)
+    return full
+
+
+def _occupied(grid: OccupancyGrid | None, rays: RayBundle, t: Tensor) -> Tensor:
+    """Whether the samples at depths t [R, S] lie in occupied cells (all True without a grid)."""
+    if grid is None:
+        return torch.ones_like(t, dtype=torch.bool)
+    return grid.query(_points(rays, t).reshape(-1, 3)).view(t.shape)
+
+
+def _render_packed(t: Tensor, rays: RayBundle, coarse: Field, fine: Field | None, settings: RenderSettings,
+                   grid: OccupancyGrid | None, fine_grid: OccupancyGrid | None, generator) -> dict[str, Tensor]:
+    """The hierarchical pass with empty-space skipping, early termination and visible-only colour."""
+    n_rays = len(rays)
+    final = settings.n_importance <= 0
+    fine_grid = fine_grid if fine_grid is not None else grid
+    decisive = grid if final else fine_grid  # the grid of the pass that makes the image
+    active = torch.ones(n_rays, dtype=torch.bool, device=t.device) if decisive is None else \
+        decisive.ray_hits(rays)  # rays that meet no occupied cell are background
+    rays_a, t_a = rays[active], t[active]
+    grad = contextlib.nullcontext() if (final or settings.coarse_colour) else torch.no_grad()
+    with grad:
+        coarse_out = _packed_pass(t_a, _occupied(grid, rays_a, t_a), rays_a, coarse, settings,
+                                  colour=final or settings.coarse_colour)
+    if final:
+        return _scatter_rays(coarse_out, active, n_rays, settings.background)
+    t_new = importance_samples(t_a, coarse_out["weights"], settings.n_importance, not settings.perturb, generator)
+    t_all, _ = torch.sort(torch.cat([t_a, t_new], dim=-1), dim=-1)  # [Ra, S + I]
+    out = _packed_pass(t_all, _occupied(fine_grid, rays_a, t_all), rays_a, fine if fine is not None else coarse,
+                       settings, colour=True)
+    n_coarse = coarse_out.pop("n_evaluated")
+    if settings.coarse_colour:
+        out.update({f"{key}_coarse": coarse_out[key] for key in ("rgb", "depth", "opacity")})
+    out["n_evaluated"] = out["n_evaluated"] + n_coarse
+    return _scatter_rays(out, active, n_rays, settings.background)
 
 
 def render_rays(
     rays: RayBundle,
-    coarse: FieldFn,
-    fine: FieldFn | None,
+    coarse: Field | FieldFn,
+    fine: Field | FieldFn | None,
     settings: RenderSettings,
     generator: torch.Generator | None = None,
+    grid: OccupancyGrid | None = None,
+    fine_grid: OccupancyGrid | None = None,
 ) -> dict[str, Tensor]:
-    """Render a ray batch with hierarchical sampling (differentiable).
+    """Render a ray batch with the coarse -> importance -> fine pass (differentiable).
 
-    Returns ``rgb`` [R, 3], ``depth`` [R], ``opacity`` [R], ``weights`` [R, S] and ``t`` [R, S]
-    of the final pass. With ``settings.n_importance > 0`` a fine pass evaluates the coarse
-    depths merged with importance samples (sorted) using ``fine`` (or ``coarse`` when
-    ``fine`` is None), and the coarse pass is also returned as ``rgb_coarse``,
-    ``depth_coarse``, ``opacity_coarse`` and ``weights_coarse``.
+    Coarse depths are stratified between near and far; with ``settings.n_importance > 0`` a
+    fine pass evaluates them merged with importance samples drawn from the coarse weights
+    (``fine``, or ``coarse`` when ``fine`` is None). ``settings.coarse_colour`` keeps the coarse
+    colour (returned as ``rgb_coarse``, ``depth_coarse``, ``opacity_coarse``); without it the
+    coarse pass evaluates density only, without gradients (the importance depths are detached
+    anyway, so the fine result and its gradients are the same).
+
+    Returns per ray ``rgb`` [R, 3] (over the background), ``depth`` [R], ``opacity`` [R] (the
+    weight sum), ``n_evaluated`` [R] (density evaluations, both passes) and the final pass's
+    ``weights`` [R, S] (zero where a sample was skipped or terminated). The dense reference
+    path (no ``grid``, no ``early_stop_eps``, ``min_weight`` None) also returns the final
+    depths ``t`` [R, S] (and ``weights_coarse``); the accelerated path returns
+    ``skipped_weight`` [R] (weight whose colour was not evaluated).
+    Empty-space skipping: coarse samples in empty cells of ``grid`` (the coarse field's
+    occupancy) and fine samples in empty cells of ``fine_grid`` (the fine field's; default
+    ``grid``) are not evaluated (density taken as 0), and rays that meet no occupied cell of the
+    grid of the final pass are pure background, without any field call.
     """
+    coarse_f, fine_f = as_field(coarse), (as_field(fine) if fine is not None else None)
     t = stratified_samples(rays.near, rays.far, settings.n_samples, settings.perturb, settings.lindisp, generator)
-    coarse_out = _render_at(t, rays, coarse, settings)
-    if settings.n_importance <= 0:
+    if grid is not None or fine_grid is not None or settings.accelerated:
+        return _render_packed(t, rays, coarse_f, fine_f, settings, grid, fine_grid, generator)
+    final = settings.n_importance <= 0
+    grad = contextlib.nullcontext() if (final or settings.coarse_colour) else torch.no_grad()
+    with grad:
+        coarse_out = _dense_pass(t, rays, coarse_f, settings, colour=final or settings.coarse_colour)
+    if final:
         return coarse_out
-    t_new = importance_samples(
-        t, coarse_out["weights"], settings.n_importance, not settings.perturb, generator
-    )
+    t_new = importance_samples(t, coarse_out["weights"], settings.n_importance, not settings.perturb, generator)
     t_all, _ = torch.sort(torch.cat([t, t_new], dim=-1), dim=-1)
-    out = _render_at(t_all, rays, fine if fine is not None else coarse, settings)
-    for key in ("rgb", "depth", "opacity", "weights"):
-        out[f"{key}_coarse"] = coarse_out[key]
+    out = _dense_pass(t_all, rays, fine_f if fine_f is not None else coarse_f, settings, colour=True)
+    out["n_evaluated"] = out["n_evaluated"] + t.shape[1]
+    if settings.coarse_colour:
+        out.update({f"{key}_coarse": coarse_out[key] for key in ("rgb", "depth", "opacity", "weights")})
     return out
 
 
 def render_rays_marched(
     rays: RayBundle,
-    field: FieldFn,
+    field: Field | FieldFn,
     grid: OccupancyGrid,
     settings: MarchSettings,
     generator: torch.Generator | None = None,
 ) -> dict[str, Tensor]:
     """Render a ray batch by occupancy-grid marching (differentiable w.r.t. the field).
 
-    The field is evaluated at segment midpoints inside occupied cells only. Returns ``rgb``
-    [R, 3] (over the background), ``depth`` [R] = sum w t_mid, ``opacity`` [R] and
-    ``n_samples`` [R] (segments evaluated per ray).
+    Samples are segment midpoints in occupied cells (:meth:`OccupancyGrid.march`), evaluated
+    front to back; a ray stops once its transmittance is below ``settings.early_stop_eps``.
+    Returns per ray ``rgb`` [R, 3] (over the background), ``depth`` [R] = sum w t_mid,
+    ``opacity`` [R] (the per-ray weight sum) and ``n_samples`` [R] (density evaluations), and
+    per evaluated sample ``weights`` [K], ``ray_indices`` [K] and ``t_mids`` [K].
     """
+    field = as_field(field)
     samples = grid.march(rays, settings.step_size, settings.perturb, generator, settings.max_steps)
-    ridx, n_rays = samples.ray_indices, len(rays)
-    t_mid = samples.t_mids  # [M]
-    deltas = samples.t_ends - samples.t_starts  # [M]
+    ridx, t_mid = samples.ray_indices, samples.t_mids  # [M]
+    deltas = samples.t_ends - samples.t_starts
     if settings.scale_deltas_by_direction_norm:
         deltas = deltas * rays.directions.norm(dim=-1)[ridx]
     points = rays.origins[ridx] + rays.directions[ridx] * t_mid[:, None]  # [M, 3]
-    dirs = unit_directions(rays.directions)[ridx]  # [M, 3]
-    if len(samples) > 0:
-        density, rgb = _run_field(field, points, dirs)
-    else:
-        density, rgb = points.new_zeros(0), points.new_zeros(0, 3)
-    alpha = vr.alpha_from_density(torch.relu(density), deltas)
-    weights = vr.weights_from_alpha_packed(alpha, ridx, n_rays)
-    opacity = vr.accumulate_packed(weights, None, ridx, n_rays)
-    colour = vr.accumulate_packed(weights, rgb, ridx, n_rays)
+    out = composite_samples(field, points, unit_directions(rays.directions)[ridx], ridx, deltas, t_mid, len(rays),
+                            stop_eps=settings.early_stop_eps, per_round=settings.samples_per_round,
+                            min_weight=settings.min_weight)
+    index = out.pop("index")
     return {
-        "rgb": vr.composite_background(colour, opacity, settings.background),
-        "depth": vr.accumulate_packed(weights, t_mid, ridx, n_rays),
-        "opacity": opacity,
-        "n_samples": torch.bincount(ridx, minlength=n_rays).to(t_mid.dtype),
+        "rgb": vr.composite_background(out["rgb"], out["opacity"], settings.background),
+        "depth": out["depth"], "opacity": out["opacity"], "n_samples": out["n_evaluated"],
+        "skipped_weight": out["skipped_weight"],
+        "weights": out["weights"], "ray_indices": out["ray_indices"], "t_mids": t_mid[index],
     }
 
 
@@ -178,44 +312,53 @@ def render_chunked(
     height: int,
     width: int,
     progress: bool = False,
+    skip: tuple[str, ...] = (),
 ) -> dict[str, Tensor]:
     """Run ``render_fn`` over ``rays`` in chunks without gradients and reshape to an image.
 
-    Every output with one row per ray becomes ``[height, width, ...]``.
+    Every output with one row per ray becomes ``[height, width, ...]``; keys in ``skip``
+    (per-sample outputs) are dropped.
     """
     if len(rays) != height * width:
         raise ValueError(f"got {len(rays)} rays for a {height}x{width} image")
     parts: dict[str, list[Tensor]] = {}
-    starts = range(0, len(rays), max(int(chunk_rays), 1))
+    chunk_rays = max(int(chunk_rays), 1)
     with torch.no_grad():
-        for start in tqdm(starts, desc="render", unit="chunk", disable=not progress, leave=False):
+        for start in tqdm(range(0, len(rays), chunk_rays), desc="render", unit="chunk", disable=not progress,
+                          leave=False):
             out = render_fn(rays[start : start + chunk_rays])
             for key, value in out.items():
-                parts.setdefault(key, []).append(value)
+                if key not in skip:
+                    parts.setdefault(key, []).append(value)
     return {key: torch.cat(vals).reshape(height, width, *vals[0].shape[1:]) for key, vals in parts.items()}
+
+
+def _chunk(settings_chunk: int, rays: RayBundle, samples_per_ray: int) -> int:
+    return settings_chunk if settings_chunk > 0 else auto_chunk_rays(rays.device, samples_per_ray)
 
 
 def render_image(
     rays: RayBundle,
-    coarse: FieldFn,
-    fine: FieldFn | None,
+    coarse: Field | FieldFn,
+    fine: Field | FieldFn | None,
     settings: RenderSettings,
     height: int,
     width: int,
     generator: torch.Generator | None = None,
     progress: bool = False,
+    grid: OccupancyGrid | None = None,
+    fine_grid: OccupancyGrid | None = None,
 ) -> dict[str, Tensor]:
     """:func:`render_rays` over an image's ``height * width`` rays (row-major), chunked by
-    ``settings.chunk_rays``, without gradients. Outputs are ``[H, W, ...]`` (rgb [H, W, 3])."""
-    return render_chunked(
-        lambda chunk: render_rays(chunk, coarse, fine, settings, generator),
-        rays, settings.chunk_rays, height, width, progress,
-    )
+    ``settings.chunk_rays`` (0: :func:`auto_chunk_rays`), without gradients -> ``[H, W, ...]``."""
+    chunk = _chunk(settings.chunk_rays, rays, 2 * settings.n_samples + settings.n_importance)
+    return render_chunked(lambda part: render_rays(part, coarse, fine, settings, generator, grid, fine_grid),
+                          rays, chunk, height, width, progress)
 
 
 def render_image_marched(
     rays: RayBundle,
-    field: FieldFn,
+    field: Field | FieldFn,
     grid: OccupancyGrid,
     settings: MarchSettings,
     height: int,
@@ -223,8 +366,7 @@ def render_image_marched(
     generator: torch.Generator | None = None,
     progress: bool = False,
 ) -> dict[str, Tensor]:
-    """:func:`render_rays_marched` over an image's rays, chunked, without gradients -> [H, W, ...]."""
-    return render_chunked(
-        lambda chunk: render_rays_marched(chunk, field, grid, settings, generator),
-        rays, settings.chunk_rays, height, width, progress,
-    )
+    """:func:`render_rays_marched` over an image's rays, chunked, without gradients -> [H, W, ...]
+    (the per-sample outputs are left out)."""
+    return render_chunked(lambda part: render_rays_marched(part, field, grid, settings, generator),
+                          rays, _chunk(settings.chunk_rays, rays, 128), height, width, progress, skip=PACKED_OUTPUTS)

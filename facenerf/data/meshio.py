@@ -12,8 +12,6 @@ FaceScape ships ``Kd 0 0 0`` materials, which would otherwise render black.
 
 from __future__ import annotations
 
-import os
-import tempfile
 import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -21,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from facenerf.errors import FaceNerfError
+from facenerf.io import write_text
 
 
 @dataclass
@@ -233,20 +232,13 @@ def texture_path(obj_path: str | Path, mesh: ObjMesh) -> Path:
                         "(named by map_Kd in the MTL); restore the texture image")
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(handle, "w") as stream:
-        stream.write(text)
-    os.replace(tmp, path)
-
-
 def write_mtl(path: str | Path, material: str, texture_name: str, black_kd: bool = False) -> Path:
     """Write a one-material MTL; ``black_kd`` writes ``Kd 0 0 0`` exactly like FaceScape."""
     file = Path(path)
     kd = "0 0 0" if black_kd else "1 1 1"
     text = (f"newmtl {material}\nKa 0 0 0\nKd {kd}\nKs 0 0 0\nNs 0\nillum 1\nd 1\n"
             f"map_Kd {texture_name}\n")
-    _atomic_write_text(file, text)
+    write_text(file, text, "material file")
     return file
 
 
@@ -269,7 +261,7 @@ def write_obj(path: str | Path, mesh: ObjMesh, precision: int = 6) -> Path:
         lines += [f"f {a}/{ta} {b}/{tb} {c}/{tc}" for (a, b, c), (ta, tb, tc) in zip(f1.tolist(), t1.tolist())]
     else:
         lines += [f"f {a} {b} {c}" for a, b, c in f1.tolist()]
-    _atomic_write_text(file, "\n".join(lines) + "\n")
+    write_text(file, "\n".join(lines) + "\n", "mesh")
     return file
 
 

@@ -12,6 +12,11 @@ Each batch depends only on ``(seed, rank, step)``, so a resumed run continues wi
 batches the interrupted run would have seen, and data-parallel ranks see different frames.
 :class:`StepBatches` prefetches them in DataLoader worker processes.
 
+An unreadable image raises a :class:`FaceNerfError` naming the file (the trainer then saves a
+checkpoint and stops). With ``skip_bad_images`` the frame is replaced by the next training
+frame instead; the batch lists the skipped frames under ``"bad_frames"`` and
+:class:`StepBatches` collects and reports them.
+
 The texture encoder's input (the identity's neutral UV map resized to ``tex_size``) is
 computed once per identity and cached (reference §11.4: the original re-read and resized a
 4K JPEG at every step): in memory (LRU, ``uv_cache`` maps per process) and, when a cache folder
@@ -23,6 +28,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -32,7 +38,9 @@ from facenerf.core.cameras import Intrinsics, project_points
 from facenerf.core.rays import RayBundle, image_rays, pixel_rays, scale_pixel_coordinates, scaled_pixel_center
 from facenerf.data.ray_batches import PixelSamplerConfig, gather_pixels, sample_pixels
 from facenerf.errors import FaceNerfError
-from facenerf.io import read_image
+from facenerf.io import read_image, write_npy
+
+DEFAULT_UV_CACHE = 64  # UV maps kept in memory per process
 
 
 @dataclass
@@ -83,6 +91,7 @@ class MoFaNeRFData:
         uv_cache_dir: folder for cached resized UV maps (None = memory only).
         uv_cache: UV maps kept in memory per process.
         seed: base seed of the per-step randomness.
+        skip_bad_images: replace unreadable images by other frames instead of stopping.
         pixel_center: the images' pixel convention (None = the frame table's, the one they were
             rendered with); ``self.pixel_center`` is the one at the training resolution.
     """
@@ -90,15 +99,17 @@ class MoFaNeRFData:
     frames: FrameTable
     identities: list[IdentityData]
     sampler: PixelSamplerConfig
-    near: float = 8.0
-    far: float = 26.0
-    tex_size: int = 512
+    near: float
+    far: float
+    tex_size: int
     image_scale: float = 1.0
     uv_cache_dir: Path | None = None
-    uv_cache: int = 64
+    uv_cache: int = DEFAULT_UV_CACHE
     seed: int = 0
+    skip_bad_images: bool = False
     pixel_center: float | None = None
     _uv_memory: OrderedDict = field(default_factory=OrderedDict, repr=False)
+    _bad: set = field(default_factory=set, repr=False)   # frames found unreadable (this process)
 
     def __post_init__(self) -> None:
         is_val = self.frames.is_val if self.frames.is_val is not None else np.zeros_like(self.frames.is_test)
@@ -117,8 +128,11 @@ class MoFaNeRFData:
     # ------------------------------------------------------------------ per-frame data
     def image(self, frame: int) -> Tensor:
         """Frame ``frame`` as ``float32 [H, W, 3]`` at the training resolution."""
-        image = read_image(self.frames.image_paths[frame], size=(self.K.width, self.K.height))
-        return torch.from_numpy(image)
+        return self.frame_image(frame, self.K)
+
+    def readable(self, frame: int) -> bool:
+        """False for a frame already found unreadable when ``skip_bad_images`` is on."""
+        return frame not in self._bad
 
     def pose(self, frame: int) -> Tensor:
         return torch.from_numpy(np.asarray(self.frames.c2w[frame], dtype=np.float32))  # [4, 4]
@@ -166,10 +180,7 @@ class MoFaNeRFData:
         image = read_image(person.uv_path, size=(self.tex_size, self.tex_size))
         array = (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
         if disk is not None:
-            disk.parent.mkdir(parents=True, exist_ok=True)
-            tmp = disk.with_suffix(f".{np.random.randint(1 << 30)}.tmp.npy")
-            np.save(tmp, array)
-            tmp.replace(disk)
+            write_npy(disk, array, what="UV cache file")
         return array
 
     # ------------------------------------------------------------------ batches
@@ -177,8 +188,7 @@ class MoFaNeRFData:
         """The batch of ``step`` for data-parallel ``rank`` (see the module docstring)."""
         seed = step_seed(self.seed, rank, step)
         gen = torch.Generator().manual_seed(seed)
-        frame = int(self.train_indices[int(torch.randint(len(self.train_indices), (1,), generator=gen))])
-        image = self.image(frame)  # [H, W, 3]
+        frame, image, bad = self._training_frame(int(torch.randint(len(self.train_indices), (1,), generator=gen)))
         mask = (image.amax(dim=-1) > 1.0 / 255.0).float() if self.sampler.mask_share > 0 else None
         xy = sample_pixels(self.sampler, self.K.height, self.K.width, step, self.landmarks_xy(frame), mask, gen)
         person = int(self.frames.identity[frame])
@@ -191,7 +201,27 @@ class MoFaNeRFData:
             "identity": torch.tensor([person]),
             "frame": torch.tensor([frame]),
             "seed": seed,
+            "bad_frames": bad,
         }
+
+    def _training_frame(self, start: int) -> tuple[int, Tensor, list[int]]:
+        """Training frame number ``start`` and its image ``[H, W, 3]``; with ``skip_bad_images`` an
+        unreadable one is replaced by the next training frame. Returns (frame, image, skipped frames)."""
+        n, bad = len(self.train_indices), []
+        for k in range(n if self.skip_bad_images else 1):
+            frame = int(self.train_indices[(start + k) % n])
+            if not self.readable(frame):
+                bad.append(frame)
+                continue
+            try:
+                return frame, self.image(frame), bad
+            except FaceNerfError:
+                if not self.skip_bad_images:
+                    raise
+                self._bad.add(frame)
+                bad.append(frame)
+        raise FaceNerfError(f"none of the {n} training images can be read (e.g. {self.frames.image_paths[bad[0]]}); "
+                            "re-render the data with render.py")
 
     def frame_rays(self, frame: int, scale: float = 1.0) -> tuple[RayBundle, Intrinsics]:
         """All rays of ``frame`` at ``scale`` times the training resolution (row-major)."""
@@ -199,14 +229,35 @@ class MoFaNeRFData:
         return image_rays(K, self.pose(frame), self.near, self.far, scaled_pixel_center(self.pixel_center, scale)), K
 
     def frame_image(self, frame: int, K: Intrinsics) -> Tensor:
-        """Ground truth of ``frame`` at the size of ``K`` (float32 [H, W, 3])."""
-        return torch.from_numpy(read_image(self.frames.image_paths[frame], size=(K.width, K.height)))
+        """Ground truth of ``frame`` at the size of ``K`` (float32 [H, W, 3]).
+
+        Raises a :class:`FaceNerfError` that names the file and the fix when it cannot be read.
+        """
+        try:
+            return torch.from_numpy(read_image(self.frames.image_paths[frame], size=(K.width, K.height)))
+        except FaceNerfError as err:
+            if self.skip_bad_images:
+                self._bad.add(frame)
+            raise FaceNerfError(f"bad training data: {err}; replace or delete the file, or set "
+                                "skip_bad_images = true to train without it") from err
 
     def mean_colour(self, max_frames: int = 64) -> Tensor:
-        """Mean RGB over (up to ``max_frames``, evenly spread) training images: the baseline."""
+        """Mean RGB over (up to ``max_frames``, evenly spread) training images: the baseline.
+
+        With ``skip_bad_images`` unreadable images are left out.
+        """
         picks = self.train_indices[np.linspace(0, len(self.train_indices) - 1,
                                                min(max_frames, len(self.train_indices))).astype(int)]
-        return torch.stack([self.image(int(i)).reshape(-1, 3).mean(0) for i in picks]).mean(0)
+        means = []
+        for i in picks:
+            try:
+                means.append(self.image(int(i)).reshape(-1, 3).mean(0))
+            except FaceNerfError:
+                if not self.skip_bad_images:
+                    raise
+        if not means:
+            raise FaceNerfError("none of the sampled training images can be read; re-render the data with render.py")
+        return torch.stack(means).mean(0)
 
     def validation_frames(self, n: int) -> list[int]:
         """``n`` held-out frames spread evenly over identities and expressions (deterministic).
@@ -230,7 +281,10 @@ class _Steps(torch.utils.data.Dataset):
         return max(self.stop - self.start, 0)
 
     def __getitem__(self, i: int) -> dict:
-        return self.data.training_batch(self.start + i, self.rank)
+        try:
+            return self.data.training_batch(self.start + i, self.rank)
+        except FaceNerfError as err:   # passed on as data: re-raised whole (one line) by StepBatches
+            return {"error": str(err)}
 
 
 def _single_thread_worker(_: int) -> None:
@@ -241,12 +295,16 @@ class StepBatches:
     """``batches(step) -> batch`` for the Trainer, prefetched by ``num_workers`` processes.
 
     Asking for a step other than the next one (e.g. after a resume) restarts the prefetch
-    from that step.
+    from that step. Frames skipped as unreadable (``skip_bad_images``) are collected in
+    :attr:`bad_images` (paths) and each is announced once through ``report``.
     """
 
-    def __init__(self, data: MoFaNeRFData, max_steps: int, rank: int = 0, num_workers: int = 0, prefetch: int = 4):
+    def __init__(self, data: MoFaNeRFData, max_steps: int, rank: int = 0, num_workers: int = 0, prefetch: int = 4,
+                 report: Callable[[str], None] | None = None):
         self.data, self.max_steps, self.rank = data, max_steps, rank
         self.num_workers, self.prefetch = num_workers, prefetch
+        self.report = report
+        self.bad_images: set[str] = set()
         self._iterator, self._next = None, None
 
     def _start(self, step: int) -> None:
@@ -258,12 +316,25 @@ class StepBatches:
 
     def __call__(self, step: int) -> dict:
         if self.num_workers == 0:
-            return self.data.training_batch(step, self.rank)
-        if self._iterator is None or self._next != step:
-            self._start(step)
-        batch = next(self._iterator)
-        self._next = step + 1
+            batch = self.data.training_batch(step, self.rank)
+        else:
+            if self._iterator is None or self._next != step:
+                self._start(step)
+            batch = next(self._iterator)
+            self._next = step + 1
+        if "error" in batch:
+            self._iterator = None   # the next call restarts the prefetch
+            raise FaceNerfError(batch["error"])
+        self._note_bad(batch.pop("bad_frames", []))
         return batch
+
+    def _note_bad(self, frames: list[int]) -> None:
+        for frame in frames:
+            path = str(self.data.frames.image_paths[frame])
+            if path not in self.bad_images:
+                self.bad_images.add(path)
+                if self.report is not None:
+                    self.report(f"note: skipping unreadable training image {path} (skip_bad_images = true)")
 
 
 # ---------------------------------------------------------------------- from the FaceScape parser
@@ -313,44 +384,48 @@ def _own_validation_frames(datadir, ids: list[str], options: dict, test) -> list
     return [f for f in val.frames(ids) if f.image_path not in test_paths]
 
 
-def load_mofanerf_sources(args) -> tuple[FrameTable, list[IdentityData]]:
+def load_mofanerf_sources(datadir: str | Path, person_num: int, shape_dim: int, n_expressions: int,
+                          shape_codes: str = "", landmarks: str = "", uv_dir: str = ""
+                          ) -> tuple[FrameTable, list[IdentityData]]:
     """Frames (training, held-out test and separately rendered validation views) and identities
     of the first ``person_num`` ids.
 
-    Uses :func:`facenerf.data.facescape.parse_multiview` with ``args.datadir``,
-    ``args.shape_codes``, ``args.uv_dir`` and ``args.landmarks`` (empty = look next to datadir).
+    Uses :func:`facenerf.data.facescape.parse_multiview` on ``datadir``; ``shape_codes``
+    (factors_id.npy), ``landmarks`` (3D landmarks) and ``uv_dir`` (UV textures) are looked up
+    next to ``datadir`` when empty. Every shape code must have ``shape_dim`` entries and every
+    frame's expression index must be below ``n_expressions``.
     """
     from facenerf.data.facescape import parse_multiview
 
-    options = dict(factors_path=args.shape_codes or None, landmarks_path=args.landmarks or None,
-                   texture_roots=[args.uv_dir] if args.uv_dir else None)
-    train = parse_multiview(args.datadir, "train", **options)
-    ids = _sorted_ids(train.identities)[: args.person_num]
+    options = dict(factors_path=shape_codes or None, landmarks_path=landmarks or None,
+                   texture_roots=[uv_dir] if uv_dir else None)
+    train = parse_multiview(datadir, "train", **options)
+    ids = _sorted_ids(train.identities)[:person_num]
     try:
-        test = parse_multiview(args.datadir, "test", ids=ids, **options)
+        test = parse_multiview(datadir, "test", ids=ids, **options)
     except FaceNerfError:
         test = None  # no held-out views: validation falls back to training frames
     index_of = {identity: i for i, identity in enumerate(ids)}
     parts = [_frame_arrays(train.frames(ids), index_of, False)]
     if test is not None:
         parts.append(_frame_arrays(test.frames(ids), index_of, True))
-    val = _own_validation_frames(args.datadir, ids, options, test)
+    val = _own_validation_frames(datadir, ids, options, test)
     if val:
         parts.append(_frame_arrays(val, index_of, False, True))
     n_train = len(parts[0]["paths"])
     if n_train == 0:
-        raise FaceNerfError(f"no training images found in {args.datadir} ({len(train.problems)} listed images "
+        raise FaceNerfError(f"no training images found in {datadir} ({len(train.problems)} listed images "
                             "are missing); run render.py or fix --datadir")
-    bad = [f for p in parts for f in p["expression"] if f >= args.n_expressions]
+    bad = [f for p in parts for f in p["expression"] if f >= n_expressions]
     if bad:
-        raise FaceNerfError(f"frames use expression index {max(bad)} but n_expressions = {args.n_expressions}; "
+        raise FaceNerfError(f"frames use expression index {max(bad)} but n_expressions = {n_expressions}; "
                             f"set n_expressions = {max(bad) + 1}")
     sizes = set().union(*(p["K"] for p in parts))
     if len(sizes) != 1:
-        raise FaceNerfError(f"images of different sizes/cameras in {args.datadir}: re-render all at one resolution")
+        raise FaceNerfError(f"images of different sizes/cameras in {datadir}: re-render all at one resolution")
     centres = set().union(*(p["pixel_center"] for p in parts))
     if len(centres) != 1:
-        raise FaceNerfError(f"images in {args.datadir} were rendered with different pixel conventions "
+        raise FaceNerfError(f"images in {datadir} were rendered with different pixel conventions "
                             f"(pixel_center {sorted(centres)}): re-render them all with one render.py --pixel_center")
     lm = [x for p in parts for x in p["lm"]]
     frames = FrameTable(
@@ -363,5 +438,5 @@ def load_mofanerf_sources(args) -> tuple[FrameTable, list[IdentityData]]:
         intrinsics=sizes.pop(),
         landmarks_2d=np.stack(lm) if all(x is not None for x in lm) else None,
         pixel_center=centres.pop())
-    people = [_identity_data(train.identities[i], args.input_ch_shapeCodes, args.datadir) for i in ids]
+    people = [_identity_data(train.identities[i], shape_dim, str(datadir)) for i in ids]
     return frames, people

@@ -7,26 +7,72 @@ the image/video writers. :func:`run_core_demo` does the whole run and returns a 
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from facenerf.config import option, to_dict
 from facenerf.core.cameras import Intrinsics, orbit_poses
 from facenerf.core.encodings import FrequencyEncoding
 from facenerf.core.mlp import MLP
 from facenerf.core.rays import RayBundle, image_rays
-from facenerf.core.renderer import RenderSettings, render_image, render_rays
+from facenerf.core.renderer import DEFAULT_CHUNK_RAYS, RenderSettings, render_image, render_rays
 from facenerf.demos.procedural_scene import Scene, default_scene, render_views
+from facenerf.engine.trainer import TrainerConfig
+from facenerf.errors import FaceNerfError
+from facenerf.io import VIDEO_FPS
 from facenerf.metrics import psnr, ssim
+from facenerf.runtime import RunSettings
 
 MODEL_NAME = "tiny-nerf-demo"
+
+
+@dataclass(frozen=True)
+class CoreDemoConfig:
+    """Everything the core demo's run depends on (stored in its checkpoints)."""
+
+    out: str = option("demo_out/core", "output directory")
+    steps: int = option(800, "training steps")
+    resolution: int = option(32, "image width = height in pixels")
+    views_per_ring: int = option(12, "training cameras per ring (two rings)")
+    heldout_views: int = option(4, "held-out cameras between the rings")
+    n_rays: int = option(512, "rays per training step")
+    n_samples: int = option(24, "samples per ray")
+    n_freqs: int = option(6, "frequency-encoding octaves")
+    width: int = option(64, "MLP hidden width")
+    depth: int = option(3, "MLP hidden layers")
+    lr: float = option(5e-3, "initial Adam learning rate")
+    warmup_steps: int = option(50, "steps of linear learning-rate warm-up")
+    lr_decay_rate: float = option(TrainerConfig.lr_decay_rate, "learning-rate factor reached at the last step")
+    chunk_rays: int = option(DEFAULT_CHUNK_RAYS, "rays per pass when rendering images")
+    log_every: int = option(50, "steps between log lines")
+    eval_every: int = option(400, "steps between held-out evaluations (0 = end only)")
+    save_every: int = option(400, "steps between checkpoints (0 = end only)")
+    video_frames: int = option(36, "frames of the orbit video")
+    video_scale: int = option(2, "video resolution as a multiple of --resolution")
+    video_upscale: int = option(2, "nearest-neighbour upscaling of the video frames")
+    fps: int = option(VIDEO_FPS, "orbit video frame rate")
+    png_upscale: int = option(4, "nearest-neighbour upscaling of the comparison PNG")
+    no_resume: bool = option(False, "refuse to continue from checkpoints in --out")
+    runtime: RunSettings = field(default_factory=RunSettings)
+
+    def __post_init__(self) -> None:
+        positive = ("steps", "resolution", "views_per_ring", "heldout_views", "n_rays", "n_samples", "width",
+                    "depth", "chunk_rays", "video_frames", "video_scale", "video_upscale", "fps", "png_upscale")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise FaceNerfError(f"--{name} must be at least 1, got {getattr(self, name)}")
+        if self.resolution < 11:
+            raise FaceNerfError(f"--resolution {self.resolution} is below the 11-pixel SSIM window; use 16 or more")
+        if self.warmup_steps < 0:
+            raise FaceNerfError(f"--warmup_steps must be 0 or more, got {self.warmup_steps}")
+        if self.lr <= 0 or not 0 < self.lr_decay_rate <= 1:
+            raise FaceNerfError("--lr must be > 0 and --lr_decay_rate in (0, 1]")
 
 
 class TinyNeRF(nn.Module):
@@ -35,14 +81,13 @@ class TinyNeRF(nn.Module):
     Positions are divided by ``scene_bound`` so the scene sits in the unit ball before encoding.
     """
 
-    def __init__(self, n_freqs: int = 6, width: int = 64, depth: int = 3, lr: float = 5e-3,
-                 scene_bound: float = 1.3, render: RenderSettings | None = None):
+    def __init__(self, cfg: CoreDemoConfig, scene_bound: float):
         super().__init__()
-        self.encoding = FrequencyEncoding(3, n_freqs)
-        self.mlp = MLP(self.encoding.out_dim, width, depth, 4, activation="relu", init="default")
-        self.lr = lr
+        self.encoding = FrequencyEncoding(3, cfg.n_freqs)
+        self.mlp = MLP(self.encoding.out_dim, cfg.width, cfg.depth, 4, activation="relu", init="default")
+        self.lr = cfg.lr
         self.scene_bound = scene_bound
-        self.render_settings = render or RenderSettings(n_samples=32)
+        self.render_settings = RenderSettings(n_samples=cfg.n_samples, n_importance=0, chunk_rays=cfg.chunk_rays)
 
     def field(self, points: Tensor, directions: Tensor) -> tuple[Tensor, Tensor]:
         """points [M, 3] world, directions [M, 3] (unused) -> density [M] >= 0, rgb [M, 3] in [0, 1]."""
@@ -55,7 +100,7 @@ class TinyNeRF(nn.Module):
 
     def training_step(self, batch: dict, step: int) -> tuple[dict[str, Tensor], dict[str, float]]:
         """batch: ``{"rays": RayBundle of R rays, "rgb": [R, 3]}``; MSE photometric loss."""
-        settings = RenderSettings(**{**vars(self.render_settings), "perturb": True})
+        settings = replace(self.render_settings, perturb=True)
         out = render_rays(batch["rays"], self.field, None, settings)
         loss = ((out["rgb"] - batch["rgb"]) ** 2).mean()
         return {"main": loss}, {"psnr": float(-10.0 * torch.log10(loss.detach().clamp_min(1e-10)))}
@@ -161,22 +206,21 @@ def orbit_frames(model: TinyNeRF, scene: Scene, data: DemoData, n_frames: int, s
     return frames
 
 
-def run_core_demo(args: argparse.Namespace, device: torch.device, config: dict, out_dir: Path) -> dict:
+def run_core_demo(demo: CoreDemoConfig, device: torch.device, out_dir: Path) -> dict:
     """Render the scene, train the tiny NeRF with the Trainer, evaluate held-out views, and
     write ``metrics.json``, ``heldout_gt_vs_pred.png`` and ``orbit.mp4`` into ``out_dir``."""
-    from facenerf.engine.trainer import Trainer, TrainerConfig
-    from facenerf.io import write_image, write_video
+    from facenerf.engine.trainer import Trainer
+    from facenerf.io import write_image, write_json, write_video
 
     start = time.time()
     scene = default_scene()
-    data = make_demo_data(scene, args.resolution, args.views_per_ring, args.heldout_views)
-    model = TinyNeRF(args.n_freqs, args.width, args.depth, args.lr, scene.bound,
-                     RenderSettings(n_samples=args.n_samples, chunk_rays=args.chunk_rays))
-    cfg = TrainerConfig(out_dir=out_dir, max_steps=args.steps, lr_decay_steps=args.steps,
-                        lr_decay_rate=args.lr_decay_rate, warmup_steps=args.warmup_steps, log_every=args.log_every,
-                        eval_every=args.eval_every, save_every=args.save_every, amp=args.amp,
-                        progress=args.progress, resume=not args.no_resume)
-    trainer = Trainer(model, RandomRayBatches(data, args.n_rays, args.seed), cfg, device, config,
+    data = make_demo_data(scene, demo.resolution, demo.views_per_ring, demo.heldout_views)
+    model = TinyNeRF(demo, scene.bound)
+    cfg = TrainerConfig(out_dir=out_dir, max_steps=demo.steps, lr_decay_steps=demo.steps,
+                        lr_decay_rate=demo.lr_decay_rate, warmup_steps=demo.warmup_steps, log_every=demo.log_every,
+                        eval_every=demo.eval_every, save_every=demo.save_every, amp=demo.runtime.amp,
+                        progress=demo.runtime.progress, resume=not demo.no_resume)
+    trainer = Trainer(model, RandomRayBatches(data, demo.n_rays, demo.runtime.seed), cfg, device, to_dict(demo),
                       evaluate=lambda m, step: evaluate_heldout(m, data), model_name=MODEL_NAME)
     train_start = time.time()
     result = trainer.fit()
@@ -184,22 +228,22 @@ def run_core_demo(args: argparse.Namespace, device: torch.device, config: dict, 
     model.eval()
     with torch.no_grad():
         final = evaluate_heldout(model, data)
-        frames = orbit_frames(model, scene, data, args.video_frames, args.video_scale, args.video_upscale,
-                              progress=args.progress)
+        frames = orbit_frames(model, scene, data, demo.video_frames, demo.video_scale, demo.video_upscale,
+                              progress=demo.runtime.progress)
     outputs = {
         "comparison_png": write_image(out_dir / "heldout_gt_vs_pred.png",
-                                      comparison_grid(data.heldout_images, final["preds"], args.png_upscale)),
-        "orbit_mp4": write_video(out_dir / "orbit.mp4", frames, fps=args.fps),
+                                      comparison_grid(data.heldout_images, final["preds"], demo.png_upscale)),
+        "orbit_mp4": write_video(out_dir / "orbit.mp4", frames, fps=demo.fps),
     }
     summary = {
         "heldout_psnr": final["scalars"]["psnr"], "heldout_ssim": final["scalars"]["ssim"],
         "heldout_psnr_per_view": final["per_view"], "mean_colour_baseline_psnr": mean_colour_baseline(data),
         "steps": result["step"], "resumed_from": result["resumed_from"], "train_seconds": round(train_seconds, 2),
         "wall_seconds": round(time.time() - start, 2), "device": str(device),
-        "resolution": args.resolution, "train_views": len(data.train_poses), "heldout_views": len(data.heldout_poses),
+        "resolution": demo.resolution, "train_views": len(data.train_poses), "heldout_views": len(data.heldout_poses),
     }
     outputs["metrics_json"] = out_dir / "metrics.json"
-    outputs["metrics_json"].write_text(json.dumps(summary, indent=2) + "\n")
+    write_json(outputs["metrics_json"], summary, indent=2)
     outputs.update(checkpoint=result.get("checkpoint"), train_log=result["log"],
                    tensorboard=out_dir / "tensorboard")
     return {"summary": summary, "outputs": {k: str(v) for k, v in outputs.items()}}

@@ -15,10 +15,7 @@ complete checkpoint.
 
 from __future__ import annotations
 
-import os
-import pickle
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -26,12 +23,12 @@ import torch
 from torch import nn
 
 from facenerf.errors import FaceNerfError
+from facenerf.io import load_weights_file
 
 CHECKPOINT_FORMAT = "facenerf-checkpoint"
 CHECKPOINT_VERSION = 1
 REQUIRED_KEYS = ("format", "version", "model", "config", "step", "model_state")
 _STEP_FILE = re.compile(r"^step_(\d+)\.pt$")
-_ORIGINAL_MOFANERF_KEYS = ("network_fn_state_dict", "network_fine_state_dict")
 
 
 def make_payload(model_name: str, config: Mapping[str, Any], step: int, model_state: Mapping,
@@ -52,67 +49,19 @@ def make_payload(model_name: str, config: Mapping[str, Any], step: int, model_st
 
 
 def save_checkpoint(path: str | Path, payload: Mapping[str, Any]) -> Path:
-    """Write ``payload`` to ``path`` atomically (temporary file in the same folder + ``os.replace``).
+    """Write ``payload`` to ``path`` atomically (see :func:`facenerf.io.atomic_write`), with an fsync.
 
     If writing fails the temporary file is removed and any previous file at ``path`` is left
-    untouched. Raises :class:`FaceNerfError` for OS errors (disk full, permissions).
+    untouched. Raises :class:`~facenerf.errors.OutputError` (disk full, read-only folder, ...).
     """
-    target = Path(path)
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        handle, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    except OSError as err:
-        raise FaceNerfError(f"cannot write checkpoint {target}: {err.strerror or err}; "
-                            "choose a writable output directory") from err
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            torch.save(dict(payload), stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(tmp, target)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise FaceNerfError(f"cannot write checkpoint {target}: {err.strerror or err}; "
-                            "free disk space or choose another output directory") from err
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return target
+    from facenerf.io import save_torch
 
-
-def load_weights_file(path: str | Path, what: str = "checkpoint", map_location: Any = "cpu",
-                      fix: str = "delete it and use an earlier checkpoint") -> Any:
-    """Read any tensor file with ``torch.load(..., weights_only=True)``; one-line errors only.
-
-    This is the project's single place that calls ``torch.load``. ``what`` names the file in
-    messages ("fit file", "VGG-19 weights", ...) and ``fix`` says what to do about a damaged one.
-    Raises :class:`FaceNerfError` for a missing file, a file holding Python objects that cannot
-    be loaded safely, and a corrupt or truncated file.
-    """
-    file = Path(path)
-    if not file.is_file():
-        raise FaceNerfError(f"{what} not found: {file} (check the path)")
-    try:
-        return torch.load(file, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as err:
-        if "weights only" in str(err).lower():
-            raise FaceNerfError(
-                f"cannot read {what} {file}: it holds Python objects that cannot be loaded safely, so it is "
-                f"not a facenerf {what} (re-save it as plain tensors, e.g. a state dict)"
-            ) from err
-        raise FaceNerfError(f"cannot read {what} {file}: corrupt or truncated ({err}); {fix}") from err
-    except Exception as err:  # arbitrary bytes make the unpickler raise almost any error type
-        raise FaceNerfError(f"cannot read {what} {file}: corrupt or truncated "
-                            f"({err.__class__.__name__}); {fix}") from err
+    return save_torch(path, dict(payload), "checkpoint", durable=True)
 
 
 def _check_payload(path: Path, payload: Any) -> None:
     """Raise a one-line :class:`FaceNerfError` unless ``payload`` is a loadable facenerf checkpoint."""
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        if isinstance(payload, dict) and all(k in payload for k in _ORIGINAL_MOFANERF_KEYS):
-            raise FaceNerfError(f"{path} is a checkpoint of the original MoFaNeRF code, not a facenerf "
-                                "checkpoint: convert it to the facenerf format before loading")
         raise FaceNerfError(f"{path} is not a facenerf checkpoint (no '{CHECKPOINT_FORMAT}' format tag); "
                             "pass a file written by facenerf training")
     version = payload.get("version")
@@ -207,7 +156,7 @@ class CheckpointManager:
         return self.directory / f"step_{int(step):08d}.pt"
 
     def checkpoints(self) -> list[tuple[int, Path]]:
-        """All complete checkpoints as ``(step, path)``, oldest first (temporary files ignored)."""
+        """All checkpoint files as ``(step, path)``, oldest first (temporary and set-aside files ignored)."""
         if not self.directory.is_dir():
             return []
         found = []
@@ -223,30 +172,75 @@ class CheckpointManager:
         return found[-1][1] if found else None
 
     def save(self, step: int, payload: Mapping[str, Any]) -> Path:
-        """Write the checkpoint for ``step`` atomically, then delete all but the newest ``keep_last``."""
+        """Write the checkpoint for ``step`` atomically, then prune older ones (never this one)."""
         path = save_checkpoint(self.path_for(step), payload)
-        self.prune()
+        self.prune(keep=path)
         return path
 
-    def prune(self) -> list[Path]:
-        """Delete the oldest checkpoints beyond ``keep_last``; return the deleted paths."""
+    def prune(self, keep: Path | None = None) -> list[Path]:
+        """Delete checkpoints older than ``keep`` beyond the newest ``keep_last``; return the deleted paths.
+
+        ``keep`` (default: the newest checkpoint) is the one just written: it is never deleted,
+        and neither is any checkpoint of a later step (pruning only ever removes older progress).
+        """
         if self.keep_last <= 0:
             return []
-        stale = [path for _, path in self.checkpoints()[:-self.keep_last]]
+        found = self.checkpoints()
+        keep = Path(keep) if keep is not None else (found[-1][1] if found else None)
+        if keep is None:
+            return []
+        keep_step = next((step for step, path in found if path == keep), None)
+        if keep_step is None:
+            return []
+        older = [path for step, path in found if step < keep_step]
+        stale = older[:max(len(older) - (self.keep_last - 1), 0)]
         for path in stale:
             path.unlink(missing_ok=True)
         return stale
 
+    def set_aside(self, path: Path) -> Path:
+        """Rename an unreadable checkpoint to ``<name>.corrupt`` (numbered if taken); return the new path."""
+        target = path.with_name(path.name + ".corrupt")
+        n = 1
+        while target.exists():
+            n += 1
+            target = path.with_name(f"{path.name}.corrupt{n}")
+        try:
+            path.rename(target)
+        except FileNotFoundError:  # another process (data-parallel rank) moved it first
+            pass
+        except OSError as err:
+            raise FaceNerfError(f"cannot move unreadable checkpoint {path} aside: {err.strerror or err}; "
+                                "move or delete it by hand") from err
+        return target
+
+    def clean_temporaries(self) -> list[Path]:
+        """Remove temporary files left by checkpoint writes that were killed; return them."""
+        from facenerf.io import remove_stale_temporaries
+
+        return remove_stale_temporaries(self.directory)
+
     def load_latest(self, map_location: Any = "cpu", warn=print) -> dict | None:
-        """Load the newest readable checkpoint, skipping damaged ones with a warning; ``None`` if none."""
-        for _, path in reversed(self.checkpoints()):
+        """Load the newest readable checkpoint; ``None`` if the folder holds none.
+
+        Each unreadable checkpoint met on the way is moved aside (:meth:`set_aside`) with a
+        note through ``warn``, so that it is never resumed from or ranked again. When every
+        checkpoint is unreadable this raises :class:`FaceNerfError` (after moving them aside),
+        so a run never silently starts over.
+        """
+        found = self.checkpoints()
+        for _, path in reversed(found):
             try:
                 payload = load_checkpoint(path, map_location=map_location)
             except FaceNerfError as err:
                 if "newer than this facenerf" in str(err):
                     raise
-                warn(f"warning: skipping unreadable checkpoint: {err}")
+                moved = self.set_aside(path)
+                warn(f"note: unreadable checkpoint moved aside to {moved.name}: {err}")
                 continue
             payload["path"] = str(path)
             return payload
+        if found:
+            raise FaceNerfError(f"no checkpoint in {self.directory} can be read (moved aside as *.corrupt); "
+                                "run again to start from scratch there, or restore a good checkpoint")
         return None

@@ -8,10 +8,56 @@ optimiser) before clipping and stepping. Only rank 0 writes checkpoints and logs
 
 from __future__ import annotations
 
+import os
 from typing import Iterable
 
 import torch
 from torch import nn
+
+
+def init_distributed(device_name: str) -> torch.device:
+    """Join the process group when started by ``torchrun`` and pick this rank's device.
+
+    Without ``torchrun`` (``WORLD_SIZE`` unset or 1) this is :func:`facenerf.runtime.select_device`.
+    NCCL on GPUs, gloo on CPUs. Pair with :func:`finish_distributed`.
+    """
+    from facenerf.runtime import select_device
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return select_device(device_name)
+    use_cuda = torch.cuda.is_available() and device_name != "cpu"
+    if not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if use_cuda else "gloo")
+    if use_cuda:
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        return torch.device("cuda", local)
+    return torch.device("cpu")
+
+
+def finish_distributed() -> None:
+    """Leave the process group, if one was joined."""
+    if _initialised():
+        torch.distributed.destroy_process_group()
+
+
+def barrier() -> None:
+    """Wait for every rank (no-op when not distributed)."""
+    if world_size() > 1:
+        torch.distributed.barrier()
+
+
+def ranks_in_sync(module: nn.Module) -> bool:
+    """True when every rank holds the same parameters (one all-gather of two checksums)."""
+    if world_size() <= 1:
+        return True
+    with torch.no_grad():
+        flat = torch.cat([p.detach().double().flatten() for p in module.parameters()])
+        position = torch.arange(flat.numel(), dtype=torch.float64, device=flat.device) % 9973 + 1
+        checksum = torch.stack([flat.sum(), (flat * position).sum()])  # [2]
+    gathered = [torch.zeros_like(checksum) for _ in range(world_size())]
+    torch.distributed.all_gather(gathered, checksum)
+    return all(torch.allclose(g, gathered[0], rtol=1e-12, atol=0.0) for g in gathered)
 
 
 def _initialised() -> bool:

@@ -2,7 +2,8 @@
 
 TensorBoard is imported only when the first event is written, so importing the engine stays
 cheap; without TensorBoard installed the text log still works. On a distributed run only the
-rank-0 process writes (pass ``enabled=False`` elsewhere).
+rank-0 process writes (pass ``enabled=False`` elsewhere). A log that cannot be written (full
+disk, read-only folder) raises :class:`~facenerf.errors.OutputError`; closing never raises.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
+
+from facenerf.io import output_error
 
 TEXT_LOG_NAME = "train_log.txt"
 TENSORBOARD_DIR = "tensorboard"
@@ -69,41 +72,55 @@ class RunLogger:
                 self._tb_failed = True
                 self.text(f"tensorboard unavailable ({err}); writing the text log only")
                 return None
-            self._writer = SummaryWriter(log_dir=str(self.tensorboard_dir))
+            try:
+                self._writer = SummaryWriter(log_dir=str(self.tensorboard_dir))
+            except OSError as err:
+                raise output_error(self.tensorboard_dir, "TensorBoard log", err) from err
         return self._writer
+
+    def _tb_call(self, method: str, *args, **kwargs) -> None:
+        """Call a SummaryWriter method; a write failure becomes one OutputError line."""
+        writer = self._tb()
+        if writer is None:
+            return
+        try:
+            getattr(writer, method)(*args, **kwargs)
+        except OSError as err:
+            raise output_error(self.tensorboard_dir, "TensorBoard log", err) from err
 
     def text(self, line: str) -> None:
         """Append one line (prefixed with elapsed time) to the text log and echo it if asked."""
         if not self.enabled:
             return
-        self.out_dir.mkdir(parents=True, exist_ok=True)
         stamped = f"[{time.time() - self._start:8.1f}s] {line}"
-        with open(self.text_path, "a", encoding="utf-8") as stream:
-            stream.write(stamped + "\n")
+        try:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            with open(self.text_path, "a", encoding="utf-8") as stream:
+                stream.write(stamped + "\n")
+        except OSError as err:
+            raise output_error(self.text_path, "training log", err) from err
         if self.echo is not None:
             self.echo(stamped)
 
     def scalars(self, step: int, values: Mapping[str, float], prefix: str = "") -> None:
         """Log scalars to TensorBoard as ``<prefix><name>``."""
-        writer = self._tb()
-        if writer is None:
-            return
         for key, value in values.items():
-            writer.add_scalar(f"{prefix}{key}", float(value), global_step=step)
+            self._tb_call("add_scalar", f"{prefix}{key}", float(value), global_step=step)
 
     def images(self, step: int, images: Mapping[str, Any], prefix: str = "") -> None:
         """Log ``[H, W, 3]`` float images in [0, 1] to TensorBoard."""
-        writer = self._tb()
-        if writer is None:
-            return
         for key, image in images.items():
-            writer.add_image(f"{prefix}{key}", _as_hwc_image(image), global_step=step, dataformats="HWC")
+            self._tb_call("add_image", f"{prefix}{key}", _as_hwc_image(image), global_step=step, dataformats="HWC")
 
     def flush(self) -> None:
         if self._writer is not None:
-            self._writer.flush()
+            self._tb_call("flush")
 
     def close(self) -> None:
+        """Close the event file; a failure here (e.g. a full disk) is ignored, the run's own error wins."""
         if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+            writer, self._writer = self._writer, None
+            try:
+                writer.close()
+            except (OSError, RuntimeError, ValueError):  # best effort: the events written so far stay readable
+                pass

@@ -26,7 +26,7 @@ import signal
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, NoReturn
 
 import numpy as np
 import torch
@@ -36,7 +36,7 @@ from facenerf.engine import distributed
 from facenerf.engine.checkpoint import CheckpointManager, check_compatible, make_payload
 from facenerf.engine.logger import RunLogger, format_scalars
 from facenerf.engine.schedules import ExponentialSchedule, apply_schedule, remember_initial_lrs
-from facenerf.errors import FaceNerfError
+from facenerf.errors import FaceNerfError, OutputError
 from facenerf.runtime import AMP_MODES, autocast
 
 CHECKPOINT_DIR = "checkpoints"
@@ -170,7 +170,7 @@ class Trainer:
         self.model_name = model_name or type(self.model).__name__
         self.batches = batches if callable(batches) and not hasattr(batches, "__next__") else iter(batches)
         self.step = 0
-        self.amp = cfg.amp if self.device.type == "cuda" else "none"
+        self.amp = resolve_amp(cfg.amp, self.device)
         self.optimizers, self.params = self._build_optimizers()
         self.scaler = torch.amp.GradScaler("cuda") if self.amp == "fp16" else None
         self.schedule = ExponentialSchedule(cfg.lr_decay_steps, cfg.lr_decay_rate, cfg.warmup_steps)
@@ -315,9 +315,6 @@ class Trainer:
     def _resume(self) -> str | None:
         payload = self.checkpoints.load_latest(map_location=self.device, warn=self._say)
         if payload is None:
-            if self.checkpoints.checkpoints():
-                raise FaceNerfError(f"no checkpoint in {self.checkpoints.directory} can be read; move them "
-                                    "away to start over, or choose another output directory")
             return None
         self.load_state(payload, payload["path"])
         changed = [k for k in sorted(set(self.config) | set(payload["config"]))
@@ -362,6 +359,33 @@ class Trainer:
     def _due(self, every: int) -> bool:
         return every > 0 and self.step % every == 0
 
+    def _stop_on_data_error(self, err: FaceNerfError) -> NoReturn:
+        """Save the progress so far, then stop with the data problem and where the progress is."""
+        path = self.checkpoints.latest()
+        if self.main_process and path != self.checkpoints.path_for(self.step):
+            path = self.save()
+        where = f"saved in {path}" if path is not None else "not saved (no step was completed)"
+        raise FaceNerfError(f"{err}; training stopped at step {self.step}, progress {where}: "
+                            "fix the data and run again to resume") from err
+
+    def _batch_or_stop(self) -> Any:
+        """The next batch; a data problem (unreadable image, ...) saves a checkpoint and stops."""
+        try:
+            return self._next_batch(self.step)
+        except OutputError:
+            raise
+        except FaceNerfError as err:
+            self._stop_on_data_error(err)
+
+    def _evaluate_or_stop(self) -> dict[str, float]:
+        """:meth:`run_evaluation`; a data problem in the held-out views saves a checkpoint and stops."""
+        try:
+            return self.run_evaluation()
+        except OutputError:
+            raise
+        except FaceNerfError as err:
+            self._stop_on_data_error(err)
+
     def _loop(self, stop: _StopRequest) -> dict:
         from tqdm import tqdm
 
@@ -371,7 +395,7 @@ class Trainer:
         self._bar = tqdm(total=cfg.max_steps, initial=self.step, desc=self.model_name, dynamic_ncols=True,
                          disable=not (cfg.progress and self.main_process))
         while self.step < cfg.max_steps:
-            losses, scalars = self.train_step(self._next_batch(self.step), self.step)
+            losses, scalars = self.train_step(self._batch_or_stop(), self.step)
             self.step += 1
             last["losses"], last["scalars"] = losses, scalars
             for key, value in {**losses, **scalars}.items():
@@ -382,7 +406,7 @@ class Trainer:
             if self._due(cfg.log_every):
                 self._log_window(window)
             if self._due(cfg.eval_every):
-                last["eval"], evaluated_at = self.run_evaluation(), self.step
+                last["eval"], evaluated_at = self._evaluate_or_stop(), self.step
             if self._due(cfg.save_every):
                 last["checkpoint"], saved_at = self.save(), self.step
             if stop.requested:
@@ -391,7 +415,7 @@ class Trainer:
         if window:
             self._log_window(window)
         if evaluated_at != self.step:
-            last["eval"] = self.run_evaluation()
+            last["eval"] = self._evaluate_or_stop()
         if saved_at != self.step and self.checkpoints.latest() != self.checkpoints.path_for(self.step):
             last["checkpoint"] = self.save()
         return last
@@ -400,11 +424,16 @@ class Trainer:
         """Train until ``max_steps``, resuming from the newest checkpoint in ``out_dir/checkpoints``.
 
         Returns ``{"step", "losses", "scalars", "eval", "checkpoint", "resumed_from", "log"}``.
-        On SIGINT/SIGTERM (or KeyboardInterrupt) a checkpoint is written before re-raising.
+        On SIGINT/SIGTERM (or KeyboardInterrupt) a checkpoint is written before re-raising. A
+        :class:`FaceNerfError` from the data (a batch or the held-out views, e.g. an unreadable
+        image) also writes a checkpoint, then stops with the problem and the checkpoint's path.
+        Temporary files of killed checkpoint writes are removed first.
         """
         if not self.cfg.resume and self.checkpoints.latest() is not None:
             raise FaceNerfError(f"{self.checkpoints.directory} already holds checkpoints of another run; "
                                 "choose a new output directory or allow resuming")
+        if self.main_process:
+            self.checkpoints.clean_temporaries()
         resumed = self._resume() if self.cfg.resume else None
         distributed.broadcast_module(self.model)
         try:
@@ -423,3 +452,15 @@ class Trainer:
             self.logger.close()
         last.setdefault("checkpoint", self.checkpoints.latest())
         return {"step": self.step, **last, "resumed_from": resumed, "log": str(self.logger.text_path)}
+
+
+def resolve_amp(requested: str, device: torch.device) -> str:
+    """The mixed precision the loop runs: ``none`` off CUDA, and fp16 (with loss scaling) instead
+    of bf16 on a GPU without bf16 support (with a note)."""
+    if device.type != "cuda":
+        return "none"
+    if requested == "bf16" and not torch.cuda.is_bf16_supported():
+        if distributed.is_main_process():
+            print("note: this GPU has no bf16 support; training with fp16 autocast and loss scaling instead")
+        return "fp16"
+    return requested

@@ -47,11 +47,12 @@ def loss_curve(path: str | Path, history: dict[str, list[float]], level_starts: 
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    file = Path(path)
-    file.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(file)
-    plt.close(fig)
-    return file
+    from facenerf.io import write_figure
+
+    try:
+        return write_figure(path, fig)
+    finally:
+        plt.close(fig)
 
 
 def _stack(images: list[Tensor | np.ndarray], gap: int, axis: int) -> np.ndarray:

@@ -10,7 +10,12 @@ Stages of :class:`Fitter`:
    pixels; the generator is seeded by ``(seed, iteration)`` so a resumed fit draws the same
    rays), render them through the frozen network with the current codes and pose, evaluate
    :func:`~facenerf.fitting.objective.fit_loss`, take one Adam step with this iteration's
-   learning rates;
+   learning rates. The fast path (``fast_render``, the default) renders with the model's
+   empty-space skipping (:mod:`facenerf.models.mofanerf.acceleration`): an occupancy grid of
+   the coarse density for the current codes, rebuilt every ``grid_refresh`` iterations as the
+   codes move (:class:`~facenerf.models.mofanerf.acceleration.FitGrid`), a gradient-free
+   density-only coarse pass, early ray termination and colour only where it is visible.
+   ``fast_render = False`` is the straightforward reference: both passes dense, with colour;
 3. **run** - loop to the planned iteration count with a progress bar, recording the loss, the
    PSNR of the sampled rays and the PSNR on a fixed set of pixels of the finest level
    (``psnr_full``) every ``log_every`` iterations and calling ``on_iteration(fitter)`` after every
@@ -29,17 +34,23 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from facenerf.config import option
 from facenerf.core.cameras import Intrinsics
 from facenerf.core.rays import image_rays, pixel_rays
 from facenerf.core.renderer import RenderSettings
+from facenerf.data.ray_batches import LandmarkSampling
+from facenerf.errors import FaceNerfError
 from facenerf.fitting.inputs import FitTarget
-from facenerf.fitting.objective import FitVariables, FitWeights, fit_loss, render_fit_rays
+from facenerf.fitting.objective import GAIN_MODES, FitVariables, FitWeights, fit_loss
+from facenerf.fitting.pose import POSE_PARAMETRISATIONS
 from facenerf.fitting.result import FitResult
 from facenerf.fitting.sampling import build_levels, sample_fit_pixels
 from facenerf.fitting.schedule import FitSchedule
 from facenerf.fitting.stats import CodeStatistics
 from facenerf.metrics import mse_to_psnr
-from facenerf.runtime import autocast
+from facenerf.models.mofanerf.acceleration import FitGrid
+from facenerf.models.mofanerf.expressions import expression_index
+from facenerf.runtime import RunSettings, autocast
 
 HISTORY_KEYS = ("iteration", "level", "loss", "photometric", "psnr", "psnr_full", "shape_prior", "texture_prior",
                 "expression_prior", "gain_prior")
@@ -48,23 +59,28 @@ EVAL_RAYS = 1024  # fixed full-resolution pixels of psnr_full
 
 @dataclass(frozen=True)
 class FitSettings:
-    """Everything that controls a fit besides the model and the image."""
+    """Everything that controls a fit besides the model, the image and the run settings."""
 
     schedule: FitSchedule = field(default_factory=FitSchedule)
     weights: FitWeights = field(default_factory=FitWeights)
-    n_rays: int = 1024  # rays per iteration
-    landmark_share: float = 0.5  # fraction of the rays drawn around landmarks
-    landmark_sigma: float = 0.025  # their spread, fraction of the image height
-    band_frac: float = 0.03  # background ring around the mask, fraction of the height
-    pose_parametrisation: str = "axis_angle"
-    optimise_pose: bool = True
-    gain_mode: str = "rgb"
-    init_expression: int = 0  # learned code eps starts from (0 = neutral)
-    amp: str = "none"  # autocast of the network ("bf16" on capable GPUs)
-    fast_render: bool = True  # coarse pass without gradients/colour (same result), else full render
+    n_rays: int = option(0, "rays per iteration (0 = the training run's N_rand)", key="fit_rays")
+    landmarks: LandmarkSampling = field(default_factory=LandmarkSampling)
+    band_frac: float = option(0.03, "background ring sampled around the mask, fraction of the image height",
+                              key="mask_band")
+    pose_parametrisation: str = option("axis_angle", "rotation parametrisation of the pose correction",
+                                       key="pose_param", choices=POSE_PARAMETRISATIONS)
+    optimise_pose: bool = option(True, "refine the camera pose", key="fit_pose")
+    gain_mode: str = option("rgb", "colour gain on the render: per channel, one value, or off", key="gain",
+                            choices=GAIN_MODES)
+    init_expression: str = option("neutral", "learned expression eps starts from (name or index)")
+    fast_render: bool = option(True, "empty-space skipping (coarse-density occupancy grid), density-only coarse "
+                                     "pass, early ray termination; false = the straightforward dense reference")
+    grid_refresh: int = option(25, "iterations between occupancy-grid refreshes of the fast path")
     log_every: int = 10  # record the history every N iterations
-    progress: bool = True
-    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.n_rays < 0:
+            raise FaceNerfError(f"--fit_rays must be 0 or more, got {self.n_rays}")
 
 
 def freeze(model) -> None:
@@ -78,22 +94,29 @@ class Fitter:
     """Fits ``model`` to ``target``; see the module docstring for the stages."""
 
     def __init__(self, model, target: FitTarget, stats: CodeStatistics, settings: FitSettings,
-                 render_settings: RenderSettings, device: torch.device | str = "cpu"):
+                 render_settings: RenderSettings, device: torch.device | str = "cpu",
+                 run: RunSettings | None = None):
+        if settings.n_rays < 1:
+            raise FaceNerfError("the fit needs rays: set --fit_rays (or the run's N_rand) to at least 1")
         self.model, self.target, self.stats, self.settings = model, target, stats, settings
+        self.runtime = run or RunSettings()
         self.device = torch.device(device)
         self.render_settings = replace(render_settings, perturb=False)
+        self.fit_grid = FitGrid(model.skip_settings, settings.grid_refresh, seed=self.runtime.seed)
+        self.fast_settings = model.skip_settings.for_fitting().render_settings(self.render_settings, fitting=True)
         freeze(model)
         self.model.to(self.device)
         self.levels = build_levels(target.image, target.mask, target.landmarks_xy, target.K,
                                    settings.schedule.scales, settings.band_frac)
         self.learned = model.expression_codes.detach().to(self.device)  # [K, E]
-        init_eps = self.learned[min(max(settings.init_expression, 0), self.learned.shape[0] - 1)]
+        init_eps = self.learned[expression_index(settings.init_expression, self.learned.shape[0])]
         self.variables = FitVariables(stats, init_eps.cpu(), target.c2w, settings.pose_parametrisation,
                                       settings.gain_mode).to(self.device)
         self.stats_device = _stats_to(stats, self.device)
         self.optimizer = torch.optim.Adam(self._param_groups())
         self.iteration = 0
         self.history: dict[str, list[float]] = {k: [] for k in HISTORY_KEYS}
+        self.last_scalars: dict[str, float] = {}
         self._eval_xy: Tensor | None = None  # [E, 2] pixels of psnr_full
 
     def _param_groups(self) -> list[dict]:
@@ -144,9 +167,8 @@ class Fitter:
 
     def _rays_and_targets(self, level_index: int):
         level = self.levels[level_index]
-        generator = torch.Generator().manual_seed(self.settings.seed * 1_000_003 + self.iteration)
-        xy = sample_fit_pixels(level, self.settings.n_rays, self.settings.landmark_share,
-                               self.settings.landmark_sigma, generator)  # [N, 2]
+        generator = torch.Generator().manual_seed(self.runtime.seed * 1_000_003 + self.iteration)
+        xy = sample_fit_pixels(level, self.settings.n_rays, self.settings.landmarks, generator)  # [N, 2]
         colours = level.image[xy[:, 1], xy[:, 0]].to(self.device)  # [N, 3]
         c2w = self.variables.pose()
         rays = pixel_rays(level.K, c2w, xy.to(self.device, torch.float32), self.target.near, self.target.far)
@@ -155,9 +177,8 @@ class Fitter:
     def _eval_pixels(self) -> Tensor:
         """``[E, 2]`` fixed full-resolution pixels (landmarks + mask) of ``psnr_full``, drawn once."""
         if self._eval_xy is None:
-            generator = torch.Generator().manual_seed(self.settings.seed * 7_919 + 17)
-            self._eval_xy = sample_fit_pixels(self.levels[-1], EVAL_RAYS, self.settings.landmark_share,
-                                              self.settings.landmark_sigma, generator)
+            generator = torch.Generator().manual_seed(self.runtime.seed * 7_919 + 17)
+            self._eval_xy = sample_fit_pixels(self.levels[-1], EVAL_RAYS, self.settings.landmarks, generator)
         return self._eval_xy
 
     @torch.no_grad()
@@ -166,8 +187,8 @@ class Fitter:
         level, xy = self.levels[-1], self._eval_pixels()
         rays = pixel_rays(level.K, self.variables.pose(), xy.to(self.device, torch.float32),
                           self.target.near, self.target.far)
-        with autocast(self.device, self.settings.amp):
-            pred = render_fit_rays(self.model, rays, self.codes(), self.render_settings)
+        with autocast(self.device, self.runtime.amp):
+            pred = self.render_rays(rays, self.codes())["rgb"]
         shown = pred.float() * self.variables.gain()
         mse = ((shown - level.image[xy[:, 1], xy[:, 0]].to(self.device)) ** 2).mean()
         return float(mse_to_psnr(mse.clamp_min(1e-10)))
@@ -177,22 +198,29 @@ class Fitter:
         self._set_learning_rates()
         level = self.settings.schedule.level(self.iteration)
         rays, target = self._rays_and_targets(level)
-        with autocast(self.device, self.settings.amp):
+        with autocast(self.device, self.runtime.amp):
             codes = self.codes()
-            if self.settings.fast_render:
-                pred = render_fit_rays(self.model, rays, codes, self.render_settings)
-            else:
-                pred = self.model.render_rays(rays, codes, self.render_settings)["rgb"]
+            out = self.render_rays(rays, codes)
+            pred = out["rgb"]
         loss, terms = fit_loss(pred.float(), target, self.variables, self.stats_device, self.learned,
                                self.settings.weights)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         scalars = {"level": float(level), "loss": float(loss.detach()),
-                   "psnr": float(mse_to_psnr(terms["mse"].clamp_min(1e-10)))}
+                   "psnr": float(mse_to_psnr(terms["mse"].clamp_min(1e-10))),
+                   "samples_per_ray": float(out["n_evaluated"].float().mean())}
         scalars.update({k: float(v) for k, v in terms.items() if k != "mse"})
         self.iteration += 1
+        self.last_scalars = scalars
         return scalars
+
+    def render_rays(self, rays, codes) -> dict:
+        """The loss's render of ``rays``: the fast path or the dense reference (``fast_render``)."""
+        if not self.settings.fast_render:
+            return self.model.render_rays(rays, codes, self.render_settings)
+        grids = self.fit_grid.grids(self.model, codes, self.iteration)
+        return self.model.render_rays(rays, codes, self.fast_settings, grids=grids)
 
     def _record(self, scalars: dict[str, float]) -> None:
         self.history["iteration"].append(float(self.iteration))
@@ -202,7 +230,7 @@ class Fitter:
     def run(self, on_iteration: Callable[["Fitter"], None] | None = None, stop_at: int | None = None) -> None:
         """Iterate until the planned count (or ``stop_at``); ``on_iteration(fitter)`` follows every step."""
         end = min(self.settings.schedule.iterations, stop_at if stop_at is not None else 1 << 62)
-        bar = tqdm(total=end, initial=self.iteration, desc="fit", unit="it", disable=not self.settings.progress)
+        bar = tqdm(total=end, initial=self.iteration, desc="fit", unit="it", disable=not self.runtime.progress)
         with bar:
             while self.iteration < end:
                 scalars = self.step()
@@ -222,8 +250,9 @@ class Fitter:
         K = K or self.target.K
         c2w = self.variables.pose() if c2w is None else c2w.to(self.device)
         rays = image_rays(K, c2w, self.target.near, self.target.far)
-        with autocast(self.device, self.settings.amp):
-            rgb = self.model.render_image(rays, self.codes(), K.height, K.width, self.render_settings)["rgb"]
+        with autocast(self.device, self.runtime.amp):
+            rgb = self.model.render_image(rays, self.codes(), K.height, K.width, self.render_settings,
+                                          fast=self.settings.fast_render)["rgb"]
         if with_gain:
             rgb = rgb.float() * self.variables.gain()
         return rgb.float().clamp(0, 1).cpu()

@@ -40,8 +40,8 @@ from facenerf.data.facescape import pixel_center_of
 from facenerf.errors import FaceNerfError
 from facenerf.fitting.sampling import level_intrinsics, mask_from_image, mask_from_labels, to_level_pixels
 from facenerf.io import read_image, resize_image
+from facenerf.preprocess.training.rig import BASE_FOCAL, BASE_RESOLUTION, FAR, NEAR
 
-BASE_SIZE = 512
 CAMERA_FILE = "transforms.json"
 MIN_FOREGROUND_PIXELS = 16
 
@@ -171,13 +171,13 @@ def load_wild_target(image_path: Path, pose_path: Path, focal: float, near: floa
     if height != width:
         raise FaceNerfError(f"{image_path} is {width}x{height}, not square: fit the preprocessed image "
                             "(segRelRes/<name>.png) written by fittingDataPreprocess/wildData_preprocess.py")
-    size = int(record.get("image_size", BASE_SIZE))
+    size = int(record.get("image_size", BASE_RESOLUTION))
     if width != size:
         notes.append(f"resized the image from {width}x{height} to {size}x{size} to match its pose file")
         image = resize_image(image, (size, size))
     mask, how = _wild_mask(image_path, pose_path, image)
     notes.append(how)
-    f = focal * size / BASE_SIZE
+    f = focal * size / BASE_RESOLUTION
     K = with_pixel_center(Intrinsics(size, size, f, f, size / 2.0, size / 2.0), pixel_center)
     c2w = torch.as_tensor(np.asarray(record["pose"], dtype=np.float32)).reshape(4, 4)
     return FitTarget(image_path.stem, image_path, torch.from_numpy(image), torch.from_numpy(mask),
@@ -236,8 +236,8 @@ def reduce_target(target: FitTarget, fit_size: int) -> FitTarget:
                      target.near, target.far, target.kind, notes, target.info)
 
 
-def load_target(image_path: str | Path, pose_path: str | Path | None = None, fit_size: int = BASE_SIZE,
-                focal: float = 1200.0, near: float = 8.0, far: float = 26.0, pixel_center: float = 0.0) -> FitTarget:
+def load_target(image_path: str | Path, pose_path: str | Path | None = None, fit_size: int = BASE_RESOLUTION,
+                focal: float = BASE_FOCAL, near: float = NEAR, far: float = FAR, pixel_center: float = 0.0) -> FitTarget:
     """Load an image to fit with its camera (see the module docstring for what is looked up).
 
     ``pixel_center`` is the pixel convention of a photo (the model's training images'); a render

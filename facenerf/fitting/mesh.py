@@ -215,8 +215,9 @@ def write_obj(path: str | Path, vertices: Tensor, faces: Tensor, colours: Tensor
     if faces.shape[0] == 0:
         raise FaceNerfError(f"the mesh for {path} is empty: no surface crosses the density level inside "
                             "the box; lower --mesh_level or enlarge --mesh_bbox")
+    from facenerf.io import write_text
+
     file = Path(path)
-    file.parent.mkdir(parents=True, exist_ok=True)
     v = vertices.detach().double().cpu().numpy() * scale
     f = faces.detach().cpu().numpy() + 1
     if colours is not None:
@@ -225,8 +226,4 @@ def write_obj(path: str | Path, vertices: Tensor, faces: Tensor, colours: Tensor
     else:
         v_lines = "\n".join(f"v {x:.5f} {y:.5f} {z:.5f}" for x, y, z in v)
     f_lines = "\n".join(f"f {a} {b} {c}" for a, b, c in f)
-    try:
-        file.write_text(f"# facenerf mesh: {len(v)} vertices, {len(f)} faces\n{v_lines}\n{f_lines}\n")
-    except OSError as err:
-        raise FaceNerfError(f"cannot write mesh {file}: {err.strerror or err}") from err
-    return file
+    return write_text(file, f"# facenerf mesh: {len(v)} vertices, {len(f)} faces\n{v_lines}\n{f_lines}\n", "mesh")

@@ -55,11 +55,11 @@ def density_function(model, codes) -> Callable[[Tensor], Tensor]:
 
 
 @torch.no_grad()
-def surface_colours(model, codes, vertices: Tensor, normals: Tensor, offset: float, settings,
-                    chunk: int = 8192) -> Tensor:
-    """Colour ``[V, 3]`` seen along each vertex normal (see the module docstring)."""
+def surface_colours(model, codes, vertices: Tensor, normals: Tensor, offset: float, settings) -> Tensor:
+    """Colour ``[V, 3]`` seen along each vertex normal (see the module docstring), ``settings.chunk_rays`` at a time."""
     device = next(model.parameters()).device
     colours = []
+    chunk = settings.chunk_rays
     for start in range(0, vertices.shape[0], chunk):
         p = vertices[start:start + chunk].to(device)
         n = normals[start:start + chunk].to(device)
@@ -76,7 +76,7 @@ def shaded_preview(vertices: Tensor, faces: Tensor, c2w: Tensor, K, size: int = 
     from facenerf.fitting.figures import hstack
     from facenerf.fitting.views import camera_angles, intrinsics_at
     from facenerf.preprocess.fitting.raster import rasterize
-    from facenerf.core.cameras import mofanerf_pose
+    from facenerf.preprocess.training.rig import mofanerf_pose
 
     K = intrinsics_at(K, size)
     pitch, yaw, radius = camera_angles(c2w)
@@ -89,13 +89,16 @@ def shaded_preview(vertices: Tensor, faces: Tensor, c2w: Tensor, K, size: int = 
 
 
 def extract_face_mesh(model, face: FaceState, bbox_min, bbox_max, resolution: int, level: float, path: Path,
-                      scale: float, settings, chunk: int = 65536, smooth: float = 1.0) -> list[Path]:
-    """Write ``path`` (OBJ with vertex colours) and ``<path>.png`` (shaded preview); return both paths."""
+                      scale: float, settings, smooth: float) -> list[Path]:
+    """Write ``path`` (OBJ with vertex colours) and ``<path>.png`` (shaded preview); return both paths.
+
+    The density grid is evaluated ``settings.chunk_rays`` points at a time.
+    """
     device = next(model.parameters()).device
     codes = model.face_codes(face.shape.to(device)[None], expression=face.expression.to(device)[None],
                              texture=face.texture.to(device)[None])
-    values = smooth_grid(sample_grid(density_function(model, codes), bbox_min, bbox_max, resolution, chunk, device),
-                         smooth)
+    values = smooth_grid(sample_grid(density_function(model, codes), bbox_min, bbox_max, resolution,
+                                     settings.chunk_rays, device), smooth)
     vertices, faces = marching_tetrahedra(values, bbox_min, bbox_max, level)
     normals = vertex_normals(vertices, faces) if faces.shape[0] else vertices
     voxel = float(max(b - a for a, b in zip(bbox_min, bbox_max))) / (resolution - 1)

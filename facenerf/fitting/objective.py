@@ -14,12 +14,9 @@ rendered colour before it is compared with the photo: ``gain = exp(log_gain)``, 
   + w_expr    * min_k mean((eps - e_k)^2) / var(e)                 pull towards the nearest learned code
   + w_gain    * mean(log_gain^2)                                   keeps the gain near 1
 
-The original fitted with the L1 term alone (reference §11.17).
-
-:func:`render_fit_rays` renders rays for the loss. With a fine network only the fine colour
-enters the loss, so the coarse pass (which only places the importance samples, whose depths
-are detached) runs without gradients and without its colour branch; the result and its
-gradient equal a full two-pass render's.
+The original fitted with the L1 term alone (reference §11.17). The rendering for the loss is
+the core's hierarchical pass (:func:`facenerf.core.renderer.render_rays`), see
+:class:`facenerf.fitting.fitter.Fitter`.
 """
 
 from __future__ import annotations
@@ -29,9 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from facenerf.core.rays import RayBundle
-from facenerf.core.renderer import RenderSettings, composite_dense, unit_directions
-from facenerf.core.samplers import importance_samples, stratified_samples
+from facenerf.config import option
 from facenerf.fitting.pose import PoseCorrection
 from facenerf.fitting.stats import CodeStatistics
 
@@ -43,11 +38,12 @@ PHOTOMETRIC_LOSSES = ("l1", "mse")
 class FitWeights:
     """Weights of the objective's terms (see the module docstring)."""
 
-    photometric: str = "l1"
-    shape_prior: float = 1e-3
-    texture_prior: float = 1e-3
-    expression_prior: float = 1e-3
-    gain_prior: float = 1e-2
+    photometric: str = option("l1", "photometric loss", choices=PHOTOMETRIC_LOSSES)
+    shape_prior: float = option(1e-3, "weight of the Gaussian shape prior", key="prior_shape")
+    texture_prior: float = option(1e-3, "weight of the Gaussian texture prior", key="prior_texture")
+    expression_prior: float = option(1e-3, "weight of the pull towards the nearest learned expression code",
+                                     key="prior_expression")
+    gain_prior: float = option(1e-2, "weight of the pull of the gain towards 1", key="prior_gain")
 
 
 class FitVariables(nn.Module):
@@ -141,34 +137,3 @@ def fit_loss(pred: Tensor, target: Tensor, variables: FitVariables, stats: CodeS
     out["photometric"] = photo.detach()
     out["mse"] = ((shown.detach() - target) ** 2).mean()
     return total, out
-
-
-# ----------------------------------------------------------------------------- rendering for the loss
-
-def _coarse_weights(model, codes, rays: RayBundle, t: Tensor, settings: RenderSettings) -> Tensor:
-    """Compositing weights ``[R, S]`` of the coarse network's density at depths ``t`` (no colour)."""
-    n_rays, n_samples = t.shape
-    points = rays.origins[:, None, :] + rays.directions[:, None, :] * t[..., None]  # [R, S, 3]
-    raw = model.coarse.raw_density(model.pe_xyz(points.reshape(-1, 3)), codes.expression, codes.shape)
-    density = torch.relu(raw).view(n_rays, n_samples)
-    zeros = density.new_zeros(n_rays, n_samples, 3)
-    return composite_dense(t, density, zeros, rays, settings)["weights"]
-
-
-def render_fit_rays(model, rays: RayBundle, codes, settings: RenderSettings,
-                    generator: torch.Generator | None = None) -> Tensor:
-    """Colour ``[R, 3]`` of ``rays`` for the fitting loss (see the module docstring)."""
-    if model.fine is None or settings.n_importance <= 0:
-        return model.render_rays(rays, codes, settings, generator)["rgb"]
-    t = stratified_samples(rays.near, rays.far, settings.n_samples, settings.perturb, settings.lindisp, generator)
-    with torch.no_grad():
-        weights = _coarse_weights(model, codes, rays, t, settings)
-    t_new = importance_samples(t, weights, settings.n_importance, not settings.perturb, generator)
-    t_all, _ = torch.sort(torch.cat([t, t_new], dim=-1), dim=-1)  # [R, S + I]
-    n_rays, n_samples = t_all.shape
-    points = rays.origins[:, None, :] + rays.directions[:, None, :] * t_all[..., None]
-    dirs = unit_directions(rays.directions)[:, None, :].expand(n_rays, n_samples, 3)
-    fine = model.field(codes, model.fine)
-    density, rgb = fine(points.reshape(-1, 3), dirs.reshape(-1, 3))
-    out = composite_dense(t_all, density.view(n_rays, n_samples), rgb.view(n_rays, n_samples, 3), rays, settings)
-    return out["rgb"]

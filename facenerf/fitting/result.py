@@ -28,9 +28,9 @@ import torch
 from torch import Tensor
 
 from facenerf.core.cameras import Intrinsics
-from facenerf.engine.checkpoint import load_weights_file
 from facenerf.errors import FaceNerfError
 from facenerf.fitting.pose import apply_correction, rotation_from_params
+from facenerf.io import load_weights_file
 
 FIT_FORMAT = "facenerf-fit"
 FIT_VERSION = 1

@@ -9,8 +9,8 @@ which shifts every coarse level by ``(1/scale - 1) / 2`` full-size pixels).
 
 Each step draws ``n_rays`` distinct pixels of the current level (:func:`sample_fit_pixels`):
 
-1. ``landmark_share`` of them scattered around the 68 landmarks (isotropic Gaussian,
-   ``landmark_sigma`` x image height), rounded to the nearest pixel and clipped to the image
+1. ``lm_share`` of them scattered around the 68 landmarks (isotropic Gaussian, ``lm_sigma`` x
+   image height; training's sampler), rounded to the nearest pixel and clipped to the image
    (never an index outside it, reference §11.3/§11.20), duplicates removed;
 2. the rest drawn without replacement from the *sampling region*: the foreground mask grown
    by ``band`` pixels, so the silhouette edge and a thin background ring are constrained too.
@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from facenerf.core.cameras import Intrinsics
+from facenerf.data.ray_batches import LandmarkSampling, landmark_pixels
 
 
 @dataclass
@@ -96,37 +97,19 @@ def build_levels(image: Tensor, mask: Tensor, landmarks_xy: Tensor | None, K: In
     return levels
 
 
-def landmark_candidates(landmarks_xy: Tensor, n: int, sigma_px: float, height: int, width: int,
-                        generator: torch.Generator | None = None) -> Tensor:
-    """Flat pixel indices ``[<= n]`` around the landmarks: rounded, clipped, distinct.
-
-    Landmarks outside the image or not finite are ignored; each remaining landmark serves
-    ``n / L`` draws.
-    """
-    lm = landmarks_xy.float().reshape(-1, 2)
-    ok = torch.isfinite(lm).all(-1) & (lm[:, 0] >= 0) & (lm[:, 0] <= width - 1)
-    ok &= (lm[:, 1] >= 0) & (lm[:, 1] <= height - 1)
-    lm = lm[ok]
-    if n <= 0 or lm.shape[0] == 0:
-        return torch.zeros(0, dtype=torch.long)
-    centres = lm[torch.arange(n) % lm.shape[0]]  # [n, 2]
-    xy = torch.round(centres + torch.randn((n, 2), generator=generator) * float(sigma_px))
-    x = xy[:, 0].clamp(0, width - 1).long()
-    y = xy[:, 1].clamp(0, height - 1).long()
-    return torch.unique(y * width + x)
-
-
-def sample_fit_pixels(level: FitLevel, n_rays: int, landmark_share: float, landmark_sigma: float,
+def sample_fit_pixels(level: FitLevel, n_rays: int, landmarks: LandmarkSampling,
                       generator: torch.Generator | None = None) -> Tensor:
     """``[N, 2]`` int64 distinct pixels (x, y) of one step, ``N = min(n_rays, available)``.
 
-    See the module docstring for the two parts; landmark pixels come first.
+    See the module docstring for the two parts; landmark pixels come first. The landmark part is
+    training's sampler (:func:`facenerf.data.ray_batches.landmark_pixels`) with repeats removed.
     """
     height, width = level.image.shape[:2]
     taken = torch.zeros(0, dtype=torch.long)
-    if level.landmarks_xy is not None and landmark_share > 0:
-        n_lm = int(round(landmark_share * n_rays))
-        taken = landmark_candidates(level.landmarks_xy, n_lm, landmark_sigma * height, height, width, generator)
+    if level.landmarks_xy is not None and landmarks.lm_share > 0:
+        xy = landmark_pixels(level.landmarks_xy, landmarks.count(n_rays), landmarks.lm_sigma * height, height, width,
+                             generator)  # [n, 2]
+        taken = torch.unique(xy[:, 1] * width + xy[:, 0])
     free = level.region.reshape(-1).clone()
     free[taken] = False
     pool = torch.nonzero(free).squeeze(-1)  # [P] flat indices still available

@@ -100,7 +100,7 @@ class CodeStatistics:
 
 
 def _load_tensor_file(path: str | Path, what: str):
-    from facenerf.engine.checkpoint import load_weights_file
+    from facenerf.io import load_weights_file
 
     return load_weights_file(path, f"{what} file", fix="delete it and run again")
 

@@ -2,7 +2,7 @@
 
 Novel views orbit the world origin (the head) at the *fitted* camera's distance and pitch:
 :func:`camera_angles` reads ``(pitch, yaw, radius)`` from a camera-to-world pose in the
-convention of :func:`facenerf.core.cameras.mofanerf_pose` (camera centre
+convention of :func:`facenerf.preprocess.training.rig.mofanerf_pose` (camera centre
 ``radius * (sin(yaw) cos(pitch), sin(pitch), cos(yaw) cos(pitch))``), and
 :func:`views_around_fit` places cameras at given yaws with that pitch and radius. Intrinsics of
 a render at ``size`` pixels keep the fitted image's field of view (:func:`intrinsics_at`).
@@ -16,11 +16,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from facenerf.core.cameras import Intrinsics, mofanerf_pose
+from facenerf.core.cameras import Intrinsics
 from facenerf.core.rays import image_rays
 from facenerf.fitting.pose import apply_correction, rotation_from_params
 from facenerf.fitting.result import FitResult
 from facenerf.metrics import psnr
+from facenerf.preprocess.training.rig import mofanerf_pose
 from facenerf.runtime import autocast
 
 
@@ -78,8 +79,9 @@ class FaceState:
 
 @torch.no_grad()
 def render_face(model, face: FaceState, c2w: Tensor | None = None, K: Intrinsics | None = None,
-                settings=None, amp: str = "none", with_gain: bool = True) -> Tensor:
-    """Render ``face`` (at its own camera unless ``c2w``/``K`` are given) -> ``[H, W, 3]`` CPU in [0, 1]."""
+                settings=None, amp: str = "none", with_gain: bool = True, fast: bool = True) -> Tensor:
+    """Render ``face`` (at its own camera unless ``c2w``/``K`` are given) -> ``[H, W, 3]`` CPU in [0, 1];
+    ``fast=False`` renders with the straightforward reference path."""
     device = next(model.parameters()).device
     K = K or face.K
     pose = (face.c2w if c2w is None else c2w).to(device)
@@ -87,7 +89,7 @@ def render_face(model, face: FaceState, c2w: Tensor | None = None, K: Intrinsics
                              texture=face.texture.to(device)[None])
     rays = image_rays(K, pose, face.near, face.far)
     with autocast(device, amp):
-        rgb = model.render_image(rays, codes, K.height, K.width, settings)["rgb"].float()
+        rgb = model.render_image(rays, codes, K.height, K.width, settings, fast=fast)["rgb"].float()
     if with_gain:
         rgb = rgb * face.gain.to(device)
     return rgb.clamp(0, 1).cpu()
@@ -100,11 +102,11 @@ def corrected_pose(fit: FitResult, c2w: Tensor) -> Tensor:
 
 
 def heldout_psnr(model, face: FaceState, views: list[tuple[Tensor, Tensor, Intrinsics]], settings=None,
-                 amp: str = "none") -> tuple[float, list[Tensor]]:
+                 amp: str = "none", fast: bool = True) -> tuple[float, list[Tensor]]:
     """Mean PSNR of ``face`` rendered at held-out ``views`` ``(image [H, W, 3], c2w, K)``; also the renders."""
     renders, scores = [], []
     for image, c2w, K in views:
-        render = render_face(model, face, c2w, K, settings, amp)
+        render = render_face(model, face, c2w, K, settings, amp, fast=fast)
         renders.append(render)
         scores.append(float(psnr(render, image.float())))
     return (sum(scores) / len(scores) if scores else float("nan")), renders

@@ -1,137 +1,48 @@
-"""What ``run_fit.py`` does, as functions: load the trained model and its code statistics, and
+"""What ``run_fit.py`` does, as functions: load the trained run and its code statistics, and
 run the fitting mode end to end (the other modes are in :mod:`facenerf.fitting.modes`).
 
-The checkpoint is ``--ckpt``, else ``--ft_path``, else the newest
-``basedir/expname/checkpoints/step_*.pt``. The model is built from the checkpoint's own sizes,
-and the run's render and data settings fill the keys the user left unset
-(:mod:`facenerf.fitting.from_checkpoint`); architecture keys the user did set must match the
-checkpoint (one error line otherwise). Code statistics come from ``--code_stats``, else
-``code_stats.pt`` beside the checkpoint (recomputed when it belongs to another step), else they
-are computed from the training identities named by the checkpoint's stored training config
-(``--datadir`` and the other data keys override it when given) and saved there.
+The trained run is loaded with :func:`facenerf.models.mofanerf.checkpoints.load_source`: the
+checkpoint is ``--ckpt``, else ``--ft_path``, else the newest
+``basedir/expname/checkpoints/step_*.pt``; the model is built from its own sizes and the run's
+render and data settings fill the keys the user left unset. Code statistics come from
+``--code_stats``, else ``code_stats.pt`` beside the checkpoint (recomputed when it belongs to
+another step), else they are computed from the training identities named by the run's data
+settings (``--datadir`` and the other data keys override them when given) and saved there.
 """
 
 from __future__ import annotations
 
-import argparse
-from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-from facenerf.config import config_to_dict, ensure_writable_dir
+from facenerf.config import flat_options, to_dict
 from facenerf.errors import FaceNerfError
-from facenerf.fitting.fitter import Fitter, FitSettings
-from facenerf.fitting.from_checkpoint import (ARCH_KEYS, DATA_KEYS, adopt_architecture, adopt_trained_settings,
-                                              check_architecture, render_differences)
-from facenerf.fitting.inputs import FitTarget, load_target, sibling_views
-from facenerf.fitting.objective import FitWeights
-from facenerf.fitting.options import float_list
-from facenerf.fitting.result import FIT_FILENAME, FitResult
-from facenerf.fitting.schedule import FitSchedule
-from facenerf.fitting.stats import STATS_FILENAME, CodeStatistics, compute_code_statistics
+from facenerf.fitting.config import FitCommand
 from facenerf.fitting.figures import error_map, hstack, loss_curve, vstack
+from facenerf.fitting.fitter import Fitter, FitSettings
+from facenerf.fitting.inputs import FitTarget, load_target, sibling_views
+from facenerf.fitting.result import FitResult
+from facenerf.fitting.stats import STATS_FILENAME, CodeStatistics, compute_code_statistics
 from facenerf.fitting.views import FaceState, corrected_pose, heldout_psnr, intrinsics_at
-from facenerf.io import write_image
+from facenerf.io import ensure_writable_dir, write_image
 from facenerf.metrics import psnr
+from facenerf.models.mofanerf.checkpoints import LoadedRun
 
 PREVIEW_ITERATIONS = (0, 100, 200, 300, 500, 1000, 1500, 2000)  # the original's progress renders
 
 
-@dataclass
-class LoadedModel:
-    """A frozen-able MoFaNeRF with where it came from."""
+# ----------------------------------------------------------------------------- statistics and settings
 
-    model: object  # MoFaNeRF
-    checkpoint: Path
-    step: int
-    config: dict  # the checkpoint's stored training config
-    render_settings: object  # RenderSettings for test-mode renders
-
-
-# ----------------------------------------------------------------------------- model and statistics
-
-def locate_checkpoint(args) -> Path:
-    """The checkpoint to fit with (see the module docstring)."""
-    from facenerf.engine.checkpoint import CheckpointManager
-    from facenerf.engine.trainer import CHECKPOINT_DIR
-
-    for flag, value in (("--ckpt", args.ckpt), ("--ft_path", args.ft_path)):
-        if value:
-            if not Path(value).is_file():
-                raise FaceNerfError(f"checkpoint not found: {value} (check {flag})")
-            return Path(value)
-    folder = Path(args.basedir) / args.expname / CHECKPOINT_DIR
-    latest = CheckpointManager(folder).latest()
-    if latest is None:
-        raise FaceNerfError(f"no checkpoint in {folder}: train first (run_train.py -c <config>) or pass --ckpt")
-    return latest
-
-
-def load_model(args, device: torch.device, explicit: Collection[str] | None = None) -> LoadedModel:
-    """Load the checkpoint and build the model from its own sizes.
-
-    ``explicit`` names the options the user set (:func:`~facenerf.fitting.from_checkpoint.explicit_keys`).
-    Every architecture key not among them, and every render/data setting the training run fixed
-    (near/far, sample counts, background, datadir, person_num, ...), is written into ``args`` from
-    the checkpoint, so the renders, the code statistics and the saved fit config all use the
-    run's values. An architecture key the user set must equal the checkpoint's (one error line
-    otherwise); a render setting the user set wins, with a note. ``explicit=None`` treats every
-    key of ``args`` as set by the caller: nothing is taken over, the whole architecture is checked.
-    """
-    from facenerf.models.mofanerf.checkpoints import load_mofanerf
-    from facenerf.models.mofanerf.training import render_settings
-
-    path = locate_checkpoint(args)
-    keys = frozenset(vars(args)) if explicit is None else frozenset(explicit)
-    model, info = load_mofanerf(path)
-    trained = dict(info["config"])
-    taken = adopt_trained_settings(args, keys, trained)
-    check_architecture(args, keys, model.cfg, str(path))
-    adopt_architecture(args, keys, model.cfg)
-    model.train_settings, model.eval_settings = render_settings(args)
-    if taken:
-        listed = ", ".join(f"{k} {v}" for k, v in taken.items())
-        print(f"note: from the training run of {path}: {listed} "
-              "(set them in the config or on the command line to override)")
-    _note_render_differences(args, trained, path)
-    return LoadedModel(model.to(device), path, int(info["step"]), trained, model.eval_settings)
-
-
-def _note_render_differences(args, trained: dict, path: Path) -> None:
-    """Say when the user's ray bounds or sample counts differ from the ones the checkpoint was trained with."""
-    diffs = render_differences(args, trained)
-    if diffs:
-        print(f"note: rendering with {', '.join(diffs)} from {path}; set them as in training for faithful renders")
-
-
-def _training_identities(config: dict, run_dir: Path) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """Shape codes ``[N, S]`` and neutral UV maps of the run's training identities (as training read them)."""
-    from facenerf.models.mofanerf.options import build_train_parser
-    from facenerf.models.mofanerf.training import build_data
-
-    defaults = vars(build_train_parser().parse_args([]))
-    data = build_data(argparse.Namespace(**{**defaults, **config}), run_dir)
-    shapes = torch.stack([torch.as_tensor(p.shape_code, dtype=torch.float32) for p in data.identities])
-    return shapes, [data.uv(i) for i in range(len(data.identities))]
-
-
-def _data_config(args, loaded: LoadedModel) -> dict:
-    """The training run's config with the fit's data and architecture keys on top.
-
-    After :func:`load_model` those keys hold the run's values unless the user set them (a moved
-    ``datadir``, say), and the checkpoint's sizes; an original ``.tar`` stores no run config.
-    """
-    return {**loaded.config, **{key: getattr(args, key) for key in (*DATA_KEYS, *ARCH_KEYS)}}
-
-
-def load_code_statistics(args, loaded: LoadedModel) -> CodeStatistics:
+def load_code_statistics(code_stats: str, loaded: LoadedRun) -> CodeStatistics:
     """Code statistics for ``loaded`` (see the module docstring for where they come from)."""
+    from facenerf.models.mofanerf.data import training_identities
+
     cfg = loaded.model.cfg
-    if args.code_stats:
-        stats = CodeStatistics.load(args.code_stats)
-        stats.check_sizes(cfg.shape_dim, cfg.texture_dim, args.code_stats)
+    if code_stats:
+        stats = CodeStatistics.load(code_stats)
+        stats.check_sizes(cfg.shape_dim, cfg.texture_dim, code_stats)
         return stats
     file = loaded.checkpoint.parent / STATS_FILENAME
     if file.is_file():
@@ -140,7 +51,7 @@ def load_code_statistics(args, loaded: LoadedModel) -> CodeStatistics:
             stats.check_sizes(cfg.shape_dim, cfg.texture_dim, str(file))
             return stats
     try:
-        shapes, uvs = _training_identities(_data_config(args, loaded), loaded.checkpoint.parent.parent)
+        shapes, uvs = training_identities(loaded.run, loaded.checkpoint.parent.parent)
     except FaceNerfError as err:
         raise FaceNerfError(f"cannot compute code statistics from the training data ({err}); pass --code_stats "
                             "(a code_stats.pt, or the original texShpDistribution.npy)") from err
@@ -153,66 +64,29 @@ def load_code_statistics(args, loaded: LoadedModel) -> CodeStatistics:
     return stats
 
 
-# ----------------------------------------------------------------------------- settings and paths
-
-def expression_index(text: str | int, n_expressions: int) -> int:
-    """A learned expression by name (FaceScape order, e.g. ``smile``) or index; FaceNerfError if absent."""
-    from facenerf.data.synthetic import EXPRESSIONS
-
-    value = str(text).strip()
-    if value.lstrip("-").isdigit():
-        index = int(value)
-    elif value in EXPRESSIONS:
-        index = EXPRESSIONS.index(value)
-    else:
-        raise FaceNerfError(f"unknown expression {value!r}: use an index 0..{n_expressions - 1} or one of "
-                            f"{', '.join(EXPRESSIONS[:n_expressions])}")
-    if not 0 <= index < n_expressions:
-        raise FaceNerfError(f"expression {value!r} (index {index}) is not among the model's {n_expressions} "
-                            "learned expressions")
-    return index
+def fit_settings(settings: FitSettings, loaded: LoadedRun) -> FitSettings:
+    """``settings`` with the ray count resolved (``fit_rays = 0``: the run's ``N_rand``)."""
+    return settings if settings.n_rays else replace(settings, n_rays=loaded.run.sampling.n_rays)
 
 
-def expression_name(index: int) -> str:
-    from facenerf.data.synthetic import EXPRESSIONS
-
-    return EXPRESSIONS[index] if index < len(EXPRESSIONS) else f"expression{index}"
-
-
-def fit_settings(args, n_expressions: int) -> FitSettings:
-    """:class:`FitSettings` from the command-line options."""
-    rates = {"shape": args.lr_shape, "expression": args.lr_expression, "texture": args.lr_texture,
-             "rotation": args.lr_rotation, "translation": args.lr_translation, "gain": args.lr_gain}
-    schedule = FitSchedule(args.num_iterations, float_list(args.fit_scales, "fit_scales"),
-                           float_list(args.fit_level_starts, "fit_level_starts"), rates, args.lr_final_ratio)
-    weights = FitWeights(args.photometric, args.prior_shape, args.prior_texture, args.prior_expression,
-                         args.prior_gain)
-    return FitSettings(schedule=schedule, weights=weights, n_rays=args.fit_rays or args.N_rand,
-                       landmark_share=args.landmark_share, landmark_sigma=args.landmark_sigma,
-                       band_frac=args.mask_band, pose_parametrisation=args.pose_param, optimise_pose=args.fit_pose,
-                       gain_mode=args.gain, init_expression=expression_index(args.init_expression, n_expressions),
-                       amp=args.amp, fast_render=args.fast_render, progress=args.progress, seed=args.seed)
+def resolved_options(cmd: FitCommand, loaded: LoadedRun) -> dict:
+    """``{config key: value}`` of the fit as it ran: the command's keys and the run's render, data
+    and model keys (what ``fit_config.txt`` holds; ``-c`` accepts it back)."""
+    where = cmd.source.location
+    values = {"renderType": cmd.render_type, "code_stats": cmd.code_stats, "ckpt": cmd.source.ckpt,
+              "basedir": where.basedir, "expname": where.expname, "ft_path": where.ft_path,
+              "N_rand": loaded.run.sampling.n_rays}
+    for part in (cmd.input, cmd.output, cmd.fit, cmd.modes, cmd.runtime, loaded.run.render, loaded.run.data,
+                 loaded.run.model):
+        values.update(flat_options(part))
+    return values
 
 
-def fit_pixel_center(args) -> float:
+def fit_pixel_center(loaded: LoadedRun) -> float:
     """The training images' pixel convention (from the checkpoint); 0 when the checkpoint does not
     record one (earlier facenerf runs and the original code cast rays without an offset)."""
-    value = getattr(args, "pixel_center", "auto")
-    return 0.0 if value in ("auto", None) else float(value)
-
-
-def fit_dir(args) -> Path:
-    """Folder of a fit: ``--fit_out``, else ``<image folder>/../fitting/<folder>_<name>`` (the original's)."""
-    if args.fit_out:
-        return Path(args.fit_out)
-    if args.filePath:
-        image = Path(args.filePath)
-        return image.parent.parent / "fitting" / f"{image.parent.name}_{image.stem}"
-    return Path(args.fitFile).parent
-
-
-def fit_file(args) -> Path:
-    return Path(args.fitFile) if args.fitFile else fit_dir(args) / FIT_FILENAME
+    value = loaded.run.render.pixel_center
+    return 0.0 if value is None else float(value)
 
 
 # ----------------------------------------------------------------------------- the fitting mode
@@ -231,39 +105,41 @@ def _preview_due(iteration: int, every: int, total: int) -> bool:
     return iteration in PREVIEW_ITERATIONS or iteration == total
 
 
-def run_fitting(args, loaded: LoadedModel, stats: CodeStatistics, device: torch.device) -> dict:
+def run_fitting(cmd: FitCommand, loaded: LoadedRun, stats: CodeStatistics, device: torch.device) -> dict:
     """Fit ``--filePath`` and write every output of the fitting mode; returns a summary dict."""
-    target = load_target(args.filePath, args.posePath or None, args.fit_size, args.focal, args.near, args.far,
-                         fit_pixel_center(args))
-    settings = fit_settings(args, loaded.model.cfg.n_expressions)
-    out = ensure_writable_dir(fit_dir(args))
-    fitter = Fitter(loaded.model, target, stats, settings, loaded.render_settings, device)
+    given, output, render = cmd.input, cmd.output, loaded.run.render
+    target = load_target(given.filePath, given.posePath or None, given.fit_size, given.focal, render.near, render.far,
+                         fit_pixel_center(loaded))
+    settings = fit_settings(cmd.fit, loaded)
+    out = ensure_writable_dir(cmd.fit_dir())
+    fitter = Fitter(loaded.model, target, stats, settings, loaded.render_settings, device, cmd.runtime)
     start = starting_state(fitter)
-    path = fit_file(args)
-    if args.is_load_par:
+    path = cmd.fit_file()
+    if output.is_load_par:
         previous = FitResult.load(path)
         _check_resumable(previous, target, path)
         fitter.resume(previous)
     write_image(out / "target.png", target.image)
-    config = {**config_to_dict(args), "fit_notes": list(target.notes)}
+    config = {**to_dict(cmd), "fit_notes": list(target.notes)}
+    preview_size = min(cmd.modes.size, target.K.width)
 
     def save(f: Fitter) -> None:
         f.result(config, str(loaded.checkpoint), loaded.model.cfg.to_dict()).save(path)
 
     def on_iteration(f: Fitter) -> None:
-        if args.save_every > 0 and f.iteration % args.save_every == 0:
+        if output.save_every > 0 and f.iteration % output.save_every == 0:
             save(f)
-        if _preview_due(f.iteration, args.preview_every, settings.schedule.iterations):
-            _preview(f, out, min(args.size, target.K.width))
+        if _preview_due(f.iteration, output.preview_every, settings.schedule.iterations):
+            _preview(f, out, preview_size)
 
     if fitter.iteration == 0:
-        _preview(fitter, out, min(args.size, target.K.width))
+        _preview(fitter, out, preview_size)
     fitter.run(on_iteration)
     save(fitter)
     summary = _write_results(fitter, out, path)
-    views = sibling_views(target, args.eval_views)
+    views = sibling_views(target, output.eval_views)
     if views:
-        summary.update(_heldout(fitter, start, views, loaded, out, args.amp))
+        summary.update(_heldout(fitter, start, views, loaded, out, cmd.runtime.amp))
     return summary
 
 
@@ -309,7 +185,7 @@ def level_progress(history: dict[str, list[float]], starts: list[int]) -> list[t
     return out
 
 
-def _heldout(fitter: Fitter, start: FaceState, views, loaded: LoadedModel, out: Path, amp: str) -> dict:
+def _heldout(fitter: Fitter, start: FaceState, views, loaded: LoadedRun, out: Path, amp: str) -> dict:
     """PSNR of the start and of the fit on held-out views (fit's pose correction applied); heldout.png."""
     result = fitter.result()
     before = heldout_psnr(loaded.model, start, views, loaded.render_settings, amp)[0]

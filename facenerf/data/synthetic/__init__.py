@@ -2,7 +2,8 @@
 
 Modules: ``head`` (grid and shape space), ``expressions`` (the 20 expressions and 68 landmarks),
 ``texture`` (albedo), ``identity`` (identities, meshes, side-file helpers), ``writer`` (the dataset
-files). ``python -m facenerf.data.synthetic --ids 4 --out data/`` writes a dataset.
+files, and :mod:`~facenerf.data.synthetic.degraded_pairs` (degraded-vs-sharp RefineNet pairs).
+``python -m facenerf.data.synthetic --ids 4 --out data/`` writes a dataset (options: ``--help``).
 """
 
 from facenerf.data.synthetic.identity import (  # noqa: F401 - the package's public names
@@ -27,11 +28,3 @@ from facenerf.data.synthetic.identity import (  # noqa: F401 - the package's pub
 )
 from facenerf.data.synthetic import expressions as sx  # noqa: F401
 from facenerf.data.synthetic import head as sh  # noqa: F401
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Command line: write a synthetic FaceScape-format dataset."""
-    from facenerf.config import parse_args
-    from facenerf.data.synthetic.writer import build_parser, run
-
-    return run(parse_args(build_parser(), argv))

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from facenerf.data.synthetic.head import (
-    EYE_CENTRES, EYE_HALF_HEIGHT, HEAD_CENTRE, EYE_HALF_WIDTH, LIP_Y, MOUTH_HALF_WIDTH,
+    EYE_CENTRES, EYE_HALF_HEIGHT, HEAD_CENTRE, EYE_HALF_WIDTH, LIP_Y, MOUTH_HALF_WIDTH, NOSE_TIP_Y,
     HeadTopology, ShapeParams, chart_angles, chart_xy, embed, gauss2, mouth_mask, smoothstep,
 )
 
@@ -214,8 +214,8 @@ def _landmark_targets() -> tuple[np.ndarray, np.ndarray]:
     whose place is a matter of convention follow dlib's 68-point predictor, measured on frontal
     portraits aligned to the eyes and mouth of the frontal training view:
 
-    * jaw contour 0-16: on the visible outline of the cheeks and jaw, from the height of the
-      eyes (0, 16) round the chin (8) - not on the front of the cheeks;
+    * jaw contour 0-16: on the visible outline of the cheeks and jaw, from just below the eye
+      line (0, 16) round the chin (8) - not on the front of the cheeks;
     * brows 17-26: along the brow ridge's lower edge, the outer ends lowest;
     * nose bridge 27-29: from the nasion between the eyes, evenly down to the tip (30).
 
@@ -223,13 +223,14 @@ def _landmark_targets() -> tuple[np.ndarray, np.ndarray]:
     3 lower-lip inner row.
     """
     t = np.linspace(0.0, np.pi, 17)
-    jaw = np.stack([-74.0 * np.cos(t), 23.0 - 104.0 * np.sin(t)], 1)
+    jaw = np.stack([-74.0 * np.cos(t), 15.0 - 97.0 * np.sin(t)], 1)
     jaw[8] = [0.0, -82.0]                        # chin on the chin's lowest frontal point
     brow_x = np.array([-57.0, -44.0, -32.0, -22.0, -12.0])
     brow_y = np.array([30.0, 34.5, 35.5, 33.0, 30.0])
     brows = np.concatenate([np.stack([brow_x, brow_y], 1), np.stack([-brow_x[::-1], brow_y[::-1]], 1)])
-    nose = np.array([[0, 17], [0, 6], [0, -3], [0, -8], [-12, -17], [-6, -19], [0, -20],
-                     [6, -19], [12, -17]], dtype=float)
+    t = NOSE_TIP_Y
+    nose = np.array([[0, 17], [0, 17 + (t - 17) / 3], [0, 17 + 2 * (t - 17) / 3], [0, t], [-12, t - 9],
+                     [-6, t - 11], [0, t - 12], [6, t - 11], [12, t - 9]], dtype=float)
     (rx, ry), (lx, ly) = EYE_CENTRES
     hw, hh = EYE_HALF_WIDTH, 0.9 * EYE_HALF_HEIGHT
     right_eye = [[rx - hw, ry], [rx - 5, ry + hh], [rx + 5, ry + hh], [rx + hw, ry], [rx + 5, ry - hh],

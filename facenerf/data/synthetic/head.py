@@ -49,14 +49,15 @@ ADULT_FACE_MM = {"eye_centre_distance": 63.0, "bizygomatic_width": 135.0, "nasio
 CHART_MM_X = 83.5
 CHART_MM_Y = 90.0
 CHART_EL0 = np.deg2rad(7.0)  # elevation of chart Y = 0 (raises the face to the TU eye line)
-FACE_NARROWING = 8.0         # mm taken off the skull's half-width in front (bizygomatic < head breadth)
+FACE_NARROWING = 10.0        # mm taken off the skull's half-width at the face (bizygomatic < head breadth)
 # The head's centre in the TU frame (mm): forward of the origin, so the rig's frontal view sees the
 # eyes at the original template's size (108.7 px apart at 512 px, see preprocess/fitting/template.py).
 HEAD_CENTRE = np.array([0.0, 0.0, 18.0])
 EL_MIN = np.deg2rad(-76.0)  # bottom (neck) row at the front
 NECK_BREAK = np.deg2rad(-40.0)  # rows below this are pulled up at the back (neck_remap)
 EL_MAX = np.deg2rad(86.0)   # last row before the crown pole
-LIP_Y = -42.0             # chart Y of the lip line (rest)
+LIP_Y = -43.0             # chart Y of the lip line (rest)
+NOSE_TIP_Y = -16.0        # chart Y of the nose tip (pronasale), ~33 mm below the eye line
 MOUTH_HALF_WIDTH = 25.0   # chart X of the mouth corners
 EYE_CENTRES = ((-32.0, 18.0), (32.0, 18.0))  # subject's right, left (chart mm)
 EYE_HALF_WIDTH = 13.0
@@ -283,12 +284,19 @@ def directions(az: np.ndarray, el: np.ndarray) -> np.ndarray:
     return np.stack([ce * np.sin(az), np.sin(el), ce * np.cos(az)], axis=-1)
 
 
+def narrow(dz: np.ndarray) -> np.ndarray:
+    """How much of :data:`FACE_NARROWING` applies at forward component ``dz`` of a direction: 0 at
+    the back of the head, 1 at the face, linear in between so the skull's sides stay smooth (a
+    sharper change leaves a ridge that the relighting's smoothed normals cannot follow)."""
+    return 0.5 * (np.clip(dz, -1.0, 1.0) + 1.0)
+
+
 def _base_radius(d: np.ndarray, p: ShapeParams) -> np.ndarray:
     """Ellipsoidal skull/face blended with a neck cylinder, radius along unit ``d [N, 3]``."""
     dx, dy, dz = d[:, 0], d[:, 1], d[:, 2]
     front = smoothstep(-0.35, 0.35, dz)
     lower = smoothstep(0.1, -0.6, dy)
-    a = 76.0 - FACE_NARROWING * front - 21.0 * lower * front * p.jaw_width ** 2 - 8.0 * lower * (1.0 - front)
+    a = 76.0 - FACE_NARROWING * narrow(dz) - 21.0 * lower * front * p.jaw_width ** 2 - 8.0 * lower * (1.0 - front)
     b = np.where(dy > 0, 120.0, 78.0 + 44.0 * front)
     c = np.where(dz > 0, 93.0 + p.face_depth, 102.0)
     power = 2.0 + 0.6 * smoothstep(0.0, 0.5, dy)   # boxier cranium, rounder face
@@ -304,14 +312,15 @@ def _base_radius(d: np.ndarray, p: ShapeParams) -> np.ndarray:
 
 def _nose(x: np.ndarray, y: np.ndarray, p: ShapeParams) -> np.ndarray:
     """Radial height (mm) of the nose: bridge, tip and alae."""
-    along = np.clip((30.0 - y) / 40.0, 0.0, 1.0)           # 0 at the bridge top, 1 at the tip
+    tip = NOSE_TIP_Y
+    along = np.clip((30.0 - y) / (30.0 - tip), 0.0, 1.0)    # 0 at the bridge top, 1 at the tip
     height = p.nose * (5.0 + 19.0 * along ** 1.6)
     width = p.nose_width * (5.0 + 6.0 * along)
     profile = np.exp(-0.5 * (x / width) ** 2)
-    vertical = smoothstep(34.0, 24.0, y) * smoothstep(-18.0, -9.0, y)
-    alae = 6.5 * p.nose_width * (gauss2(x, y, -12.0 * p.nose_width, -11.0, 5.0, 4.5)
-                                 + gauss2(x, y, 12.0 * p.nose_width, -11.0, 5.0, 4.5))
-    return height * profile * vertical + alae * smoothstep(-20.0, -12.0, y)
+    vertical = smoothstep(34.0, 24.0, y) * smoothstep(tip - 8.0, tip + 1.0, y)
+    alae = 6.5 * p.nose_width * (gauss2(x, y, -12.0 * p.nose_width, tip - 1.0, 5.0, 4.5)
+                                 + gauss2(x, y, 12.0 * p.nose_width, tip - 1.0, 5.0, 4.5))
+    return height * profile * vertical + alae * smoothstep(tip - 10.0, tip - 2.0, y)
 
 
 def feature_offsets(az: np.ndarray, el: np.ndarray, p: ShapeParams) -> np.ndarray:
@@ -329,7 +338,7 @@ def feature_offsets(az: np.ndarray, el: np.ndarray, p: ShapeParams) -> np.ndarra
     off += 4.0 * p.lips * gauss2(x, y, 0.0, LIP_Y + 5.0, 20.0, 4.0)
     off += 4.5 * p.lips * gauss2(x, y, 0.0, LIP_Y - 6.0, 17.0, 4.5)
     off -= 2.5 * gauss2(x, y, 0.0, LIP_Y - 15.0, 14.0, 4.0)   # labiomental fold
-    off += 3.0 * gauss2(x, y, 0.0, LIP_Y + 13.0, 4.0, 4.0)    # columella / philtrum
+    off += 3.0 * gauss2(x, y, 0.0, LIP_Y + 12.0, 4.0, 4.0)    # columella / philtrum
     off += 6.0 * p.chin * gauss2(x, y, 0.0, -76.0, 13.0, 9.0)
     for side in (-1.0, 1.0):                                  # ears
         off += 11.0 * gauss2(x, y, side * EAR_X, 4.0, 8.0, 17.0)

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from facenerf.data.synthetic.head import (
-    EAR_X, EYE_CENTRES, EYE_HALF_HEIGHT, EYE_HALF_WIDTH, LIP_Y, MOUTH_HALF_WIDTH,
+    EAR_X, EYE_CENTRES, EYE_HALF_HEIGHT, EYE_HALF_WIDTH, LIP_Y, MOUTH_HALF_WIDTH, NOSE_TIP_Y,
     HeadTopology, chart_xy, gauss2, mouth_mask, smoothstep,
 )
 
@@ -151,7 +151,7 @@ def paint_albedo(topology: HeadTopology, params: TextureParams, size: int,
     low = fractal_noise(size, rng, 6, 3)
     pores = fractal_noise(size, rng, max(size // 16, 8), 3, 0.6)
     skin = params.skin[None, None, :] * (1.0 + 0.035 * low)[..., None]
-    redness = params.blush * (gauss2(np.abs(x), y, 42.0, -12.0, 16.0, 14.0) + 0.7 * gauss2(x, y, 0, -6, 7, 6)
+    redness = params.blush * (gauss2(np.abs(x), y, 42.0, -12.0, 16.0, 14.0) + 0.7 * gauss2(x, y, 0, NOSE_TIP_Y + 2, 7, 6)
                               + 0.6 * gauss2(np.abs(x), y, EAR_X, 4.0, 10.0, 20.0))
     rgb = _mix(skin, params.skin * np.array([1.0, 0.72, 0.70]), 0.35 * np.clip(redness, 0, 1))
     rgb *= (1.0 - 0.18 * smoothstep(-70.0, -115.0, y) * smoothstep(0.2, 0.0, np.cos(az) - 0.8))[..., None]
@@ -159,7 +159,7 @@ def paint_albedo(topology: HeadTopology, params: TextureParams, size: int,
         rgb *= (1.0 - 0.10 * gauss2(x, y, ex, ey - 9.0, 12.0, 4.0))[..., None]
     rgb = _paint_mouth(rgb, x, y, mouth_t, params)
     for side in (-1.0, 1.0):
-        rgb = _mix(rgb, np.array([0.05, 0.03, 0.03]), 0.85 * smoothstep(1.0, 0.6, np.hypot((x - 6.5 * side) / 3.2, (y + 18.5) / 1.7)))
+        rgb = _mix(rgb, np.array([0.05, 0.03, 0.03]), 0.85 * smoothstep(1.0, 0.6, np.hypot((x - 6.5 * side) / 3.2, (y - NOSE_TIP_Y + 10.5) / 1.7)))
         rgb *= (1.0 - 0.3 * gauss2(x, y, side * EAR_X, 6.0, 4.0, 8.0))[..., None]
     streaks = fractal_noise(size, rng, max(size // 4, 8), 2, 0.6, stretch=8.0)
     hair = params.hair[None, None, :] * (0.85 + 0.25 * streaks)[..., None]

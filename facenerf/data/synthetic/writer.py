@@ -1,44 +1,67 @@
-"""Writes a synthetic dataset in the FaceScape layouts (the body of ``python -m facenerf.data.synthetic``).
+"""Writes a synthetic dataset in the FaceScape layouts (what ``python -m facenerf.data.synthetic`` runs).
 
 See :mod:`facenerf.data.synthetic` for the layout and ``data/README.md`` for every file.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from facenerf.data.synthetic import identity as syn
+from facenerf.config import option
 from facenerf.data.meshio import ObjMesh, write_mtl, write_obj
+from facenerf.data.synthetic import identity as syn
 from facenerf.errors import FaceNerfError
+from facenerf.io import write_bytes, write_json, write_npy, write_npz, write_text
 
 MAX_DISTANCE_MARGIN_MM = 10.0
 
 
-@dataclass
+@dataclass(frozen=True)
 class GeneratorSettings:
-    """What :func:`generate_dataset` writes."""
+    """What :func:`generate_dataset` writes (the options of ``python -m facenerf.data.synthetic``)."""
 
-    out: Path
-    n_ids: int = 4
-    seed: int = 0
-    n_vertices: int = syn.DEFAULT_VERTICES
-    texture_size: int = 1024
-    expressions: list[int] = field(default_factory=lambda: list(range(len(syn.EXPRESSIONS))))
-    black_kd: bool = True
-    write_raw: bool = True
-    jpeg_quality: int = 95
+    out: Path = option(Path("data"), "dataset root to write into")
+    n_ids: int = option(4, "number of identities (ids 1..N)", key="ids")
+    seed: int = option(0, "random seed; identity i depends on (seed, i) only")
+    n_vertices: int = option(syn.DEFAULT_VERTICES, "approximate vertex count per mesh", key="vertices")
+    texture_size: int = option(1024, "texture width = height in pixels")
+    expressions: str = option("all", "comma list of expressions (1..20, names or k_name stems), or 'all'")
+    kd: str = option("black", "MTL diffuse colour: 'black' writes Kd 0 0 0 exactly like FaceScape",
+                     choices=("black", "white"))
+    no_raw: bool = option(False, "skip models_raw and the alignment files")
+    jpeg_quality: int = option(95, "texture JPEG quality (1-100)")
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "out", Path(self.out))
+        if self.n_ids < 1:
+            raise FaceNerfError(f"--ids must be at least 1, got {self.n_ids}")
+        if self.texture_size < 16:
+            raise FaceNerfError(f"--texture_size must be at least 16 pixels, got {self.texture_size}")
+        if not 1 <= self.jpeg_quality <= 100:
+            raise FaceNerfError(f"--jpeg_quality must be in 1..100, got {self.jpeg_quality}")
+        self.expression_indices  # noqa: B018 - an unknown expression name fails here, before anything is written
+
+    @property
+    def expression_indices(self) -> list[int]:
+        """The chosen expressions as 0-based indices."""
+        return syn.parse_expression_list(self.expressions)
+
+    @property
+    def black_kd(self) -> bool:
+        return self.kd == "black"
+
+    @property
+    def write_raw(self) -> bool:
+        return not self.no_raw
 
 
 def _write_model(folder: Path, stem: str, mesh: ObjMesh, jpeg: bytes, black_kd: bool) -> None:
     """``{stem}.obj`` + ``{stem}.obj.mtl`` + ``{stem}.jpg`` in ``folder`` (FaceScape naming)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{stem}.jpg").write_bytes(jpeg)
+    write_bytes(folder / f"{stem}.jpg", jpeg, "texture")
     write_mtl(folder / f"{stem}.obj.mtl", mesh.material or "material_0", f"{stem}.jpg", black_kd)
     write_obj(folder / f"{stem}.obj", mesh)
 
@@ -61,20 +84,19 @@ def _side_files(cfg: GeneratorSettings, codes: np.ndarray, landmarks: np.ndarray
     ``landmark_indices.npz`` holds ``v10`` (as FaceScape's) and ``n_vertices``, the vertex count of
     the meshes it indexes (FaceScape's file has no such key: 26,317, its TU models, is assumed).
     """
-    np.save(cfg.out / "factors_id.npy", codes)
-    np.save(cfg.out / "landmarks_3d.npy", landmarks)
+    write_npy(cfg.out / "factors_id.npy", codes)
+    write_npy(cfg.out / "landmarks_3d.npy", landmarks)
     predef = cfg.out / "predef"
-    predef.mkdir(parents=True, exist_ok=True)
-    np.savez(predef / "landmark_indices.npz", v10=lm_idx, n_vertices=np.int64(n_vertices))
-    (predef / "landmark_indices.txt").write_text("\n".join(str(i) for i in lm_idx) + "\n")
-    np.save(predef / "maxDistance.npy", max_dist)
+    write_npz(predef / "landmark_indices.npz", v10=lm_idx, n_vertices=np.int64(n_vertices))
+    write_text(predef / "landmark_indices.txt", "\n".join(str(i) for i in lm_idx) + "\n")
+    write_npy(predef / "maxDistance.npy", max_dist)
     if cfg.write_raw:
-        (predef / "Rt_scale_dict.json").write_text(json.dumps(rt_dict))
-        (predef / "order_new_old.txt").write_text("".join(f"{new} {old}\n" for new, old in mapping.items()))
+        write_json(predef / "Rt_scale_dict.json", rt_dict, indent=None)
+        write_text(predef / "order_new_old.txt", "".join(f"{new} {old}\n" for new, old in mapping.items()))
     trainset = cfg.out / "facescape_trainset"
     rows = [f"{i} {'mf'[i % 2]} {20 + (i * 7) % 40} 11111" for i in range(1, cfg.n_ids + 1)]
-    (trainset / "info_list.txt").write_text("\n".join(rows) + "\n")
-    (trainset / "publishable_list_v1.txt").write_text(",".join(str(i) for i in range(1, cfg.n_ids + 1, 2)) + "\n")
+    write_text(trainset / "info_list.txt", "\n".join(rows) + "\n")
+    write_text(trainset / "publishable_list_v1.txt", ",".join(str(i) for i in range(1, cfg.n_ids + 1, 2)) + "\n")
 
 
 def _info(cfg: GeneratorSettings, topology, people: list, mapping: dict[int, int]) -> dict:
@@ -83,7 +105,7 @@ def _info(cfg: GeneratorSettings, topology, people: list, mapping: dict[int, int
         "generator": "facenerf.data.synthetic", "seed": cfg.seed, "n_ids": cfg.n_ids,
         "vertices": topology.n_vertices, "faces": int(len(topology.faces())), "uvs": int(len(uv)),
         "texture_size": cfg.texture_size, "black_kd": cfg.black_kd,
-        "expressions": [syn.EXPRESSION_STEMS[e] for e in cfg.expressions],
+        "expressions": [syn.EXPRESSION_STEMS[e] for e in cfg.expression_indices],
         "new_to_old_id": {str(k): v for k, v in mapping.items()},
         "identities": {str(p.identity): {"z": p.z.round(6).tolist(),
                                          "skin_rgb": p.texture.skin.round(4).tolist(),
@@ -96,12 +118,7 @@ def generate_dataset(cfg: GeneratorSettings) -> dict:
     """Write the dataset described by ``cfg``; returns a summary dict (also saved as JSON)."""
     from tqdm import tqdm
 
-    if cfg.n_ids < 1:
-        raise FaceNerfError(f"--ids must be at least 1, got {cfg.n_ids}")
-    if cfg.texture_size < 16:
-        raise FaceNerfError(f"--texture_size must be at least 16 pixels, got {cfg.texture_size}")
-    if not 1 <= cfg.jpeg_quality <= 100:
-        raise FaceNerfError(f"--jpeg_quality must be in 1..100, got {cfg.jpeg_quality}")
+    expressions = cfg.expression_indices
     topology = syn.head_topology(cfg.n_vertices)
     chart = topology.vertex_chart()
     faces, (uv, face_uv) = topology.faces(), topology.uv_layout()
@@ -112,14 +129,14 @@ def generate_dataset(cfg: GeneratorSettings) -> dict:
     max_dist = np.zeros(cfg.n_ids)
     rt_dict: dict[str, dict[str, list]] = {}
     people = []
-    bar = tqdm(total=cfg.n_ids * len(cfg.expressions), desc="synthetic heads", disable=not cfg.progress)
+    bar = tqdm(total=cfg.n_ids * len(expressions), desc="synthetic heads", disable=not cfg.progress)
     for new_id in range(1, cfg.n_ids + 1):
         person = syn.sample_identity(cfg.seed, new_id)
         people.append(person)
         codes[new_id] = person.shape_code
         jpeg = syn.encode_jpeg(syn.texture_image(person, topology, cfg.texture_size), cfg.jpeg_quality)
         scan_rng = np.random.default_rng([cfg.seed, new_id, 99])
-        for e in cfg.expressions:
+        for e in expressions:
             stem = syn.EXPRESSION_STEMS[e]
             vertices = syn.expression_mesh(person, e, topology, chart)
             landmarks[new_id, e] = vertices[lm_idx]
@@ -135,47 +152,5 @@ def generate_dataset(cfg: GeneratorSettings) -> dict:
     _side_files(cfg, codes, landmarks, max_dist + MAX_DISTANCE_MARGIN_MM, rt_dict, mapping, lm_idx,
                 topology.n_vertices)
     info = _info(cfg, topology, people, mapping)
-    (cfg.out / "synthetic_info.json").write_text(json.dumps(info, indent=1))
+    write_json(cfg.out / "synthetic_info.json", info)
     return info
-
-
-def build_parser():
-    """ConfigArgParse parser of ``python -m facenerf.data.synthetic``."""
-    from facenerf.config import make_parser, str2bool
-
-    parser = make_parser("Write procedural heads in the FaceScape layouts (TU models, raw scans, "
-                         "predef files, shape codes).", prog="python -m facenerf.data.synthetic")
-    parser.add_argument("--out", default="data", help="dataset root to write into")
-    parser.add_argument("--ids", type=int, default=4, help="number of identities (ids 1..N)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed; identity i depends on (seed, i) only")
-    parser.add_argument("--vertices", type=int, default=syn.DEFAULT_VERTICES, help="approximate vertex count per mesh")
-    parser.add_argument("--texture_size", type=int, default=1024, help="texture width = height in pixels")
-    parser.add_argument("--expressions", default="all",
-                        help="comma list of expressions (1..20, names or k_name stems), or 'all'")
-    parser.add_argument("--kd", choices=("black", "white"), default="black",
-                        help="MTL diffuse colour: 'black' writes Kd 0 0 0 exactly like FaceScape")
-    parser.add_argument("--no_raw", action="store_true", help="skip models_raw and the alignment files")
-    parser.add_argument("--jpeg_quality", type=int, default=95, help="texture JPEG quality (1-100)")
-    parser.add_argument("--progress", type=str2bool, default=True, help="show a progress bar")
-    return parser
-
-
-def run(args: argparse.Namespace) -> int:
-    """Generate from parsed arguments and say where the files went."""
-    from facenerf.config import ensure_writable_dir, save_config
-
-    out = ensure_writable_dir(args.out)
-    cfg = GeneratorSettings(out=out, n_ids=args.ids, seed=args.seed, n_vertices=args.vertices,
-                            texture_size=args.texture_size,
-                            expressions=syn.parse_expression_list(args.expressions),
-                            black_kd=args.kd == "black", write_raw=not args.no_raw,
-                            jpeg_quality=args.jpeg_quality, progress=args.progress)
-    info = generate_dataset(cfg)
-    save_config(args, out, "synthetic_config.txt")
-    print(f"wrote {cfg.n_ids} identities x {len(cfg.expressions)} expressions "
-          f"({info['vertices']} vertices, {info['faces']} faces, {info['uvs']} UVs) to {out}")
-    print(f"  TU models:  {out / 'facescape_trainset'}")
-    if cfg.write_raw:
-        print(f"  raw scans:  {out / 'models_raw'}   (align with: python align_clip.py --data {out})")
-    print(f"  side files: {out / 'predef'}, {out / 'factors_id.npy'}, {out / 'landmarks_3d.npy'}")
-    return 0

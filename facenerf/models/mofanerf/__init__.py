@@ -7,14 +7,24 @@ Main entry points::
     codes = model.face_codes(shape_code, expression_index=1, uv=uv_map)       # or texture=alpha
     image = model.render_image(rays, codes, height, width)["rgb"]              # [H, W, 3]
 
-Modules: ``config`` (sizes), ``layers``/``network``/``ism``/``texture_encoder`` (networks),
-``model`` (codes, fields, training step), ``fast_render`` (inference path), ``official``
-(original checkpoint layout), ``checkpoints`` (load/save/convert), ``options``/``training``/
-``evaluation`` (run_train.py).
+Modules: ``config`` (the typed run config: sizes, rendering, data, sampling, schedule),
+``layers``/``network``/``ism``/``texture_encoder`` (networks), ``model`` (codes, fields, training
+step), ``acceleration`` (empty-space skipping), ``official`` (original checkpoint layout),
+``checkpoints`` (load/save/convert, a trained run with overrides), ``data`` (training data from a
+run config), ``expressions`` (learned expressions by name), ``training``/``evaluation``
+(run_train.py), ``refine_pairs`` (RefineNet pairs), ``options`` (the commands' options).
 """
 
-from facenerf.models.mofanerf.checkpoints import load_mofanerf, save_mofanerf
 from facenerf.models.mofanerf.config import MoFaNeRFConfig
 from facenerf.models.mofanerf.model import FaceCodes, MoFaNeRF
 
 __all__ = ["FaceCodes", "MoFaNeRF", "MoFaNeRFConfig", "load_mofanerf", "save_mofanerf"]
+
+
+def __getattr__(name: str):
+    # ``checkpoints`` (which pulls in the engine) is imported on first use only.
+    if name in ("load_mofanerf", "save_mofanerf"):
+        from facenerf.models.mofanerf import checkpoints
+
+        return getattr(checkpoints, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

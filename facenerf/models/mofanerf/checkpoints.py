@@ -1,51 +1,52 @@
-"""Load a trained MoFaNeRF from either checkpoint format; save one in ours.
+"""Load a trained MoFaNeRF from either checkpoint format, with the run configuration it was trained with.
 
-* facenerf checkpoints (``checkpoints/step_XXXXXXXX.pt``, written by training) carry the
-  architecture in ``config["model_config"]`` and load without the training config.
+* facenerf checkpoints (``checkpoints/step_XXXXXXXX.pt``, written by training) store the run's
+  :class:`~facenerf.models.mofanerf.config.MoFaNeRFRunConfig` (older ones: the flat option
+  dict plus ``model_config``) and load without any training config.
 * The original code's ``.tar`` files (the released pretrained model) are recognised by their
-  keys and imported with :mod:`facenerf.models.mofanerf.official`.
+  keys (:data:`~facenerf.models.mofanerf.official.OFFICIAL_KEYS`) and imported with
+  :mod:`facenerf.models.mofanerf.official`; their sizes come from the tensor shapes and every
+  other setting keeps its default (the released model's).
 
-Both are read with ``torch.load(..., weights_only=True)``.
+:func:`load_run` is what fitting, rendering and RefineNet pair-making call: the model, the
+run config with the user's explicit overrides applied, and notes on what came from where.
+Files are read with ``torch.load(..., weights_only=True)``.
 """
 
 from __future__ import annotations
 
-import argparse
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from facenerf.engine.checkpoint import check_compatible, load_checkpoint, make_payload, save_checkpoint
+from facenerf.core.renderer import RenderSettings
+from facenerf.engine.checkpoint import CheckpointManager, check_compatible, load_checkpoint, make_payload, \
+    save_checkpoint
+from facenerf.engine.trainer import CHECKPOINT_DIR
 from facenerf.errors import FaceNerfError
-from facenerf.models.mofanerf.config import MoFaNeRFConfig, describe_mismatch
+from facenerf.io import load_weights_file
+from facenerf.models.mofanerf.config import (MoFaNeRFConfig, MoFaNeRFRunConfig, RunOverrides, RunSource,
+                                             check_model_overrides, describe_mismatch, render_differences,
+                                             taken_from_run)
 from facenerf.models.mofanerf.model import MODEL_NAME, MoFaNeRF
-from facenerf.models.mofanerf.official import import_official, is_official_layout, read_official_file
+from facenerf.models.mofanerf.official import OFFICIAL_KEYS, import_official, is_official_layout, read_official_file
 
 
-def model_config_from_payload(config: dict, where: str) -> MoFaNeRFConfig:
-    """The architecture stored in a facenerf checkpoint's config."""
-    if isinstance(config.get("model_config"), dict):
-        return MoFaNeRFConfig.from_dict(config["model_config"])
-    try:
-        return MoFaNeRFConfig.from_args(argparse.Namespace(**config))
-    except AttributeError as err:
-        raise FaceNerfError(f"{where} stores no MoFaNeRF architecture ({err}); "
-                            "it was not written by MoFaNeRF training") from err
-
-
-def _load_ours(payload: dict, where: str, expect: MoFaNeRFConfig | None, **model_kwargs) -> MoFaNeRF:
+def _load_ours(payload: dict, where: str, expect: MoFaNeRFConfig | None,
+               **model_kwargs) -> tuple[MoFaNeRF, MoFaNeRFRunConfig]:
     if payload["model"] != MODEL_NAME:
         raise FaceNerfError(f"{where} holds a '{payload['model']}' model, not '{MODEL_NAME}'; "
                             "pass a MoFaNeRF checkpoint")
-    cfg = model_config_from_payload(payload["config"], where)
+    run = MoFaNeRFRunConfig.from_checkpoint(payload["config"], where)
     if expect is not None:
-        message = describe_mismatch(expect, cfg, where)
+        message = describe_mismatch(expect, run.model, where)
         if message:
             raise FaceNerfError(message)
-    model = MoFaNeRF(cfg, **model_kwargs)
+    model = MoFaNeRF(run.model, **model_kwargs)
     state = MoFaNeRF.upgrade_state_dict(payload["model_state"])
     check_compatible(model, state, where)
     model.load_state_dict(state)
-    return model
+    return model, run
 
 
 def load_mofanerf(path: str | Path, expect: MoFaNeRFConfig | None = None,
@@ -59,70 +60,136 @@ def load_mofanerf(path: str | Path, expect: MoFaNeRFConfig | None = None,
         model_kwargs: passed to :class:`MoFaNeRF` (``lrate``, render settings).
     Returns:
         ``(model, info)`` with ``info = {"format": "facenerf" | "official", "step": int,
-        "config": dict}``.
+        "run": MoFaNeRFRunConfig | None}`` (None for an original ``.tar``, which stores no run).
     """
     try:
         payload = load_checkpoint(path, map_location="cpu")
     except FaceNerfError as ours_error:
-        data = _official_or_none(path)
+        data = _original_or_none(path)
         if data is None:
             raise ours_error
-        model, step = import_official(data, expect=expect, where=str(path), **model_kwargs)
-        return model, {"format": "official", "step": step, "config": {"model_config": model.cfg.to_dict()}}
-    model = _load_ours(payload, str(path), expect, **model_kwargs)
-    return model, {"format": "facenerf", "step": int(payload["step"]), "config": payload["config"]}
+        model, step = import_official(data, expect=expect, where=str(path), **model_kwargs)  # names missing keys
+        return model, {"format": "official", "step": step, "run": None}
+    model, run = _load_ours(payload, str(path), expect, **model_kwargs)
+    return model, {"format": "facenerf", "step": int(payload["step"]), "run": run}
 
 
-def _official_or_none(path: str | Path) -> dict | None:
-    """The file's dict when it has the original layout, else None (errors left to the caller)."""
+def _original_or_none(path: str | Path) -> dict | None:
+    """The file's dict when it holds any of the original code's checkpoint keys, else None
+    (errors reading the file are left to the caller's own message)."""
     try:
-        return read_official_file(path)
+        data = load_weights_file(path, "MoFaNeRF checkpoint")
     except FaceNerfError:
         return None
+    return data if isinstance(data, dict) and any(key in data for key in OFFICIAL_KEYS) else None
 
 
-def save_mofanerf(path: str | Path, model: MoFaNeRF, step: int = 0, config: dict | None = None) -> Path:
-    """Write ``model`` as a self-describing facenerf checkpoint (no optimiser state)."""
-    full = {**(config or {}), "model_config": model.cfg.to_dict()}
-    return save_checkpoint(path, make_payload(MODEL_NAME, full, step, model.state_dict()))
+def save_mofanerf(path: str | Path, model: MoFaNeRF, step: int = 0, run: MoFaNeRFRunConfig | None = None) -> Path:
+    """Write ``model`` as a self-describing facenerf checkpoint (no optimiser state).
+
+    ``run`` is the run config to store (default: the defaults with the model's sizes).
+    """
+    run = replace(run or MoFaNeRFRunConfig(), model=model.cfg)
+    return save_checkpoint(path, make_payload(MODEL_NAME, run.to_dict(), step, model.state_dict()))
 
 
 def is_official_file(path: str | Path) -> bool:
     """True when ``path`` reads as an original MoFaNeRF checkpoint."""
-    return is_official_layout(_official_or_none(path))
+    try:
+        return is_official_layout(read_official_file(path))
+    except FaceNerfError:
+        return False
+
+
+def _check_target(source: Path, target: Path) -> None:
+    """One-line errors for a target that would replace the source or cannot be a file."""
+    if target.resolve() == source.resolve() or (target.exists() and source.exists() and target.samefile(source)):
+        raise FaceNerfError(f"target {target} is the source file; write the converted checkpoint to another "
+                            "file (the converter never replaces its input)")
+    if target.is_dir():
+        raise FaceNerfError(f"target {target} is a folder; pass a file name such as {target / 'mofanerf.pt'}")
 
 
 def convert(source: str | Path, target: str | Path, to_official: bool = False) -> Path:
-    """Convert a checkpoint: original ``.tar`` -> facenerf ``.pt`` (default), or back."""
-    import torch
+    """Convert a checkpoint: original ``.tar`` -> facenerf ``.pt`` (default), or back.
 
+    The target is written atomically; it may not be the source file.
+    """
+    from facenerf.io import save_torch
+
+    source, target = Path(source), Path(target)
+    _check_target(source, target)
     model, info = load_mofanerf(source)
     if not to_official:
-        return save_mofanerf(target, model, step=info["step"])
+        return save_mofanerf(target, model, step=info["step"], run=info["run"])
     from facenerf.models.mofanerf.official import export_official
 
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(export_official(model, info["step"]), target)
-    return target
+    return save_torch(target, export_official(model, info["step"]), "checkpoint")
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m facenerf.models.mofanerf.checkpoints SRC DST [--to_official]``."""
-    from facenerf.config import make_parser, parse_args
+# ----------------------------------------------------------------------------- a trained run
 
-    parser = make_parser("Convert a MoFaNeRF checkpoint between the original .tar layout and facenerf's .pt.",
-                         prog="python -m facenerf.models.mofanerf.checkpoints")
-    parser.add_argument("source", help="checkpoint to read (original .tar or facenerf .pt)")
-    parser.add_argument("target", help="file to write")
-    parser.add_argument("--to_official", action="store_true", help="write the original code's layout instead")
-    args = parse_args(parser, argv)
-    path = convert(args.source, args.target, args.to_official)
-    print(f"wrote {path}")
-    return 0
+def locate_checkpoint(source: RunSource) -> Path:
+    """``ckpt``, else ``ft_path``, else the newest ``basedir/expname/checkpoints/step_*.pt``."""
+    where = source.location
+    for flag, value in (("--ckpt", source.ckpt), ("--ft_path", where.ft_path)):
+        if value:
+            if not Path(value).is_file():
+                raise FaceNerfError(f"checkpoint not found: {value} (check {flag})")
+            return Path(value)
+    folder = Path(where.basedir) / where.expname / CHECKPOINT_DIR
+    latest = CheckpointManager(folder).latest()
+    if latest is None:
+        raise FaceNerfError(f"no checkpoint in {folder}: train first (run_train.py -c <config>) or pass --ckpt")
+    return latest
 
 
-if __name__ == "__main__":
-    from facenerf.errors import run_cli
+@dataclass
+class LoadedRun:
+    """A trained MoFaNeRF with the settings to use it."""
 
-    run_cli(main)
+    model: MoFaNeRF
+    checkpoint: Path
+    step: int
+    run: MoFaNeRFRunConfig  # the training run's config with the user's overrides applied
+    trained: MoFaNeRFRunConfig | None  # as the checkpoint stores it (None: an original .tar)
+    notes: list[str] = field(default_factory=list)  # what came from the checkpoint, what differs
+
+    @property
+    def render_settings(self) -> RenderSettings:
+        """Deterministic (test-mode) renderer settings of the run."""
+        return self.run.render.settings(training=False)
+
+
+def load_source(source: RunSource) -> LoadedRun:
+    """:func:`load_run` on the checkpoint that ``source`` names."""
+    return load_run(locate_checkpoint(source), source.overrides)
+
+
+def load_run(path: str | Path, overrides: RunOverrides | None = None) -> LoadedRun:
+    """Load a checkpoint and the run it belongs to, then apply the user's ``overrides``.
+
+    The model is built from the checkpoint's own sizes; an architecture size in
+    ``overrides.model`` must equal the checkpoint's (one FaceNerfError line naming every
+    difference). Render, data and sampling keys in ``overrides`` replace the run's values. An
+    original ``.tar`` stores no run: the defaults (the released model's) fill everything but
+    the sizes. The model's own render settings follow the resolved run.
+    """
+    overrides = overrides or RunOverrides()
+    model, info = load_mofanerf(path)
+    trained = info["run"]
+    base = trained or MoFaNeRFRunConfig(model=model.cfg)
+    run = replace(base.with_overrides(overrides), model=model.cfg)
+    check_model_overrides(model.cfg, overrides, run.render.N_importance, str(path))
+    model.train_settings, model.eval_settings = run.render.settings(training=True), run.render.settings()
+    notes = []
+    if trained is not None:
+        taken = taken_from_run(trained, overrides)
+        if taken:
+            listed = ", ".join(f"{k} {v}" for k, v in taken.items())
+            notes.append(f"from the training run of {path}: {listed} "
+                         "(set them in the config or on the command line to override)")
+        diffs = render_differences(trained, overrides)
+        if diffs:
+            notes.append(f"rendering with {', '.join(diffs)} from {path}; set them as in training for faithful renders")
+    return LoadedRun(model, Path(path), int(info["step"]), run, trained, notes)

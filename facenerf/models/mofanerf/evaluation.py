@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from facenerf.data.mofanerf_dataset import MoFaNeRFData
+from facenerf.errors import FaceNerfError
 from facenerf.io import write_image
 from facenerf.metrics import psnr
 from facenerf.models.mofanerf.model import MoFaNeRF
@@ -29,24 +30,34 @@ def render_frame(model: MoFaNeRF, data: MoFaNeRFData, frame: int, scale: float =
     shape = torch.from_numpy(np.asarray(data.identities[person].shape_code, np.float32)).to(device)
     codes = model.face_codes(shape, expression_index=int(data.frames.expression[frame]),
                              uv=data.uv(person).to(device))
-    image = model.render_image(rays.to(device), codes, K.height, K.width, min_weight=0.0)["rgb"]
+    image = model.render_image(rays.to(device), codes, K.height, K.width, fast=False)["rgb"]
     return image.float().clamp(0, 1).cpu(), data.frame_image(frame, K)
 
 
 def make_evaluator(data: MoFaNeRFData, frames: Sequence[int], out_dir: str | Path, scale: float = 0.5):
     """``evaluate(model, step)`` for the Trainer: renders ``frames`` (held-out views), reports
     their mean PSNR and the mean-colour baseline's, and writes ``val/step_XXXXXXXX.png``
-    (rows: ground truth | render)."""
+    (rows: ground truth | render). An unreadable view stops training (the trainer saves a
+    checkpoint first) unless ``data.skip_bad_images``, which leaves it out."""
     out_dir = Path(out_dir)
     mean_rgb = data.mean_colour()  # [3]
 
     def evaluate(model: MoFaNeRF, step: int) -> dict:
         rows, scores, baseline = [], [], []
         for frame in frames:
-            image, truth = render_frame(model, data, frame, scale)
+            if not data.readable(frame):
+                continue
+            try:
+                image, truth = render_frame(model, data, frame, scale)
+            except FaceNerfError:
+                if not data.skip_bad_images:
+                    raise
+                continue
             scores.append(float(psnr(image, truth)))
             baseline.append(float(psnr(mean_rgb.expand_as(truth).contiguous(), truth)))
             rows.append(torch.cat([truth, image], dim=1))
+        if not rows:
+            return {}
         strip = torch.cat(rows, dim=0).numpy()
         write_image(out_dir / "val" / f"step_{step:08d}.png", strip)
         return {"scalars": {"psnr": float(np.mean(scores)), "psnr_mean_colour": float(np.mean(baseline))},
@@ -82,9 +93,14 @@ def identity_expression_grid(model: MoFaNeRF, data: MoFaNeRFData, identities: Se
     for r, person in enumerate(identities):
         for c, expression in enumerate(expressions):
             frame = frontal_test_frame(data, person, expression)
-            if frame is None:
+            if frame is None or not data.readable(frame):
                 continue
-            image, truth = render_frame(model, data, frame, scale)
+            try:
+                image, truth = render_frame(model, data, frame, scale)
+            except FaceNerfError:
+                if not data.skip_bad_images:
+                    raise
+                continue
             scores.append(float(psnr(image, truth)))
             y, x = header + r * h, 2 * c * w
             grid[y:y + h, x:x + w] = truth.numpy()

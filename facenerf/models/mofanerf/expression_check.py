@@ -16,25 +16,37 @@ positional encoding's unfitted high frequencies). :func:`skin_artefacts` measure
 ground truth is smooth: the mean absolute Laplacian of the render over smooth skin, next to the
 truth's (equal for a clean render, larger with artefacts).
 
-``python -m facenerf.models.mofanerf.expression_check -c configs/mofanerf_tiny.txt`` prints the
-ratios for the training identities and the artefact measure on held-out views, and writes a strip
-(rows ground truth | ours, columns neutral and the edited expressions) of one identity.
+``python -m facenerf.tools.expression_check -c configs/mofanerf_tiny.txt`` prints the ratios for
+the training identities and the artefact measure on held-out views, and writes a strip (rows
+ground truth | ours, columns neutral and the edited expressions) of one identity
+(:class:`ExpressionCheck` holds its options).
 """
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from facenerf.config import option
+
 MOUTH = slice(48, 68)       # iBUG mouth landmarks
 BOX_PAD = 0.5               # padding of the mouth box, fraction of its larger side
 MIN_TRUTH_CHANGE = 2e-3     # RMS difference below this: the expression does not change the view
+
+
+@dataclass(frozen=True)
+class ExpressionCheck:
+    """What ``python -m facenerf.tools.expression_check`` measures and draws."""
+
+    check_expressions: str = option("smile,mouth_stretch,jaw_left", "comma list of edited expressions to compare "
+                                                                     "with neutral")
+    strip: str = option("", "write the ground truth | ours strip of one identity to this PNG")
+    strip_identity: int = option(0, "index of the training identity in the strip (0-based)")
+    strip_expressions: str = option("smile,mouth_stretch", "expressions in the strip after neutral")
 
 
 @dataclass
@@ -230,59 +242,3 @@ def expression_strip(model, data, person: int, expressions: Sequence[int], names
     top = [_label(_crop_up(truth, box, tile), f"{name}: truth") for name, truth, _ in columns]
     bottom = [_label(_crop_up(ours, box, tile), f"{name}: ours") for name, _, ours in columns]
     return vstack([hstack(top), hstack(bottom)])
-
-
-def build_parser():
-    from facenerf.models.mofanerf.options import build_train_parser
-
-    parser = build_train_parser()
-    parser.prog = "python -m facenerf.models.mofanerf.expression_check"
-    parser.description = "Measure how well a trained MoFaNeRF separates expressions (mouth region)."
-    g = parser.add_argument_group("expression check")
-    g.add_argument("--ckpt", default="", help="checkpoint (default: --ft_path, else the newest of the run)")
-    g.add_argument("--check_expressions", default="smile,mouth_stretch,jaw_left",
-                   help="comma list of edited expressions to compare with neutral")
-    g.add_argument("--strip", default="", help="write the ground truth | ours strip of one identity to this PNG")
-    g.add_argument("--strip_identity", type=int, default=0, help="index of the training identity in the strip")
-    g.add_argument("--strip_expressions", default="smile,mouth_stretch",
-                   help="expressions in the strip after neutral")
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    from facenerf.config import parse_args
-    from facenerf.data.synthetic import EXPRESSIONS, parse_expression_list
-    from facenerf.errors import FaceNerfError
-    from facenerf.fitting.from_checkpoint import explicit_keys
-    from facenerf.fitting.workflow import load_model
-    from facenerf.io import write_image
-    from facenerf.models.mofanerf.training import build_data
-    from facenerf.runtime import select_device
-
-    args = parse_args(build_parser(), argv)
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
-    loaded = load_model(args, select_device(args.device), explicit_keys(build_parser, args, argv))
-    data = build_data(args, Path(args.basedir) / args.expname)
-    loaded.model.eval()
-    ratios = expression_ratios(loaded.model, data, parse_expression_list(args.check_expressions))
-    print(summarise(ratios, EXPRESSIONS))
-    print(artefact_summary(loaded.model, data))
-    if args.strip:
-        if not 0 <= args.strip_identity < len(data.identities):
-            raise FaceNerfError(f"--strip_identity {args.strip_identity} is not one of the {len(data.identities)} "
-                                "training identities (0-based)")
-        try:
-            strip = expression_strip(loaded.model, data, args.strip_identity,
-                                     parse_expression_list(args.strip_expressions), EXPRESSIONS)
-        except ValueError as err:
-            raise FaceNerfError(f"no expression strip: {err}; render the neutral and the edited expressions "
-                                "from a common camera") from err
-        print(f"expression strip written to {write_image(args.strip, strip)}")
-    return 0
-
-
-if __name__ == "__main__":
-    from facenerf.errors import run_cli
-
-    run_cli(lambda: main(sys.argv[1:]))

@@ -7,8 +7,9 @@ and the expression code ``eps`` (one of ``n_expressions`` learned vectors, or a 
 variable), which the identity-specific modulation rescales by ``beta`` before use.
 
 :meth:`MoFaNeRF.fields` binds the codes of one face and returns two
-:data:`facenerf.core.renderer.FieldFn` callbacks (coarse and fine) for the shared renderer;
-the fields never see rays. :meth:`MoFaNeRF.training_step` implements the engine's model
+:class:`NetworkField` objects (coarse and fine) that follow the core field protocol
+(:mod:`facenerf.core.fields`: a density entry returning the density trunk's feature, and a
+colour entry on that feature); the fields never see rays. :meth:`MoFaNeRF.training_step` implements the engine's model
 interface: photometric MSE on the coarse and the fine colour, as in the released model.
 """
 
@@ -22,10 +23,12 @@ import torch
 from torch import Tensor, nn
 
 from facenerf.core.encodings import FrequencyEncoding
-from facenerf.core.renderer import FieldFn, RenderSettings, render_chunked, render_image, render_rays
+from facenerf.core.occupancy_grid import OccupancyGrid
 from facenerf.core.rays import RayBundle
+from facenerf.core.renderer import RenderSettings, auto_chunk_rays, render_image, render_rays
+from facenerf.models.mofanerf.acceleration import GridCache, SkipSettings
 from facenerf.models.mofanerf.collapse import CollapseMonitor
-from facenerf.models.mofanerf.config import MoFaNeRFConfig
+from facenerf.models.mofanerf.config import MoFaNeRFConfig, MoFaNeRFRenderConfig, MoFaNeRFTrainSettings
 from facenerf.models.mofanerf.ism import IdentityModulation
 from facenerf.models.mofanerf.network import MoFaNeRFNetwork
 from facenerf.models.mofanerf.texture_encoder import TextureEncoder
@@ -53,18 +56,18 @@ class MoFaNeRF(nn.Module):
 
     Args:
         cfg: architecture sizes (:class:`MoFaNeRFConfig`).
-        lrate: learning rate of the single "main" Adam parameter group.
-        train_settings: renderer settings for training (stratified jitter on).
+        lrate: learning rate of the single "main" Adam parameter group (default: the run config's).
+        train_settings: renderer settings for training (stratified jitter on); default: those of
+            :class:`MoFaNeRFRenderConfig` (no fine samples without a fine network).
         eval_settings: renderer settings for validation/test renders (deterministic).
     """
 
-    def __init__(self, cfg: MoFaNeRFConfig, lrate: float = 5e-4,
+    def __init__(self, cfg: MoFaNeRFConfig, lrate: float | None = None,
                  train_settings: RenderSettings | None = None, eval_settings: RenderSettings | None = None):
         super().__init__()
         self.cfg = cfg
-        self.lrate = float(lrate)
-        n_fine = 64 if cfg.has_fine else 0
-        self.train_settings = train_settings or RenderSettings(n_samples=64, n_importance=n_fine, perturb=True)
+        self.lrate = float(MoFaNeRFTrainSettings().lrate if lrate is None else lrate)
+        self.train_settings = train_settings or MoFaNeRFRenderConfig().for_model(cfg).settings(training=True)
         self.eval_settings = eval_settings or replace(self.train_settings, perturb=False)
         self.pe_xyz = FrequencyEncoding(3, cfg.multires)
         self.pe_dir = FrequencyEncoding(3, cfg.multires_views)
@@ -81,17 +84,20 @@ class MoFaNeRF(nn.Module):
         # until set, and for models imported from the original code.
         self.register_buffer("shape_code_mean", torch.zeros(cfg.shape_dim))  # [shape_dim]
         self.register_buffer("shape_code_scale", torch.ones(cfg.shape_dim))  # [shape_dim]
-        self._compiled: dict[int, Callable] = {}  # plain dict: compiled wrappers stay out of state_dict
+        self._compiled: dict[str, Callable] = {}  # plain dict: compiled entries stay out of state_dict
+        self.skip_settings = SkipSettings()  # the fast render path's options
+        self.grid_cache = GridCache()
         self.collapse_monitor = CollapseMonitor()
 
     def compile_networks(self, **compile_kwargs) -> None:
-        """Use ``torch.compile``d versions of the coarse and fine MLPs from now on.
+        """Use ``torch.compile``d density and colour entries of the coarse and fine networks from
+        now on (``dynamic=True`` by default: the fast path's sample counts vary per chunk).
 
-        The wrappers are kept outside the module tree, so ``state_dict`` keys do not change.
+        The compiled functions are kept outside the module tree, so ``state_dict`` keys do not change.
         """
-        for net in (self.coarse, self.fine):
-            if net is not None:
-                self._compiled[id(net)] = torch.compile(net, **compile_kwargs)
+        compile_kwargs.setdefault("dynamic", True)
+        self._compiled = {"density": torch.compile(_density_entry, **compile_kwargs),
+                          "colour": torch.compile(_colour_entry, **compile_kwargs)}
 
     def _network(self, width: int, depth: int) -> MoFaNeRFNetwork:
         cfg = self.cfg
@@ -159,46 +165,52 @@ class MoFaNeRF(nn.Module):
         return FaceCodes(shape=shape, texture=texture.reshape(1, -1),
                          expression=self.ism(shape, expression.reshape(1, -1)))
 
-    def field(self, codes: FaceCodes, network: MoFaNeRFNetwork) -> FieldFn:
-        """A FieldFn ``(points [M, 3], unit directions [M, 3]) -> (density [M] >= 0, rgb [M, 3])``."""
-        network = self._compiled.get(id(network), network)
+    def field(self, codes: FaceCodes, network: MoFaNeRFNetwork) -> "NetworkField":
+        """``network`` bound to one face's codes, as a core field (density and colour entries)."""
+        return NetworkField(self, network, codes)
 
-        def evaluate(points: Tensor, directions: Tensor) -> tuple[Tensor, Tensor]:
-            raw_density, raw_rgb = network(self.pe_xyz(points), self.pe_dir(directions),
-                                           codes.expression, codes.shape, codes.texture)
-            return torch.relu(raw_density), torch.sigmoid(raw_rgb)
-
-        return evaluate
-
-    def fields(self, codes: FaceCodes) -> tuple[FieldFn, FieldFn | None]:
+    def fields(self, codes: FaceCodes) -> tuple["NetworkField", "NetworkField | None"]:
         """The coarse and (when configured) fine fields of one face."""
         fine = self.field(codes, self.fine) if self.fine is not None else None
         return self.field(codes, self.coarse), fine
 
     def render_rays(self, rays: RayBundle, codes: FaceCodes, settings: RenderSettings | None = None,
-                    generator: torch.Generator | None = None) -> dict:
-        """Render ``rays`` of one face with the shared renderer (see core.renderer.render_rays)."""
+                    generator: torch.Generator | None = None,
+                    grids: tuple[OccupancyGrid, OccupancyGrid | None] | None = None) -> dict:
+        """Render ``rays`` of one face with the shared hierarchical pass (core.renderer.render_rays);
+        ``grids`` = (coarse grid, fine grid or None) skip empty space."""
         coarse, fine = self.fields(codes)
-        return render_rays(rays, coarse, fine, settings or self.eval_settings, generator=generator)
+        grid, fine_grid = grids if grids is not None else (None, None)
+        return render_rays(rays, coarse, fine, settings or self.eval_settings, generator=generator, grid=grid,
+                           fine_grid=fine_grid)
+
+    def occupancy_grids(self, codes: FaceCodes, skip: SkipSettings | None = None
+                        ) -> tuple[OccupancyGrid, OccupancyGrid | None]:
+        """The occupancy grids of ``codes`` (coarse density; fine density unless switched off),
+        built once per code set and weights."""
+        return self.grid_cache.grids(self, codes, skip or self.skip_settings)
 
     def render_image(self, rays: RayBundle, codes: FaceCodes, height: int, width: int,
-                     settings: RenderSettings | None = None, progress: bool = False,
-                     min_weight: float | None = 1e-4) -> dict:
+                     settings: RenderSettings | None = None, progress: bool = False, fast: bool = True) -> dict:
         """Render an image's ``height * width`` rays (row-major) in chunks, without gradients.
 
-        ``min_weight`` selects the inference path of :mod:`~facenerf.models.mofanerf.fast_render`
-        (colour evaluated only where the compositing weight exceeds it; 0 = every sample with a
-        non-zero weight); ``None`` runs the shared dense renderer exactly as in training.
-        Returns ``{"rgb": [H, W, 3], "depth": [H, W], "opacity": [H, W], ...}``.
+        ``fast`` uses the empty-space-skipping path of :mod:`~facenerf.models.mofanerf.acceleration`
+        (``self.skip_settings``); ``fast=False`` (or a perturbed ``settings``) runs the
+        straightforward reference: every sample of both passes, colour included.
+        Returns ``{"rgb": [H, W, 3], "depth": [H, W], "opacity": [H, W], "n_evaluated": [H, W], ...}``.
         """
         settings = settings or self.eval_settings
-        if min_weight is None or settings.perturb:
+        if not fast or settings.perturb:
             coarse, fine = self.fields(codes)
             return render_image(rays, coarse, fine, settings, height, width, progress=progress)
-        from facenerf.models.mofanerf.fast_render import render_rays_visible
-
-        return render_chunked(lambda chunk: render_rays_visible(self, chunk, codes, settings, min_weight),
-                              rays, settings.chunk_rays, height, width, progress)
+        grid, fine_grid = self.occupancy_grids(codes)
+        fast_settings = self.skip_settings.render_settings(settings)
+        if fast_settings.chunk_rays <= 0:
+            width_net = self.cfg.netwidth_fine if self.fine is not None else self.cfg.netwidth
+            fast_settings = replace(fast_settings, chunk_rays=auto_chunk_rays(rays.device, 16, width_net))
+        coarse, fine = self.fields(codes)
+        return render_image(rays, coarse, fine, fast_settings, height, width, progress=progress, grid=grid,
+                            fine_grid=fine_grid)
 
     # ----------------------------------------------------------------- engine interface
     def trainable_parameters(self) -> list[nn.Parameter]:
@@ -250,3 +262,39 @@ class MoFaNeRF(nn.Module):
 def count_parameters(module: nn.Module | None) -> int:
     """Number of parameter values in ``module`` (trainable or frozen); 0 for None."""
     return 0 if module is None else sum(p.numel() for p in module.parameters())
+
+
+def _density_entry(network: MoFaNeRFNetwork, pe_xyz: nn.Module, points: Tensor, expression: Tensor,
+                   shape: Tensor) -> tuple[Tensor, Tensor]:
+    """points [M, 3] -> (sigma [M] = ReLU(raw density), density feature [M, W])."""
+    feature = network.density_feature(pe_xyz(points), expression, shape)
+    return torch.relu(network.density_head(feature).squeeze(-1)), feature
+
+
+def _colour_entry(network: MoFaNeRFNetwork, pe_dir: nn.Module, feature: Tensor, directions: Tensor,
+                  texture: Tensor) -> Tensor:
+    """density features [M, W], unit directions [M, 3] -> rgb [M, 3] = sigmoid(raw colour)."""
+    return torch.sigmoid(network.raw_colour(feature, pe_dir(directions), texture))
+
+
+class NetworkField:
+    """One MoFaNeRF network bound to one face's codes, as a core field.
+
+    ``density(points [M, 3]) -> (sigma [M], feature [M, W])``, ``colour(feature, unit dirs
+    [M, 3]) -> rgb [M, 3]``; calling it, ``field(points, dirs)``, returns ``(sigma, rgb)``.
+    """
+
+    def __init__(self, model: MoFaNeRF, network: MoFaNeRFNetwork, codes: FaceCodes):
+        self.model, self.network, self.codes = model, network, codes
+        self._density = model._compiled.get("density", _density_entry)
+        self._colour = model._compiled.get("colour", _colour_entry)
+
+    def density(self, points: Tensor) -> tuple[Tensor, Tensor]:
+        return self._density(self.network, self.model.pe_xyz, points, self.codes.expression, self.codes.shape)
+
+    def colour(self, features: Tensor, directions: Tensor) -> Tensor:
+        return self._colour(self.network, self.model.pe_dir, features, directions, self.codes.texture)
+
+    def __call__(self, points: Tensor, directions: Tensor) -> tuple[Tensor, Tensor]:
+        sigma, feature = self.density(points)
+        return sigma, self.colour(feature, directions)

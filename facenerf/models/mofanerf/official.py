@@ -258,7 +258,7 @@ def export_official(model, step: int = 0) -> dict[str, Any]:
 
 def read_official_file(path: str | Path) -> dict:
     """Read an official ``.tar`` with ``torch.load(weights_only=True)``; FaceNerfError on failure."""
-    from facenerf.engine.checkpoint import load_weights_file
+    from facenerf.io import load_weights_file
 
     file = Path(path)
     data = load_weights_file(file, "MoFaNeRF checkpoint", fix="check that the download is complete")

@@ -7,7 +7,7 @@ input with the same stem. The input folder is never written to.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -15,10 +15,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from facenerf.config import option
 from facenerf.engine.checkpoint import CheckpointManager, check_compatible, load_checkpoint
-from facenerf.errors import FaceNerfError
+from facenerf.engine.trainer import CHECKPOINT_DIR
+from facenerf.errors import FaceNerfError, OutputError
 from facenerf.io import list_images, read_image, resize_image, write_image
-from facenerf.models.refine.model import MODEL_NAME, RefineConfig, generator_from_config, generator_state
+from facenerf.models.refine.model import MODEL_NAME, RefineModel, generator_from_config, generator_state
+from facenerf.models.refine.training import RefineLocation, RefineRunConfig
 
 REFINED_SUFFIX = "_refined"
 
@@ -35,7 +38,7 @@ def find_checkpoint(checkpoints_dir: str | Path, name: str, checkpoint: str | Pa
     """``checkpoint`` if given, else the newest ``<checkpoints_dir>/<name>/checkpoints/step_*.pt``."""
     if checkpoint:
         return Path(checkpoint)
-    folder = Path(checkpoints_dir) / name / "checkpoints"
+    folder = Path(checkpoints_dir) / name / CHECKPOINT_DIR
     latest = CheckpointManager(folder).latest()
     if latest is None:
         raise FaceNerfError(f"no RefineNet checkpoint in {folder}: train one with trainingDataPreprocess/train.py "
@@ -43,18 +46,48 @@ def find_checkpoint(checkpoints_dir: str | Path, name: str, checkpoint: str | Pa
     return latest
 
 
-def load_refine_generator(path: str | Path, device: torch.device) -> tuple[nn.Module, dict]:
-    """The trained generator (eval mode, on ``device``) and the run config stored in the checkpoint."""
+@dataclass(frozen=True)
+class RefineTestSettings:
+    """What ``trainingDataPreprocess/test.py`` refines, with which run's generator, into where."""
+
+    nerf_folder: str = option(help="folder of renders to refine")
+    location: RefineLocation = field(default_factory=RefineLocation)
+    checkpoint: str = option("", "explicit checkpoint file; empty = the newest of the run")
+    out_folder: str = option("", "output folder; empty = <nerf_folder>_refined")
+    load_size: int = option(0, "network input size; 0 = the training load_size")
+
+    def __post_init__(self) -> None:
+        if self.load_size < 0:
+            raise FaceNerfError(f"--load_size must be >= 0 (got {self.load_size})")
+
+
+def _refine_payload(path: str | Path) -> dict:
     payload = load_checkpoint(path, map_location="cpu")
     if payload["model"] != MODEL_NAME:
         raise FaceNerfError(f"{path} holds a '{payload['model']}' model, not a RefineNet; "
                             "pass a checkpoint written by trainingDataPreprocess/train.py")
-    net = RefineConfig.from_mapping(payload["config"])
-    generator = generator_from_config(net)
+    return payload
+
+
+def load_refine(path: str | Path) -> tuple[RefineModel, dict]:
+    """The whole trained :class:`RefineModel` (CPU) and ``{"step", "run": RefineRunConfig}``."""
+    payload = _refine_payload(path)
+    run = RefineRunConfig.from_checkpoint(payload["config"], str(path))
+    model = RefineModel(replace(run.net, vgg_weights=None))  # the perceptual loss is for training only
+    check_compatible(model, payload["model_state"], str(path))
+    model.load_state_dict(payload["model_state"])
+    return model, {"format": "facenerf", "step": int(payload["step"]), "run": run}
+
+
+def load_refine_generator(path: str | Path, device: torch.device) -> tuple[nn.Module, RefineRunConfig]:
+    """The trained generator (eval mode, on ``device``) and the run config stored in the checkpoint."""
+    payload = _refine_payload(path)
+    run = RefineRunConfig.from_checkpoint(payload["config"], str(path))
+    generator = generator_from_config(run.net)
     state = generator_state(payload["model_state"])
     check_compatible(generator, state, str(path))
     generator.load_state_dict(state)
-    return generator.to(device).eval(), payload["config"]
+    return generator.to(device).eval(), run
 
 
 @torch.no_grad()
@@ -106,6 +139,8 @@ def refine_folder(generator: nn.Module, nerf_folder: str | Path, size: int | Non
         try:
             refined = refine_image(generator, read_image(path), size, device)
             result.written.append(write_image(out / names[path], refined))
+        except OutputError:
+            raise   # full disk, read-only folder: every further image would fail the same way
         except FaceNerfError as err:
             result.skipped.append((path, str(err)))
             report(f"skipping {path}: {err}")

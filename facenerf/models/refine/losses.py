@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from facenerf.engine.checkpoint import load_weights_file
 from facenerf.errors import FaceNerfError
+from facenerf.io import load_weights_file
 
 DiscOutputs = list[list[torch.Tensor]]
 

@@ -18,49 +18,56 @@ VGG is never saved), so inference needs only the generator's keys.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from facenerf.config import from_flat, option, to_dict
+from facenerf.errors import FaceNerfError
 from facenerf.models.refine.losses import VGGLoss, feature_matching_loss, load_vgg19_features, lsgan_loss
 from facenerf.models.refine.networks import MultiscaleDiscriminator, build_generator
 
 MODEL_NAME = "refine"
 
 
-@dataclass
+@dataclass(frozen=True)
 class RefineConfig:
     """Network sizes and loss weights. Defaults are the reference's (MoFaNeRF's pix2pixHD options)
     except ``residual`` (same parameters, identity start) and the added ``lambda_l1`` term."""
 
-    netG: str = "global"            # "global" or "local" (global generator + local enhancer)
-    ngf: int = 32                   # generator base filters
-    n_downsample_global: int = 4
-    n_blocks_global: int = 9
-    n_local_enhancers: int = 1      # netG = local only
-    n_blocks_local: int = 3         # netG = local only
-    residual: bool = True           # G predicts a correction added to its input (False = original)
-    ndf: int = 64                   # discriminator base filters
-    n_layers_D: int = 3
-    num_D: int = 2
-    lr: float = 1e-4
-    lambda_gan: float = 1.0
-    lambda_feat: float = 10.0       # discriminator feature matching; 0 disables it
-    lambda_l1: float = 10.0         # pixel L1 (not in the original recipe; 0 disables it)
-    lambda_vgg: float = 10.0        # used only with vgg_weights
-    vgg_weights: str | None = None  # path to a VGG-19 state dict; None = no perceptual loss
+    netG: str = option("global", "generator type", choices=("global", "local"))
+    ngf: int = option(32, "generator base filters")
+    n_downsample_global: int = option(4, "stride-2 convolutions of the global generator")
+    n_blocks_global: int = option(9, "residual blocks of the global generator")
+    n_local_enhancers: int = option(1, "local enhancers (netG local only)")
+    n_blocks_local: int = option(3, "residual blocks per local enhancer (netG local only)")
+    residual: bool = option(True, "G adds a correction to its input, starting as the identity "
+                                  "(false = the original pix2pixHD)")
+    ndf: int = option(64, "discriminator base filters")
+    n_layers_D: int = option(3, "layers of each discriminator")
+    num_D: int = option(2, "discriminator scales")
+    lr: float = option(1e-4, "Adam learning rate of G and D")
+    lambda_gan: float = option(1.0, "weight of the LSGAN generator term")
+    lambda_feat: float = option(10.0, "discriminator feature matching; 0 = off")
+    lambda_l1: float = option(10.0, "pixel L1 to the ground truth (not in the original recipe); 0 = off")
+    lambda_vgg: float = option(10.0, "VGG-19 perceptual loss (needs --vgg_weights)")
+    vgg_weights: str | None = option(None, "VGG-19 state dict (torchvision key layout) enabling the perceptual loss")
+
+    def __post_init__(self) -> None:
+        for key in ("ngf", "ndf", "num_D", "n_layers_D"):
+            if getattr(self, key) < 1:
+                raise FaceNerfError(f"--{key} must be at least 1 (got {getattr(self, key)})")
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> "RefineConfig":
         """Pick this dataclass's fields out of a (larger) config dict; unknown keys are ignored."""
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: values[k] for k in names if k in values})
+        return from_flat(cls, values)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return to_dict(self)
 
 
 def generator_from_config(cfg: RefineConfig) -> nn.Module:

@@ -9,46 +9,98 @@ PSNR/SSIM of the unrefined renders and of the refined ones against the ground tr
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 
-from facenerf.data.pairs import PairBatches, PairDataset, PairScan, scan_pairs, split_pairs
+from facenerf.config import from_dict, from_flat, option, to_dict
+from facenerf.data.pair_batches import PairBatches, PairDataset
+from facenerf.data.pairs import PairScan, scan_pairs, split_pairs
+from facenerf.engine.trainer import TrainerConfig
 from facenerf.errors import FaceNerfError
+from facenerf.io import write_json
 from facenerf.models.refine.model import MODEL_NAME, RefineConfig, RefineModel
+from facenerf.runtime import RunSettings
 
 MAX_PROBLEM_LINES = 20
 
 
-@dataclass
+@dataclass(frozen=True)
+class RefineLocation:
+    """Where a RefineNet run lives: ``<checkpoints_dir>/<name>/`` (checkpoints, logs, config)."""
+
+    name: str = option("facescape", "experiment name: outputs go to <checkpoints_dir>/<name>")
+    checkpoints_dir: str = option("logs/refine", "root of all RefineNet runs")
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.checkpoints_dir) / self.name
+
+
+@dataclass(frozen=True)
 class RefineTrainSettings:
     """Everything :func:`train_refine` needs besides the network (:class:`RefineConfig`)."""
 
-    out_dir: Path                   # <checkpoints_dir>/<name>
-    render_dir: Path                # <dataroot>/<nerf_folder>
-    target_dir: Path                # <dataroot>/<gt_folder>
-    load_size: int = 512            # pairs are resized to load_size x load_size
-    batch_size: int = 1
-    max_steps: int = 480_000
-    beta1: float = 0.5
-    lr_decay_steps: int | None = None
-    lr_decay_rate: float = 0.1
-    flip: bool = False
-    cache: bool = False             # keep decoded images in memory
-    workers: int = 2                # background threads decoding the next batches
-    val_fraction: float = 0.05
-    max_val: int = 64
-    seed: int = 0
-    amp: str = "none"
-    log_every: int = 100
-    eval_every: int = 1000
-    save_every: int = 1000
-    keep_last: int = 3
-    progress: bool = True
+    location: RefineLocation = field(default_factory=RefineLocation)
+    dataroot: str = option("dataset", "folder holding the render and ground-truth trees")
+    nerf_folder: str = option("train_A", "render tree, relative to --dataroot")
+    gt_folder: str = option("train_B", "ground-truth tree, relative to --dataroot")
+    load_size: int = option(512, "pairs are resized to load_size x load_size")
+    batch_size: int = option(1, "pairs per step")
+    max_steps: int = option(480_000, "optimisation steps (reference: 20 epochs of 24k pairs)")
+    beta1: float = option(0.5, "Adam beta1")
+    lr_decay_steps: int = option(0, "exponential decay: lr * rate^(step/N); 0 = constant")
+    lr_decay_rate: float = option(TrainerConfig.lr_decay_rate, "learning-rate factor per lr_decay_steps")
+    flip: bool = option(False, "randomly mirror pairs left-right")
+    cache: bool = option(False, "keep decoded training images in memory")
+    workers: int = option(2, "threads decoding the next batches (0 = none)", key="num_workers")
+    val_fraction: float = option(0.05, "fraction of identities held out for validation")
+    max_val: int = option(64, "at most this many validation pairs")
+    log_every: int = option(100, "steps between log lines")
+    eval_every: int = option(1000, "steps between validations")
+    save_every: int = option(1000, "steps between checkpoints")
+    keep_last: int = option(TrainerConfig.keep_last, "checkpoints kept (0 = all)")
+
+    def __post_init__(self) -> None:
+        for key in ("load_size", "batch_size", "max_steps"):
+            if getattr(self, key) < 1:
+                raise FaceNerfError(f"--{key} must be at least 1 (got {getattr(self, key)})")
+        if not 0 <= self.val_fraction < 1:
+            raise FaceNerfError(f"--val_fraction must be in [0, 1) (got {self.val_fraction})")
+
+    @property
+    def out_dir(self) -> Path:
+        return self.location.out_dir
+
+    @property
+    def render_dir(self) -> Path:
+        return Path(self.dataroot) / self.nerf_folder
+
+    @property
+    def target_dir(self) -> Path:
+        return Path(self.dataroot) / self.gt_folder
+
+
+@dataclass(frozen=True)
+class RefineRunConfig:
+    """A RefineNet training run; stored in every checkpoint."""
+
+    net: RefineConfig = field(default_factory=RefineConfig)
+    train: RefineTrainSettings = field(default_factory=RefineTrainSettings)
+    runtime: RunSettings = field(default_factory=RunSettings)
+
+    def to_dict(self) -> dict:
+        return to_dict(self)
+
+    @classmethod
+    def from_checkpoint(cls, config: dict, where: str = "checkpoint") -> "RefineRunConfig":
+        """The run stored in a checkpoint: this layout, or the flat option dict of older ones."""
+        if isinstance(config.get("net"), dict):
+            return from_dict(cls, config)
+        return from_flat(cls, config)
 
 
 def report_scan(scan: PairScan, report: Callable[[str], None] = print) -> None:
@@ -114,42 +166,41 @@ class PairEvaluator:
         return {"scalars": scalars, "images": {"input_refined_target": image_grid(rows)}}
 
 
-def _trainer_config(settings: RefineTrainSettings, has_val: bool):
-    from facenerf.engine.trainer import TrainerConfig
-
+def _trainer_config(run: RefineRunConfig, has_val: bool) -> TrainerConfig:
+    settings = run.train
     return TrainerConfig(
-        out_dir=settings.out_dir, max_steps=settings.max_steps, lr_decay_steps=settings.lr_decay_steps,
-        lr_decay_rate=settings.lr_decay_rate, amp=settings.amp, log_every=settings.log_every,
+        out_dir=settings.out_dir, max_steps=settings.max_steps, lr_decay_steps=settings.lr_decay_steps or None,
+        lr_decay_rate=settings.lr_decay_rate, amp=run.runtime.amp, log_every=settings.log_every,
         eval_every=settings.eval_every if has_val else 0, save_every=settings.save_every,
-        keep_last=settings.keep_last, progress=settings.progress, adam_betas=(settings.beta1, 0.999))
+        keep_last=settings.keep_last, progress=run.runtime.progress, adam_betas=(settings.beta1, 0.999))
 
 
-def train_refine(settings: RefineTrainSettings, net: RefineConfig, device: torch.device, config: dict,
-                 report: Callable[[str], None] = print) -> dict:
+def train_refine(run: RefineRunConfig, device: torch.device, report: Callable[[str], None] = print) -> dict:
     """Scan pairs, split, train (resuming if checkpoints exist) and evaluate; return the Trainer's result.
 
-    The result gains ``"pairs"`` (train/val counts and skipped problems) and is also written to
-    ``<out_dir>/train_summary.json``.
+    The checkpoints store ``run``. The result gains ``"pairs"`` (train/val counts and skipped
+    problems) and is also written to ``<out_dir>/train_summary.json``.
     """
     from facenerf.engine.trainer import Trainer
 
-    model = RefineModel(net)  # first: a bad --vgg_weights fails before the dataset is scanned
-    scan = scan_pairs(settings.render_dir, settings.target_dir, progress=settings.progress)
+    settings, seed = run.train, run.runtime.seed
+    model = RefineModel(run.net)  # first: a bad --vgg_weights fails before the dataset is scanned
+    scan = scan_pairs(settings.render_dir, settings.target_dir, progress=run.runtime.progress)
     report_scan(scan, report)
     if not scan.pairs:
         raise FaceNerfError(f"no usable pairs in {settings.render_dir} and {settings.target_dir}: "
                             "both need images at the same relative paths (e.g. 1/1_neutral/3.png)")
-    train_pairs, val_pairs = split_pairs(scan.pairs, settings.val_fraction, settings.seed)
+    train_pairs, val_pairs = split_pairs(scan.pairs, settings.val_fraction, seed)
     val_pairs = val_pairs[:settings.max_val]
     size = (settings.load_size, settings.load_size)
     batches = PairBatches(PairDataset(train_pairs, size, cache=settings.cache), settings.batch_size,
-                          settings.seed, settings.flip, report, workers=settings.workers)
+                          seed, settings.flip, report, workers=settings.workers)
     evaluator = PairEvaluator(PairDataset(val_pairs, size), report=report) if val_pairs else None
     report(f"training on {len(train_pairs)} pairs, validating on {len(val_pairs)}")
-    trainer = Trainer(model, batches, _trainer_config(settings, evaluator is not None), device,
-                      config=config, evaluate=evaluator, model_name=MODEL_NAME)
+    trainer = Trainer(model, batches, _trainer_config(run, evaluator is not None), device,
+                      config=run.to_dict(), evaluate=evaluator, model_name=MODEL_NAME)
     result = trainer.fit()
     result["pairs"] = {"train": len(train_pairs), "val": len(val_pairs), "problems": scan.problems()}
     summary = {k: (str(v) if isinstance(v, Path) else v) for k, v in result.items()}
-    (Path(settings.out_dir) / "train_summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    write_json(Path(settings.out_dir) / "train_summary.json", summary, indent=2, default=str)
     return result

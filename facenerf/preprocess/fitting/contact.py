@@ -43,9 +43,13 @@ def draw_landmarks(image: np.ndarray, landmarks: np.ndarray, projected: np.ndarr
 
 def overlay_labels(image: np.ndarray, labels: np.ndarray, alpha: float = 0.5) -> np.ndarray:
     """Blend the colour-coded label mask over ``image`` -> uint8 ``[S, S, 3]``."""
+    return overlay_colours(image, colour_labels(labels), alpha)
+
+
+def overlay_colours(image: np.ndarray, colours: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """Blend a colour-coded mask image (``mask/<name>.png``, uint8 or float) over ``image`` -> uint8."""
     base = to_uint8(image).astype(np.float32)
-    colours = colour_labels(labels).astype(np.float32)
-    return (base * (1.0 - alpha) + colours * alpha + 0.5).astype(np.uint8)
+    return (base * (1.0 - alpha) + to_uint8(colours).astype(np.float32) * alpha + 0.5).astype(np.uint8)
 
 
 def _fit_tile(image: np.ndarray, tile: int) -> np.ndarray:
@@ -124,4 +128,7 @@ class ContactSheetWriter:
             single = self.paths[0].with_name("contact_sheet.png")
             self.paths[0].replace(single)
             self.paths = [single]
+        for stale in self.out_dir.glob("contact_sheet*.png"):   # pages of an earlier, longer run
+            if stale not in self.paths:
+                stale.unlink(missing_ok=True)
         return self.paths

@@ -185,7 +185,8 @@ class FaceParser:
     @classmethod
     def from_file(cls, path: str | Path, device: torch.device | str = "cpu") -> "FaceParser":
         """Load weights from ``path``; :class:`FaceNerfError` if missing, unreadable or mismatched."""
-        from facenerf.engine.checkpoint import check_compatible, load_weights_file
+        from facenerf.engine.checkpoint import check_compatible
+        from facenerf.io import load_weights_file
 
         file = Path(path).expanduser()
         if not file.is_file():

@@ -10,12 +10,18 @@ For every photo ``<name>.<ext>`` in the input folder the batch writes, under the
     segRelRes/<name>.png   segRes relit to the training lighting: the image to fit
     pose_<name>.npy        {"pose": 4x4 camera-to-world (OpenGL, scene units), "kp": 68x2 (row, col),
                             "kp_xy": 68x2 (x, y), "sh": 9 estimated SH lighting (reference basis order),
-                            "rmse_px": landmark reprojection error, "image_size": int}
+                            "rmse_px": landmark reprojection error, "image_size": int,
+                            "preprocess": the resume record, see facenerf.preprocess.fitting.resume}
     contact/contact_sheet.png   input | landmarks + pose | mask | segmented | relit, one row per photo
 
 ``run_fit.py --filePath <out>/segRelRes/<name>.png`` finds ``<out>/pose_<name>.npy`` two folders
 up, as in the reference. Photos that cannot be used (not an image, unreadable, too small, no
 face) are skipped with one line each and the batch ends with a summary.
+
+Every file is written atomically and the pose file last, with a record of the photo, the
+settings and the other outputs' sizes (:mod:`facenerf.preprocess.fitting.resume`): a rerun
+after Ctrl-C or ``kill -9`` skips the photos already done and redoes only the one in progress.
+An output that cannot be written (full disk, read-only folder) stops the batch with one line.
 """
 
 from __future__ import annotations
@@ -26,8 +32,9 @@ from typing import Callable
 
 import numpy as np
 
-from facenerf.errors import FaceNerfError
-from facenerf.io import IMAGE_SUFFIXES, read_image, write_image
+from facenerf.config import option
+from facenerf.errors import FaceNerfError, OutputError
+from facenerf.io import IMAGE_SUFFIXES, read_image, remove_stale_temporaries, write_array_text, write_image
 from facenerf.preprocess.fitting.align import align_to_template, transform_points, transform_scale
 from facenerf.preprocess.fitting.contact import draw_landmarks, overlay_labels
 from facenerf.preprocess.fitting.detect import FaceDetection, LandmarkDetector
@@ -36,7 +43,8 @@ from facenerf.preprocess.fitting.raster import rasterize
 from facenerf.preprocess.fitting.relight import RelightSettings, relight_image
 from facenerf.preprocess.fitting.segment import (FACE, FaceFrame, Segmentation, SegmentSettings, colour_labels,
                                                  segment_face, skin_sample_mask)
-from facenerf.preprocess.fitting.template import FaceTemplate, load_template
+from facenerf.preprocess.fitting.template import FaceTemplate, load_alignment_template, load_template
+from facenerf.preprocess.training.rig import BASE_RESOLUTION
 
 OUTPUT_FOLDERS = ("aligned", "landmarks", "mask", "segRes", "segRelRes")
 CONTACT_FOLDER = "contact"
@@ -47,20 +55,31 @@ RELIGHT_METHODS = ("sh", "none")
 class PreprocessSettings:
     """Everything that controls one preprocessing run (CLI flags map 1:1 onto these)."""
 
-    image_size: int = 512               # side of the aligned output (the training renders are 512)
-    upsample: int = 1                   # HOG detector up-sampling
-    cnn_fallback: bool = False          # try dlib's CNN detector when HOG finds no face
-    predictor: str | None = None        # 68-point predictor file (default: face_recognition_models)
-    cnn_detector: str | None = None     # MMOD detector file (default: face_recognition_models)
+    image_size: int = option(BASE_RESOLUTION, "side of the aligned outputs (the training renders')")
+    template: str = option("", "align to the landmark template of a training checkpoint (.pt) or of a rendered "
+                               "dataset folder (its frontal neutral views); empty = the rig's frontal view of the "
+                               "real-size mean head")
+    upsample: int = option(1, "HOG face detector up-sampling (finds smaller faces)")
+    cnn_fallback: bool = option(False, "try dlib's CNN detector when HOG finds no face")
+    predictor: str | None = option(None, "dlib 68-landmark predictor file; unset = the copy in "
+                                         "face_recognition_models")
+    cnn_detector: str | None = option(None, "dlib MMOD detector file; unset = the copy in face_recognition_models")
     detect_max_side: int = 1024         # detection runs on a copy at most this large
     min_side: int = 64                  # smaller photos are skipped
     refine_landmarks: bool = True       # re-predict landmarks on the aligned image
-    pose_use_contour: bool = True       # use the jaw contour for the pose
+    pose_no_contour: bool = option(False, "estimate the pose without the 17 jaw-contour landmarks "
+                                          "(helps for turned heads)")
     segment: SegmentSettings = SegmentSettings()
-    relight: str = "sh"                 # "sh" (weights-free) or "none"
+    relight: str = option("sh", "sh: weights-free SH re-shading to the training lighting; none: copy segRes",
+                          choices=("sh", "none"))
     relight_settings: RelightSettings = RelightSettings()
-    parsing_weights: str | None = None  # optional face-parsing network weights (BiSeNet layout)
-    device: str = "cpu"                 # where the optional network runs
+    parsing_weights: str | None = option(None, "optional face-parsing network weights (BiSeNet, 19 CelebAMask-HQ "
+                                               "classes) used instead of the weights-free segmentation")
+    device: str = "cpu"                 # where the optional network runs (resolved, not "auto")
+
+    @property
+    def pose_use_contour(self) -> bool:
+        return not self.pose_no_contour
 
 
 @dataclass
@@ -90,7 +109,10 @@ class WildPreprocessor:
         if settings.image_size < 64:
             raise FaceNerfError(f"--image_size must be at least 64, got {settings.image_size}")
         self.settings = settings
-        self.template = template if template is not None else load_template(settings.image_size)
+        if template is None:
+            alignment = load_alignment_template(settings.template) if settings.template else None
+            template = load_template(settings.image_size, alignment)
+        self.template = template
         if self.template.image_size != settings.image_size:
             self.template = replace(self.template, image_size=settings.image_size)
         self.detector = LandmarkDetector(settings.predictor, settings.upsample, settings.cnn_fallback,
@@ -167,22 +189,30 @@ def output_paths(out_dir: str | Path, stem: str) -> dict[str, Path]:
     return paths
 
 
-def write_outputs(face: ProcessedFace, out_dir: str | Path, stem: str, protected: set[Path]) -> dict[str, Path]:
-    """Write all files of one photo; refuses to overwrite any path in ``protected`` (the inputs)."""
+def write_outputs(face: ProcessedFace, out_dir: str | Path, stem: str, protected: set[Path],
+                  record: Callable[[list[Path]], dict] | None = None) -> dict[str, Path]:
+    """Write all files of one photo, the pose file last; refuses to overwrite any path in ``protected``.
+
+    ``record(written paths)``, when given, returns the resume record stored in the pose file
+    (see :mod:`facenerf.preprocess.fitting.resume`).
+    """
     from facenerf.preprocess.fitting.pose import save_pose_file
+    from facenerf.preprocess.fitting.resume import RECORD_KEY
 
     paths = output_paths(out_dir, stem)
     for path in paths.values():
         if path.resolve() in protected:
             raise FaceNerfError(f"output {path} would overwrite an input photo; pass a different --out folder")
-    write_image(paths["aligned"], face.aligned)
-    write_image(paths["mask"], colour_labels(face.segmentation.labels))
-    write_image(paths["segRes"], face.segmented)
-    write_image(paths["segRelRes"], face.relit)
-    paths["landmarks"].parent.mkdir(parents=True, exist_ok=True)
-    np.savetxt(paths["landmarks"], face.landmarks, fmt="%.2f", header="x y (pixels of aligned/ image)")
+    written = [write_image(paths["aligned"], face.aligned),
+               write_image(paths["mask"], colour_labels(face.segmentation.labels)),
+               write_image(paths["segRes"], face.segmented),
+               write_image(paths["segRelRes"], face.relit),
+               write_array_text(paths["landmarks"], face.landmarks, fmt="%.2f",
+                                header="x y (pixels of aligned/ image)", what="landmark file")]
     extra = {"sh": np.asarray(face.sh_estimated, dtype=np.float32), "rmse_px": float(face.pose.rmse_px),
              "image_size": int(face.aligned.shape[0])}
+    if record is not None:
+        extra[RECORD_KEY] = record(written)
     save_pose_file(paths["pose"], face.pose.c2w, face.landmarks, extra)
     return paths
 
@@ -217,9 +247,11 @@ class BatchSummary:
     ok: list[str] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)   # (file name, reason)
     contact_sheets: list[Path] = field(default_factory=list)
+    done_earlier: list[str] = field(default_factory=list)           # ok photos a previous run had finished
 
     def lines(self) -> list[str]:
-        out = [f"summary: {len(self.ok)} ok, {len(self.skipped)} skipped (outputs in {self.out_dir})"]
+        earlier = f", {len(self.done_earlier)} of them done by an earlier run" if self.done_earlier else ""
+        out = [f"summary: {len(self.ok)} ok, {len(self.skipped)} skipped{earlier} (outputs in {self.out_dir})"]
         out += [f"  skipped {name}: {reason}" for name, reason in self.skipped]
         out += [f"  contact sheet: {path}" for path in self.contact_sheets]
         return out
@@ -252,65 +284,109 @@ def _log(message: str) -> None:
     tqdm.write(message)
 
 
+def _remove_stale_temporaries(out: Path) -> None:
+    """Temporaries of a killed earlier run, in the folders this tool writes to (never elsewhere)."""
+    for folder in (out, *(out / name for name in OUTPUT_FOLDERS), out / "landmarks", out / CONTACT_FOLDER):
+        remove_stale_temporaries(folder)
+
+
+@dataclass
+class _Batch:
+    """What every photo of one :func:`preprocess_folder` call shares."""
+
+    pre: WildPreprocessor
+    out: Path
+    protected: set[Path]
+    key: str                                      # settings hash (resume record)
+    summary: BatchSummary
+    sheets: object | None                         # ContactSheetWriter or None
+    used: dict[str, str] = field(default_factory=dict)
+
+
 def preprocess_folder(input_dir: str | Path, out_dir: str | Path | None = None,
                       settings: PreprocessSettings = PreprocessSettings(), log: Callable[[str], None] = _log,
                       progress: bool = True, contact_sheet: bool = True,
-                      preprocessor: WildPreprocessor | None = None,
-                      template: FaceTemplate | None = None) -> BatchSummary:
+                      preprocessor: WildPreprocessor | None = None) -> BatchSummary:
     """Preprocess every photo in ``input_dir`` (not recursive); see the module docstring for outputs.
 
-    ``template`` (default: :func:`~facenerf.preprocess.fitting.template.load_template`) is what photos
-    are aligned to and posed against; it is loaded before anything is written.
-
     Each unusable file is skipped with one logged line; the returned summary lists what
-    succeeded and why the rest was skipped. Raises :class:`FaceNerfError` only for problems that
-    stop the whole batch (missing input folder, unwritable output folder, missing model files).
+    succeeded and why the rest was skipped. Photos an earlier run finished with the same
+    settings are not processed again. Raises :class:`FaceNerfError` only for problems that stop
+    the whole batch (missing input folder, unwritable output folder, missing model files, an
+    output that cannot be written).
     """
-    from facenerf.config import ensure_writable_dir
+    from facenerf.io import ensure_writable_dir
     from facenerf.preprocess.fitting.contact import ContactSheetWriter
+    from facenerf.preprocess.fitting.resume import settings_key
 
     folder = Path(input_dir)
     photos, others = _inputs(folder)
     out = ensure_writable_dir(out_dir if out_dir is not None else folder)
+    _remove_stale_temporaries(out)
     summary = BatchSummary(out_dir=out, skipped=list(others))
     for name, reason in others:
         log(f"skipped {name}: {reason}")
     if not photos:
         return summary
-    pre = preprocessor if preprocessor is not None else WildPreprocessor(settings, template)
-    sheets = ContactSheetWriter(out / CONTACT_FOLDER) if contact_sheet else None
-    protected = {path.resolve() for path in photos}
-    used: dict[str, str] = {}
+    pre = preprocessor if preprocessor is not None else WildPreprocessor(settings)
+    batch = _Batch(pre, out, {path.resolve() for path in photos}, settings_key(pre.settings), summary,
+                   ContactSheetWriter(out / CONTACT_FOLDER) if contact_sheet else None)
     from tqdm import tqdm
 
     for path in tqdm(photos, desc="preprocess", unit="photo", disable=not progress):
-        log(_process_one(pre, path, out, protected, used, summary, sheets))
-    if sheets is not None:
-        summary.contact_sheets = sheets.close()
+        log(_process_one(batch, path))
+    if batch.sheets is not None:
+        summary.contact_sheets = batch.sheets.close()
     return summary
 
 
-def _process_one(pre: WildPreprocessor, path: Path, out: Path, protected: set[Path], used: dict[str, str],
-                 summary: BatchSummary, sheets) -> str:
-    """Process one photo, record the outcome in ``summary``; return the line to log."""
-    stem = path.stem
-    if stem in used:
-        reason = f"output name '{stem}' is already used by {used[stem]}; rename one of the two files"
+def _done_earlier(batch: _Batch, path: Path) -> str | None:
+    """If an earlier run finished ``path`` with these settings, record it and return the line to log."""
+    from facenerf.preprocess.fitting.resume import contact_tiles, finished_pose
+
+    paths = output_paths(batch.out, path.stem)
+    pose = finished_pose(path, batch.key, batch.out, paths["pose"])
+    if pose is None:
+        return None
+    if batch.sheets is not None:
+        try:
+            batch.sheets.add(path.stem, contact_tiles(path, paths, pose, batch.pre.template))
+        except (FaceNerfError, OSError, ValueError):
+            return None   # an output no longer reads back: process the photo again
+    batch.used[path.stem] = path.name
+    batch.summary.ok.append(path.name)
+    batch.summary.done_earlier.append(path.name)
+    return f"done {path.name}: finished by an earlier run (outputs kept)"
+
+
+def _process_one(batch: _Batch, path: Path) -> str:
+    """Process one photo, record the outcome in the batch summary; return the line to log."""
+    from facenerf.preprocess.fitting.resume import make_record
+
+    stem, summary = path.stem, batch.summary
+    if stem in batch.used:
+        reason = f"output name '{stem}' is already used by {batch.used[stem]}; rename one of the two files"
         summary.skipped.append((path.name, reason))
         return f"skipped {path.name}: {reason}"
+    earlier = _done_earlier(batch, path)
+    if earlier is not None:
+        return earlier
     try:
         notes = conversion_notes(path)
         image = read_image(path)
-        face = pre.process(image)
-        write_outputs(face, out, stem, protected)
+        face = batch.pre.process(image)
+        write_outputs(face, batch.out, stem, batch.protected,
+                      record=lambda written: make_record(path, batch.key, batch.out, written))
+    except OutputError:
+        raise   # full disk, read-only folder: every further photo would fail the same way
     except FaceNerfError as err:
         summary.skipped.append((path.name, str(err)))
         return f"skipped {path.name}: {err}"
-    used[stem] = path.name
+    batch.used[stem] = path.name
     summary.ok.append(path.name)
-    if sheets is not None:
-        sheets.add(stem, [image, draw_landmarks(face.aligned, face.landmarks, face.projected),
-                          overlay_labels(face.aligned, face.segmentation.labels), face.segmented, face.relit])
+    if batch.sheets is not None:
+        batch.sheets.add(stem, [image, draw_landmarks(face.aligned, face.landmarks, face.projected),
+                                overlay_labels(face.aligned, face.segmentation.labels), face.segmented, face.relit])
     notes = notes + face.notes
     extra = f" ({'; '.join(notes)})" if notes else ""
     return (f"ok {path.name}: pose error {face.pose.rmse_px:.1f} px, "

@@ -16,6 +16,7 @@ import numpy as np
 
 from facenerf.core.cameras import Intrinsics, opencv_to_opengl
 from facenerf.errors import FaceNerfError
+from facenerf.io import write_npy
 
 INNER_LANDMARKS = np.arange(17, 68)  # brows, nose, eyes, mouth: not the pose-dependent jaw contour
 
@@ -87,11 +88,13 @@ def rotation_error_deg(rot_a: np.ndarray, rot_b: np.ndarray) -> float:
 
 
 def save_pose_file(path, c2w: np.ndarray, landmarks_xy: np.ndarray, extra: dict | None = None) -> None:
-    """Write ``pose_<name>.npy``: the fit's input (reference section 6).
+    """Write ``pose_<name>.npy`` atomically: the fit's input (reference section 6).
 
     The file is ``np.save`` of a dict ``{"pose": [4, 4] float32 camera-to-world (OpenGL, scene
     units), "kp": [68, 2] int64 (row, col) landmarks, "kp_xy": [68, 2] float32 (x, y)}`` plus
-    ``extra`` entries; read it with ``np.load(path, allow_pickle=True).item()``.
+    ``extra`` entries, the layout the original fitting code reads. Read it with
+    :func:`facenerf.fitting.inputs.load_pose_file`, which accepts only arrays and plain
+    containers and so never runs code from the file.
     """
     xy = np.asarray(landmarks_xy, dtype=np.float64)
     record = {
@@ -100,4 +103,4 @@ def save_pose_file(path, c2w: np.ndarray, landmarks_xy: np.ndarray, extra: dict 
         "kp_xy": xy.astype(np.float32),
     }
     record.update(extra or {})
-    np.save(path, record, allow_pickle=True)
+    write_npy(path, record, allow_pickle=True, what="pose file")

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from facenerf.config import option
+
 BACKGROUND, FACE, HAIR, NECK, CLOTH = 0, 1, 2, 3, 4
 LABEL_NAMES = ("background", "face", "hair", "neck", "cloth")
 PALETTE = np.array([[0, 0, 0], [255, 0, 0], [0, 0, 255], [0, 255, 255], [0, 255, 0]], dtype=np.uint8)
@@ -41,12 +43,12 @@ RIGHT_EYE, LEFT_EYE, MOUTH = np.arange(36, 42), np.arange(42, 48), np.arange(48,
 class SegmentSettings:
     """Tuning of :func:`segment_face` (all lengths relative to the face)."""
 
-    work_size: int = 256        # GrabCut runs at this resolution (smaller = faster)
+    work_size: int = option(256, "resolution GrabCut works at", key="grabcut_size")
     iterations: int = 4         # GrabCut iterations
-    neck_length: float = 0.4    # neck kept below the chin, in face heights (brows to chin)
+    neck_length: float = option(0.4, "neck kept below the chin (face heights)")
     skin_threshold: float = 3.5  # Mahalanobis distance under which a colour counts as skin
     hair_threshold: float = 4.0  # same for hair
-    seed: int = 0               # OpenCV RNG seed (GrabCut's k-means), for repeatable masks
+    seed: int = option(0, "seed for repeatable segmentation (GrabCut's k-means)")
 
 
 @dataclass

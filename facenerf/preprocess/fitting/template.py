@@ -32,26 +32,17 @@ from pathlib import Path
 
 import numpy as np
 
-from facenerf.core.cameras import Intrinsics, mofanerf_pose, project_points
+from facenerf.core.cameras import Intrinsics, project_points
 from facenerf.errors import FaceNerfError
+from facenerf.preprocess.training.rig import BASE_RESOLUTION, RADIUS, mofanerf_pose, rig_intrinsics  # noqa: F401
 
-MOFANERF_SIZE = 512          # training render resolution (pixels)
-MOFANERF_FOCAL = 1200.0      # focal length at 512 px
-MOFANERF_RADIUS = 16.0       # camera distance from the origin (scene units)
 MM_PER_UNIT = 50.0           # 1 scene unit = 50 mm
 DEFAULT_PIXEL_CENTER = 0.5   # render.py's default (the original renderer)
 FRONTAL_COSINE = 0.9998      # a camera within ~1 degree of +Z counts as frontal
 TEMPLATE_KEY = "alignment_template"   # checkpoint config entry
 
 
-def rig_intrinsics(size: int = MOFANERF_SIZE) -> Intrinsics:
-    """The training camera's intrinsics for a ``size x size`` image (focal scales with size)."""
-    factor = size / MOFANERF_SIZE
-    half = MOFANERF_SIZE / 2.0
-    return Intrinsics(size, size, MOFANERF_FOCAL * factor, MOFANERF_FOCAL * factor, half * factor, half * factor)
-
-
-def frontal_c2w(radius: float = MOFANERF_RADIUS) -> np.ndarray:
+def frontal_c2w(radius: float = RADIUS) -> np.ndarray:
     """``[4, 4]`` OpenGL camera-to-world pose of the frontal training view (camera at (0, 0, radius))."""
     return mofanerf_pose(0.0, 0.0, radius).double().numpy()
 
@@ -72,7 +63,7 @@ class AlignmentTemplate:
 
     def at(self, size: int) -> np.ndarray:
         """The template in a ``size x size`` image."""
-        return rescale_pixels(self.landmarks_512, MOFANERF_SIZE, size)
+        return rescale_pixels(self.landmarks_512, BASE_RESOLUTION, size)
 
     def to_config(self) -> dict:
         """JSON-able form stored in checkpoints."""
@@ -120,7 +111,7 @@ class FaceTemplate:
 
     @classmethod
     def from_millimetres(cls, landmarks_mm: np.ndarray, vertices_mm: np.ndarray, faces: np.ndarray,
-                         image_size: int = MOFANERF_SIZE, alignment: AlignmentTemplate | None = None
+                         image_size: int = BASE_RESOLUTION, alignment: AlignmentTemplate | None = None
                          ) -> "FaceTemplate":
         """Build from TU-frame millimetre arrays ``[68, 3]``, ``[V, 3]`` and faces ``[F, 3]``."""
         landmarks_mm = np.asarray(landmarks_mm, dtype=np.float64)
@@ -135,7 +126,7 @@ class FaceTemplate:
         )
 
 
-def load_template(image_size: int = MOFANERF_SIZE, alignment: AlignmentTemplate | None = None) -> FaceTemplate:
+def load_template(image_size: int = BASE_RESOLUTION, alignment: AlignmentTemplate | None = None) -> FaceTemplate:
     """The mean synthetic head (:func:`facenerf.data.synthetic.canonical_landmarks_3d`, ``mean_head_mesh``)
     with ``alignment`` as its 2D template (default: its own frontal projection)."""
     from facenerf.data.synthetic import canonical_landmarks_3d, mean_head_mesh
@@ -171,7 +162,7 @@ def frontal_landmark_template(c2w: np.ndarray, landmarks: np.ndarray, identity: 
         mean = np.nanmean(per_person, axis=0)
     if not np.isfinite(mean).all():
         return None
-    return AlignmentTemplate(rescale_pixels(mean, size, MOFANERF_SIZE), source, len(people), float(pixel_center))
+    return AlignmentTemplate(rescale_pixels(mean, size, BASE_RESOLUTION), source, len(people), float(pixel_center))
 
 
 def project_frontal(landmarks_3d: list[np.ndarray], K: Intrinsics, pixel_center: float) -> np.ndarray:
@@ -198,7 +189,7 @@ def template_from_training_data(data) -> AlignmentTemplate | None:
     source = "frontal projection of the training identities' neutral landmarks"
     if people:
         xy = project_frontal(people, data.K, data.pixel_center)
-        return AlignmentTemplate(rescale_pixels(xy, data.K.width, MOFANERF_SIZE), source, len(people),
+        return AlignmentTemplate(rescale_pixels(xy, data.K.width, BASE_RESOLUTION), source, len(people),
                                  data.stored_pixel_center)
     frames = data.frames
     neutral = np.flatnonzero(frames.expression == 0)
@@ -227,7 +218,7 @@ def template_from_dataset(folder: str | Path) -> AlignmentTemplate:
     people = _neutral_3d([r.landmarks_3d for r in dataset.identities.values()])
     if people:
         xy = project_frontal(people, K, centre)
-        return AlignmentTemplate(rescale_pixels(xy, K.width, MOFANERF_SIZE),
+        return AlignmentTemplate(rescale_pixels(xy, K.width, BASE_RESOLUTION),
                                  f"frontal projection of the neutral landmarks of {root}", len(people), centre)
     frames = [f for f in frames if f.landmarks_2d is not None]
     landmarks = [np.where(f.landmarks_visible[:, None], f.landmarks_2d, np.nan) if f.landmarks_visible is not None

@@ -25,16 +25,17 @@ Problems with one file are reported and the batch continues.
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
+from facenerf.config import option
 from facenerf.data.facescape import expression_from_stem, identity_folders
 from facenerf.data.meshio import ObjMesh, clip_mesh, read_mtl, read_obj, texture_path, write_mtl, write_obj
 from facenerf.data.synthetic import EXPRESSIONS, canonical_landmarks_3d
-from facenerf.errors import FaceNerfError
+from facenerf.errors import FaceNerfError, OutputError
+from facenerf.io import copy_file, remove_stale_temporaries, write_array_text, write_json
 
 REPORT_FILE = "align_report.json"
 LANDMARK_RMS_LIMIT_MM = 15.0
@@ -51,10 +52,12 @@ class AlignOptions:
     0 reproduces the original code's ``maxDistance[new_id]``. ``clip_radius`` (mm) overrides the
     file; ``no_clip`` keeps every face. ``output_ids``: ``new`` (TU ids) or ``old`` (folder ids)."""
 
-    max_distance_base: int = 1
-    clip_radius: float | None = None
-    no_clip: bool = False
-    output_ids: str = "new"
+    max_distance_base: int = option(1, "maxDistance.npy entry of id n is n - base (1: ids start at 1; "
+                                       "0: the original code)", choices=(0, 1))
+    clip_radius: float | None = option(None, "clip radius in mm instead of maxDistance.npy")
+    no_clip: bool = option(False, "keep every face")
+    output_ids: str = option("new", "name output folders by TU (new) id or by the raw folder (old) id",
+                             choices=("new", "old"))
 
 
 @dataclass
@@ -150,21 +153,31 @@ def load_predef(predef_dir: Path, landmarks_path: Path | None = None, data_root:
     return predef
 
 
-def check_predef(predef: Predef, opts: AlignOptions, has_landmark_files: bool) -> list[str]:
-    """Before the batch: one FaceNerfError for a side file every mesh needs; notes for missing optional ones."""
-    notes = []
-    if predef.max_distance is None and not opts.no_clip and opts.clip_radius is None:
-        raise FaceNerfError(f"maxDistance.npy not found (looked in {predef.where()}); copy FaceScape's file "
-                            "there, or pass --clip_radius MM or --no_clip")
+def _missing(name: str, predef_dir: Path, predef: Predef) -> str:
+    """``"predef folder X not found"`` or ``"no NAME in X or Y"`` for a side file that was not found."""
+    if not predef_dir.is_dir():
+        return f"predef folder {predef_dir} not found"
+    return f"no {name} in {predef.where()}"
+
+
+def check_predef(predef_dir: Path, predef: Predef, opts: AlignOptions) -> list[str]:
+    """Raise once, before the batch, what would otherwise fail every mesh; return notes to print once."""
+    if predef.max_distance is None and opts.clip_radius is None and not opts.no_clip:
+        raise FaceNerfError(f"{_missing('maxDistance.npy', predef_dir, predef)}: clipping needs it; pass --predef "
+                            "(or --data), --clip_radius MM or --no_clip")
     if predef.rt_scale is None:
-        landmarks = predef.landmark_indices is not None or has_landmark_files
-        if not landmarks:
-            raise FaceNerfError(f"Rt_scale_dict.json not found (looked in {predef.where()}) and no 3D landmarks "
-                                "to align by (landmark_indices.npz or {k}_{name}.landmarks.txt files); copy "
-                                "FaceScape's Rt_scale_dict.json into the predef folder")
-        notes.append(f"Rt_scale_dict.json not found (looked in {predef.where()}): every mesh is aligned by its "
-                     "3D landmarks instead")
-    return notes
+        return [f"note: {_missing('Rt_scale_dict.json', predef_dir, predef)}: meshes are aligned to their 3D "
+                "landmarks ({k}_{name}.landmarks.txt beside each OBJ, or landmark_indices)"]
+    return []
+
+
+def check_landmark_sources(predef: Predef, objs: list[Path]) -> None:
+    """Without Rt_scale_dict.json, one FaceNerfError (before the batch) when no mesh has 3D landmarks."""
+    if predef.rt_scale is None and predef.landmark_indices is None and \
+            not any(_side_landmarks(obj).is_file() for obj in objs):
+        raise FaceNerfError(f"Rt_scale_dict.json not found (looked in {predef.where()}) and there are no 3D "
+                            "landmarks to align by instead ({k}_{name}.landmarks.txt beside each scan, or "
+                            "landmark_indices.npz); copy FaceScape's Rt_scale_dict.json into the predef folder")
 
 
 def landmark_similarity(src: np.ndarray, dst: np.ndarray) -> tuple[float, np.ndarray, np.ndarray, float]:
@@ -313,20 +326,22 @@ def align_vertices(obj_path: Path, mesh: ObjMesh, new_id: int, expression: int,
 
 def _write_output(out_dir: Path, stem: str, mesh: ObjMesh, texture: Path, black_kd: bool,
                   landmarks: np.ndarray | None) -> Path:
-    out_dir.mkdir(parents=True, exist_ok=True)
     tex_name = f"{stem}{texture.suffix.lower()}"
     if texture.resolve() != (out_dir / tex_name).resolve():
-        shutil.copyfile(texture, out_dir / tex_name)
+        copy_file(texture, out_dir / tex_name, "texture")
     mesh.mtllib, mesh.material = f"./{stem}.obj.mtl", stem
     write_mtl(out_dir / f"{stem}.obj.mtl", stem, tex_name, black_kd)
     if landmarks is not None:
-        np.savetxt(out_dir / f"{stem}.landmarks.txt", landmarks, fmt="%.6f")
-    return write_obj(out_dir / f"{stem}.obj", mesh, precision=6)
+        write_array_text(out_dir / f"{stem}.landmarks.txt", landmarks, fmt="%.6f", what="landmark file")
+    return write_obj(out_dir / f"{stem}.obj", mesh, precision=6)   # last: an OBJ means a complete output
 
 
 def align_one(obj_path: Path, old_id: str, expression: int, out_root: Path, predef: Predef,
               opts: AlignOptions) -> AlignResult:
-    """Align, clip and write one raw mesh; user-caused problems end up in ``result.error``."""
+    """Align, clip and write one raw mesh; user-caused problems end up in ``result.error``.
+
+    An :class:`OutputError` (the output cannot be written) is raised instead: it stops the batch.
+    """
     result = AlignResult(str(obj_path))
     try:
         new_id = new_id_for(old_id, predef)
@@ -347,6 +362,8 @@ def align_one(obj_path: Path, old_id: str, expression: int, out_root: Path, pred
         stem = f"{expression + 1}_{EXPRESSIONS[expression]}"
         folder = out_root / (str(new_id) if opts.output_ids == "new" else old_id)
         result.out_path = str(_write_output(folder, stem, clip_mesh(mesh, keep), texture, black_kd, landmarks))
+    except OutputError:
+        raise
     except FaceNerfError as err:
         result.error = str(err)
     except OSError as err:
@@ -387,14 +404,30 @@ def align_dataset(models_raw: Path, out_root: Path, predef: Predef, opts: AlignO
     items, problems = discover_raw(models_raw, ids, expressions)
     if not items and not problems:
         raise FaceNerfError(f"no '{{id}}/{{k}}_{{name}}/{{k}}_{{name}}.obj' meshes under {models_raw}")
-    for note in check_predef(predef, opts, any(_side_landmarks(obj).is_file() for obj, _, _ in items)):
-        print(f"note: {note}")
-    results = [align_one(obj, old_id, e, out_root, predef, opts)
-               for obj, old_id, e in tqdm(items, desc="aligning", unit="mesh", disable=not progress)]
-    out_root.mkdir(parents=True, exist_ok=True)
-    report = {"results": [asdict(r) for r in results], "problems": problems, "options": asdict(opts)}
-    (out_root / REPORT_FILE).write_text(json.dumps(report, indent=1))
+    check_landmark_sources(predef, [obj for obj, _, _ in items])
+    remove_stale_temporaries(out_root, recursive=True)   # left by a killed run
+    results: list[AlignResult] = []
+    try:
+        for obj, old_id, e in tqdm(items, desc="aligning", unit="mesh", disable=not progress):
+            results.append(align_one(obj, old_id, e, out_root, predef, opts))
+    except (KeyboardInterrupt, FaceNerfError) as err:
+        stopped = "interrupted" if isinstance(err, KeyboardInterrupt) else str(err)
+        try:
+            write_report(out_root, results, problems, opts, stopped)
+        except OutputError:
+            pass   # the disk is full: the error that stopped the batch is the one to show
+        raise
+    write_report(out_root, results, problems, opts)
     return results, problems
+
+
+def write_report(out_root: Path, results: list[AlignResult], problems: list[dict], opts: AlignOptions,
+                 stopped: str | None = None) -> Path:
+    """``align_report.json``: per-mesh results, problems found before aligning, options, and why
+    the batch ended early (``stopped``, None when it finished)."""
+    report = {"results": [asdict(r) for r in results], "problems": problems, "options": asdict(opts),
+              "stopped": stopped}
+    return write_json(out_root / REPORT_FILE, report, what="report")
 
 
 def print_summary(results: list[AlignResult], problems: list[dict], out_root: Path) -> int:

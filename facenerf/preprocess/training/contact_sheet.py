@@ -1,6 +1,6 @@
 """Contact sheet of one identity's rendered expressions, to look at the training data.
 
-    python -m facenerf.preprocess.training.contact_sheet --data data --id 1 \\
+    python -m facenerf.tools.contact_sheet --data data --id 1 \\
         --views 0_10,0_15,15_6 --out docs/facescape_contact_sheet.png
 
 Reads ``{data}/multiViewImages/{id}/{expression}/{view}.png`` (written by ``render.py``) and
@@ -9,15 +9,33 @@ tiles the 20 expressions (5 per row), each as its views side by side with a labe
 
 from __future__ import annotations
 
-import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from facenerf.config import option
 from facenerf.data.synthetic import EXPRESSIONS
 from facenerf.errors import FaceNerfError
 
 LABEL_HEIGHT = 16
+
+
+@dataclass(frozen=True)
+class ContactSheet:
+    """Which identity and views to tile, how large, and where the PNG goes."""
+
+    data: str = option("data", "dataset root holding multiViewImages/")
+    id: str = option("1", "identity folder")
+    views: str = option("0_10,0_15,15_6", "comma list of view names {pitch}_{yawIndex}")
+    size: int = option(112, "tile size in pixels")
+    crop: float = option(0.7, "central fraction of each image to show")
+    per_row: int = option(5, "expressions per row")
+    out: str = option("docs/facescape_contact_sheet.png", "PNG to write")
+
+    @property
+    def view_names(self) -> list[str]:
+        return [v.strip() for v in self.views.split(",") if v.strip()]
 
 
 def _tile(folder: Path, views: list[str], size: int, crop: float) -> np.ndarray:
@@ -47,39 +65,13 @@ def _tile(folder: Path, views: list[str], size: int, crop: float) -> np.ndarray:
     return tile
 
 
-def make_contact_sheet(multiview_root: Path, identity: str, views: list[str], size: int = 112,
-                       per_row: int = 5, crop: float = 0.7) -> np.ndarray:
-    """uint8 [H, W, 3] sheet of the 20 expressions of ``identity`` (missing images stay black)."""
-    person = Path(multiview_root) / identity
+def make_contact_sheet(multiview_root: Path, sheet: ContactSheet) -> np.ndarray:
+    """uint8 [H, W, 3] sheet of the 20 expressions of ``sheet.id`` (missing images stay black)."""
+    person = Path(multiview_root) / sheet.id
     if not person.is_dir():
-        raise FaceNerfError(f"no rendered images for identity {identity} in {multiview_root}; run render.py first")
-    tiles = [_tile(person / name, views, size, crop) for name in EXPRESSIONS]
+        raise FaceNerfError(f"no rendered images for identity {sheet.id} in {multiview_root}; run render.py first")
+    tiles = [_tile(person / name, sheet.view_names, sheet.size, sheet.crop) for name in EXPRESSIONS]
+    per_row = sheet.per_row
     rows = [np.concatenate(tiles[i:i + per_row], axis=1) for i in range(0, len(tiles), per_row)]
     gap = np.full((4, rows[0].shape[1], 3), 40, np.uint8)
     return np.concatenate([part for row in rows for part in (row, gap)][:-1], axis=0)
-
-
-def main(argv: list[str] | None = None) -> int:
-    from facenerf.config import make_parser, parse_args
-    from facenerf.io import write_image
-
-    parser = make_parser("Tile one identity's 20 rendered expressions into a PNG.",
-                         prog="python -m facenerf.preprocess.training.contact_sheet")
-    parser.add_argument("--data", default="data", help="dataset root holding multiViewImages/")
-    parser.add_argument("--id", default="1", help="identity folder")
-    parser.add_argument("--views", default="0_10,0_15,15_6", help="comma list of view names {pitch}_{yawIndex}")
-    parser.add_argument("--size", type=int, default=112, help="tile size in pixels")
-    parser.add_argument("--crop", type=float, default=0.7, help="central fraction of each image to show")
-    parser.add_argument("--out", default="docs/facescape_contact_sheet.png", help="PNG to write")
-    args = parse_args(parser, argv)
-    sheet = make_contact_sheet(Path(args.data) / "multiViewImages", args.id,
-                               [v.strip() for v in args.views.split(",")], args.size, crop=args.crop)
-    path = write_image(args.out, sheet)
-    print(f"contact sheet written to {path}")
-    return 0
-
-
-if __name__ == "__main__":
-    from facenerf.errors import run_cli
-
-    run_cli(lambda: main(sys.argv[1:]))

@@ -6,7 +6,7 @@ environment variable. :func:`select_gl_platform` must therefore run before anyth
 short-lived subprocess, EGL (works without a GPU through Mesa's llvmpipe, and uses the GPU
 where there is one) and then OSMesa (needs ``apt-get install -y libosmesa6``).
 
-Run ``python -m facenerf.preprocess.training.gl`` to print the platform that would be used.
+Run ``python -m facenerf.tools.gl_platform`` to print the platform that would be used.
 """
 
 from __future__ import annotations
@@ -79,21 +79,3 @@ def select_gl_platform(preferred: str | None = None) -> str:
             return name
         reasons.append(f"{name}: {reason}")
     raise FaceNerfError(f"no headless OpenGL platform works ({'; '.join(reasons)}); {_FIX}")
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Print the platform :func:`select_gl_platform` chooses (used by the Makefile)."""
-    from facenerf.config import make_parser, parse_args
-
-    parser = make_parser("Print the headless OpenGL platform pyrender will use.",
-                         prog="python -m facenerf.preprocess.training.gl")
-    parser.add_argument("--platform", default="auto", help="auto, egl or osmesa")
-    args = parse_args(parser, argv)
-    print(select_gl_platform(args.platform))
-    return 0
-
-
-if __name__ == "__main__":
-    from facenerf.errors import run_cli
-
-    run_cli(lambda: main(sys.argv[1:]))

@@ -12,25 +12,33 @@ Output layout (documented in ``data/README.md``)::
     {out}/render_report.json                   what was rendered, skipped and what failed
 
 Work is split into one job per (identity, expression). Jobs run in parallel worker processes
-(each owns its own offscreen renderer), finished views are skipped on a re-run, and a job that
-fails (missing texture, corrupt OBJ, ...) is reported without stopping the others.
+(each owns its own offscreen renderer; workers die with the parent, see
+:mod:`facenerf.processes`), and a job that fails (missing texture, corrupt OBJ, ...) is
+reported without stopping the others. Every file is written atomically. A re-run skips
+finished views: a view counts as finished when its PNG has the byte size recorded in the
+expression's ``transforms.json`` or, without a record (a job that was interrupted), when the
+PNG decodes completely at the requested size. An output that cannot be written (full disk,
+read-only folder) stops the batch; the report of what was done is written first (as on Ctrl-C).
 """
 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
+from facenerf.config import option
 from facenerf.data.facescape import expression_from_stem, identity_folders, pixel_center_of
 from facenerf.data.synthetic import EXPRESSIONS
-from facenerf.errors import FaceNerfError
+from facenerf.errors import FaceNerfError, OutputError
+from facenerf.io import remove_stale_temporaries, write_image, write_json
 from facenerf.preprocess.training import rig
 from facenerf.preprocess.training.render import (
-    JobResult, RenderJob, ViewRenderer, load_render_mesh, project_landmarks, write_json_atomic,
-    write_png_atomic,
+    JobResult, RenderJob, ViewRenderer, load_render_mesh, project_landmarks,
 )
 
 CAMERA_FILE = "transforms.json"
@@ -42,13 +50,16 @@ MOFANERF_ROTATION = 0.666   # unused field kept for compatibility with MoFaNeRF'
 class RenderOptions:
     """Settings shared by every job of one run."""
 
-    resolution: int = 512
+    resolution: int = option(rig.BASE_RESOLUTION, f"image size; focal {rig.BASE_FOCAL:g} px at "
+                                                  f"{rig.BASE_RESOLUTION} scales with it")
     views: tuple[rig.View, ...] = tuple(rig.all_views())
-    seed: int = 0
-    n_test: int | None = None
-    n_val: int = 0
-    double_sided: bool = False
-    pixel_center: float = 0.5   # 0.5: as the original render.py; 0: pixel (i, j) shows the ray through (i, j)
+    seed: int = option(0, "seed of the random test/val split")
+    n_test: int | None = option(None, "test views per expression (default: 20 of 120, scaled)", key="test_views")
+    n_val: int = option(0, "separate val views per expression (0: val = test, as MoFaNeRF)", key="val_views")
+    double_sided: bool = option(False, "draw back faces too (default: culled, as the original render.py)")
+    pixel_center: float = option(0.5, "pixel (i, j) shows the ray through (i + c, j + c): 0.5 as the original "
+                                      "render.py, 0 moves the principal point half a pixel; recorded in the camera "
+                                      "files, training follows it", choices=(0.0, 0.5))
 
 
 @dataclass
@@ -56,14 +67,28 @@ class BatchReport:
     results: list[JobResult] = field(default_factory=list)
     problems: list[dict] = field(default_factory=list)   # {"path", "error"} found before rendering
     transforms: list[str] = field(default_factory=list)
+    stopped: str | None = None     # why the batch ended early (Ctrl-C, full disk, ...), None if it finished
 
 
 # ----------------------------------------------------------------------------------- one job
 
-def _finished_views(job: RenderJob, opts: RenderOptions) -> set[str]:
-    """Views of ``job`` whose PNG already exists at the requested resolution."""
-    from PIL import Image
+def _decodes(png: Path, resolution: int) -> bool:
+    """True when ``png`` decodes completely (not just its header) at ``resolution`` squared."""
+    from PIL import Image, UnidentifiedImageError
 
+    try:
+        with Image.open(png) as handle:
+            if handle.size != (resolution, resolution):
+                return False
+            handle.load()
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        return False
+    return True
+
+
+def _finished_views(job: RenderJob, opts: RenderOptions) -> set[str]:
+    """Views of ``job`` whose PNG is complete at the requested resolution (see the module docstring)."""
+    recorded: dict = {}
     camera_file = job.out_dir / CAMERA_FILE
     if camera_file.is_file():
         try:
@@ -71,18 +96,18 @@ def _finished_views(job: RenderJob, opts: RenderOptions) -> set[str]:
             if int(stored.get("w", -1)) != opts.resolution or pixel_center_of(stored) != opts.pixel_center \
                     or bool(stored.get("double_sided", True)) != opts.double_sided:
                 return set()   # rendered with other settings: render again
-        except (ValueError, TypeError):
-            return set()
+            recorded = dict(stored.get("files") or {})
+        except (OSError, ValueError, TypeError):
+            recorded = {}
     done = set()
     for view in opts.views:
         png = job.out_dir / f"{view.name}.png"
-        if png.is_file():
-            try:
-                with Image.open(png) as handle:
-                    if handle.size == (opts.resolution, opts.resolution):
-                        done.add(view.name)
-            except OSError:
-                continue
+        try:
+            size = png.stat().st_size
+        except OSError:
+            continue
+        if (size == recorded[view.name]) if view.name in recorded else _decodes(png, opts.resolution):
+            done.add(view.name)
     return done
 
 
@@ -132,8 +157,33 @@ def camera_header(resolution: int, pixel_center: float = 0.5) -> dict:
             "pixel_convention": f"pixel (i, j) shows the ray through (x, y) = (i + {c:g}, j + {c:g})"}
 
 
-def run_job(renderer: ViewRenderer, job: RenderJob, opts: RenderOptions) -> JobResult:
-    """Render the missing views of one job, write its camera file; errors become ``result.error``."""
+def _render_views(renderer: ViewRenderer, job: RenderJob, opts: RenderOptions, done: set[str],
+                  check: Callable[[], None]) -> list[dict]:
+    """Render the views of ``job`` not in ``done`` (PNG each) and return every view's frame record."""
+    mesh = load_render_mesh(job.obj_path)
+    names = [v.name for v in opts.views]
+    split = rig.split_views(names, opts.seed, job.identity, job.expression, opts.n_test, opts.n_val)
+    skip = done if job.landmarks_mm is not None else set()   # depth only: landmark visibility
+    views = [v for v in opts.views if v.name not in done or v.name in skip]
+    frames = []
+    for view, rgb, depth in renderer.render(mesh, views, depth_only=skip):
+        check()
+        if rgb is not None:
+            write_image(job.out_dir / f"{view.name}.png", rgb)
+        frames.append(_frame(job, view, split[view.name], depth, opts))
+    rendered = {f["view"] for f in frames}
+    frames += [_frame(job, v, split[v.name], None, opts) for v in opts.views if v.name not in rendered]
+    frames.sort(key=lambda f: rig.parse_view_name(f["view"]))
+    return frames
+
+
+def run_job(renderer: ViewRenderer, job: RenderJob, opts: RenderOptions,
+            check: Callable[[], None] = lambda: None) -> JobResult:
+    """Render the missing views of one job, write its camera file; errors become ``result.error``.
+
+    ``check()`` runs before each view is written (workers use it to stop when orphaned). An
+    :class:`OutputError` (the output cannot be written) is raised, not reported: it stops the batch.
+    """
     result = JobResult(job.identity, job.expression, str(job.obj_path))
     try:
         job = _with_indexed_landmarks(job)
@@ -142,27 +192,17 @@ def run_job(renderer: ViewRenderer, job: RenderJob, opts: RenderOptions) -> JobR
         if cached is not None:
             result.frames, result.skipped = cached, len(cached)
             return result
-        mesh = load_render_mesh(job.obj_path)
-        job.out_dir.mkdir(parents=True, exist_ok=True)
-        names = [v.name for v in opts.views]
-        split = rig.split_views(names, opts.seed, job.identity, job.expression, opts.n_test, opts.n_val)
-        skip = done if job.landmarks_mm is not None else set()
-        views = [v for v in opts.views if v.name not in done or v.name in skip]
-        for view, rgb, depth in renderer.render(mesh, views, depth_only=skip):
-            if rgb is not None:
-                write_png_atomic(job.out_dir / f"{view.name}.png", rgb)
-            result.frames.append(_frame(job, view, split[view.name], depth, opts))
-        rendered = {f["view"] for f in result.frames}
-        result.frames += [_frame(job, v, split[v.name], None, opts)
-                          for v in opts.views if v.name not in rendered]
-        result.frames.sort(key=lambda f: rig.parse_view_name(f["view"]))
+        result.frames = _render_views(renderer, job, opts, done, check)
         result.skipped = len(done)
         result.rendered = len(opts.views) - len(done)
+        files = {v.name: (job.out_dir / f"{v.name}.png").stat().st_size for v in opts.views}
         payload = dict(camera_header(opts.resolution, opts.pixel_center), identity=job.identity,
                        expression=job.expression, expression_name=EXPRESSIONS[job.expression],
-                       mesh=str(job.obj_path), double_sided=opts.double_sided,
-                       split_key=_split_key(opts), frames=result.frames)
-        write_json_atomic(job.out_dir / CAMERA_FILE, payload)
+                       mesh=str(job.obj_path), double_sided=opts.double_sided, split_key=_split_key(opts),
+                       files=files, frames=result.frames)
+        write_json(job.out_dir / CAMERA_FILE, payload, indent=None, what="camera file")
+    except OutputError:
+        raise
     except FaceNerfError as err:
         result.error = str(err)
     except (OSError, ValueError, RuntimeError) as err:
@@ -239,42 +279,60 @@ def _job_landmarks(obj: Path, identity: str, expression: int, landmarks: np.ndar
 _worker_state: dict = {}   # per worker process: its own renderer and options
 
 
-def _init_worker(platform: str, opts: RenderOptions) -> None:
-    import os
+def _init_worker(platform: str, opts: RenderOptions, parent_pid: int) -> None:
+    from facenerf.processes import worker_setup
 
+    worker_setup(parent_pid)
     os.environ["PYOPENGL_PLATFORM"] = platform
     _worker_state["renderer"] = ViewRenderer(opts.resolution, opts.double_sided, opts.pixel_center)
     _worker_state["opts"] = opts
+    _worker_state["parent"] = parent_pid
 
 
 def _worker_run(job: RenderJob) -> JobResult:
-    return run_job(_worker_state["renderer"], job, _worker_state["opts"])
+    from facenerf.processes import exit_if_orphaned
+
+    def check() -> None:
+        exit_if_orphaned(_worker_state["parent"])
+
+    check()
+    return run_job(_worker_state["renderer"], job, _worker_state["opts"], check)
 
 
 def run_jobs(jobs: list[RenderJob], opts: RenderOptions, workers: int, platform: str,
-             progress: bool = True) -> list[JobResult]:
-    """Run ``jobs`` in ``workers`` processes (in this process when ``workers <= 1``)."""
+             progress: bool = True, results: list[JobResult] | None = None) -> list[JobResult]:
+    """Run ``jobs`` in ``workers`` processes (in this process when ``workers <= 1``).
+
+    Results are appended to ``results`` (a new list by default) as jobs finish, so a caller
+    still holds the finished ones when a fault or Ctrl-C ends the batch early.
+    """
     from tqdm import tqdm
 
-    results: list[JobResult] = []
+    results = [] if results is None else results
     bar = tqdm(total=len(jobs) * len(opts.views), desc="rendering views", unit="view", disable=not progress)
-    if workers <= 1 or len(jobs) <= 1:
-        renderer = ViewRenderer(opts.resolution, opts.double_sided, opts.pixel_center)
-        try:
-            for job in jobs:
-                results.append(run_job(renderer, job, opts))
-                bar.update(len(opts.views))
-        finally:
-            renderer.close()
-    else:
-        import multiprocessing as mp
+    try:
+        if workers <= 1 or len(jobs) <= 1:
+            from facenerf.processes import StopOnInterrupt
 
-        context = mp.get_context("spawn")
-        with context.Pool(min(workers, len(jobs)), initializer=_init_worker, initargs=(platform, opts)) as pool:
-            for result in pool.imap_unordered(_worker_run, jobs):
-                results.append(result)
-                bar.update(len(opts.views))
-    bar.close()
+            renderer = ViewRenderer(opts.resolution, opts.double_sided, opts.pixel_center)
+            try:   # Ctrl-C stops between views: inside an OpenGL call it would surface as a ctypes error
+                with StopOnInterrupt("stopping after the current view (Ctrl-C again to stop at once)") as stop:
+                    for job in jobs:
+                        results.append(run_job(renderer, job, opts, stop.check))
+                        bar.update(len(opts.views))
+            finally:
+                renderer.close()
+        else:
+            import multiprocessing as mp
+
+            context = mp.get_context("spawn")
+            with context.Pool(min(workers, len(jobs)), initializer=_init_worker,
+                              initargs=(platform, opts, os.getpid())) as pool:
+                for result in pool.imap_unordered(_worker_run, jobs):
+                    results.append(result)
+                    bar.update(len(opts.views))
+    finally:
+        bar.close()
     return results
 
 
@@ -302,7 +360,8 @@ def write_identity_transforms(out_root: Path, identity: str, resolution: int,
     paths = []
     for name, chosen in by_split.items():
         path = out_root / f"transforms_{name}_{identity}.json"
-        write_json_atomic(path, dict(header, identity=identity, split=name, frames=chosen))
+        write_json(path, dict(header, identity=identity, split=name, frames=chosen), indent=None,
+                   what="camera file")
         paths.append(path)
     return paths
 
@@ -313,11 +372,9 @@ def write_report(out_root: Path, report: BatchReport, opts: RenderOptions) -> Pa
         "resolution": opts.resolution, "views": [v.name for v in opts.views], "seed": opts.seed,
         "jobs": [{k: v for k, v in asdict(r).items() if k != "frames"} for r in report.results],
         "problems": report.problems + [{"path": r.obj_path, "error": r.error} for r in report.results if r.error],
-        "transforms": report.transforms,
+        "transforms": report.transforms, "stopped": report.stopped,
     }
-    path = out_root / REPORT_FILE
-    write_json_atomic(path, payload)
-    return path
+    return write_json(out_root / REPORT_FILE, payload, indent=None, what="report")
 
 
 def load_landmark_array(path: Path | None) -> np.ndarray | None:
@@ -344,13 +401,27 @@ def render_dataset(models_out: Path, out_root: Path, opts: RenderOptions, worker
     jobs, problems = discover_jobs(models_out, out_root, ids, expressions, landmarks, landmark_indices)
     if not jobs and not problems:
         raise FaceNerfError(f"no meshes '{{id}}/{{k}}_{{name}}.obj' found under {models_out}; check --models_out")
+    remove_stale_temporaries(out_root, recursive=True)   # left by a killed run
     report = BatchReport(problems=problems)
-    report.results = run_jobs(jobs, opts, workers, platform, progress)
-    for identity in sorted({job.identity for job in jobs}):
-        report.transforms += [str(p) for p in write_identity_transforms(out_root, identity, opts.resolution,
-                                                                        opts.pixel_center)]
+    try:
+        run_jobs(jobs, opts, workers, platform, progress, report.results)
+        for identity in sorted({job.identity for job in jobs}):
+            report.transforms += [str(p) for p in write_identity_transforms(out_root, identity, opts.resolution,
+                                                                            opts.pixel_center)]
+    except (KeyboardInterrupt, FaceNerfError) as err:
+        report.stopped = "interrupted" if isinstance(err, KeyboardInterrupt) else str(err)
+        _write_report_if_possible(out_root, report, opts)
+        raise
     write_report(out_root, report, opts)
     return report
+
+
+def _write_report_if_possible(out_root: Path, report: BatchReport, opts: RenderOptions) -> None:
+    """Write the report of a batch that stopped early; a second failure (full disk) is left unsaid."""
+    try:
+        write_report(out_root, report, opts)
+    except OutputError:
+        pass
 
 
 def print_summary(report: BatchReport, out_root: Path) -> int:

@@ -13,8 +13,6 @@ the camera files record the convention (``pixel_center``), which training reads 
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -152,22 +150,6 @@ def project_landmarks(landmarks_mm: np.ndarray, view: rig.View, resolution: int,
                 near_surface |= (surface > 0) & (np.abs(surface - z) < VISIBILITY_TOLERANCE)
         visible &= near_surface
     return xy, visible
-
-
-def write_png_atomic(path: Path, image: np.ndarray) -> None:
-    """Write a PNG through a temporary file so an interrupted run never leaves a partial image."""
-    from facenerf.io import write_image
-
-    tmp = path.with_name(f".{path.stem}.partial.png")
-    write_image(tmp, image)
-    os.replace(tmp, path)
-
-
-def write_json_atomic(path: Path, payload: dict) -> None:
-    """Write JSON through a temporary file (see :func:`write_png_atomic`)."""
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(json.dumps(payload, separators=(",", ":")))
-    os.replace(tmp, path)
 
 
 @dataclass(frozen=True)

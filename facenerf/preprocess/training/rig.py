@@ -48,9 +48,15 @@ class View:
 
     def c2w(self) -> np.ndarray:
         """Camera-to-world pose [4, 4] (OpenGL convention, scene units)."""
-        from facenerf.core.cameras import mofanerf_pose
+        return mofanerf_pose(float(self.pitch), self.yaw_deg).numpy().astype(np.float64)
 
-        return mofanerf_pose(float(self.pitch), self.yaw_deg, RADIUS).numpy().astype(np.float64)
+
+def mofanerf_pose(pitch_deg: float, yaw_deg: float, radius: float = RADIUS):
+    """Camera-to-world pose ``[4, 4]`` float32 tensor (OpenGL) of a rig camera: on the sphere of
+    ``radius`` looking at the head, positive pitch above it (:func:`facenerf.core.cameras.orbit_pose`)."""
+    from facenerf.core.cameras import orbit_pose
+
+    return orbit_pose(pitch_deg, yaw_deg, radius)
 
 
 def all_views() -> list[View]:
@@ -102,6 +108,10 @@ def select_views(count: int | None = None, pitches: list[int] | None = None,
     if count is not None:
         if count < 1:
             raise FaceNerfError(f"--views must be at least 1, got {count}")
+        if count > len(views):
+            raise FaceNerfError(f"--views {count} asks for more views than the {len(views)} the rig "
+                                f"{'has' if not (pitches or yaw_indices) else 'keeps with --pitches/--yaws'}; "
+                                f"use --views {len(views)} or fewer")
         views = spread_subset(views, count)
     return views
 

@@ -21,19 +21,23 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
+from facenerf.config import option
 from facenerf.data.pairs import WriteSummary, write_pairs
 from facenerf.errors import FaceNerfError
-from facenerf.io import read_image, resize_image
+from facenerf.io import read_image, resize_image, write_text
 
 
 @dataclass(frozen=True)
 class PairPlan:
     """How many pairs per identity and at what render size."""
 
-    n_expressions: int = 10
-    n_views: int = 8
-    render_scale: float = 0.5
-    seed: int = 0
+    n_expressions: int = option(10, "expressions drawn per identity", key="pair_expressions")
+    n_views: int = option(8, "training views drawn per expression", key="pair_views")
+    render_scale: float = option(0.5, "render size as a fraction of the image size")
+
+    def __post_init__(self) -> None:
+        if self.n_expressions < 1 or self.n_views < 1 or not 0 < self.render_scale <= 1:
+            raise FaceNerfError("--pair_expressions and --pair_views must be positive and --render_scale in (0, 1]")
 
 
 def choose_frames(frames, identity: int, plan: PairPlan, rng: np.random.Generator) -> list[tuple[int, list[int]]]:
@@ -63,9 +67,10 @@ def render_training_view(model, data, frame: int, scale: float) -> torch.Tensor:
 
 
 def pair_items(model, data, plan: PairPlan, names: Callable[[int], str], report: Callable[[str], None],
-               index: list[str]) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
-    """``(relative path, render, ground truth)`` for every chosen view; unreadable views are reported."""
-    rng = np.random.default_rng(plan.seed)
+               index: list[str], seed: int = 0) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+    """``(relative path, render, ground truth)`` for every chosen view (drawn with ``seed``);
+    unreadable views are reported."""
+    rng = np.random.default_rng(seed)
     for person in range(len(data.identities)):
         pid = data.identities[person].identity
         for expression, frames in choose_frames(data.frames, person, plan, rng):
@@ -83,17 +88,15 @@ def pair_items(model, data, plan: PairPlan, names: Callable[[int], str], report:
 
 
 def make_refine_pairs(model, data, out_root: str | Path, plan: PairPlan, names: Callable[[int], str],
-                      report: Callable[[str], None] = print, progress: bool = True) -> WriteSummary:
+                      report: Callable[[str], None] = print, progress: bool = True, seed: int = 0) -> WriteSummary:
     """Render and write the pairs (see the module docstring); returns write_pairs' summary."""
     from tqdm.auto import tqdm
 
-    if plan.n_expressions < 1 or plan.n_views < 1 or not 0 < plan.render_scale <= 1:
-        raise FaceNerfError("--pair_expressions and --pair_views must be positive and --render_scale in (0, 1]")
     model.eval()
     index: list[str] = []
-    items = tqdm(pair_items(model, data, plan, names, report, index), desc="pairs", unit="pair",
+    items = tqdm(pair_items(model, data, plan, names, report, index, seed), desc="pairs", unit="pair",
                  disable=not progress)
     summary = write_pairs(out_root, items, report=report)
-    Path(out_root).mkdir(parents=True, exist_ok=True)
-    (Path(out_root) / "pairs_index.txt").write_text("# pair -> ground-truth source image\n" + "\n".join(index) + "\n")
+    header = "# pair -> ground-truth source image\n"
+    write_text(Path(out_root) / "pairs_index.txt", header + "\n".join(index) + "\n", "pair index")
     return summary

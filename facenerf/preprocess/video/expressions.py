@@ -1,0 +1,103 @@
+"""Expression coefficients from landmarks with a linear blendshape basis (no private tracker).
+
+The basis is the procedural head's (:func:`facenerf.data.synthetic.blendshapes.landmark_basis`):
+3D landmarks ``L(c) = neutral + sum_k c_k deltas[k]`` in the head frame. For one frame with a
+known pose, the coefficients minimise the weighted image distance between the projected
+``L(c)`` and the detected landmarks (residuals measured in eye-distance units, so the weights
+do not depend on the resolution) plus a small ridge term, under ``0 <= c <= 1``: a few
+Gauss-Newton steps, each a bounded linear least-squares problem (``scipy.optimize.lsq_linear``).
+:func:`personalise` adapts the neutral template to the speaker from the frames that look most
+neutral, so identity differences (a wider mouth, higher brows) do not read as expressions.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# weight per landmark: the jaw outline is a silhouette (least reliable), the nose barely moves
+LANDMARK_WEIGHTS = np.concatenate([np.full(17, 0.3), np.full(10, 1.0), np.full(9, 0.5), np.full(12, 1.5),
+                                   np.full(12, 1.0), np.full(8, 1.2)])
+
+
+def _camera_points(points: np.ndarray, rvec: np.ndarray, tvec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    import cv2
+
+    rot, _ = cv2.Rodrigues(np.asarray(rvec, dtype=np.float64).reshape(3, 1))
+    return points @ rot.T + np.asarray(tvec).reshape(3), rot
+
+
+def project(points: np.ndarray, rvec: np.ndarray, tvec: np.ndarray, kmat: np.ndarray) -> np.ndarray:
+    """Head-frame points ``[L, 3]`` -> pixels ``[L, 2]`` (OpenCV pinhole, no distortion)."""
+    cam, _ = _camera_points(points, rvec, tvec)
+    return cam[:, :2] / cam[:, 2:] * kmat[[0, 1], [0, 1]] + kmat[:2, 2]
+
+
+def _jacobian(cam: np.ndarray, rot: np.ndarray, deltas: np.ndarray, kmat: np.ndarray) -> np.ndarray:
+    """``[2 L, K]`` derivative of the projected landmarks w.r.t. the coefficients."""
+    d_cam = np.einsum("kla,ba->klb", deltas, rot)                  # [K, L, 3] camera-frame change
+    z = cam[None, :, 2]
+    dx = kmat[0, 0] * (d_cam[..., 0] * z - cam[None, :, 0] * d_cam[..., 2]) / z ** 2
+    dy = kmat[1, 1] * (d_cam[..., 1] * z - cam[None, :, 1] * d_cam[..., 2]) / z ** 2
+    return np.stack([dx, dy], axis=-1).reshape(len(deltas), -1).T  # [L*2, K]
+
+
+def fit_frame(observed: np.ndarray, rvec: np.ndarray, tvec: np.ndarray, kmat: np.ndarray,
+              neutral: np.ndarray, deltas: np.ndarray, ridge: float = 1e-3, steps: int = 3,
+              start: np.ndarray | None = None) -> np.ndarray:
+    """Coefficients ``[K]`` in [0, 1] for one frame's landmarks ``observed [68, 2]``."""
+    from scipy.optimize import lsq_linear
+
+    k = len(deltas)
+    c = np.zeros(k) if start is None else np.clip(np.asarray(start, dtype=np.float64), 0, 1)
+    scale = 1.0 / max(np.linalg.norm(observed[45] - observed[36]), 1e-6)   # eye-corner distance
+    w = np.repeat(LANDMARK_WEIGHTS, 2) * scale
+    for _ in range(steps):
+        points = neutral + np.tensordot(c, deltas, axes=1)
+        cam, rot = _camera_points(points, rvec, tvec)
+        predicted = cam[:, :2] / cam[:, 2:] * kmat[[0, 1], [0, 1]] + kmat[:2, 2]
+        jac = _jacobian(cam, rot, deltas, kmat)
+        residual = (observed - predicted).reshape(-1)
+        a = np.concatenate([jac * w[:, None], np.sqrt(ridge) * np.eye(k)])
+        b = np.concatenate([(residual + jac @ c) * w, np.zeros(k)])
+        c = np.clip(lsq_linear(a, b, bounds=(0.0, 1.0), method="bvls").x, 0.0, 1.0)
+    return c
+
+
+def personalise(landmarks: np.ndarray, rvecs: np.ndarray, tvecs: np.ndarray, kmat: np.ndarray,
+                neutral: np.ndarray, coefficients: np.ndarray, keep: np.ndarray, share: float = 0.15) -> np.ndarray:
+    """A neutral template ``[68, 3]`` adapted to the speaker.
+
+    On the ``share`` of kept frames with the weakest expression (smallest coefficient sum), the
+    image residual of the *neutral* template is lifted back into the head frame (at each
+    landmark's depth, perpendicular to the view) and averaged; the result is added to
+    ``neutral``. Depth differences cannot be seen and stay the template's.
+    """
+    index = np.flatnonzero(keep)
+    energy = coefficients[index].sum(axis=1)
+    chosen = index[np.argsort(energy)[: max(1, int(round(share * len(index))))]]
+    offsets = []
+    for i in chosen:
+        cam, rot = _camera_points(neutral, rvecs[i], tvecs[i])
+        predicted = cam[:, :2] / cam[:, 2:] * kmat[[0, 1], [0, 1]] + kmat[:2, 2]
+        residual = landmarks[i] - predicted
+        lifted = np.concatenate([residual * cam[:, 2:] / kmat[[0, 1], [0, 1]], np.zeros((68, 1))], axis=1)
+        offsets.append(lifted @ rot)                                  # camera -> head frame
+    return anchor(neutral + np.mean(offsets, axis=0), neutral)
+
+
+def anchor(template: np.ndarray, reference: np.ndarray, indices: np.ndarray | None = None) -> np.ndarray:
+    """``template [L, 3]`` moved by the similarity that best aligns it to ``reference`` on ``indices``.
+
+    Keeps a personalised template in the reference's head frame: its shape may change, its
+    position, orientation and size may not (they belong to the pose and the focal length).
+    """
+    from facenerf.preprocess.video.headpose import RIGID
+
+    idx = RIGID if indices is None else indices
+    a, b = template[idx], reference[idx]
+    ca, cb = a.mean(0), b.mean(0)
+    u, sig, vt = np.linalg.svd((a - ca).T @ (b - cb))
+    d = np.sign(np.linalg.det(u @ vt))
+    rot = (u @ np.diag([1.0, 1.0, d]) @ vt).T
+    scale = (sig * [1.0, 1.0, d]).sum() / ((a - ca) ** 2).sum()
+    return (template - ca) @ rot.T * scale + cb

@@ -1,0 +1,120 @@
+"""Frame extraction with the ffmpeg binary that ships with imageio-ffmpeg.
+
+Frames are resampled to a constant rate (25 fps by default) with ffmpeg's ``fps`` filter, and
+ffmpeg's ``vfrdet`` filter measures, in the same decoding pass, how many input frames arrive at
+irregular intervals (a variable frame rate). They are written as ``ori_imgs/<i>.jpg``,
+numbered from 0.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from facenerf.errors import FaceNerfError
+from facenerf.io import write_image
+
+IMAGE_FORMATS = ("image2", "png_pipe", "jpeg_pipe", "bmp_pipe", "webp_pipe", "tiff_pipe", "gif")
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What ffmpeg reports about a file's first video stream."""
+
+    width: int
+    height: int
+    fps: float | None        # nominal frame rate
+    duration: float | None   # seconds
+    container: str
+
+
+def ffmpeg_exe() -> str:
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def probe_video(path: Path) -> VideoInfo:
+    """Read the header of ``path``; a one-line error when it is missing or not a video."""
+    if not path.is_file():
+        raise FaceNerfError(f"video not found: {path} (check the path)")
+    done = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path)],
+                          capture_output=True, text=True, errors="replace")
+    text = done.stderr
+    container = re.search(r"Input #0, ([\w,]+), from", text)
+    stream = re.search(r"Stream #0:\d+.*?: Video: (.*)", text)
+    if container is None or stream is None:
+        raise FaceNerfError(f"{path} is not a video (ffmpeg finds no video stream); pass an .mp4/.mov/.avi file")
+    if container.group(1).split(",")[0] in IMAGE_FORMATS:
+        raise FaceNerfError(f"{path} is a still image, not a video; pass a video file (.mp4, .mov, .avi)")
+    size = re.search(r"(\d{2,5})x(\d{2,5})", stream.group(1))
+    fps = re.search(r"([\d.]+) fps", stream.group(1))
+    duration = re.search(r"Duration: (\d+):(\d+):([\d.]+)", text)
+    seconds = None
+    if duration:
+        h, m, s = duration.groups()
+        seconds = 3600 * int(h) + 60 * int(m) + float(s)
+    if size is None:
+        raise FaceNerfError(f"{path}: ffmpeg reports no frame size for the video stream; re-encode the video")
+    return VideoInfo(int(size.group(1)), int(size.group(2)), float(fps.group(1)) if fps else None, seconds,
+                     container.group(1))
+
+
+@dataclass(frozen=True)
+class Extraction:
+    n_frames: int
+    width: int
+    height: int
+    vfr_ratio: float | None   # share of input frames with irregular timing (None: unknown)
+    source_fps: float | None
+
+
+def _vfr_ratio(log: str) -> float | None:
+    found = re.findall(r"VFR:([\d.]+) \((\d+)/(\d+)\)", log)
+    if not found:
+        return None
+    _, variable, constant = found[-1]
+    total = int(variable) + int(constant)
+    return int(variable) / total if total else None
+
+
+def extract_frames(path: Path, out_dir: Path, fps: float = 25.0, quality: int = 95,
+                   progress: bool = True) -> Extraction:
+    """Decode ``path`` at ``fps`` into ``out_dir/<i>.jpg``; returns counts and the VFR measure."""
+    from tqdm import tqdm
+
+    info = probe_video(path)
+    frame_bytes = info.width * info.height * 3
+    expected = int(round(info.duration * fps)) if info.duration else None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    command = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats", "-i", str(path), "-map", "0:v:0",
+               "-vf", f"vfrdet,fps={fps}", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
+    count = 0
+    with tempfile.TemporaryFile(mode="w+") as log:
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log)
+        try:
+            with tqdm(total=expected, desc="frames", unit="frame", disable=None if progress else True) as bar:
+                while True:
+                    chunk = process.stdout.read(frame_bytes)
+                    if len(chunk) < frame_bytes:
+                        break
+                    target = out_dir / f"{count}.jpg"
+                    if not target.is_file():     # a resumed run keeps the frames already written
+                        image = np.frombuffer(chunk, np.uint8).reshape(info.height, info.width, 3)
+                        write_image(target, image, quality)
+                    count += 1
+                    bar.update(1)
+        finally:
+            process.stdout.close()
+            status = process.wait()
+        log.seek(0)
+        text = log.read()
+    if status != 0 and count == 0:
+        last = [line for line in text.strip().splitlines() if line.strip()][-1:] or ["unknown error"]
+        raise FaceNerfError(f"ffmpeg cannot decode {path}: {last[0].strip()}; re-encode it (e.g. to H.264 MP4)")
+    return Extraction(count, info.width, info.height, _vfr_ratio(text), info.fps)

@@ -1,0 +1,346 @@
+"""The video-to-dataset pipeline behind ``data_utils/process.py``: named, resumable, timed stages.
+
+Stages, in order (outputs under ``out/``; intermediate results under ``out/track/``):
+
+========== ============================================================================
+frames     ``ori_imgs/<i>.jpg`` at ``fps``; ``track/frames.json``
+landmarks  ``track/landmarks.npz`` (dlib, carried through short misses, smoothed)
+tracking   ``track/head.npz``: focal length, per-frame pose and coefficients
+masks      ``bc.jpg``, ``head_imgs/``, ``head_masks/``, ``parsing/``, ``torso_imgs/``, ``gt_imgs/``
+dataset    ``transforms_{all,train,val}.json``, ``expr.npy``, ``expr_max.npy``, ``expr_min.npy``,
+           ``expr_names.txt``, ``ori_imgs/<i>.lms``
+preview    ``preview.mp4``
+========== ============================================================================
+
+``track/stages.json`` records, per stage, a key (a hash of the settings it depends on and of
+the previous stage's key) and its duration. A rerun skips every stage whose key is unchanged
+and finished, resumes an unfinished stage with the same key (per-frame files already written
+are kept: every write is atomic), and redoes a stage whose key changed, with all later stages.
+``report.json`` sums up the run (frames kept, carried and dropped, focal length, timings).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from facenerf.config import option
+from facenerf.errors import FaceNerfError
+from facenerf.io import VIDEO_FPS, remove_stale_temporaries, write_json
+
+STAGES = ("frames", "landmarks", "tracking", "masks", "dataset", "preview")
+STAGE_OUTPUTS = {
+    "frames": ["ori_imgs", "track/frames.json"],
+    "landmarks": ["track/landmarks.npz"],
+    "tracking": ["track/head.npz"],
+    "masks": ["bc.jpg", "head_imgs", "head_masks", "parsing", "torso_imgs", "gt_imgs", "track/plate.npz"],
+    "dataset": ["transforms_all.json", "transforms_train.json", "transforms_val.json", "expr.npy", "expr_max.npy",
+                "expr_min.npy", "expr_names.txt"],
+    "preview": ["preview.mp4"],
+}
+
+
+@dataclass
+class ProcessSettings:
+    """Everything ``data_utils/process.py`` can set (its options: the fields declared with ``option``)."""
+
+    video: Path
+    out: Path
+    fps: float = option(float(VIDEO_FPS), "frame rate the video is resampled to")
+    test_num: int | None = option(None, "last frames held out (default: 10%, at least 1)")
+    expr_file: Path | None = option(None, "per-frame coefficients from another tracker (.csv or .npy, one row "
+                                          "per frame at --fps)")
+    upsample: int | None = option(None, "dlib HOG up-sampling (default: from the frame size)")
+    max_gap: int = option(5, "longest detection miss carried over, in frames")
+    smooth_landmarks: float = option(0.7, "temporal smoothing sigma of the landmarks (frames)")
+    smooth_pose: float = option(1.0, "temporal smoothing sigma of the pose (frames)")
+    smooth_expression: float = option(0.7, "temporal smoothing sigma of the expression (frames)")
+    focal: float | None = option(None, "focal length in pixels (default: estimated for the clip)")
+    mask_samples: int = option(24, "frames segmented to build the background plate")
+    min_frames: int = option(50, "fewest frames with a face to accept")
+    preview: bool = option(True, "write preview.mp4")
+    jpeg_quality: int = option(95, "JPEG quality of the frames (1-100)")
+    progress: bool = True
+    predictor: str | None = option(None, "dlib 68-point model file (default: face_recognition_models)")
+
+    def key(self, *names: str) -> str:
+        values = {name: str(getattr(self, name)) for name in names}
+        return json.dumps(values, sort_keys=True)
+
+
+@dataclass
+class StageLog:
+    """``track/stages.json``: key, completion and duration of every stage."""
+
+    path: Path
+    entries: dict = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: Path) -> "StageLog":
+        try:
+            return cls(path, json.loads(path.read_text()) if path.is_file() else {})
+        except (OSError, json.JSONDecodeError):
+            return cls(path, {})
+
+    def save(self) -> None:
+        write_json(self.path, self.entries, indent=1)
+
+
+def _hash(*parts: str) -> str:
+    return hashlib.sha1("|".join(parts).encode()).hexdigest()[:16]
+
+
+class VideoProcessor:
+    """Runs the stages for one video (see the module docstring)."""
+
+    def __init__(self, settings: ProcessSettings):
+        self.s = settings
+        self.out = settings.out
+        self.track = settings.out / "track"
+        self.track.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(settings.out, recursive=True)   # left by a killed earlier run
+        self.log = StageLog.load(self.track / "stages.json")
+        self.notes: list[str] = []
+        self._previous_key = ""
+        self.ran: list[str] = []
+
+    # ------------------------------------------------------------------ stage bookkeeping
+    def _stage(self, name: str, settings_key: str, body) -> None:
+        key = _hash(self._previous_key, settings_key)
+        self._previous_key = key
+        entry = self.log.entries.get(name, {})
+        outputs = [self.out / p for p in STAGE_OUTPUTS[name]]
+        if entry.get("key") == key and entry.get("done") and all(p.exists() for p in outputs):
+            return
+        if entry.get("key") != key:
+            for path in outputs:
+                shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+        self.log.entries[name] = {"key": key, "done": False}
+        self.log.save()
+        start = time.perf_counter()
+        body()
+        self.log.entries[name] = {"key": key, "done": True, "seconds": round(time.perf_counter() - start, 2)}
+        self.log.save()
+        self.ran.append(name)
+
+    def note(self, message: str) -> None:
+        """Say something the user should know (printed at once, kept in the report)."""
+        self.notes.append(message)
+        print(f"note: {message}", flush=True)
+
+    def frame_paths(self) -> list[Path]:
+        info = json.loads((self.track / "frames.json").read_text())
+        return [self.out / "ori_imgs" / f"{i}.jpg" for i in range(info["n_frames"])]
+
+    # ------------------------------------------------------------------------- stages
+    def frames(self) -> None:
+        from facenerf.preprocess.video.frames import extract_frames, probe_video
+
+        probe_video(self.s.video)                  # one line for a missing file or a non-video
+        stat = self.s.video.stat()
+        source = f"{self.s.video.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+
+        def body():
+            done = extract_frames(self.s.video, self.out / "ori_imgs", self.s.fps, self.s.jpeg_quality, self.s.progress)
+            write_json(self.track / "frames.json", asdict(done))
+
+        self._stage("frames", source + self.s.key("fps", "jpeg_quality"), body)
+        info = json.loads((self.track / "frames.json").read_text())
+        if info["n_frames"] < self.s.min_frames:
+            raise FaceNerfError(f"{self.s.video} is too short: {info['n_frames']} frames at {self.s.fps:g} fps; "
+                                f"at least {self.s.min_frames} are needed (--min_frames), minutes are better")
+        ratio = info.get("vfr_ratio")
+        if ratio is not None and ratio > 0.01:
+            self.note(f"{self.s.video.name} has a variable frame rate ({100 * ratio:.0f}% of its frames arrive "
+                              f"off a regular beat); it was resampled to a constant {self.s.fps:g} fps")
+        elif info.get("source_fps") and abs(info["source_fps"] - self.s.fps) > 0.01:
+            self.note(f"{self.s.video.name} runs at {info['source_fps']:g} fps; resampled to {self.s.fps:g} fps")
+        self.info = info
+
+    def landmarks(self):
+        from facenerf.preprocess.video.landmarks import LandmarkTrack, choose_upsample, track_landmarks
+
+        upsample = self.s.upsample if self.s.upsample is not None else choose_upsample(self.info["width"],
+                                                                                         self.info["height"])
+
+        def body():
+            track_landmarks(self.frame_paths(), upsample, self.s.max_gap, self.s.smooth_landmarks, self.s.predictor,
+                            self.s.progress).save(self.track / "landmarks.npz")
+
+        self._stage("landmarks", f"{upsample}|" + self.s.key("max_gap", "smooth_landmarks", "predictor"), body)
+        track = LandmarkTrack.load(self.track / "landmarks.npz")
+        kept = int(track.valid.sum())
+        if 0 < kept < len(track.valid):
+            self.note(f"{len(track.valid) - kept} of {len(track.valid)} frames show no face and were dropped "
+                      f"(first: frame {int(np.flatnonzero(~track.valid)[0])}); see report.json")
+        if kept == 0:
+            raise FaceNerfError(f"no face found in any of the {len(track.valid)} frames of {self.s.video.name}; "
+                                "use a video that shows one face, frontal and well lit (or try --upsample 1)")
+        if kept < self.s.min_frames:
+            raise FaceNerfError(f"only {kept} of {len(track.valid)} frames show a face; at least {self.s.min_frames} "
+                                "are needed (--min_frames)")
+        return track
+
+    def tracking(self, landmarks):
+        from facenerf.preprocess.video.tracking import HeadTrack, track_head
+
+        def body():
+            track_head(landmarks.landmarks, landmarks.valid, self.info["width"], self.info["height"], self.s.focal,
+                       self.s.smooth_pose, self.s.smooth_expression, self.s.progress).save(self.track / "head.npz")
+
+        self._stage("tracking", self.s.key("focal", "smooth_pose", "smooth_expression"), body)
+        return HeadTrack.load(self.track / "head.npz")
+
+    def masks(self, landmarks) -> None:
+        from tqdm import tqdm
+
+        from facenerf.data.video import write_frame_files
+        from facenerf.io import read_image
+        from facenerf.preprocess.video import masks as mk
+
+        settings = mk.MaskSettings(samples=self.s.mask_samples)
+        paths = self.frame_paths()
+        folders = ("gt_imgs", "head_imgs", "head_masks", "parsing", "torso_imgs")
+        suffix = {"gt_imgs": "jpg", "head_imgs": "jpg"}
+
+        def done(i: int) -> bool:
+            return all((self.out / f / f"{i}.{suffix.get(f, 'png')}").is_file() for f in folders)
+
+        def body():
+            plate = self._plate(paths, landmarks, settings)
+            for i in tqdm(np.flatnonzero(landmarks.valid), desc="masks", unit="frame",
+                          disable=None if self.s.progress else True):
+                if done(i):
+                    continue
+                image = read_image(paths[i])
+                labels = mk.frame_labels(image, landmarks.landmarks[i], plate, settings)
+                write_frame_files(self.out, int(i), image, labels, plate.image, mk.torso_layer(image, labels), None,
+                                  self.s.jpeg_quality, write_frame=False)
+
+        self._stage("masks", self.s.key("mask_samples", "jpeg_quality"), body)
+
+    def _plate(self, paths, landmarks, settings):
+        from facenerf.io import read_image, write_npz, write_image
+        from facenerf.preprocess.video.masks import Plate, background_plate
+
+        stored = self.track / "plate.npz"
+        if stored.is_file():
+            with np.load(stored, allow_pickle=False) as data:
+                return Plate(data["image"], data["known"], data["covered"])
+        kept = np.flatnonzero(landmarks.valid)
+        chosen = kept[np.linspace(0, len(kept) - 1, min(settings.samples, len(kept))).astype(int)]
+        plate = background_plate([read_image(paths[i]) for i in chosen], [landmarks.landmarks[i] for i in chosen])
+        write_image(self.out / "bc.jpg", plate.image, self.s.jpeg_quality)
+        write_npz(stored, image=plate.image, known=plate.known, covered=plate.covered)
+        return plate
+
+    def _coefficients(self, head, n_frames: int):
+        from facenerf.preprocess.video.exprfile import load_expr_file
+        from facenerf.preprocess.video.tracking import landmark_model
+
+        if self.s.expr_file is None:
+            return head.coefficients, list(landmark_model()[2])
+        return load_expr_file(self.s.expr_file, n_frames)
+
+    def dataset(self, landmarks, head) -> None:
+        from facenerf.core.cameras import Intrinsics
+        from facenerf.data.video import write_expressions, write_transforms
+        from facenerf.io import write_text
+        from facenerf.preprocess.video.tracking import head_box
+
+        kept = np.flatnonzero(landmarks.valid)
+        n_test = self.n_test(len(kept))
+        expr_source = ""
+        if self.s.expr_file is not None:
+            stat = Path(self.s.expr_file).stat() if Path(self.s.expr_file).is_file() else None
+            expr_source = f"{Path(self.s.expr_file).resolve()}|{stat.st_size if stat else 0}|{stat.st_mtime_ns if stat else 0}"
+
+        def body():
+            table, names = self._coefficients(head, len(landmarks.valid))
+            table = np.where(landmarks.valid[:, None], table, 0.0)
+            w, h = self.info["width"], self.info["height"]
+            K = Intrinsics(w, h, head.focal, head.focal, w / 2.0, h / 2.0)
+            box = head_box()
+            radius = float(np.abs(box).max())
+            distance = np.linalg.norm(head.c2w[kept, :3, 3], axis=1)
+            for old in (self.out / "ori_imgs").glob("*.lms"):
+                old.unlink()
+            for i in kept:
+                write_text(self.out / "ori_imgs" / f"{i}.lms",
+                                  "".join(f"{x:.2f} {y:.2f}\n" for x, y in landmarks.landmarks[i]))
+            write_transforms(self.out, K, [(i, head.c2w[i], landmarks.landmarks[i]) for i in kept], n_test, self.s.fps,
+                             max(distance.min() - radius, 0.05), distance.max() + radius, box)
+            write_expressions(self.out, table, kept[: len(kept) - n_test], names or [f"coef_{k}" for k in
+                                                                                      range(table.shape[1])])
+
+        self._stage("dataset", expr_source + self.s.key("test_num", "expr_file", "fps"), body)
+
+    def n_test(self, kept: int) -> int:
+        n_test = max(1, round(0.1 * kept)) if self.s.test_num is None else int(self.s.test_num)
+        if not 1 <= n_test < kept:
+            raise FaceNerfError(f"--test_num {n_test} must be between 1 and {kept - 1}: "
+                                f"{kept} frames show a face")
+        return n_test
+
+    def preview(self, landmarks, head) -> None:
+        from facenerf.preprocess.video.headpose import camera_matrix
+        from facenerf.preprocess.video.preview import write_preview
+
+        def body():
+            table, names = self._coefficients(head, len(landmarks.valid))
+            kmat = camera_matrix(head.focal, self.info["width"], self.info["height"])
+            write_preview(self.out / "preview.mp4", self.frame_paths(), landmarks.landmarks, landmarks.valid,
+                          head.rvecs, head.tvecs, kmat, table, names, self.s.fps, self.s.progress)
+
+        self._stage("preview", self.s.key("expr_file"), body)
+
+    # ---------------------------------------------------------------------------- run
+    def run(self) -> dict:
+        """Run (or resume) every stage; returns the report (also written to ``report.json``)."""
+        from facenerf.preprocess.video.exprfile import load_expr_file
+
+        self.frames()
+        if self.s.expr_file is not None:                    # check it before the slow stages
+            load_expr_file(self.s.expr_file, self.info["n_frames"])
+        landmarks = self.landmarks()
+        self.n_test(int(landmarks.valid.sum()))
+        head = self.tracking(landmarks)
+        self.masks(landmarks)
+        self.dataset(landmarks, head)
+        if self.s.preview:
+            self.preview(landmarks, head)
+        return self.report(landmarks, head)
+
+    def report(self, landmarks, head) -> dict:
+        valid = landmarks.valid
+        dropped = np.flatnonzero(~valid)
+        report = {
+            "video": str(self.s.video), "out": str(self.out), "fps": self.s.fps,
+            "frames": int(len(valid)), "kept": int(valid.sum()), "detected": int(landmarks.detected.sum()),
+            "carried": int(landmarks.carried.sum()), "dropped": int(len(dropped)),
+            "dropped_frames": dropped.tolist(), "test_num": self.n_test(int(valid.sum())),
+            "focal_px": round(head.focal, 2), "width": self.info["width"], "height": self.info["height"],
+            "pnp_rmse_px": round(float(np.nanmean(head.rmse)), 3), "vfr_ratio": self.info.get("vfr_ratio"),
+            "expressions": "file " + str(self.s.expr_file) if self.s.expr_file else "fitted",
+            "stage_seconds": {name: self.log.entries.get(name, {}).get("seconds") for name in STAGES},
+            "ran": self.ran, "notes": self.notes,
+        }
+        write_json(self.out / "report.json", report, indent=1)
+        return report
+
+
+def process_video(settings: ProcessSettings) -> dict:
+    """Turn ``settings.video`` into a NeRFBlendShape dataset in ``settings.out``; returns the report."""
+    return VideoProcessor(settings).run()
+
+
+def default_output(video: Path) -> Path:
+    """``data/vids/NAME.mp4`` -> ``data/NAME``; any other ``DIR/NAME.ext`` -> ``DIR/NAME``."""
+    parent = video.parent.parent if video.parent.name == "vids" else video.parent
+    return parent / video.stem

@@ -1,0 +1,328 @@
+"""Tests of the video-to-dataset pipeline (facenerf.preprocess.video, data_utils/process.py)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from facenerf.core.cameras import Intrinsics, project_points
+from facenerf.errors import FaceNerfError
+from facenerf.preprocess.training import gl
+from facenerf.preprocess.video import expressions as ex
+from facenerf.preprocess.video import headpose as hp
+from facenerf.preprocess.video.exprfile import load_expr_file
+from facenerf.preprocess.video.tracking import landmark_model
+
+try:
+    PLATFORM = gl.select_gl_platform()
+except FaceNerfError:
+    PLATFORM = None
+ROOT = Path(__file__).resolve().parents[1]
+SIZE, FRAMES = 192, 75
+
+
+def _ffmpeg() -> str:
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    """A 3-second synthetic talking head at 192 px (video + ground truth only)."""
+    if PLATFORM is None:
+        pytest.skip("no headless OpenGL platform")
+    from facenerf.data.synthetic.talking_head import TalkingHeadSettings, generate_talking_head
+
+    out = tmp_path_factory.mktemp("clip") / "talk"
+    generate_talking_head(TalkingHeadSettings(out=out, frames=FRAMES, size=SIZE, texture_size=256, n_vertices=4000,
+                                              dataset=False, progress=False))
+    return out
+
+
+def _settings(video: Path, out: Path, **changes):
+    from facenerf.preprocess.video.pipeline import ProcessSettings
+
+    return ProcessSettings(video=video, out=out, mask_samples=12, progress=False, **changes)
+
+
+@pytest.fixture(scope="module")
+def processed(clip, tmp_path_factory) -> tuple[Path, dict]:
+    from facenerf.preprocess.video.pipeline import process_video
+
+    out = tmp_path_factory.mktemp("processed") / "talk"
+    return out, process_video(_settings(clip / "talk.mp4", out))
+
+
+# ------------------------------------------------------------------------ analytic parts
+
+def _pose(yaw_deg: float, distance: float) -> tuple[np.ndarray, np.ndarray]:
+    """OpenCV (rvec, tvec) of a camera ``distance`` units in front of the face, head turned by ``yaw``."""
+    import cv2
+
+    turn = np.radians(yaw_deg)
+    rot = np.diag([1.0, -1.0, -1.0]) @ np.array([[np.cos(turn), 0, np.sin(turn)], [0, 1, 0],
+                                                  [-np.sin(turn), 0, np.cos(turn)]])
+    rvec, _ = cv2.Rodrigues(rot)
+    return rvec.reshape(3), np.array([0.1, -0.2, distance])
+
+
+def test_pnp_recovers_a_known_pose_and_matches_the_core_camera_convention():
+    neutral, _, _ = landmark_model()
+    kmat = hp.camera_matrix(300.0, 256, 256)
+    rvec, tvec = _pose(14.0, 9.0)
+    xy = ex.project(neutral, rvec, tvec, kmat)
+    r, t, rmse = hp.solve_pose(xy[hp.RIGID], neutral[hp.RIGID], kmat)
+    assert rmse < 1e-6
+    np.testing.assert_allclose(r, rvec, atol=1e-6)
+    np.testing.assert_allclose(t, tvec, atol=1e-6)
+    c2w = hp.camera_to_head(r, t)                       # the dataset's OpenGL camera-to-head pose
+    K = Intrinsics(256, 256, 300.0, 300.0, 128.0, 128.0)
+    core = project_points(torch.from_numpy(neutral), torch.from_numpy(c2w), K).numpy()
+    np.testing.assert_allclose(core, xy, atol=1e-6)
+    assert np.linalg.det(c2w[:3, :3]) == pytest.approx(1.0)
+
+
+def test_blendshape_fit_recovers_known_coefficients_within_bounds():
+    neutral, deltas, names = landmark_model()
+    kmat = hp.camera_matrix(400.0, 256, 256)
+    rvec, tvec = _pose(-8.0, 10.0)
+    truth = np.zeros(len(names))
+    truth[names.index("jaw_open")], truth[names.index("mouth_smile")], truth[names.index("brow_up")] = 0.6, 0.3, 0.8
+    observed = ex.project(neutral + np.tensordot(truth, deltas, 1), rvec, tvec, kmat)
+    fitted = ex.fit_frame(observed, rvec, tvec, kmat, neutral, deltas, ridge=1e-6, steps=4)
+    np.testing.assert_allclose(fitted, truth, atol=0.03)
+    beyond = ex.project(neutral + 1.5 * deltas[names.index("jaw_open")], rvec, tvec, kmat)
+    clipped = ex.fit_frame(beyond, rvec, tvec, kmat, neutral, deltas)
+    assert clipped.max() <= 1.0 and clipped.min() >= 0.0 and clipped[names.index("jaw_open")] == pytest.approx(1.0)
+
+
+def test_personalise_learns_the_speakers_neutral_face_but_not_a_pose():
+    neutral, deltas, _ = landmark_model()
+    offset = np.zeros_like(neutral)
+    offset[48:68, 0] = np.where(neutral[48:68, 0] > 0, 0.08, -0.08)     # a 4 mm wider mouth on each side
+    offset[17:27, 1] = 0.06                                             # brows 3 mm higher
+    speaker = neutral + offset
+    kmat = hp.camera_matrix(500.0, 256, 256)
+    poses = [_pose(y, 10.0) for y in (-6, -2, 0, 3, 7)]
+    landmarks = np.stack([ex.project(speaker, r, t, kmat) for r, t in poses])
+    rvecs, tvecs = np.stack([p[0] for p in poses]), np.stack([p[1] for p in poses])
+    learned = ex.personalise(landmarks, rvecs, tvecs, kmat, neutral, np.zeros((5, len(deltas))), np.ones(5, bool),
+                             share=1.0)
+    np.testing.assert_allclose(learned[48:68, :2], speaker[48:68, :2], atol=0.01)
+    np.testing.assert_allclose(learned[17:27, 1], speaker[17:27, 1], atol=0.01)
+    np.testing.assert_allclose(learned[hp.RIGID], neutral[hp.RIGID], atol=0.01)   # anchored: pose stays the pose's
+
+
+def test_focal_length_is_found_when_the_perspective_shows_it():
+    neutral, _, _ = landmark_model()
+    kmat = hp.camera_matrix(380.0, 256, 256)          # 1.48 image sides, a close camera and large turns
+    frames = []
+    for yaw in (-35, -20, 0, 20, 35):
+        r, t = _pose(yaw, 5.0)
+        frames.append((ex.project(neutral, r, t, kmat)[hp.RIGID], neutral[hp.RIGID]))
+    assert hp.estimate_focal(frames, 256, 256, tolerance=0.0, steps=41) == pytest.approx(380.0, rel=0.05)
+
+
+def test_expr_file_reads_csv_with_names_and_npy_and_checks_the_frame_count(tmp_path):
+    csv = tmp_path / "arkit.csv"
+    csv.write_text("eyeBlinkLeft,jawOpen,mouthSmileLeft\n0.1,0.2,0.3\n0.4;0.5;0.6\n0.7 0.8 0.9\n")
+    table, names = load_expr_file(csv, 3)
+    assert names == ["eyeBlinkLeft", "jawOpen", "mouthSmileLeft"]
+    np.testing.assert_allclose(table[1], [0.4, 0.5, 0.6])
+    np.save(tmp_path / "coeffs.npy", np.ones((3, 52)))
+    assert load_expr_file(tmp_path / "coeffs.npy", 3)[0].shape == (3, 52)
+    with pytest.raises(FaceNerfError, match="has 3 rows but the video has 4 frames"):
+        load_expr_file(csv, 4)
+    (tmp_path / "bad.csv").write_text("0.1,0.2\n0.3,abc\n")
+    with pytest.raises(FaceNerfError, match="line 2 holds a non-number"):
+        load_expr_file(tmp_path / "bad.csv", 2)
+    (tmp_path / "x.json").write_text("[]")
+    with pytest.raises(FaceNerfError, match="use a .csv"):
+        load_expr_file(tmp_path / "x.json", 3)
+
+
+# ---------------------------------------------------------------- landmarks through gaps
+
+class _MissingDetector:
+    """The real detector, except that it reports no face in chosen frames."""
+
+    def __init__(self, misses: set[int]):
+        from facenerf.preprocess.video.landmarks import VideoFaceDetector
+
+        self.real = VideoFaceDetector(upsample=1)
+        self.misses, self.calls = misses, 0
+
+    def detect(self, image, previous):
+        index, self.calls = self.calls, self.calls + 1
+        return None if index in self.misses else self.real.detect(image, previous)
+
+    def in_box(self, image, box):
+        return self.real.in_box(image, box)
+
+
+@pytest.mark.skipif(PLATFORM is None, reason="no headless OpenGL platform")
+def test_short_misses_are_carried_and_frames_without_a_face_are_dropped(clip, tmp_path):
+    import imageio.v3 as iio
+
+    from facenerf.io import write_image
+    from facenerf.preprocess.video.landmarks import carry_gaps, detect_frames, smooth_runs
+
+    video = iio.imread(clip / "talk.mp4")[:24]
+    paths = []
+    for i, frame in enumerate(video):
+        if i in (14, 15):                                   # the face is really gone here
+            frame = np.full_like(frame, 128)
+        paths.append(write_image(tmp_path / f"{i}.png", frame))
+    detector = _MissingDetector(misses={5, 6, 7})           # dlib "misses" a face that is there
+    raw, boxes, scores, detected = detect_frames(paths, detector, progress=False)
+    assert not detected[[5, 6, 7, 14, 15]].any() and detected.sum() == 19
+    carried = carry_gaps(paths, detector, raw, boxes, detected, max_gap=5)
+    assert carried.tolist() == [i in (5, 6, 7) for i in range(24)]
+    truth = np.load(clip / "ground_truth" / "landmarks_2d.npy")[5:8]
+    assert np.linalg.norm(raw[5:8] - truth, axis=-1).mean() < 5.0  # carried landmarks sit on the face
+    assert np.isnan(raw[[14, 15]]).all()
+    none_carried = carry_gaps(paths, detector, raw.copy(), boxes.copy(), detected, max_gap=2)
+    assert not none_carried.any()                           # a 3-frame miss is too long for max_gap 2
+    smooth = smooth_runs(raw, detected | carried, 1.0)
+    assert np.isnan(smooth[14]).all() and np.isfinite(smooth[13]).all()
+
+
+# ------------------------------------------------------------------------ the pipeline
+
+@pytest.mark.skipif(PLATFORM is None, reason="no headless OpenGL platform")
+def test_pose_and_coefficients_follow_the_ground_truth(processed, clip):
+    from facenerf.preprocess.video.evaluate import compare
+
+    out, report = processed
+    result = compare(out, clip / "ground_truth")
+    rot, corr = result["rotation_error_deg"], result["correlation"]
+    print(f"rotation error mean {rot['mean']:.2f} max {rot['max']:.2f} deg; landmarks {result['landmark_error_px']:.2f}"
+          f" px; head IoU {result['head_mask_iou']:.3f}; r = {corr}")
+    assert report["kept"] == FRAMES and report["dropped"] == 0
+    assert rot["mean"] < 6.5 and rot["max"] < 11.0
+    assert corr["jaw_open"] > 0.85
+    assert corr["mouth_stretch"] > 0.5 and corr["mouth_pucker"] > 0.5
+    mouth = [corr[n] for n in ("jaw_open", "mouth_stretch", "mouth_pucker", "mouth_funnel", "upper_lip_up")]
+    assert np.mean(mouth) > 0.55   # 0.575 on the real-size procedural head (funnel stays near 0)
+    assert result["head_mask_iou"] > 0.85 and result["landmark_error_px"] < 4.0
+    assert SIZE < report["focal_px"] < 3.01 * SIZE
+
+
+@pytest.mark.skipif(PLATFORM is None, reason="no headless OpenGL platform")
+def test_processed_dataset_is_the_layout_main_nerf_reads(processed):
+    import imageio.v3 as iio
+
+    from facenerf.data.video import load_split, parse_video_dataset
+
+    out, report = processed
+    train, val = parse_video_dataset(out, "train", require_torso=True), parse_video_dataset(out, "val")
+    assert len(train) == FRAMES - 8 and [f.img_id for f in val.frames] == list(range(FRAMES - 8, FRAMES))
+    assert train.expr_dim == 10 and train.expression_names[0] == "jaw_open"
+    expr = np.load(out / "expr.npy")
+    assert expr.shape == (FRAMES, 10) and expr.min() >= 0 and expr.max() <= 1
+    np.testing.assert_allclose(np.load(out / "expr_max.npy"), np.r_[1.0, expr[: FRAMES - 8].max(0)], atol=1e-6)
+    tensors = load_split(val, torso=True)
+    assert tensors.images.shape == (8, SIZE, SIZE, 3) and tensors.torso.shape == (8, SIZE, SIZE, 4)
+    assert 0.05 < float(tensors.masks.mean()) < 0.5
+    assert train.intrinsics.fx == pytest.approx(report["focal_px"], rel=1e-3)
+    assert iio.imread(out / "preview.mp4").shape[0] == FRAMES
+    assert set(report["stage_seconds"]) == {"frames", "landmarks", "tracking", "masks", "dataset", "preview"}
+    assert all(v is not None and v >= 0 for v in report["stage_seconds"].values())
+
+
+@pytest.mark.skipif(PLATFORM is None, reason="no headless OpenGL platform")
+def test_rerun_skips_done_stages_and_resumes_an_interrupted_one(processed, clip, tmp_path):
+    from facenerf.preprocess.video.pipeline import process_video
+
+    out = tmp_path / "copy"
+    shutil.copytree(processed[0], out)
+    assert process_video(_settings(clip / "talk.mp4", out))["ran"] == []
+    stages = json.loads((out / "track" / "stages.json").read_text())
+    stages["masks"]["done"] = False                        # as if killed while writing masks
+    (out / "track" / "stages.json").write_text(json.dumps(stages))
+    for i in (3, 40):
+        (out / "head_imgs" / f"{i}.jpg").unlink()
+    kept = out / "parsing" / "10.png"
+    before = kept.stat().st_mtime_ns
+    assert process_video(_settings(clip / "talk.mp4", out))["ran"] == ["masks"]
+    assert (out / "head_imgs" / "3.jpg").is_file() and kept.stat().st_mtime_ns == before
+    redo = process_video(_settings(clip / "talk.mp4", out, test_num=20))    # a changed setting redoes its stages
+    assert redo["ran"] == ["dataset", "preview"] and len(json.loads((out / "transforms_val.json").read_text())
+                                                         ["frames"]) == 20
+    table = np.random.default_rng(0).uniform(0, 1, (FRAMES, 52))
+    np.save(tmp_path / "arkit.npy", table)
+    own = process_video(_settings(clip / "talk.mp4", out, expr_file=tmp_path / "arkit.npy"))
+    assert own["ran"] == ["dataset", "preview"] and own["expressions"].startswith("file")
+    np.testing.assert_allclose(np.load(out / "expr.npy"), table, atol=1e-6)
+    assert (out / "expr_names.txt").read_text().split()[0] == "coef_0"
+
+
+# ------------------------------------------------------------------------- bad input
+
+def _process(args, cwd):
+    return subprocess.run([sys.executable, str(ROOT / "data_utils" / "process.py"), *args, "--progress", "false"],
+                          cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+def _one_error_line(done, pattern):
+    assert done.returncode == 2, done.stderr + done.stdout
+    assert "Traceback" not in done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and pattern in lines[0], done.stderr
+    return lines[0]
+
+
+def _grey_video(path: Path, seconds: float, vfr: bool = False) -> Path:
+    select = ["-vf", r"select='not(between(mod(n\,10)\,3\,5))'", "-fps_mode", "vfr"] if vfr else []
+    subprocess.run([_ffmpeg(), "-y", "-loglevel", "error", "-f", "lavfi", "-i", f"color=c=gray:s=96x96:d={seconds}:r=25",
+                    *select, "-c:v", "libx264", "-pix_fmt", "yuv420p", str(path)], check=True)
+    return path
+
+
+def test_not_a_video_a_still_image_and_a_missing_file_get_one_line(tmp_path):
+    from facenerf.io import write_image
+
+    (tmp_path / "notes.mp4").write_text("this is not a video")
+    _one_error_line(_process([str(tmp_path / "notes.mp4")], tmp_path), "is not a video")
+    write_image(tmp_path / "photo.png", np.zeros((32, 32, 3)))
+    _one_error_line(_process([str(tmp_path / "photo.png")], tmp_path), "is a still image")
+    _one_error_line(_process([str(tmp_path / "missing.mp4")], tmp_path), "video not found")
+
+
+def test_short_clip_and_faceless_variable_rate_video_get_one_line(tmp_path):
+    _one_error_line(_process([str(_grey_video(tmp_path / "short.mp4", 0.8))], tmp_path), "is too short: 20 frames")
+    done = _process([str(_grey_video(tmp_path / "vfr.mp4", 4, vfr=True))], tmp_path)
+    _one_error_line(done, "no face found in any of the 100 frames")
+    assert "note:" in done.stdout and "variable frame rate" in done.stdout
+
+
+@pytest.mark.skipif(PLATFORM is None, reason="no headless OpenGL platform")
+def test_cli_drops_and_counts_frames_without_a_face_and_checks_expr_file(clip, tmp_path):
+    import imageio.v3 as iio
+
+    from facenerf.io import write_video
+
+    frames = iio.imread(clip / "talk.mp4")
+    frames[30:45] = 128                                     # the speaker leaves for 0.6 s
+    video = write_video(tmp_path / "vids" / "gone.mp4", frames, fps=25)
+    (tmp_path / "wrong.csv").write_text("\n".join("0.1,0.2" for _ in range(FRAMES - 5)) + "\n")
+    _one_error_line(_process([str(video), "--expr_file", str(tmp_path / "wrong.csv")], tmp_path),
+                    f"has {FRAMES - 5} rows but the video has {FRAMES} frames")
+    done = _process([str(video), "--mask_samples", "8", "--preview", "false"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "15 of 75 frames show no face and were dropped (first: frame 30)" in done.stdout
+    out = tmp_path / "gone"                                 # data/vids/NAME.mp4 -> data/NAME
+    report = json.loads((out / "report.json").read_text())
+    assert report["dropped_frames"] == list(range(30, 45)) and report["kept"] == 60
+    ids = [f["img_id"] for f in json.loads((out / "transforms_all.json").read_text())["frames"]]
+    assert not set(ids) & set(range(30, 45)) and len(ids) == 60
+    assert not (out / "head_imgs" / "35.jpg").exists() and (np.load(out / "expr.npy")[30:45] == 0).all()
+    assert "Traceback" not in done.stderr
