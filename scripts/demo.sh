@@ -50,7 +50,7 @@ step "8/8 RefineNet: pairs from the tiny model, short training, refine the novel
 "$PY" trainingDataPreprocess/make_pairs.py -c configs/mofanerf_tiny.txt --datadir "$DATA/multiViewImages" \
     --basedir "$LOGS" --out "$OUT/refine_pairs" --pair_expressions 4 --pair_views 6 --progress false
 "$PY" trainingDataPreprocess/train.py -c configs/refine_tiny.txt --dataroot "$OUT/refine_pairs" \
-    --checkpoints_dir "$LOGS/refine" --name demo --max_steps 300 --progress false | tee "$OUT/refine.log"
+    --checkpoints_dir "$LOGS/refine" --name demo --max_steps 200 --progress false | tee "$OUT/refine.log"
 "$PY" trainingDataPreprocess/test.py --name demo --checkpoints_dir "$LOGS/refine" --nerf_folder "$FIT/render" --progress false
 
 step "done"
