@@ -250,3 +250,14 @@ def test_collapse_monitor_warns_once_and_only_after_a_lasting_collapse():
     assert len(said) == 1 and "constant images" in said[0]
     dark = CollapseMonitor(patience=20, warmup=0)                   # a black target is not a collapse
     assert not any(dark.update(s, 40.0, None, 0.0, 0.0) for s in range(40))
+
+
+def test_skip_grid_box_holds_a_real_size_head_with_margin():
+    """The fast path drops density outside its grid box: the box must hold the real-size mean head
+    (anthropometric size, see facenerf.data.synthetic) with the meshing margin on every side."""
+    from facenerf.fitting.meshing import head_box
+    from facenerf.models.mofanerf.acceleration import SkipSettings
+
+    bound = SkipSettings().bound
+    lo, hi = head_box()  # the mean head's box grown by 15% of its size per side, scene units
+    assert max(abs(v) for v in lo + hi) < bound

@@ -44,8 +44,9 @@ from facenerf.core.scene_box import cube_aabb
 class SkipSettings:
     """Options of MoFaNeRF's fast path (see the module docstring)."""
 
-    bound: float = 3.2  # grid box = [-bound, bound]^3 world units (1 = 50 mm): the head and neck
-    resolution: int = 64  # cells per axis (0.1 units = 5 mm at the default bound)
+    bound: float = 4.0  # grid box = [-bound, bound]^3 world units (1 = 50 mm): a real-size head and its
+    # clipped neck reach 3.05 units below and 2.7 in front of the TU origin; 4 leaves about 50 mm
+    resolution: int = 64  # cells per axis (0.125 units = 6.25 mm at the default bound)
     threshold: float = 1e-3  # coarse density below which a cell is empty (1 / world unit)
     dilation: int = 1  # margin of occupied cells around the density found
     early_stop_eps: float = 1e-2  # renders: stop a ray once its transmittance is below this (as
