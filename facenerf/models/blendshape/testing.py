@@ -1,0 +1,159 @@
+"""``main_nerf.py --test``: reenactment of the held-out frames, a novel-view orbit, expression
+transfer, and PSNR/SSIM on the held-out frames.
+
+The head comes from a checkpoint (``--ckpt``, else the newest in the workspace) with its stored
+run config (sizes, ``expr_dim``, box, scale); the dataset, ``--test_num``, ``--downscale`` and
+the runtime come from the command line. Everything that can be wrong with the inputs (no
+checkpoint, a checkpoint of another ``--expr_dim``, data with too few coefficients, a bad
+``--test_expr`` file) is found before anything is written. Outputs, in ``WORKSPACE/results/``:
+
+* ``reenact.mp4`` - the held-out frames rendered with their tracked poses and coefficients;
+  ``reenact_vs_gt.mp4`` - ground truth | render side by side;
+* ``orbit.mp4`` - the first held-out view with the camera swinging about the head's vertical
+  axis between ``+orbit_yaw`` and ``-orbit_yaw`` degrees (one cycle of ``orbit_frames``
+  frames), the expressions following the held-out frames;
+* ``transfer.mp4`` - with ``--test_expr``: the head driven by another coefficient sequence
+  from the first held-out view (coefficients clamped into the head's training range);
+* ``metrics.json`` - PSNR and SSIM per held-out frame and their means, next to the
+  mean-training-image baseline.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from facenerf.data.video import parse_video_dataset
+from facenerf.errors import FaceNerfError
+from facenerf.io import ensure_writable_dir, write_json, write_video
+from facenerf.metrics import psnr, ssim
+from facenerf.models.blendshape.checkpoints import check_expr_dim, load_blendshape, newest_checkpoint
+from facenerf.models.blendshape.config import BlendShapeRunConfig, BlendShapeTestSettings
+from facenerf.models.blendshape.data import HeadData, load_head_data
+from facenerf.models.blendshape.model import NeRFBlendShape
+from facenerf.models.blendshape.training import render_frame
+from facenerf.runtime import select_device
+
+RESULTS_DIR = "results"
+
+
+def locate_checkpoint(workspace: str, ckpt: str) -> Path:
+    """``--ckpt`` when given (it must exist), else the newest checkpoint of the workspace."""
+    if ckpt:
+        if not Path(ckpt).is_file():
+            raise FaceNerfError(f"--ckpt not found: {ckpt} (check the path)")
+        return Path(ckpt)
+    found = newest_checkpoint(workspace)
+    if found is None:
+        raise FaceNerfError(f"no checkpoint in {Path(workspace) / 'checkpoints'}: train first (the same command "
+                            "without --test) or pass --ckpt PATH")
+    return found
+
+
+def tested_run(stored: BlendShapeRunConfig, cli: BlendShapeRunConfig) -> BlendShapeRunConfig:
+    """The stored run with the command line's dataset, split, resolution and runtime."""
+    data = replace(stored.data, path=cli.data.path, downscale=cli.data.downscale, preload=min(cli.data.preload, 1),
+                   test_num=cli.data.test_num if cli.data.test_num is not None else stored.data.test_num)
+    return replace(stored, data=data, scene=replace(stored.scene, white_bg=cli.scene.white_bg), runtime=cli.runtime)
+
+
+def read_coefficients(path: str, k: int) -> tuple[np.ndarray, str | None]:
+    """``(coefficients [N, k], note or None)`` from a .npy/.csv/.txt table or a dataset folder."""
+    from facenerf.preprocess.video.exprfile import read_csv
+
+    source = Path(path)
+    if source.is_dir():
+        dataset = parse_video_dataset(source, "all", require_masks=False)
+        table = np.stack([f.expression for f in dataset.frames])
+    elif not source.is_file():
+        raise FaceNerfError(f"--test_expr not found: {path} (give a .npy/.csv/.txt file or a dataset folder)")
+    elif source.suffix.lower() == ".npy":
+        try:
+            table = np.load(source, allow_pickle=False).astype(np.float64)
+        except (OSError, ValueError) as err:
+            raise FaceNerfError(f"--test_expr {path} is not a readable numeric .npy array") from err
+    else:
+        table = read_csv(source)[0]
+    table = table.reshape(len(table), -1) if table.ndim == 1 else table
+    if table.ndim != 2 or table.shape[0] == 0 or not np.isfinite(table).all():
+        raise FaceNerfError(f"--test_expr {path} must be a finite [frames, K] table, got shape {table.shape}")
+    if table.shape[1] < k:
+        raise FaceNerfError(f"--test_expr {path} holds {table.shape[1]} coefficients per frame but the head was "
+                            f"trained with --expr_dim {k}; give a table with at least {k} columns")
+    note = f"note: --test_expr has {table.shape[1]} coefficients per frame; using the first {k}" \
+        if table.shape[1] > k else None
+    return table[:, :k].astype(np.float32), note
+
+
+def yaw_about_head(pose: Tensor, degrees: float) -> Tensor:
+    """``pose`` [4, 4] camera-to-head moved around the head's vertical (y) axis by ``degrees``."""
+    a = math.radians(degrees)
+    rot = torch.eye(4, dtype=pose.dtype)
+    rot[0, 0], rot[0, 2], rot[2, 0], rot[2, 2] = math.cos(a), math.sin(a), -math.sin(a), math.cos(a)
+    return rot @ pose
+
+
+def orbit_yaws(frames: int, amplitude: float) -> list[float]:
+    """One cycle from 0 out to ``+amplitude``, over to ``-amplitude`` and back (degrees)."""
+    return [amplitude * math.sin(2.0 * math.pi * j / frames) for j in range(frames)]
+
+
+def mean_image_baseline(data: HeadData) -> Tensor:
+    """The mean training image [H, W, 3] (the baseline every held-out frame is compared with)."""
+    total = torch.zeros(data.intrinsics.height, data.intrinsics.width, 3)
+    for i in range(len(data.train)):
+        total += data.train.image(i).float().cpu()
+    return total / len(data.train)
+
+
+def held_out_metrics(model: NeRFBlendShape, data: HeadData) -> tuple[list[Tensor], list[Tensor], dict]:
+    """Render every held-out frame: ``(truths, renders, metrics)``."""
+    truths, renders, rows = [], [], []
+    baseline = mean_image_baseline(data)
+    for i in range(len(data.val)):
+        truth = data.val.image(i).float().cpu()
+        render = render_frame(model, data, data.val.poses[i], data.val.coefficients[i]).cpu().clamp(0, 1)
+        rows.append({"img_id": data.val.dataset.frames[i].img_id, "psnr": float(psnr(render, truth)),
+                     "ssim": float(ssim(render, truth)), "baseline_psnr": float(psnr(baseline, truth))})
+        truths.append(truth)
+        renders.append(render)
+    means = {key: float(np.mean([r[key] for r in rows])) for key in ("psnr", "ssim", "baseline_psnr")}
+    return truths, renders, {**means, "frames": rows}
+
+
+def run_test(cli: BlendShapeRunConfig, test: BlendShapeTestSettings, say=print) -> dict:
+    """Run ``--test`` (see the module docstring); returns the metrics and the paths written."""
+    cli.runtime.apply_threads()
+    device = select_device(cli.runtime.device)
+    path = locate_checkpoint(cli.train.workspace, test.ckpt)
+    model, info = load_blendshape(path)
+    stored = info["run"]
+    if cli.model.expr_dim is not None:
+        check_expr_dim(cli.model.expr_dim, stored.model, str(path))
+    data = load_head_data(tested_run(stored, cli), device)
+    transfer, note = (read_coefficients(test.test_expr, model.expr_dim) if test.test_expr else (None, None))
+    for line in data.notes + [note]:
+        if line:
+            say(line if line.startswith("note:") else f"note: {line}")
+    model.to(device).eval()
+    out = ensure_writable_dir(Path(cli.train.workspace) / RESULTS_DIR)
+    truths, renders, metrics = held_out_metrics(model, data)
+    videos = {"reenact": write_video(out / "reenact.mp4", renders, fps=test.test_fps),
+              "reenact_vs_gt": write_video(out / "reenact_vs_gt.mp4",
+                                           [torch.cat(pair, dim=1) for pair in zip(truths, renders)], fps=test.test_fps)}
+    base = data.val.poses[0]
+    orbit = (render_frame(model, data, yaw_about_head(base, yaw), data.val.coefficients[j % len(data.val)]).cpu()
+             for j, yaw in enumerate(orbit_yaws(test.orbit_frames, test.orbit_yaw)))
+    videos["orbit"] = write_video(out / "orbit.mp4", orbit, fps=test.test_fps)
+    if transfer is not None:
+        driven = (render_frame(model, data, base, torch.from_numpy(row)).cpu() for row in transfer)
+        videos["transfer"] = write_video(out / "transfer.mp4", driven, fps=test.test_fps)
+    report = {"checkpoint": str(path), "step": info["step"], "dataset": str(cli.data.path), "n_frames": len(renders),
+              **metrics, "videos": {k: str(v) for k, v in videos.items()}}
+    report["metrics_path"] = str(write_json(out / "metrics.json", report))
+    return report
