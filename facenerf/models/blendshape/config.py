@@ -28,6 +28,7 @@ from facenerf.errors import FaceNerfError
 from facenerf.runtime import RunSettings
 
 NETWORKS = ("blend4_noamb",)
+DENSITY_ACTIVATIONS = ("softplus", "trunc_exp")
 REFERENCE_BOUND = 0.06      # the release's cube half-side: densities are scaled by REFERENCE_BOUND / bound
 OFFICIAL_SCALE = 0.33       # the release's pose-translation scale (transforms.json layout)
 AUTO_BOUND_MARGIN = 1.1     # bound = 0: half-side = this x the largest |coordinate| of the transforms' aabb
@@ -59,6 +60,9 @@ class BlendShapeConfig:
     base_resolution: int = option(16, "coarsest hash-grid resolution")
     desired_resolution: int = option(1024, "finest hash-grid resolution")
     log2_hashmap_size: int = option(14, "log2 of the table rows per hashed level")
+    density_activation: str = option("softplus", "density activation: softplus (the release) or trunc_exp (the "
+                                                 "unofficial code; reaches opaque densities in far fewer steps)",
+                                     choices=DENSITY_ACTIVATIONS)
     num_layers: int = option(4, "hidden layers of the density MLP")
     hidden_dim: int = option(64, "width of the density MLP")
     geo_feat_dim: int = option(64, "geometric features passed from the density to the colour MLP")

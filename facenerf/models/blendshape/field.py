@@ -14,7 +14,8 @@ Like every core field the head knows nothing of rays: :meth:`BlendShapeField.bin
 density callback of the expression-aware occupancy-grid update (reference §2.2): the maximum
 over the ``K + 1`` basis expressions ``(1, 0, .., max_k, .., 0)`` (clamped like any input).
 
-Densities: the density MLP's first output through a softplus is the *box-relative* density
+Densities: the density MLP's first output through a softplus (the release; ``trunc_exp``, the
+unofficial code's exponential, on request) is the *box-relative* density
 (the release's units, where the box half-side is 0.06); world densities are that times
 ``REFERENCE_BOUND / bound`` (:attr:`BlendShapeSceneConfig.density_scale`).
 """
@@ -28,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from facenerf.core.encodings import SHEncoding, blend_tables, encode_hash_grid, make_hash_grid_meta
-from facenerf.core.mlp import MLP
+from facenerf.core.mlp import MLP, trunc_exp
 from facenerf.core.scene_box import cube_aabb, to_unit_cube
 from facenerf.models.blendshape.config import REFERENCE_BOUND, BlendShapeConfig
 
@@ -60,6 +61,7 @@ class BlendShapeField(nn.Module):
         self.register_buffer("expr_max", torch.cat([one, expr_max.float().reshape(-1)]))  # [K+1]
         self.register_buffer("expr_min", torch.cat([one, expr_min.float().reshape(-1)]))  # [K+1]
         self.density_scale = REFERENCE_BOUND / float(bound)
+        self.activation = F.softplus if cfg.density_activation == "softplus" else trunc_exp
         self.sigma_net = MLP(self.meta.out_dim, cfg.hidden_dim, cfg.num_layers, 1 + cfg.geo_feat_dim, bias=False)
         self.sh = SHEncoding(cfg.sh_degree)
         self.color_net = MLP(self.sh.out_dim + cfg.geo_feat_dim, cfg.hidden_dim_color, cfg.num_layers_color, 3,
@@ -96,7 +98,7 @@ class BlendShapeField(nn.Module):
         unit = to_unit_cube(points, self.aabb)
         feats = encode_hash_grid(unit, table, self.meta, implementation=self.implementation)  # [M, L*F]
         out = self.sigma_net(feats)  # [M, 1 + G]
-        return F.softplus(out[:, 0].float()), out[:, 1:]
+        return self.activation(out[:, 0].float()), out[:, 1:]
 
     def colour(self, features: Tensor, directions: Tensor) -> Tensor:
         """features [M, G] from :meth:`box_density`, unit directions [M, 3] -> rgb [M, 3] in [0, 1]."""

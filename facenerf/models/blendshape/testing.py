@@ -15,7 +15,9 @@ checkpoint, a checkpoint of another ``--expr_dim``, data with too few coefficien
 * ``transfer.mp4`` - with ``--test_expr``: the head driven by another coefficient sequence
   from the first held-out view (coefficients clamped into the head's training range);
 * ``metrics.json`` - PSNR and SSIM per held-out frame and their means, next to the
-  mean-training-image baseline.
+  mean-training-image baseline, and - for data with a ``jaw_open`` coefficient - the share of
+  the closed-to-open mouth change the renders reproduce
+  (:mod:`facenerf.models.blendshape.expression_check`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -35,6 +38,7 @@ from facenerf.metrics import psnr, ssim
 from facenerf.models.blendshape.checkpoints import check_expr_dim, load_blendshape, newest_checkpoint
 from facenerf.models.blendshape.config import BlendShapeRunConfig, BlendShapeTestSettings
 from facenerf.models.blendshape.data import HeadData, load_head_data
+from facenerf.models.blendshape.expression_check import JawMeasure, measure
 from facenerf.models.blendshape.model import NeRFBlendShape
 from facenerf.models.blendshape.training import render_frame
 from facenerf.runtime import select_device
@@ -126,21 +130,51 @@ def held_out_metrics(model: NeRFBlendShape, data: HeadData) -> tuple[list[Tensor
     return truths, renders, {**means, "frames": rows}
 
 
-def run_test(cli: BlendShapeRunConfig, test: BlendShapeTestSettings, say=print) -> dict:
-    """Run ``--test`` (see the module docstring); returns the metrics and the paths written."""
+def jaw_measure(data: HeadData, truths: list[Tensor], renders: list[Tensor]) -> JawMeasure | None:
+    """The closed/open jaw comparison when the data names a ``jaw_open`` coefficient that varies."""
+    names = data.val.dataset.expression_names or []
+    if "jaw_open" not in names or len(renders) < 2:
+        return None
+    try:
+        return measure(data, truths, renders, "jaw_open")
+    except FaceNerfError:
+        return None
+
+
+class TestedHead(NamedTuple):
+    model: NeRFBlendShape     # eval mode, on the run's device
+    data: HeadData
+    checkpoint: Path
+    step: int
+
+
+def load_tested_head(cli: BlendShapeRunConfig, ckpt: str) -> TestedHead:
+    """The head of ``--ckpt`` (else the workspace's newest) and its dataset as the command line gives it."""
     cli.runtime.apply_threads()
     device = select_device(cli.runtime.device)
-    path = locate_checkpoint(cli.train.workspace, test.ckpt)
+    path = locate_checkpoint(cli.train.workspace, ckpt)
     model, info = load_blendshape(path)
-    stored = info["run"]
     if cli.model.expr_dim is not None:
-        check_expr_dim(cli.model.expr_dim, stored.model, str(path))
-    data = load_head_data(tested_run(stored, cli), device)
+        check_expr_dim(cli.model.expr_dim, info["run"].model, str(path))
+    data = load_head_data(tested_run(info["run"], cli), device)
+    return TestedHead(model.to(device).eval(), data, path, int(info["step"]))
+
+
+def held_out_pair(model: NeRFBlendShape, data: HeadData, frames: tuple[int, ...]) -> tuple[dict, dict]:
+    """``({i: truth [H, W, 3]}, {i: render [H, W, 3]})`` of the held-out frames ``frames``."""
+    truths = {i: data.val.image(i).float().cpu() for i in frames}
+    renders = {i: render_frame(model, data, data.val.poses[i], data.val.coefficients[i]).cpu().clamp(0, 1)
+               for i in frames}
+    return truths, renders
+
+
+def run_test(cli: BlendShapeRunConfig, test: BlendShapeTestSettings, say=print) -> dict:
+    """Run ``--test`` (see the module docstring); returns the metrics and the paths written."""
+    model, data, path, step = load_tested_head(cli, test.ckpt)
     transfer, note = (read_coefficients(test.test_expr, model.expr_dim) if test.test_expr else (None, None))
     for line in data.notes + [note]:
         if line:
             say(line if line.startswith("note:") else f"note: {line}")
-    model.to(device).eval()
     out = ensure_writable_dir(Path(cli.train.workspace) / RESULTS_DIR)
     truths, renders, metrics = held_out_metrics(model, data)
     videos = {"reenact": write_video(out / "reenact.mp4", renders, fps=test.test_fps),
@@ -153,7 +187,11 @@ def run_test(cli: BlendShapeRunConfig, test: BlendShapeTestSettings, say=print) 
     if transfer is not None:
         driven = (render_frame(model, data, base, torch.from_numpy(row)).cpu() for row in transfer)
         videos["transfer"] = write_video(out / "transfer.mp4", driven, fps=test.test_fps)
-    report = {"checkpoint": str(path), "step": info["step"], "dataset": str(cli.data.path), "n_frames": len(renders),
+    report = {"checkpoint": str(path), "step": step, "dataset": str(cli.data.path), "n_frames": len(renders),
               **metrics, "videos": {k: str(v) for k, v in videos.items()}}
+    jaw = jaw_measure(data, truths, renders)
+    if jaw is not None:
+        report["jaw"] = {"summary": jaw.summary(data), "ratio": jaw.ratio, "magnitude_ratio": jaw.magnitude_ratio,
+                         "box": list(jaw.box)}
     report["metrics_path"] = str(write_json(out / "metrics.json", report))
     return report
