@@ -120,6 +120,19 @@ def test_train_resume_and_test_end_to_end(talk, tmp_path, capsys):
         video = iio.imread(results / f"{name}.mp4")
         assert video.shape[0] == frames, name
     assert iio.imread(results / "reenact_vs_gt.mp4").shape[1:3] == (32, 64)
+    # the closed/open check of the coefficient that varies most over the held-out frames
+    from facenerf.tools import blendshape_check
+
+    held_out = np.load(talk / "expr.npy")[-4:]
+    varied = int(np.argmax(held_out.max(0) - held_out.min(0)))
+    strip = tmp_path / "strip.png"
+    assert blendshape_check.main([str(talk), "--workspace", str(ws), "--coefficient", str(varied), "--strip",
+                                  str(strip), "--tile", "48", "--device", "cpu"]) == 0
+    line = capsys.readouterr().out
+    assert "mouth-region change reproduced" in line and "strip written" in line
+    assert iio.imread(strip).shape == (48, 4 * 48 + 3 * 4, 3)
+    with pytest.raises(FaceNerfError, match="unknown coefficient 'nose'"):
+        blendshape_check.main([str(talk), "--workspace", str(ws), "--coefficient", "nose", "--device", "cpu"])
 
 
 def _fails(argv, match: str) -> None:
