@@ -33,17 +33,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {name + ':':15s}{path}")
         print(f"  {'metrics:':15s}{report['metrics_path']}")
         return 0
-    if run.train.torso:
-        from facenerf.errors import FaceNerfError
+    from facenerf.models.blendshape.training import train_head, train_torso
 
-        raise FaceNerfError("--torso training is not available in this version yet; train and test the head")
-    from facenerf.models.blendshape.training import train_head
-
-    summary = train_head(run)
+    summary = (train_torso if run.train.torso else train_head)(run)
     held_out = summary.get("eval", {}).get("psnr")
     note = f", held-out PSNR {held_out:.2f} dB" if held_out is not None else ""
-    print(f"trained the head to step {summary['step']}{note} ({summary['n_train']} training frames, "
-          f"{summary['expr_dim']} coefficients); checkpoint {summary.get('checkpoint')}")
+    print(f"trained the {'torso' if run.train.torso else 'head'} to step {summary['step']}{note} "
+          f"({summary['n_train']} training frames, {summary['expr_dim']} coefficients); "
+          f"checkpoint {summary.get('checkpoint')}")
     print(f"test it: python main_nerf.py {run.data.path} --workspace {summary['workspace']} --test")
     return 0
 

@@ -33,7 +33,8 @@ def model_from_payload(payload: dict, where: str) -> tuple[NeRFBlendShape, Blend
         expr_max, expr_min = state["field.expr_max"][1:], state["field.expr_min"][1:]
     except KeyError as err:
         raise FaceNerfError(f"{where} lacks the expression range ({err}); it is incomplete") from err
-    model = NeRFBlendShape(run, expr_max, expr_min)
+    codes = state.get("torso.codes")
+    model = NeRFBlendShape(run, expr_max, expr_min, torso_frames=0 if codes is None else int(codes.shape[0]))
     check_compatible(model, state, where)
     model.load_state_dict(state)
     return model, run
@@ -78,6 +79,10 @@ def check_workspace(run: BlendShapeRunConfig, where_hint: str = "--workspace") -
         raise FaceNerfError(f"{run.train.workspace} holds checkpoints of a '{payload['model']}' model; choose "
                             f"another {where_hint}")
     stored = BlendShapeRunConfig.from_checkpoint(payload["config"], payload["path"])
+    if stored.train.torso != run.train.torso:
+        kind, other = ("a head and torso", "a head-only") if stored.train.torso else ("a head-only", "a torso")
+        raise FaceNerfError(f"{run.train.workspace} holds {kind} run ({payload['path']}); this is {other} run: "
+                            f"choose another {where_hint}")
     check_expr_dim(run.model.expr_dim, stored.model, payload["path"])
     diffs = size_mismatches(run.model, stored.model)
     if abs(stored.scene.bound - run.scene.bound) > 1e-6 * run.scene.bound:

@@ -25,6 +25,7 @@ from facenerf.config import from_dict, option, to_dict
 from facenerf.core.backends import HASH_GRID_IMPLEMENTATIONS
 from facenerf.engine.trainer import TrainerConfig
 from facenerf.errors import FaceNerfError
+from facenerf.models.blendshape.torso import TorsoConfig
 from facenerf.runtime import RunSettings
 
 NETWORKS = ("blend4_noamb",)
@@ -220,6 +221,7 @@ class BlendShapeRunConfig:
     scene: BlendShapeSceneConfig = field(default_factory=BlendShapeSceneConfig)
     data: BlendShapeDataConfig = field(default_factory=BlendShapeDataConfig)
     train: BlendShapeTrainSettings = field(default_factory=BlendShapeTrainSettings)
+    torso: TorsoConfig = field(default_factory=TorsoConfig)
     runtime: RunSettings = field(default_factory=RunSettings)
 
     def to_dict(self) -> dict:

@@ -45,27 +45,30 @@ def resolve_bound(dataset: VideoDataset, bound: float) -> float:
 
 
 class FrameStore:
-    """Images ``[H, W, 3]`` and head masks ``[H, W]`` of a split at the training resolution.
+    """Images ``[H, W, 3]``, head masks ``[H, W]`` and torso layers ``[H, W, 4]`` of a split at the
+    training resolution.
 
-    ``preload`` 0 reads each frame when asked; 1 loads the split into CPU memory; 2 also moves it
-    to ``device``. Poses ``[N, 4, 4]`` and raw coefficients ``[N, K]`` are always in memory.
+    ``image`` is ``"head"`` (``head_imgs``, the head's target) or ``"frame"`` (``ori_imgs``, the
+    whole person: the target of a head composited over its torso). ``preload`` 0 reads each
+    frame when asked; 1 loads the split into CPU memory; 2 also moves it to ``device``. Poses
+    ``[N, 4, 4]`` and raw coefficients ``[N, K]`` are always in memory.
     """
 
     def __init__(self, dataset: VideoDataset, downscale: float, preload: int, device: torch.device,
-                 masks: bool = True, progress: bool = False):
+                 masks: bool = True, progress: bool = False, image: str = "head", torso: bool = False):
         self.dataset = dataset
         self.intrinsics = dataset.intrinsics.scaled(1.0 / downscale)
         self.size = (self.intrinsics.width, self.intrinsics.height)
-        self.masks = masks
+        self.masks, self.kind = masks, image
         self.poses = torch.from_numpy(np.stack([f.c2w for f in dataset.frames])).float()           # [N, 4, 4]
         self.coefficients = torch.from_numpy(np.stack([f.expression for f in dataset.frames])).float()  # [N, K]
         self.tensors = None
         if preload > 0:
-            self.tensors = load_split(dataset, downscale, masks=masks, progress=progress)
+            self.tensors = load_split(dataset, downscale, image=image, masks=masks, torso=torso, progress=progress)
             if preload == 2:
-                self.tensors.images = self.tensors.images.to(device)
-                if masks:
-                    self.tensors.masks = self.tensors.masks.to(device)
+                for name in ("images", "masks", "torso"):
+                    if getattr(self.tensors, name) is not None:
+                        setattr(self.tensors, name, getattr(self.tensors, name).to(device))
 
     def __len__(self) -> int:
         return len(self.dataset.frames)
@@ -76,7 +79,22 @@ class FrameStore:
             return self.tensors.images[i]
         from facenerf.io import read_image
 
-        return torch.from_numpy(read_image(self.dataset.frames[i].image_path, self.size))
+        frame = self.dataset.frames[i]
+        path = frame.image_path if self.kind == "head" else frame.frame_path
+        if path is None:
+            raise FaceNerfError(f"frame {frame.img_id} has no ori_imgs image; restore it or rerun the preprocessing")
+        return torch.from_numpy(read_image(path, self.size))
+
+    def torso(self, i: int) -> Tensor:
+        """Frame ``i``'s torso layer [H, W, 4] (straight-alpha RGBA in [0, 1])."""
+        if self.tensors is not None and self.tensors.torso is not None:
+            return self.tensors.torso[i]
+        from facenerf.data.video import _read_rgba
+
+        frame = self.dataset.frames[i]
+        if frame.torso_path is None:
+            raise FaceNerfError(f"frame {frame.img_id} has no torso_imgs image; rerun the preprocessing")
+        return torch.from_numpy(_read_rgba(frame.torso_path, self.size))
 
     def mask(self, i: int) -> Tensor:
         """Frame ``i``'s head mask [H, W] float in [0, 1]."""
@@ -123,25 +141,35 @@ def _background(dataset: VideoDataset, size: tuple[int, int], white: bool) -> Te
     return torch.from_numpy(read_image(dataset.background_path, size))
 
 
-def load_head_data(run: BlendShapeRunConfig, device: torch.device, require_torso: bool = False) -> HeadData:
+def load_head_data(run: BlendShapeRunConfig, device: torch.device) -> HeadData:
     """Parse ``run.data.path`` (train + held-out splits) and resolve ``expr_dim``, ``scale``, ``bound``.
 
-    Every problem with the data (missing frames or masks, ``--expr_dim`` above what the data
-    holds, a ``--test_num`` that leaves no training frame) raises one FaceNerfError line.
+    With ``run.train.torso`` the training frames also serve their torso layers and the held-out
+    frames are whole video frames (``ori_imgs``), the target of head over torso over background.
+    Every problem with the data (missing frames, masks or torso images, ``--expr_dim`` above what
+    the data holds, a ``--test_num`` that leaves no training frame) raises one FaceNerfError line.
     """
+    torso = run.train.torso
     root = Path(run.data.path)
     if not str(run.data.path):
         raise FaceNerfError("no dataset given: pass the dataset folder first, e.g. main_nerf.py data/talk ...")
     scale = resolve_scale(detect_layout(root), run.scene.scale)
     kwargs = dict(expr_dim=run.model.expr_dim, test_num=run.data.test_num, scale=scale, require_masks=True,
-                  require_torso=require_torso)
+                  require_torso=torso)
     train = parse_video_dataset(root, "train", **kwargs)
     val = parse_video_dataset(root, "val", **kwargs)
     notes = list(train.notes)
     resolved = run.resolved(train.expr_dim, resolve_bound(train, run.scene.bound), scale)
     progress = run.runtime.progress
-    train_store = FrameStore(train, run.data.downscale, run.data.preload, device, progress=progress)
-    val_store = FrameStore(val, run.data.downscale, min(run.data.preload, 1), device, progress=progress)
+    if torso:
+        missing = [f.img_id for f in val.frames if f.frame_path is None]
+        if missing:
+            raise FaceNerfError(f"{len(missing)} held-out frames lack their ori_imgs image (first: img_id "
+                                f"{missing[0]}); restore them or rerun the preprocessing")
+    train_store = FrameStore(train, run.data.downscale, run.data.preload, device, progress=progress, torso=torso,
+                             image="frame" if torso else "head")
+    val_store = FrameStore(val, run.data.downscale, min(run.data.preload, 1), device, progress=progress,
+                           image="frame" if torso else "head")
     K = train_store.intrinsics
     return HeadData(
         run=resolved, train=train_store, val=val_store, intrinsics=K,
@@ -204,6 +232,29 @@ class HeadBatches:
                 "mask": gather_pixels(data.train.mask(i)[..., None], xy_dev)[:, 0].float(),
                 "coefficients": data.train.coefficients[i], "n_random": self.num_rays, "patch": patch,
                 "frame": i}
+
+
+class TorsoBatches(HeadBatches):
+    """``batches(step) -> batch`` for torso training (one frame per step, as :class:`HeadBatches`).
+
+    A batch holds ``coords`` [n, 2] (:func:`~facenerf.models.blendshape.torso.normalized_pixels`
+    of ``num_rays`` random pixels), ``rgba`` [n, 4] (the torso layer), ``background`` [n, 3],
+    ``pose`` [6] (:func:`~facenerf.models.blendshape.torso.pose_vector` of the frame's camera)
+    and ``frame`` (the training frame's index, which selects its torso code).
+    """
+
+    def __call__(self, step: int) -> dict:
+        from facenerf.models.blendshape.torso import normalized_pixels, pose_vector
+
+        data, i = self.data, self.frame_of(step)
+        K = data.intrinsics
+        gen = torch.Generator().manual_seed(self.seed * 1000003 + step)
+        xy = uniform_pixels(self.num_rays, K.height, K.width, gen)  # [n, 2]
+        rgba = data.train.torso(i)
+        return {"coords": normalized_pixels(xy.float(), K.height, K.width),
+                "rgba": gather_pixels(rgba, xy.to(rgba.device)).float(),
+                "background": gather_pixels(data.background, xy).float(),
+                "pose": pose_vector(data.train.poses[i]), "frame": i}
 
 
 def frame_rays(data: HeadData, pose: Tensor) -> RayBundle:

@@ -9,6 +9,13 @@ sparsity regulariser always) and ``on_step_end`` (expression-aware occupancy-gri
 ``update_extra_interval`` steps with ``--cuda_ray``). The occupancy grid's buffers ride in the
 checkpoint. Without ``--cuda_ray`` the grid stays all-occupied, so every marching step inside
 the box is sampled (the straightforward reference).
+
+**Torso mode** (``--torso --head_ckpt``): the model also holds the 2-D
+:class:`~facenerf.models.blendshape.torso.TorsoNet` (one code per training frame); the head is
+frozen and only the torso trains, on its own target - the torso over the background against the
+torso layer (``torso_imgs``) over the same background - with its occupancy refreshed from the
+step's frame every ``update_extra_interval`` steps. Renders put the head over the torso over the
+background (:func:`~facenerf.models.blendshape.torso.composite`), the torso with frame 0's code.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from facenerf.metrics import mse_to_psnr
 from facenerf.models.blendshape.config import BlendShapeRunConfig
 from facenerf.models.blendshape.field import BlendShapeField
 from facenerf.models.blendshape.losses import PatchLoss, mask_l1, photometric_l1, sparsity_l1
+from facenerf.models.blendshape.torso import TorsoNet, pixel_coords, pose_vector, torso_loss, torso_over_background
 
 MODEL_NAME = "nerfblendshape"
 TRAIN_STOP_EPS = 1e-4   # rays stop once their transmittance is below this (training, reference §2.2)
@@ -57,7 +65,8 @@ class NeRFBlendShape(nn.Module):
         total_steps: training length (for the loss phases; 1 when only rendering).
     """
 
-    def __init__(self, run: BlendShapeRunConfig, expr_max: Tensor, expr_min: Tensor, total_steps: int = 1):
+    def __init__(self, run: BlendShapeRunConfig, expr_max: Tensor, expr_min: Tensor, total_steps: int = 1,
+                 torso_frames: int = 0):
         super().__init__()
         self.run = run
         self.field = BlendShapeField(run.model, run.scene.bound, expr_max, expr_min)
@@ -65,6 +74,10 @@ class NeRFBlendShape(nn.Module):
         t = run.train
         self.schedule = LossSchedule(max(int(total_steps), 1), t.mask_until, t.patch_from, t.use_patch_loss)
         self.patch_loss: PatchLoss | None = None  # set by training when the patch loss is used
+        self.torso = TorsoNet(run.torso, torso_frames) if t.torso else None
+        self._torso_pose: tuple[Tensor, int] | None = None  # (pose [6], frame) of the last torso step
+        if self.torso is not None:
+            self.field.requires_grad_(False)  # torso mode: the head is frozen
 
     @property
     def expr_dim(self) -> int:
@@ -76,12 +89,27 @@ class NeRFBlendShape(nn.Module):
 
     # ------------------------------------------------------------------ engine interface
     def param_groups(self) -> dict[str, list[dict]]:
+        if self.torso is not None:
+            return {"main": self.torso.param_groups()}
         lr = self.run.train.lr
         mlps = [p for name, p in self.field.named_parameters() if name != "tables"]
         return {"main": [{"params": [self.field.tables], "lr": lr, "name": "tables"},
                          {"params": mlps, "lr": lr, "weight_decay": self.run.train.weight_decay, "name": "mlps"}]}
 
+    def torso_step(self, batch: dict) -> tuple[dict[str, Tensor], dict[str, float]]:
+        """Torso mode: the torso over the background against the torso layer over the same background."""
+        alpha, rgb = self.torso(batch["coords"], batch["pose"], batch["frame"])
+        bg, target = batch["background"], batch["rgba"]
+        out = torso_loss(rgb, alpha, target, bg, self.run.torso.entropy_weight)
+        self._torso_pose = (batch["pose"].detach(), int(batch["frame"]))
+        with torch.no_grad():
+            mse = ((torso_over_background(rgb, alpha, bg) - torso_over_background(target[:, :3], target[:, 3:], bg))
+                   ** 2).mean()
+        return {"main": out["loss"]}, {"psnr": float(mse_to_psnr(mse)), "entropy": float(out["entropy"].detach())}
+
     def training_step(self, batch: dict, step: int) -> tuple[dict[str, Tensor], dict[str, float]]:
+        if self.torso is not None:
+            return self.torso_step(batch)
         head = self.field.bind(batch["coefficients"])
         out = render_rays_marched(batch["rays"], head, self.grid, self.march_settings(training=True))
         opacity = out["opacity"]
@@ -109,7 +137,12 @@ class NeRFBlendShape(nn.Module):
 
     def on_step_end(self, step: int) -> None:
         scene = self.run.scene
-        if scene.cuda_ray and scene.update_extra_interval > 0 and (step + 1) % scene.update_extra_interval == 0:
+        if not (scene.update_extra_interval > 0 and (step + 1) % scene.update_extra_interval == 0):
+            return
+        if self.torso is not None:
+            if self._torso_pose is not None:  # the torso's occupancy from the step's (random) training frame
+                self.torso.update_occupancy(*self._torso_pose)
+        elif scene.cuda_ray:
             self.update_grid(step)
 
     def update_grid(self, step: int | None = None) -> None:
@@ -125,9 +158,13 @@ class NeRFBlendShape(nn.Module):
         """A whole image: pose [4, 4] camera-to-head, raw coefficients [K], background [H, W, 3]
         -> ``rgb`` [H, W, 3] over the background, ``opacity`` [H, W], ``depth`` [H, W]."""
         device = self.field.tables.device
-        rays = image_rays(K, pose.to(device).float(), near, far, pixel_center)
+        pose = pose.to(device).float()
+        rays = image_rays(K, pose, near, far, pixel_center)
         head = self.field.bind(expression.to(device).float())
         out = render_image_marched(rays, head, self.grid, self.march_settings(training=False), K.height, K.width)
-        bg = background.to(device).float()
+        bg = background.to(device).float()  # [H, W, 3]
+        if self.torso is not None:  # head over torso over background
+            alpha, rgb = self.torso.render(pixel_coords(K.height, K.width, device), pose_vector(pose))
+            bg = torso_over_background(rgb, alpha, bg.reshape(-1, 3)).reshape(bg.shape)
         return {"rgb": out["rgb"] + (1.0 - out["opacity"])[..., None] * bg, "opacity": out["opacity"],
                 "depth": out["depth"]}

@@ -19,6 +19,7 @@ from facenerf.cli import add_options, from_namespace, make_parser
 from facenerf.errors import FaceNerfError
 from facenerf.models.blendshape.config import (BlendShapeConfig, BlendShapeDataConfig, BlendShapeRunConfig,
                                                BlendShapeSceneConfig, BlendShapeTestSettings, BlendShapeTrainSettings)
+from facenerf.models.blendshape.torso import TorsoConfig
 from facenerf.runtime import RunSettings
 
 
@@ -32,6 +33,7 @@ def build_parser():
     add_options(parser, BlendShapeConfig, "head model (defaults: the release's sizes)")
     add_options(parser, BlendShapeSceneConfig, "box, cameras and ray marching")
     add_options(parser, BlendShapeTrainSettings, "training")
+    add_options(parser, TorsoConfig, "torso net (--torso)")
     add_options(parser, BlendShapeTestSettings, "testing")
     add_options(parser, RunSettings, "runtime", skip=("amp",))
     return parser

@@ -8,10 +8,15 @@ betas (0.9, 0.99) and eps 1e-15, the learning rate decaying exponentially to ``l
 ``val_num`` held-out frames every ``eval_interval`` epochs (``validation/step_*.png``, ground
 truth above, render below) and checkpoints every ``save_interval`` epochs. Rerunning the same
 command resumes from the newest checkpoint.
+
+:func:`train_torso` (``--torso --head_ckpt PATH``) loads a trained head, freezes it and trains
+only the torso net (:mod:`facenerf.models.blendshape.torso`) with the head's sizes and box;
+validation renders then show head over torso over background against the video frames.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -21,9 +26,10 @@ from facenerf.config import save_config
 from facenerf.engine.trainer import Trainer, TrainerConfig
 from facenerf.io import ensure_writable_dir, write_image
 from facenerf.metrics import psnr
-from facenerf.models.blendshape.checkpoints import check_workspace
+from facenerf.errors import FaceNerfError
+from facenerf.models.blendshape.checkpoints import check_expr_dim, check_workspace, load_blendshape
 from facenerf.models.blendshape.config import BlendShapeRunConfig
-from facenerf.models.blendshape.data import HeadBatches, HeadData, load_head_data
+from facenerf.models.blendshape.data import HeadBatches, HeadData, TorsoBatches, load_head_data
 from facenerf.models.blendshape.losses import PatchLoss, check_patch_size
 from facenerf.models.blendshape.model import MODEL_NAME, NeRFBlendShape
 from facenerf.runtime import seed_everything, select_device
@@ -88,24 +94,24 @@ def build_head(run: BlendShapeRunConfig, data: HeadData) -> NeRFBlendShape:
     return model
 
 
-def train_head(run: BlendShapeRunConfig, say=print) -> dict:
-    """Train (or resume) the head of ``run``; returns the Trainer's summary plus paths and notes."""
+def _prepare(run: BlendShapeRunConfig, say) -> tuple[torch.device, HeadData]:
+    """Device, seed and data; the workspace checked; notes said. Nothing is written yet."""
     run.runtime.apply_threads()
     device = select_device(run.runtime.device)
     seed_everything(run.runtime.seed)
     data = load_head_data(run, device)
-    run = data.run
-    check_workspace(run)
+    check_workspace(data.run)
     for line in data.notes + [fp16_note(run.train.fp16, device)]:
         if line:
             say(line if line.startswith("note:") else f"note: {line}")
+    return device, data
+
+
+def _fit(model: NeRFBlendShape, batches, data: HeadData, device: torch.device) -> dict:
+    """Write ``config.txt`` and run the Trainer; the summary plus what was trained."""
+    run = data.run
     out_dir = ensure_writable_dir(run.train.workspace)
     save_config(run, out_dir)
-    model = build_head(run, data)
-    if model.patch_loss is not None:
-        say(f"patch loss: {model.patch_loss.name}")
-    batches = HeadBatches(data, run.train.num_rays, run.runtime.seed, model.schedule.patch_active,
-                          run.train.patch_size)
     evaluate = make_evaluator(data, out_dir, run.train.val_num)
     trainer = Trainer(model, batches, trainer_config(run, len(data.train)), device, run.to_dict(), evaluate,
                       MODEL_NAME)
@@ -113,3 +119,37 @@ def train_head(run: BlendShapeRunConfig, say=print) -> dict:
     summary.update(workspace=str(out_dir), n_train=len(data.train), n_val=len(data.val),
                    expr_dim=data.expr_dim, bound=run.scene.bound)
     return summary
+
+
+def train_head(run: BlendShapeRunConfig, say=print) -> dict:
+    """Train (or resume) the head of ``run``; returns the Trainer's summary plus paths."""
+    device, data = _prepare(run, say)
+    model = build_head(data.run, data)
+    if model.patch_loss is not None:
+        say(f"patch loss: {model.patch_loss.name}")
+    batches = HeadBatches(data, run.train.num_rays, run.runtime.seed, model.schedule.patch_active,
+                          run.train.patch_size)
+    return _fit(model, batches, data, device)
+
+
+def torso_run(run: BlendShapeRunConfig, head: BlendShapeRunConfig) -> BlendShapeRunConfig:
+    """The torso run: the head checkpoint's sizes and box, the command line's data, schedule and torso."""
+    scene = replace(head.scene, white_bg=run.scene.white_bg, update_extra_interval=run.scene.update_extra_interval)
+    return replace(run, model=head.model, scene=scene)
+
+
+def train_torso(run: BlendShapeRunConfig, say=print) -> dict:
+    """Train (or resume) the torso net behind the frozen head of ``run.train.head_ckpt``."""
+    head_path = Path(run.train.head_ckpt)
+    if not head_path.is_file():
+        raise FaceNerfError(f"--head_ckpt not found: {head_path} (pass a checkpoint written by head training)")
+    head, info = load_blendshape(head_path)
+    if run.model.expr_dim is not None:
+        check_expr_dim(run.model.expr_dim, info["run"].model, str(head_path))
+    device, data = _prepare(torso_run(run, info["run"]), say)
+    model = NeRFBlendShape(data.run, head.field.expr_max[1:], head.field.expr_min[1:],
+                           data.run.train.total_steps(len(data.train)), torso_frames=len(data.train))
+    model.field.load_state_dict(head.field.state_dict())
+    model.grid.load_state_dict(head.grid.state_dict())
+    say(f"torso: training behind the frozen head of {head_path} (step {info['step']})")
+    return _fit(model, TorsoBatches(data, run.train.num_rays, run.runtime.seed), data, device)
