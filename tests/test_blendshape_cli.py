@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from commands import ROOT, build, load_script
 from facenerf.cli import parse_args
@@ -31,6 +32,10 @@ TINY = ["--num_levels", "4", "--level_dim", "2", "--desired_resolution", "32", "
         "--num_layers", "1", "--hidden_dim", "16", "--geo_feat_dim", "8", "--hidden_dim_color", "16",
         "--grid_size", "16", "--march_steps", "32", "--num_rays", "128", "--val_num", "1", "--lr", "0.01",
         "--device", "cpu", "--progress", "false", "--preload", "1"]
+
+
+TINY_TORSO = ["--torso_grid_levels", "4", "--torso_grid_finest", "64", "--torso_grid_log2_table", "10",
+              "--torso_grid_size", "16"]
 
 
 def main(argv):
@@ -133,6 +138,22 @@ def test_train_resume_and_test_end_to_end(talk, tmp_path, capsys):
     assert iio.imread(strip).shape == (48, 4 * 48 + 3 * 4, 3)
     with pytest.raises(FaceNerfError, match="unknown coefficient 'nose'"):
         blendshape_check.main([str(talk), "--workspace", str(ws), "--coefficient", "nose", "--device", "cpu"])
+    # the torso behind the frozen head, then head over torso over background
+    head_ckpt = sorted((ws / "checkpoints").glob("step_*.pt"))[-1]
+    torso_ws = tmp_path / "torso"
+    assert main([talk, "--workspace", torso_ws, "--torso", "--head_ckpt", head_ckpt, "--iters", "20", *TINY,
+                 *TINY_TORSO]) == 0
+    assert "trained the torso to step 20" in capsys.readouterr().out
+    trained, _ = load_blendshape(sorted((torso_ws / "checkpoints").glob("step_*.pt"))[-1])
+    assert trained.torso is not None and trained.torso.codes.shape[0] == 20
+    assert all(torch.equal(a, b) for a, b in zip(trained.field.state_dict().values(),
+                                                 load_blendshape(head_ckpt)[0].field.state_dict().values()))
+    assert main([talk, "--workspace", torso_ws, "--test", "--orbit_frames", "2", "--device", "cpu",
+                 "--progress", "false"]) == 0
+    composite = json.loads((torso_ws / "results" / "metrics.json").read_text())
+    assert composite["n_frames"] == 4 and np.isfinite(composite["psnr"])
+    _fails([talk, "--workspace", ws, "--torso", "--head_ckpt", head_ckpt, "--iters", "22", *TINY],
+           "holds a head-only run")
 
 
 def _fails(argv, match: str) -> None:
@@ -164,6 +185,12 @@ def test_bad_input_gets_one_clear_line_and_nothing_is_written(talk, tmp_path):
     _fails([talk, "--workspace", small, "--expr_dim", "6", "--iters", "4", *TINY],
            r"holds a head trained with --expr_dim 4.*uses 6")
     _fails([talk, "--workspace", tmp_path / "none", "--test", "--device", "cpu"], "no checkpoint in")
+    small_ckpt = sorted((small / "checkpoints").glob("step_*.pt"))[-1]
+    _fails([talk, "--workspace", tmp_path / "t", "--torso", "--head_ckpt", small_ckpt, "--expr_dim", "6", *TINY],
+           r"holds a head trained with --expr_dim 4.*uses 6")
+    _fails([talk, "--workspace", tmp_path / "t", "--torso", "--head_ckpt", tmp_path / "nope.pt", *TINY],
+           "--head_ckpt not found")
+    assert not (tmp_path / "t").exists()
     assert {p: p.stat().st_mtime_ns for p in small.rglob("*") if p.is_file()} == before
 
 
