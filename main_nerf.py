@@ -26,7 +26,8 @@ def main(argv: list[str] | None = None) -> int:
 
         report = run_test(run, test)
         print(f"held-out PSNR {report['psnr']:.2f} dB, SSIM {report['ssim']:.3f} over {report['n_frames']} frames "
-              f"(mean-image baseline {report['baseline_psnr']:.2f} dB); checkpoint {report['checkpoint']}")
+              f"(mean-image baseline {report['baseline_psnr']:.2f} dB); inside the head mask {report['head_psnr']:.2f} "
+              f"dB (baseline {report['baseline_head_psnr']:.2f} dB); checkpoint {report['checkpoint']}")
         if "jaw" in report:
             print(report["jaw"]["summary"])
         for name, path in report["videos"].items():

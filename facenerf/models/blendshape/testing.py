@@ -15,7 +15,7 @@ checkpoint, a checkpoint of another ``--expr_dim``, data with too few coefficien
 * ``transfer.mp4`` - with ``--test_expr``: the head driven by another coefficient sequence
   from the first held-out view (coefficients clamped into the head's training range);
 * ``metrics.json`` - PSNR and SSIM per held-out frame and their means, next to the
-  mean-training-image baseline, and - for data with a ``jaw_open`` coefficient - the share of
+  mean-training-image baseline, both also over the head mask alone (``head_psnr``), and - for data with a ``jaw_open`` coefficient - the share of
   the closed-to-open mouth change the renders reproduce
   (:mod:`facenerf.models.blendshape.expression_check`).
 """
@@ -122,11 +122,17 @@ def held_out_metrics(model: NeRFBlendShape, data: HeadData) -> tuple[list[Tensor
     for i in range(len(data.val)):
         truth = data.val.image(i).float().cpu()
         render = render_frame(model, data, data.val.poses[i], data.val.coefficients[i]).cpu().clamp(0, 1)
-        rows.append({"img_id": data.val.dataset.frames[i].img_id, "psnr": float(psnr(render, truth)),
-                     "ssim": float(ssim(render, truth)), "baseline_psnr": float(psnr(baseline, truth))})
+        head = data.val.mask(i).cpu() > 0.5  # [H, W]
+        row = {"img_id": data.val.dataset.frames[i].img_id, "psnr": float(psnr(render, truth)),
+               "ssim": float(ssim(render, truth)), "baseline_psnr": float(psnr(baseline, truth))}
+        if bool(head.any()):
+            row.update(head_psnr=float(psnr(render[head], truth[head])),
+                       baseline_head_psnr=float(psnr(baseline[head], truth[head])))
+        rows.append(row)
         truths.append(truth)
         renders.append(render)
-    means = {key: float(np.mean([r[key] for r in rows])) for key in ("psnr", "ssim", "baseline_psnr")}
+    keys = ("psnr", "ssim", "baseline_psnr", "head_psnr", "baseline_head_psnr")
+    means = {key: float(np.mean([r[key] for r in rows if key in r] or [float("nan")])) for key in keys}
     return truths, renders, {**means, "frames": rows}
 
 
