@@ -108,7 +108,7 @@ def test_train_resume_and_test_end_to_end(talk, tmp_path, capsys):
     assert info["step"] == 30 and model.expr_dim == 10 and 0 < model.grid.occupied_fraction() < 1
     assert read_checkpoint_run(checkpoints[-1])[0] == "nerfblendshape"
     # rerunning resumes; more steps continue from the checkpoint
-    assert main([*common, "--iters", "34"]) == 0
+    assert main([*common, "--iters", "34", "--preload", "2"]) == 0  # the frames on the device
     assert "resumed from" in capsys.readouterr().out
     transfer = tmp_path / "drive.npy"
     np.save(transfer, np.random.default_rng(0).uniform(0, 1, (3, 12)))
@@ -142,7 +142,7 @@ def test_train_resume_and_test_end_to_end(talk, tmp_path, capsys):
     head_ckpt = sorted((ws / "checkpoints").glob("step_*.pt"))[-1]
     torso_ws = tmp_path / "torso"
     assert main([talk, "--workspace", torso_ws, "--torso", "--head_ckpt", head_ckpt, "--iters", "20", *TINY,
-                 *TINY_TORSO]) == 0
+                 *TINY_TORSO, "--preload", "0"]) == 0  # frames and torso layers read from disk each step
     assert "trained the torso to step 20" in capsys.readouterr().out
     trained, _ = load_blendshape(sorted((torso_ws / "checkpoints").glob("step_*.pt"))[-1])
     assert trained.torso is not None and trained.torso.codes.shape[0] == 20
@@ -201,3 +201,18 @@ def test_errors_reach_the_user_as_one_line(tmp_path):
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: dataset folder not found")
     assert not (tmp_path / "ws").exists()
+
+
+def test_the_release_layout_trains_with_its_scale_and_bound(tmp_path):
+    """transforms.json + exp_ori + max_46.txt: poses x 0.33, the release's 0.06 cube, 46 coefficients."""
+    from test_data_video import write_official
+
+    root = tmp_path / "official"
+    write_official(root, n=6, size=32)
+    ws = tmp_path / "ws"
+    assert main([root, "--workspace", ws, "--test_num", "2", "--iters", "3", *TINY]) == 0
+    from facenerf.models.blendshape.checkpoints import load_blendshape
+
+    model, info = load_blendshape(sorted((ws / "checkpoints").glob("*.pt"))[-1])
+    assert model.expr_dim == 46 and info["run"].scene.scale == pytest.approx(0.33)
+    assert info["run"].scene.bound == pytest.approx(0.06)
