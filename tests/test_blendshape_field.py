@@ -151,3 +151,18 @@ def test_patch_loss_needs_no_download_and_names_a_missing_weights_file(tmp_path)
     with pytest.raises(FaceNerfError, match="--patch_size 32 does not fit the 24x24"):
         check_patch_size(32, 24, 24)
     assert float(sparsity_l1(torch.tensor([[1.0, -3.0]]))) == 2.0
+
+
+def test_lpips_is_the_patch_loss_when_its_weights_file_is_given(tmp_path):
+    from facenerf.metrics import LPIPS
+
+    torch.manual_seed(0)
+    weights = tmp_path / "lpips_alex.pth"
+    state = {k: (v.abs() if k.startswith("lin") else v) for k, v in LPIPS().state_dict().items()}  # heads >= 0
+    torch.save(state, weights)
+    loss = PatchLoss(str(weights))
+    assert loss.name.startswith("LPIPS")
+    a, b = torch.rand(2, 32, 32, 3), torch.rand(2, 32, 32, 3)
+    assert float(loss(a, a).detach()) == pytest.approx(0.0, abs=1e-6) and float(loss(a, b).detach()) > 0
+    with pytest.raises(FaceNerfError, match="LPIPS needs patches of at least 32 pixels"):
+        check_patch_size(16, 64, 64, lpips=True)

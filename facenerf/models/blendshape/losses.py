@@ -86,9 +86,14 @@ class PatchLoss:
         return self.lpips(pred.permute(0, 3, 1, 2).float(), target.permute(0, 3, 1, 2).float())
 
 
-def check_patch_size(patch_size: int, height: int, width: int) -> None:
-    """One-line error for a patch that cannot fit the training images or the SSIM window."""
-    if patch_size > min(height, width) or patch_size < 7:
+LPIPS_MIN_PATCH = 32  # AlexNet's strides and pools leave nothing of smaller patches
+
+
+def check_patch_size(patch_size: int, height: int, width: int, lpips: bool = False) -> None:
+    """One-line error for a patch that cannot fit the training images, the SSIM window or LPIPS."""
+    low = LPIPS_MIN_PATCH if lpips else 7
+    if patch_size > min(height, width) or patch_size < low:
+        need = "LPIPS needs patches of at least 32 pixels; " if lpips and patch_size < low else ""
         raise FaceNerfError(f"--patch_size {patch_size} does not fit the {width}x{height} training images "
-                            f"(needs 7..{min(height, width)}); lower --patch_size or --downscale")
+                            f"({need}needs {low}..{min(height, width)}); change --patch_size or --downscale")
 

@@ -89,7 +89,8 @@ def build_head(run: BlendShapeRunConfig, data: HeadData) -> NeRFBlendShape:
     """A fresh head for ``data`` with the patch loss the run asks for."""
     model = NeRFBlendShape(data.run, data.expr_max, data.expr_min, run.train.total_steps(len(data.train)))
     if run.train.use_patch_loss:
-        check_patch_size(run.train.patch_size, data.intrinsics.height, data.intrinsics.width)
+        check_patch_size(run.train.patch_size, data.intrinsics.height, data.intrinsics.width,
+                         lpips=bool(run.train.lpips_weights))
         model.patch_loss = PatchLoss(run.train.lpips_weights)
     return model
 
