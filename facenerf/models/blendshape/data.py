@@ -141,13 +141,14 @@ def _background(dataset: VideoDataset, size: tuple[int, int], white: bool) -> Te
     return torch.from_numpy(read_image(dataset.background_path, size))
 
 
-def load_head_data(run: BlendShapeRunConfig, device: torch.device) -> HeadData:
+def load_head_data(run: BlendShapeRunConfig, device: torch.device, training: bool = True) -> HeadData:
     """Parse ``run.data.path`` (train + held-out splits) and resolve ``expr_dim``, ``scale``, ``bound``.
 
     With ``run.train.torso`` the training frames also serve their torso layers and the held-out
     frames are whole video frames (``ori_imgs``), the target of head over torso over background.
     Every problem with the data (missing frames, masks or torso images, ``--expr_dim`` above what
     the data holds, a ``--test_num`` that leaves no training frame) raises one FaceNerfError line.
+    ``training = False`` (rendering a trained run) needs no torso layers.
     """
     torso = run.train.torso
     root = Path(run.data.path)
@@ -155,7 +156,7 @@ def load_head_data(run: BlendShapeRunConfig, device: torch.device) -> HeadData:
         raise FaceNerfError("no dataset given: pass the dataset folder first, e.g. main_nerf.py data/talk ...")
     scale = resolve_scale(detect_layout(root), run.scene.scale)
     kwargs = dict(expr_dim=run.model.expr_dim, test_num=run.data.test_num, scale=scale, require_masks=True,
-                  require_torso=torso)
+                  require_torso=torso and training)
     train = parse_video_dataset(root, "train", **kwargs)
     val = parse_video_dataset(root, "val", **kwargs)
     notes = list(train.notes)
@@ -166,8 +167,8 @@ def load_head_data(run: BlendShapeRunConfig, device: torch.device) -> HeadData:
         if missing:
             raise FaceNerfError(f"{len(missing)} held-out frames lack their ori_imgs image (first: img_id "
                                 f"{missing[0]}); restore them or rerun the preprocessing")
-    train_store = FrameStore(train, run.data.downscale, run.data.preload, device, progress=progress, torso=torso,
-                             image="frame" if torso else "head")
+    train_store = FrameStore(train, run.data.downscale, run.data.preload, device, progress=progress,
+                             torso=torso and training, image="frame" if torso else "head")
     val_store = FrameStore(val, run.data.downscale, min(run.data.preload, 1), device, progress=progress,
                            image="frame" if torso else "head")
     K = train_store.intrinsics

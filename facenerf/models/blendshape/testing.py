@@ -40,8 +40,8 @@ from facenerf.models.blendshape.config import BlendShapeRunConfig, BlendShapeTes
 from facenerf.models.blendshape.data import HeadData, load_head_data
 from facenerf.models.blendshape.expression_check import JawMeasure, measure
 from facenerf.models.blendshape.model import NeRFBlendShape
-from facenerf.models.blendshape.training import render_frame
-from facenerf.runtime import select_device
+from facenerf.models.blendshape.training import fp16_note, render_frame
+from facenerf.runtime import autocast, select_device
 
 RESULTS_DIR = "results"
 
@@ -162,7 +162,7 @@ def load_tested_head(cli: BlendShapeRunConfig, ckpt: str) -> TestedHead:
     model, info = load_blendshape(path)
     if cli.model.expr_dim is not None:
         check_expr_dim(cli.model.expr_dim, info["run"].model, str(path))
-    data = load_head_data(tested_run(info["run"], cli), device)
+    data = load_head_data(tested_run(info["run"], cli), device, training=False)
     return TestedHead(model.to(device).eval(), data, path, int(info["step"]))
 
 
@@ -174,25 +174,35 @@ def held_out_pair(model: NeRFBlendShape, data: HeadData, frames: tuple[int, ...]
     return truths, renders
 
 
+def write_videos(model: NeRFBlendShape, data: HeadData, test: BlendShapeTestSettings, out: Path,
+                 truths: list[Tensor], renders: list[Tensor], transfer: np.ndarray | None) -> dict[str, Path]:
+    """The reenactment, orbit and (with ``transfer`` [N, K]) transfer videos in ``out``."""
+    fps = test.test_fps
+    videos = {"reenact": write_video(out / "reenact.mp4", renders, fps=fps),
+              "reenact_vs_gt": write_video(out / "reenact_vs_gt.mp4",
+                                           [torch.cat(pair, dim=1) for pair in zip(truths, renders)], fps=fps)}
+    base = data.val.poses[0]
+    orbit = (render_frame(model, data, yaw_about_head(base, yaw), data.val.coefficients[j % len(data.val)]).cpu()
+             for j, yaw in enumerate(orbit_yaws(test.orbit_frames, test.orbit_yaw)))
+    videos["orbit"] = write_video(out / "orbit.mp4", orbit, fps=fps)
+    if transfer is not None:
+        driven = (render_frame(model, data, base, torch.from_numpy(row)).cpu() for row in transfer)
+        videos["transfer"] = write_video(out / "transfer.mp4", driven, fps=fps)
+    return videos
+
+
 def run_test(cli: BlendShapeRunConfig, test: BlendShapeTestSettings, say=print) -> dict:
     """Run ``--test`` (see the module docstring); returns the metrics and the paths written."""
     model, data, path, step = load_tested_head(cli, test.ckpt)
     transfer, note = (read_coefficients(test.test_expr, model.expr_dim) if test.test_expr else (None, None))
-    for line in data.notes + [note]:
+    device = model.field.tables.device
+    for line in data.notes + [note, fp16_note(cli.train.fp16, device)]:
         if line:
             say(line if line.startswith("note:") else f"note: {line}")
     out = ensure_writable_dir(Path(cli.train.workspace) / RESULTS_DIR)
-    truths, renders, metrics = held_out_metrics(model, data)
-    videos = {"reenact": write_video(out / "reenact.mp4", renders, fps=test.test_fps),
-              "reenact_vs_gt": write_video(out / "reenact_vs_gt.mp4",
-                                           [torch.cat(pair, dim=1) for pair in zip(truths, renders)], fps=test.test_fps)}
-    base = data.val.poses[0]
-    orbit = (render_frame(model, data, yaw_about_head(base, yaw), data.val.coefficients[j % len(data.val)]).cpu()
-             for j, yaw in enumerate(orbit_yaws(test.orbit_frames, test.orbit_yaw)))
-    videos["orbit"] = write_video(out / "orbit.mp4", orbit, fps=test.test_fps)
-    if transfer is not None:
-        driven = (render_frame(model, data, base, torch.from_numpy(row)).cpu() for row in transfer)
-        videos["transfer"] = write_video(out / "transfer.mp4", driven, fps=test.test_fps)
+    with autocast(device, "fp16" if cli.train.fp16 else "none"):
+        truths, renders, metrics = held_out_metrics(model, data)
+        videos = write_videos(model, data, test, out, truths, renders, transfer)
     report = {"checkpoint": str(path), "step": step, "dataset": str(cli.data.path), "n_frames": len(renders),
               **metrics, "videos": {k: str(v) for k, v in videos.items()}}
     jaw = jaw_measure(data, truths, renders)

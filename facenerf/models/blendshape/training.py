@@ -54,7 +54,7 @@ def held_out_indices(n_frames: int, count: int) -> list[int]:
 def render_frame(model: NeRFBlendShape, data: HeadData, pose: torch.Tensor, expression: torch.Tensor) -> torch.Tensor:
     """``[H, W, 3]`` render of one view at the training resolution over the data's background."""
     return model.render_view(pose, expression, data.intrinsics, data.near, data.far, data.pixel_center,
-                             data.background)["rgb"]
+                             data.background)["rgb"].float()
 
 
 def make_evaluator(data: HeadData, out_dir: Path, count: int):
