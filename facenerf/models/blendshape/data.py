@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from facenerf.core.cameras import Intrinsics
-from facenerf.core.rays import RayBundle, pixel_rays, scaled_pixel_center
+from facenerf.core.rays import pixel_rays, scaled_pixel_center
 from facenerf.data.ray_batches import gather_pixels, patch_pixels, uniform_pixels
 from facenerf.data.video import VideoDataset, detect_layout, load_split, parse_video_dataset, read_head_mask
 from facenerf.errors import FaceNerfError
@@ -182,8 +182,9 @@ def load_head_data(run: BlendShapeRunConfig, device: torch.device, training: boo
 
 
 def patch_region(rect: tuple | None, factor: float, patch: int) -> tuple[int, int, int, int] | None:
-    """Where a patch's top-left corner may go so that its centre lies in ``rect`` = (x, y, w, h) of the
-    full-resolution image, at an image scaled by ``factor``: ``(x0, y0, x1, y1)``, or None."""
+    """The region ``(x0, y0, x1, y1)`` a ``patch``-pixel patch must lie in for its centre to fall inside
+    ``rect`` = (x, y, w, h) of the full-resolution image, at an image scaled by ``factor`` (None
+    without a rect; :func:`~facenerf.data.ray_batches.patch_pixels` clips it to the image)."""
     if rect is None:
         return None
     x, y, w, h = (float(v) * factor for v in rect)
@@ -257,9 +258,3 @@ class TorsoBatches(HeadBatches):
                 "background": gather_pixels(data.background, xy).float(),
                 "pose": pose_vector(data.train.poses[i]), "frame": i}
 
-
-def frame_rays(data: HeadData, pose: Tensor) -> RayBundle:
-    """Every pixel's ray of a view at the training resolution (row-major)."""
-    from facenerf.core.rays import image_rays
-
-    return image_rays(data.intrinsics, pose, data.near, data.far, data.pixel_center)
