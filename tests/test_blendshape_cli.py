@@ -216,3 +216,31 @@ def test_the_release_layout_trains_with_its_scale_and_bound(tmp_path):
     model, info = load_blendshape(sorted((ws / "checkpoints").glob("*.pt"))[-1])
     assert model.expr_dim == 46 and info["run"].scene.scale == pytest.approx(0.33)
     assert info["run"].scene.bound == pytest.approx(0.06)
+
+
+@needs_gl
+def test_batches_are_one_frame_per_step_with_mouth_and_face_patches(talk):
+    import torch
+
+    from facenerf.models.blendshape.config import BlendShapeDataConfig, BlendShapeRunConfig
+    from facenerf.models.blendshape.data import HeadBatches, load_head_data
+
+    run = BlendShapeRunConfig(data=BlendShapeDataConfig(path=str(talk)))
+    data = load_head_data(run, torch.device("cpu"))
+    assert data.expr_dim == 10 and len(data.train) == 20 and data.run.scene.bound > 0
+    batches = HeadBatches(data, num_rays=64, seed=3, patch_active=lambda step: step >= 20, patch_size=8)
+    assert sorted(batches.frame_of(s) for s in range(20)) == list(range(20))  # an epoch visits every frame once
+    first, again = batches(5), batches(5)
+    assert torch.equal(first["rays"].directions, again["rays"].directions) and first["patch"] == 0
+    assert len(first["rays"]) == 64 and first["mask"].shape == (64,) and first["coefficients"].shape == (10,)
+    for step, key in ((20, "lip_rect"), (21, "face_rect")):
+        batch = batches(step)
+        assert batch["patch"] == 8 and len(batch["rays"]) == 64 + 64
+        x, y, w, h = getattr(data.train.dataset.frames[batch["frame"]], key)
+        # the patch centre (pixel rays of its middle) lies in the rectangle, clipped to the image
+        mid = batch["rays"].directions[64 + 8 * 4 + 4]
+        K = data.intrinsics
+        pose = data.train.poses[batch["frame"]]
+        cam = pose[:3, :3].T @ mid
+        px, py = K.cx + K.fx * cam[0] / -cam[2], K.cy - K.fy * cam[1] / -cam[2]
+        assert max(x, 0) - 1 <= float(px) <= x + w + 1 and max(y, 0) - 1 <= float(py) <= y + h + 1
