@@ -29,6 +29,8 @@ PARSERS = {
         (ROOT / "fittingDataPreprocess" / "wildData_preprocess.py", "build_parser"),
     "data_utils/process.py": (ROOT / "data_utils" / "process.py", "build_parser"),
     "python -m facenerf.tools.video_evaluate": ("facenerf.tools.video_evaluate", "build_parser"),
+    "main_nerf.py": ("facenerf.models.blendshape.options", "build_parser"),
+    "python -m facenerf.tools.blendshape_check": ("facenerf.tools.blendshape_check", "build_parser"),
 }
 # the commands that show a progress bar
 WITH_PROGRESS = sorted(set(PARSERS) - {"python -m facenerf.tools.contact_sheet",

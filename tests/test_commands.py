@@ -104,6 +104,8 @@ def _typed_defaults() -> dict[str, object]:
     from facenerf.data.synthetic.writer import GeneratorSettings
     from facenerf.demos.tiny_nerf import CoreDemoConfig
     from facenerf.fitting.config import FitCommand
+    from facenerf.models.blendshape.config import BlendShapeRunConfig, BlendShapeTestSettings
+    from facenerf.models.blendshape.expression_check import JawCheck
     from facenerf.models.mofanerf.config import MoFaNeRFRunConfig
     from facenerf.models.mofanerf.refine_pairs import PairPlan
     from facenerf.models.refine.inference import RefineTestSettings
@@ -126,7 +128,7 @@ def _typed_defaults() -> dict[str, object]:
 
     for cls in (DegradedPairs, GeneratorSettings, CoreDemoConfig, FitCommand, MoFaNeRFRunConfig, PairPlan,
                 RefineTestSettings, RefineRunConfig, PreprocessSettings, AlignOptions, ContactSheet, RenderOptions,
-                TalkingHeadSettings, ProcessSettings):
+                TalkingHeadSettings, ProcessSettings, BlendShapeRunConfig, BlendShapeTestSettings, JawCheck):
         walk(cls)
     return seen
 
@@ -143,6 +145,7 @@ DIFFERENT_IDEAS = {
     "lr",            # learning rate of the demo NeRF / of the RefineNet
     "out", "size", "resolution",  # each tool's output and image size
     "pixel_center",  # the convention render.py renders with (0.5) / the one training assumes (None: the data's)
+    "scale",         # the degraded pairs' downscale factor / NeRFBlendShape's pose-translation scale (None: auto)
 }
 
 

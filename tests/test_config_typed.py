@@ -85,13 +85,23 @@ def test_the_model_table_loads_what_each_model_writes(tmp_path):
     from facenerf.models.mofanerf.model import MoFaNeRF
     from facenerf.models.refine.model import RefineModel
 
-    assert set(MODELS) == {"mofanerf", "refine"}
+    import torch
+
+    from facenerf.models.blendshape.config import BlendShapeConfig, BlendShapeRunConfig, BlendShapeSceneConfig
+    from facenerf.models.blendshape.model import NeRFBlendShape
+
+    assert set(MODELS) == {"mofanerf", "refine", "nerfblendshape"}
     run = MoFaNeRFRunConfig(model=TINY, render=replace(MoFaNeRFRenderConfig(), near=12.0))
     mofanerf = save_mofanerf(tmp_path / "m.pt", MoFaNeRF(TINY), step=5, run=run)
     net = RefineConfig(ngf=4, n_downsample_global=1, n_blocks_global=1, ndf=4, n_layers_D=1, num_D=1)
     flat = {**net.to_dict(), "load_size": 32, "name": "old"}  # a RefineNet checkpoint of the flat layout
     refine = save_checkpoint(tmp_path / "r.pt", make_payload("refine", flat, 7, RefineModel(net).state_dict()))
-    for path, name, step in ((mofanerf, "mofanerf", 5), (refine, "refine", 7)):
+    head_run = BlendShapeRunConfig(model=BlendShapeConfig(expr_dim=2, num_levels=2, level_dim=2, desired_resolution=32,
+                                                          log2_hashmap_size=8, num_layers=1, hidden_dim=8),
+                                   scene=BlendShapeSceneConfig(bound=1.5, grid_size=8))
+    head = NeRFBlendShape(head_run, torch.ones(2), torch.zeros(2))
+    blend = save_checkpoint(tmp_path / "b.pt", make_payload("nerfblendshape", head_run.to_dict(), 3, head.state_dict()))
+    for path, name, step in ((mofanerf, "mofanerf", 5), (refine, "refine", 7), (blend, "nerfblendshape", 3)):
         entry = model_entry(name)
         model, info = entry.load(path)
         assert isinstance(model, entry.model) and info["step"] == step and isinstance(info["run"], entry.config)
@@ -99,8 +109,10 @@ def test_the_model_table_loads_what_each_model_writes(tmp_path):
     assert read_checkpoint_run(mofanerf)[2] == run
     old_refine = read_checkpoint_run(refine)[2]
     assert old_refine.net == net and old_refine.train.load_size == 32 and old_refine.train.location.name == "old"
-    with pytest.raises(FaceNerfError, match="unknown model 'nerfblendshape': this facenerf knows mofanerf, refine"):
-        model_entry("nerfblendshape")
+    assert read_checkpoint_run(blend)[2] == head_run
+    with pytest.raises(FaceNerfError, match="unknown model 'gaussians': this facenerf knows mofanerf, nerfblendshape, "
+                                            "refine"):
+        model_entry("gaussians")
 
 
 def test_checkpoint_info_prints_the_stored_run(tmp_path, capsys):

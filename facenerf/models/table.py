@@ -16,6 +16,9 @@ from typing import Any, Callable
 from torch import nn
 
 from facenerf.errors import FaceNerfError
+from facenerf.models.blendshape.checkpoints import load_blendshape
+from facenerf.models.blendshape.config import BlendShapeRunConfig
+from facenerf.models.blendshape.model import MODEL_NAME as BLENDSHAPE, NeRFBlendShape
 from facenerf.models.mofanerf.checkpoints import load_mofanerf
 from facenerf.models.mofanerf.config import MoFaNeRFRunConfig
 from facenerf.models.mofanerf.model import MODEL_NAME as MOFANERF, MoFaNeRF
@@ -36,6 +39,7 @@ class ModelEntry:
 MODELS: dict[str, ModelEntry] = {
     MOFANERF: ModelEntry(MoFaNeRFRunConfig, MoFaNeRF, load_mofanerf),
     REFINE: ModelEntry(RefineRunConfig, RefineModel, load_refine),
+    BLENDSHAPE: ModelEntry(BlendShapeRunConfig, NeRFBlendShape, load_blendshape),
 }
 
 
