@@ -125,6 +125,26 @@ class FitCommand:
                                 "--filePath that was fitted")
         if self.render_type == "morph" and not self.modes.morphFile:
             raise FaceNerfError("--renderType morph needs --morphFile other/fit.pt (the fit to morph into)")
+        self._check_files_exist()
+
+    def _check_files_exist(self) -> None:
+        """Every file this run reads must exist: checked before the checkpoint is loaded."""
+        if self.render_type == "fitting":
+            image = Path(self.input.filePath)
+            if not image.is_file():
+                raise FaceNerfError(f"image not found: {image} (check --filePath)")
+            from facenerf.fitting.inputs import find_pose_file
+
+            find_pose_file(image, self.input.posePath or None)
+        elif self.render_type in NEEDS_A_FIT and not self.fit_file().is_file():
+            raise FaceNerfError(f"fit file not found: {self.fit_file()} (--renderType {self.render_type} renders a "
+                                f"fit: run run_fit.py --filePath {self.input.filePath or '<image>'} first, or pass "
+                                "--fitFile)")
+        for flag, value in (("--swapFile", self.modes.swapFile if self.render_type == "swap" else ""),
+                            ("--morphFile", self.modes.morphFile if self.render_type == "morph" else ""),
+                            ("--code_stats", self.code_stats)):
+            if value and not Path(value).is_file():
+                raise FaceNerfError(f"file not found: {value} (check {flag})")
 
     def fit_dir(self) -> Path:
         """Folder of the fit: ``--fit_out``, else ``<image folder>/../fitting/<folder>_<name>`` (the original's)."""

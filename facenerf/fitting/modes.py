@@ -46,7 +46,7 @@ def _render(loaded: LoadedRun, face: FaceState, cmd: FitCommand, c2w=None, K=Non
 
 def _frames(loaded: LoadedRun, faces_and_poses, K: Intrinsics, cmd: FitCommand, desc: str) -> list:
     return [_render(loaded, face, cmd, pose, K).numpy()
-            for face, pose in tqdm(faces_and_poses, desc=desc, unit="frame", disable=not cmd.runtime.progress)]
+            for face, pose in tqdm(faces_and_poses, desc=desc, unit="frame", disable=None if cmd.runtime.progress else True)]
 
 
 def run_rendering(cmd: FitCommand, loaded: LoadedRun) -> list[Path]:
@@ -144,7 +144,7 @@ def run_random(cmd: FitCommand, loaded: LoadedRun, stats: CodeStatistics) -> lis
     pose = mofanerf_pose(0.0, 0.0, RADIUS)
     out = random_out_dir(cmd)
     written, images = [], []
-    for i in tqdm(range(modes.n_random), desc="random faces", disable=not cmd.runtime.progress):
+    for i in tqdm(range(modes.n_random), desc="random faces", disable=None if cmd.runtime.progress else True):
         face = FaceState(shapes[i], eps, textures[i], torch.ones(1), pose, K, render.near, render.far)
         image = _render(loaded, face, cmd, with_gain=False)
         images.append(image)

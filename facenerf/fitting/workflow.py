@@ -115,7 +115,9 @@ def run_fitting(cmd: FitCommand, loaded: LoadedRun, stats: CodeStatistics, devic
     fitter = Fitter(loaded.model, target, stats, settings, loaded.render_settings, device, cmd.runtime)
     start = starting_state(fitter)
     path = cmd.fit_file()
-    if output.is_load_par:
+    if output.is_load_par and not path.is_file():
+        print(f"note: --is_load_par: no fit file {path} yet; starting a new fit (as the original does)")
+    elif output.is_load_par:
         previous = FitResult.load(path)
         _check_resumable(previous, target, path)
         fitter.resume(previous)

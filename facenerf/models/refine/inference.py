@@ -135,7 +135,7 @@ def refine_folder(generator: nn.Module, nerf_folder: str | Path, size: int | Non
         raise FaceNerfError(f"output folder {out} is the input folder; choose another --out_folder")
     result = RefineSummary(out)
     names = _output_names(paths)
-    for path in tqdm(paths, desc="refine", disable=not progress, dynamic_ncols=True):
+    for path in tqdm(paths, desc="refine", disable=None if progress else True, dynamic_ncols=True):
         try:
             refined = refine_image(generator, read_image(path), size, device)
             result.written.append(write_image(out / names[path], refined))

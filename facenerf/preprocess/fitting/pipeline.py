@@ -333,7 +333,7 @@ def preprocess_folder(input_dir: str | Path, out_dir: str | Path | None = None,
                    ContactSheetWriter(out / CONTACT_FOLDER) if contact_sheet else None)
     from tqdm import tqdm
 
-    for path in tqdm(photos, desc="preprocess", unit="photo", disable=not progress):
+    for path in tqdm(photos, desc="preprocess", unit="photo", disable=None if progress else True):
         log(_process_one(batch, path))
     if batch.sheets is not None:
         summary.contact_sheets = batch.sheets.close()
