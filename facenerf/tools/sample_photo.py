@@ -1,8 +1,8 @@
-"""``python -m facenerf.tools.sample_photo --out data/fit``: a portrait to try wild-photo preprocessing on.
+"""``python -m facenerf.tools.sample_photo data/fit``: a portrait to try wild-photo preprocessing on.
 
 Writes scikit-image's ``astronaut`` test image (a public-domain NASA portrait of Eileen Collins,
 512x512, shipped inside the scikit-image wheel: nothing is downloaded) as
-``<out>/astronaut.png``. An existing file is left as it is.
+``<folder>/astronaut.png``. An existing file is left as it is.
 """
 
 from __future__ import annotations
@@ -18,13 +18,13 @@ NAME = "astronaut.png"
 def build_parser():
     parser = make_parser("Write a public-domain portrait (scikit-image's astronaut) to try "
                          "fittingDataPreprocess/wildData_preprocess.py on.", prog="python -m facenerf.tools.sample_photo")
-    parser.add_argument("--out", default="data/fit", help="folder to write astronaut.png into")
+    parser.add_argument("folder", nargs="?", default="data/fit", help="folder to write astronaut.png into")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(build_parser(), argv)
-    target = Path(args.out) / NAME
+    target = Path(args.folder) / NAME
     if target.is_file():
         print(f"{target} exists; left as it is")
         return 0
