@@ -143,6 +143,7 @@ DIFFERENT_IDEAS = {
     "lr",            # learning rate of the demo NeRF / of the RefineNet
     "out", "size", "resolution",  # each tool's output and image size
     "pixel_center",  # the convention render.py renders with (0.5) / the one training assumes (None: the data's)
+    "scale",         # a degradation's blur scale / the original's camera-translation divisor
 }
 
 

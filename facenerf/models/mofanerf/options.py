@@ -33,7 +33,7 @@ from facenerf.runtime import RunSettings
 # the original parser's keys with no role here: accepted, value checked where it matters
 LEGACY_KEYS = {
     "no_batching": (bool_type, True), "use_viewdirs": (bool_type, True), "dataset_type": (str, "blender"),
-    "i_embed": (int, 0), "raw_noise_std": (float, 0.0), "testskip": (int, 8), "render_only": (bool_type, False),
+    "i_embed": (int, 0), "raw_noise_std": (float, 0.0), "render_only": (bool_type, False),
     "render_test": (bool_type, False), "render_factor": (int, 0), "i_img": (int, 500), "i_video": (int, 50000),
     "no_ndc": (bool_type, True), "spherify": (bool_type, False), "factor": (int, 8), "llffhold": (int, 8),
     "shape": (str, "greek"), "output_ch": (int, 5), "netchunk": (int, 0),
