@@ -25,6 +25,7 @@ PARSERS = {
     "render.py": (ROOT / "render.py", "build_parser"),
     "trainingDataPreprocess/train.py": ("facenerf.models.refine.options", "build_train_parser"),
     "trainingDataPreprocess/test.py": ("facenerf.models.refine.options", "build_test_parser"),
+    "run_refine.py": (ROOT / "run_refine.py", "build_parser"),
     "trainingDataPreprocess/make_pairs.py": (ROOT / "trainingDataPreprocess" / "make_pairs.py", "build_parser"),
     "fittingDataPreprocess/wildData_preprocess.py":
         (ROOT / "fittingDataPreprocess" / "wildData_preprocess.py", "build_parser"),

@@ -52,6 +52,8 @@ class TrainerConfig:
     lr_decay_steps: int | None = None
     lr_decay_rate: float = 0.1
     warmup_steps: int = 0
+    lr_linear_start: int = 0           # then linear decay to 0 over lr_linear_steps (0 = off)
+    lr_linear_steps: int = 0
     amp: str = "none"                  # "none" | "bf16" | "fp16" (CUDA only; CPU runs in fp32)
     grad_clip: float | None = None     # max global L2 norm per optimiser
     log_every: int = 50
@@ -174,7 +176,8 @@ class Trainer:
         self.amp = resolve_amp(cfg.amp, self.device)
         self.optimizers, self.params = self._build_optimizers()
         self.scaler = torch.amp.GradScaler("cuda") if self.amp == "fp16" else None
-        self.schedule = ExponentialSchedule(cfg.lr_decay_steps, cfg.lr_decay_rate, cfg.warmup_steps)
+        self.schedule = ExponentialSchedule(cfg.lr_decay_steps, cfg.lr_decay_rate, cfg.warmup_steps,
+                                            cfg.lr_linear_start, cfg.lr_linear_steps)
         self.out_dir = Path(cfg.out_dir)
         self.main_process = distributed.is_main_process()
         self.checkpoints = CheckpointManager(self.out_dir / CHECKPOINT_DIR, keep_last=cfg.keep_last)
