@@ -51,6 +51,9 @@ MODES_HELP = """\
               preview mesh/<name>.png.
 """
 
+# the data keys fitting reads: the training identities whose codes give the code statistics
+STATISTICS_DATA_KEYS = ("datadir", "shape_codes", "uv_dir", "person_num", "personList", "valid_ids")
+
 DESCRIPTION = ("Fit a trained MoFaNeRF to one preprocessed image, then render novel views, edits, generations, "
                "videos and meshes from the fit. The network's sizes come from the checkpoint; training config "
                "files are accepted (their model sizes must match the checkpoint, other training keys are ignored).")
@@ -65,7 +68,7 @@ def build_fit_parser():
     add_options(parser, FitSettings, "fitting")
     add_options(parser, ModeSettings, "rendering, editing and generation modes")
     add_options(parser, RunSettings, "run")
-    add_trained_run_options(parser)
+    add_trained_run_options(parser, data_keys=STATISTICS_DATA_KEYS)
     return parser
 
 

@@ -83,16 +83,20 @@ def run_config_from_args(args: argparse.Namespace) -> MoFaNeRFRunConfig:
 
 # ----------------------------------------------------------------------------- loading a trained run
 
-def add_trained_run_options(parser) -> None:
+def add_trained_run_options(parser, data_keys: tuple[str, ...] = DATA_OVERRIDES) -> None:
     """Checkpoint location, and the render/data keys that default to the trained run's values.
 
-    Also accepts, unlisted, every other training key and the original code's keys; call it after
-    adding the command's own :class:`~facenerf.runtime.RunSettings` keys.
+    ``data_keys`` are the data keys the command reads (listed by ``--help``; the others of
+    :data:`DATA_OVERRIDES` are accepted unlisted). Also accepts, unlisted, every other training
+    key and the original code's keys; call it after adding the command's own
+    :class:`~facenerf.runtime.RunSettings` keys.
     """
     group = add_options(parser, RunSource, "the trained run (render and data keys default to the checkpoint's)",
                         only=("ckpt", "expname", "basedir"))
     add_options(group, MoFaNeRFRenderConfig, only=RENDER_OVERRIDES, unset="the training run's")
-    add_options(group, MoFaNeRFDataConfig, only=DATA_OVERRIDES, unset="the training run's")
+    add_options(group, MoFaNeRFDataConfig, only=data_keys, unset="the training run's")
+    add_options(group, MoFaNeRFDataConfig, only=DATA_OVERRIDES, unset="the training run's", hidden=True,
+                skip_existing=True)
     add_options(parser, MoFaNeRFRunConfig, hidden=True, unset="", skip_existing=True)
     _add_legacy_options(parser, defaults=False)
 
