@@ -18,6 +18,7 @@ the pix2pixHD options are checked on the RefineNet parsers.
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 
@@ -256,3 +257,49 @@ def test_pix2pixhd_options_keep_their_meaning_or_name_ours():
         parse_args(test, ["--niter", "3"])
     with pytest.raises(FaceNerfError, match="pix2pixHD.*--how_many"):
         parse_args(test, ["--ntest", "3"])
+
+
+# every option of the original's pix2pixHD option files (base, train, test)
+PIX2PIXHD_BASE = ("name gpu_ids checkpoints_dir model norm use_dropout data_type verbose fp16 local_rank batchSize "
+                  "loadSize fineSize label_nc input_nc output_nc dataroot nerf_folder gt_folder result_folder "
+                  "resize_or_crop serial_batches no_flip nThreads max_dataset_size display_winsize tf_log netG ngf "
+                  "n_downsample_global n_blocks_global n_blocks_local n_local_enhancers niter_fix_global no_instance "
+                  "instance_feat label_feat feat_num load_features n_downsample_E nef n_clusters").split()
+PIX2PIXHD_TRAIN = ("display_freq print_freq save_latest_freq save_epoch_freq no_html debug continue_train load_pretrain "
+                   "which_epoch phase niter niter_decay beta1 lr num_D n_layers_D ndf lambda_feat no_ganFeat_loss "
+                   "no_vgg_loss no_lsgan pool_size").split()
+PIX2PIXHD_TEST = ("ntest results_dir aspect_ratio phase which_epoch how_many cluster_path use_encoded_image export_onnx "
+                  "engine onnx").split()
+
+
+@pytest.mark.parametrize("label, names", [("trainingDataPreprocess/train.py", PIX2PIXHD_BASE + PIX2PIXHD_TRAIN),
+                                          ("trainingDataPreprocess/test.py", PIX2PIXHD_BASE + PIX2PIXHD_TEST),
+                                          ("run_refine.py", PIX2PIXHD_BASE + PIX2PIXHD_TEST)])
+def test_every_pix2pixhd_option_is_accepted_or_named(label, names):
+    """Each of the 75 options parses (bare or with a typical value) or stops with one line naming ours."""
+    assert len(set(PIX2PIXHD_BASE + PIX2PIXHD_TRAIN + PIX2PIXHD_TEST)) == 73   # phase, which_epoch in both
+    parser = build(label)
+    hidden = [a for a in parser._actions if a.dest.startswith("p2p_")]
+    assert hidden and all(a.help == argparse.SUPPRESS for a in hidden)   # --help lists only our keys
+    value = {"gpu_ids": "-1", "label_nc": "0", "input_nc": "3", "output_nc": "3", "norm": "instance",
+             "model": "pix2pixHD", "data_type": "32", "resize_or_crop": "resize", "pool_size": "0",
+             "aspect_ratio": "1.0", "max_dataset_size": "inf", "phase": "train" if label.endswith("train.py") else "test"}
+    accepted_names = []
+    for name in names:
+        args = [f"--{name}"] + ([value[name]] if name in value else ["3"] if name not in (
+            "use_dropout", "verbose", "fp16", "serial_batches", "no_flip", "tf_log", "no_instance", "instance_feat",
+            "label_feat", "load_features", "no_html", "debug", "continue_train", "no_ganFeat_loss", "no_vgg_loss",
+            "no_lsgan", "use_encoded_image") else [])
+        if name in ("name", "checkpoints_dir", "dataroot", "nerf_folder", "gt_folder", "netG", "which_epoch",
+                    "results_dir", "load_pretrain", "cluster_path", "export_onnx", "engine", "onnx", "result_folder"):
+            args = [f"--{name}", "global" if name == "netG" else "x"]
+        try:
+            parse_args(parser, args + (["--nerf_folder", "r"] if not label.endswith("train.py") else []))
+            accepted_names.append(name)
+        except FaceNerfError as err:
+            assert "pix2pixHD" in str(err) and "unknown argument" not in str(err), (name, str(err))
+    common = {"name", "gpu_ids", "checkpoints_dir", "loadSize", "which_epoch", "phase", "nerf_folder", "label_nc"}
+    must = common | ({"batchSize", "niter", "niter_decay", "continue_train", "nThreads", "lr", "beta1", "fp16",
+                      "print_freq", "save_latest_freq", "no_vgg_loss", "dataroot", "gt_folder"}
+                     if label.endswith("train.py") else {"results_dir", "how_many", "batchSize", "nThreads"})
+    assert must <= set(accepted_names), must - set(accepted_names)
