@@ -191,6 +191,10 @@ def build_train_parser():
 
 
 def run_config_from_args(args: argparse.Namespace) -> RefineRunConfig:
+    """The typed run; pix2pixHD's ``--which_epoch`` must be ``latest`` (a rerun resumes from the newest checkpoint)."""
+    if which_epoch(args) != "latest":
+        raise FaceNerfError(f"--which_epoch {which_epoch(args)}: training resumes from the newest checkpoint of "
+                            f"{Path(args.checkpoints_dir) / args.name}; move later checkpoints away to resume earlier")
     return from_namespace(RefineRunConfig, apply_pix2pixhd(args))
 
 
