@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 .PHONY: install gl test demo demo-core clean help
 
 help:
-	@echo "make demo   - install what is missing, run the MoFaNeRF chain on built-in synthetic data"
+	@echo "make demo   - install what is missing, run the MoFaNeRF chain and NeRFBlendShape on built-in synthetic data"
 	@echo "make test   - install what is missing, run the CPU test suite"
 	@echo "make install / make gl / make clean"
 
