@@ -14,7 +14,7 @@ TINY    ?= data/tiny
 .PHONY: install gl osmesa test demo demo-core tiny-data tiny-train tiny-fit clean help
 
 help:
-	@echo "make demo       - install what is missing, run the MoFaNeRF chain on built-in synthetic data"
+	@echo "make demo       - install what is missing, run the MoFaNeRF chain and NeRFBlendShape on built-in synthetic data"
 	@echo "make test       - install what is missing, run the CPU test suite"
 	@echo "make install    - .venv from the pinned requirements, facenerf installed into it (editable)"
 	@echo "make tiny-data  - README stage 1: synthetic FaceScape-format data in $(TINY), aligned and rendered"
