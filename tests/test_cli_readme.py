@@ -6,8 +6,9 @@ through a ``.pth`` file (so nothing is downloaded), then README's install block 
 (``make install``, which installs facenerf editable, and ``source .venv/bin/activate``). Each
 fenced ``bash`` block of the MoFaNeRF stages (``### 1.`` to ``### 5.``) then runs as written, in
 the same shell, with tiny overrides appended to each command (later flags win) so that the chain
-takes about a minute. Commands whose comment says they need a GPU are skipped; they use the
-released-size configs.
+takes about a minute; the NeRFBlendShape stages (``### 6.`` to ``### 8.``: synthetic talking head,
+video to dataset, head/torso training, test and transfer) run likewise in a second fresh copy.
+Commands whose comment says they need a GPU are skipped; they use the released-size configs.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 STAGES = ("### 1.", "### 2.", "### 3.", "### 4.", "### 5.")
+BLENDSHAPE_STAGES = ("### 6.", "### 7.", "### 8.")
 
 # appended to each README command (matched by its script or module) so the chain runs in about a minute
 OVERRIDES = {
@@ -41,6 +43,13 @@ OVERRIDES = {
     "train.py": "--max_steps 2 --load_size 32 --eval_every 2 --save_every 2",
     "test.py": "--load_size 32",
     "run_refine.py": "--load_size 32",
+}
+BLENDSHAPE_OVERRIDES = {
+    "facenerf.tools.talking_head": "--frames 80 --test_num 20 --texture_size 128 --vertices 2000",
+    "process.py": "--min_frames 10 --mask_samples 6",
+    "facenerf.tools.video_evaluate": "",
+    "main_nerf.py": "--iters 12 --orbit_frames 2",
+    "facenerf.tools.blendshape_check": "",
 }
 RELEASED_SIZE = ("configs/exp_mofanerf.txt", "configs/fit.txt", "configs/refine.txt", "torchrun")
 INSTALL = ["make install", "source .venv/bin/activate"]
@@ -63,12 +72,12 @@ def _commands(block: str) -> list[tuple[str, str]]:
     return out
 
 
-def readme_stages() -> tuple[list[str], list[str], list[str]]:
-    """README's install commands, the MoFaNeRF stage commands in order, and the GPU-only ones."""
+def readme_stages(stages: tuple[str, ...] = STAGES) -> tuple[list[str], list[str], list[str]]:
+    """README's install commands, the commands of ``stages`` (section headings) in order, and the GPU-only ones."""
     text = (ROOT / "README.md").read_text()
     install = [c for block in _blocks(text[:text.index("## The pipeline")]) for c, _ in _commands(block)]
-    starts = [text.index(marker) for marker in STAGES]
-    end = text.index("\n### ", starts[-1] + 1)
+    starts = [text.index(marker) for marker in stages]
+    end = re.compile(r"\n#{2,3} ").search(text, starts[-1] + 1).start()
     run, gpu = [], []
     for a, b in zip(starts, starts[1:] + [end]):
         for block in _blocks(text[a:b]):
@@ -85,14 +94,14 @@ def _script(segment: str) -> str | None:
     return rest[1] if rest[0] == "-m" else Path(rest[0]).name
 
 
-def with_overrides(command: str) -> str:
-    """``command`` with :data:`OVERRIDES` appended to its python segment (``a && python x.py ... && b``)."""
+def with_overrides(command: str, overrides: dict[str, str] = OVERRIDES) -> str:
+    """``command`` with ``overrides`` appended to its python segment (``a && python x.py ... && b``)."""
     segments = command.split("&&")
     for i, segment in enumerate(segments):
         script = _script(segment)
         if script is not None:
-            assert script in OVERRIDES, f"README command {command!r}: add tiny overrides for {script}"
-            segments[i] = f"{segment.rstrip()} {OVERRIDES[script]} ".replace("  ", " ")
+            assert script in overrides, f"README command {command!r}: add tiny overrides for {script}"
+            segments[i] = f"{segment.rstrip()} {overrides[script]} ".replace("  ", " ")
     return "&&".join(segments).strip()
 
 
@@ -122,18 +131,49 @@ def test_readme_is_parsed_as_expected():
     assert scripts == set(OVERRIDES), scripts ^ set(OVERRIDES)
 
 
-@pytest.mark.skipif(shutil.which("git") is None or shutil.which("make") is None or not (ROOT / ".git").exists(),
-                    reason="needs git, make and a git checkout")
-def test_every_readme_stage_command_runs_from_a_fresh_clone(tmp_path):
-    clone = fresh_copy(tmp_path / "clone")
-    install, run, _ = readme_stages()
-    script = "\n".join(["set -euo pipefail", *install[:2], *(f"echo '+ {c}'\n{with_overrides(c)}" for c in run)])
+def run_in_fresh_clone(clone: Path, install: list[str], commands: list[str], overrides: dict[str, str]) -> str:
+    """Run README's install block and then ``commands`` (with ``overrides``) in one shell in ``clone``; the log."""
+    script = "\n".join(["set -euo pipefail", *install[:2],
+                        *(f"echo '+ {c}'\n{with_overrides(c, overrides)}" for c in commands)])
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
     env.update(PIP_NO_INDEX="1", PIP_DISABLE_PIP_VERSION_CHECK="1")
     done = subprocess.run(["bash", "-c", script], cwd=clone, env=env, capture_output=True, text=True, timeout=900)
     log = done.stdout + done.stderr
     assert done.returncode == 0, log[-4000:]
     assert "Traceback" not in log and "\r" not in log   # no progress bars when the output is not a terminal
+    return log
+
+
+NEEDS_CHECKOUT = pytest.mark.skipif(
+    shutil.which("git") is None or shutil.which("make") is None or not (ROOT / ".git").exists(),
+    reason="needs git, make and a git checkout")
+
+
+def test_readme_blendshape_stages_are_parsed_as_expected():
+    _, run, gpu = readme_stages(BLENDSHAPE_STAGES)
+    assert not gpu
+    scripts = {_script(segment) for command in run for segment in command.split("&&")} - {None}
+    assert scripts == set(BLENDSHAPE_OVERRIDES), scripts ^ set(BLENDSHAPE_OVERRIDES)
+    assert any("--torso" in c for c in run) and any("--test_expr" in c for c in run)
+
+
+@NEEDS_CHECKOUT
+def test_every_readme_blendshape_command_runs_from_a_fresh_clone(tmp_path):
+    clone = fresh_copy(tmp_path / "clone")
+    install, run, _ = readme_stages(BLENDSHAPE_STAGES)
+    log = run_in_fresh_clone(clone, install, run, BLENDSHAPE_OVERRIDES)
+    for path in ("data/talk/talk.mp4", "data/talk_tracked/transforms_train.json", "data/talk_tracked/expr.npy",
+                 "logs/trial_talk/checkpoints/step_00000012.pt", "logs/trial_talk_torso/checkpoints/step_00000012.pt",
+                 "logs/trial_talk/results/reenact.mp4", "logs/trial_talk/results/transfer.mp4",
+                 "logs/trial_talk/results/metrics.json", "jaw.png"):
+        assert (clone / path).is_file(), f"{path} missing\n{log[-3000:]}"
+
+
+@NEEDS_CHECKOUT
+def test_every_readme_stage_command_runs_from_a_fresh_clone(tmp_path):
+    clone = fresh_copy(tmp_path / "clone")
+    install, run, _ = readme_stages()
+    log = run_in_fresh_clone(clone, install, run, OVERRIDES)
 
     tiny, fit = clone / "data" / "tiny", clone / "data" / "tiny" / "multiViewImages" / "5" / "fitting" / "neutral_0_10"
     for path in (tiny / "contact_sheet_1.png", clone / "logs/mofanerf_tiny/checkpoints/step_00000008.pt",
