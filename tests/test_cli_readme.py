@@ -131,13 +131,18 @@ def test_readme_is_parsed_as_expected():
     assert scripts == set(OVERRIDES), scripts ^ set(OVERRIDES)
 
 
+def _clean_env() -> dict[str, str]:
+    """This process's environment without the test run's interpreter paths, and with pip offline."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
+    env.update(PIP_NO_INDEX="1", PIP_DISABLE_PIP_VERSION_CHECK="1")
+    return env
+
+
 def run_in_fresh_clone(clone: Path, install: list[str], commands: list[str], overrides: dict[str, str]) -> str:
     """Run README's install block and then ``commands`` (with ``overrides``) in one shell in ``clone``; the log."""
     script = "\n".join(["set -euo pipefail", *install[:2],
                         *(f"echo '+ {c}'\n{with_overrides(c, overrides)}" for c in commands)])
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
-    env.update(PIP_NO_INDEX="1", PIP_DISABLE_PIP_VERSION_CHECK="1")
-    done = subprocess.run(["bash", "-c", script], cwd=clone, env=env, capture_output=True, text=True, timeout=900)
+    done = subprocess.run(["bash", "-c", script], cwd=clone, env=_clean_env(), capture_output=True, text=True, timeout=900)
     log = done.stdout + done.stderr
     assert done.returncode == 0, log[-4000:]
     assert "Traceback" not in log and "\r" not in log   # no progress bars when the output is not a terminal
@@ -186,5 +191,5 @@ def test_every_readme_stage_command_runs_from_a_fresh_clone(tmp_path):
     sheet = "docs/facescape_contact_sheet.png"
     assert hashlib.sha1((clone / sheet).read_bytes()).digest() == hashlib.sha1((ROOT / sheet).read_bytes()).digest()
     where = subprocess.run([str(clone / ".venv/bin/python"), "-c", "import facenerf; print(facenerf.__file__)"],
-                           cwd=tmp_path, capture_output=True, text=True, env=env).stdout.strip()
+                           cwd=tmp_path, capture_output=True, text=True, env=_clean_env()).stdout.strip()
     assert where == str(clone / "facenerf" / "__init__.py")   # installed editable: imports from any folder
