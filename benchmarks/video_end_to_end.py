@@ -1,0 +1,318 @@
+"""End to end: a NeRFBlendShape head trained on ``data_utils/process.py``'s output vs on the ground truth.
+
+Inputs (git-ignored; ``--regenerate`` writes them with the two commands below):
+
+* the ground-truth dataset ``--gt`` (default ``data/e2e_gt``):
+  ``python -m facenerf.tools.talking_head --out data/e2e_gt --frames 300 --size 256 --test_num 30``
+  - a synthetic talking head rendered with its true poses, focal length, coefficients and masks;
+* our dataset ``--proc`` (default ``data/e2e_proc``), made from that clip's MP4 alone:
+  ``python data_utils/process.py data/e2e_gt/e2e_gt.mp4 --out data/e2e_proc --test_num 30``.
+
+Both heads are trained by ``main_nerf.py``'s own functions with the same config
+(``configs/blendshape_tiny.txt``), the same ``--downscale`` (4: 64 x 64), the same seed and the
+same number of steps (6 epochs of the 270 training frames), then scored on the 30 held-out
+frames (the clip's last second, never trained on; matched by ``img_id``).
+
+Protocol. The two datasets' targets differ: each head image (``head_imgs``) is the frame's head
+over the background plate, cut out by that dataset's own head mask, and ours also went
+through the MP4's compression. So every head is scored twice:
+
+1. **own target** - what ``main_nerf.py --test`` reports: its held-out renders against its own
+   dataset's held-out head images, whole image (PSNR, SSIM) and inside its own head mask;
+2. **common target** - the ground truth's held-out head images (true head over the true
+   background, straight from the renderer). Each head renders the held-out frame with its
+   own tracked pose and coefficients; the render's head layer (``rgb - (1 - opacity) bg``) is
+   put over the true background, so that a head is not charged for its dataset's background
+   plate, only for what it draws. Scores: PSNR and SSIM over the whole image, and PSNR inside
+   the true head mask (the fairest single number: it ignores the background entirely and
+   charges a head for any part of the true head it leaves out). For the ground-truth head
+   the common target is its own target (a check of the protocol).
+
+The baseline is the mean training image of the ground-truth dataset, scored the same way.
+
+Diagnosis (``--ablations``, on by default): three more heads, each trained on the
+ground-truth dataset with one component taken from ours - its poses and focal length
+(``transforms_*.json``), its expression coefficients (``expr*.npy``) or its images, masks and
+background plate (``head_imgs/``, ``head_masks/``, ``parsing/``, ``bc.jpg``) - and scored on
+the common target. The drop each causes against the ground-truth head says where the
+end-to-end gap comes from. The tracking itself is compared with the truth as well
+(:func:`facenerf.preprocess.video.evaluate.compare`), including the rotation error left after
+removing the one constant rotation between the two head frames, which a NeRF does not see.
+
+Usage:  .venv/bin/python benchmarks/video_end_to_end.py [--regenerate] [--no-ablations]
+Writes benchmarks/results/video_end_to_end_cpu.json and .md; workspaces go to --work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from video_process import device_name  # noqa: E402  (benchmarks/ is the script's folder)
+
+HYBRIDS = {  # component of our dataset -> the entries copied over the ground truth's
+    "poses": ("transforms_all.json", "transforms_train.json", "transforms_val.json"),
+    "expressions": ("expr.npy", "expr_max.npy", "expr_min.npy", "expr_names.txt"),
+    "images": ("head_imgs", "head_masks", "parsing", "bc.jpg"),
+}
+
+
+def regenerate(gt: Path, proc: Path, frames: int, size: int, test_num: int) -> None:
+    """Render the synthetic clip with its dataset, then run ``data_utils/process.py`` on its MP4."""
+    for folder in (gt, proc):
+        shutil.rmtree(folder, ignore_errors=True)
+    python = sys.executable
+    subprocess.run([python, "-m", "facenerf.tools.talking_head", "--out", str(gt), "--frames", str(frames), "--size",
+                    str(size), "--test_num", str(test_num), "--progress", "false"], check=True, cwd=ROOT)
+    subprocess.run([python, "data_utils/process.py", str(gt / f"{gt.name}.mp4"), "--out", str(proc), "--test_num",
+                    str(test_num), "--progress", "false"], check=True, cwd=ROOT)
+
+
+def hybrid(gt: Path, proc: Path, component: str, out: Path) -> Path:
+    """A dataset folder of links: the ground truth's entries, with ``component``'s taken from ``proc``."""
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    for entry in sorted(gt.iterdir()):
+        source = proc / entry.name if entry.name in HYBRIDS[component] else entry
+        (out / entry.name).symlink_to(source.resolve())
+    return out
+
+
+def cli_run(data: Path, workspace: Path, args):
+    """The run config ``main_nerf.py DATA --workspace W -c CONFIG --downscale D`` parses to."""
+    from facenerf.cli import parse_args
+    from facenerf.models.blendshape.options import build_parser, run_config_from_args
+
+    argv = [str(data), "--workspace", str(workspace), "-c", args.config, "--downscale", str(args.downscale),
+            "--progress", "false"]
+    return run_config_from_args(parse_args(build_parser(), argv))
+
+
+def train(data: Path, workspace: Path, args) -> dict:
+    """Train one head (a finished workspace is reloaded, its first run's time kept); seconds and steps."""
+    from facenerf.io import write_json
+    from facenerf.models.blendshape.training import train_head
+
+    record = workspace / "benchmark_training.json"
+    start = time.perf_counter()
+    summary = train_head(cli_run(data, workspace, args), say=lambda line: print(f"  {line}"))
+    seconds = round(time.perf_counter() - start, 1)
+    if summary["resumed_from"] is not None and record.is_file():
+        seconds = json.loads(record.read_text())["seconds"]
+    else:
+        write_json(record, {"seconds": seconds})
+    return {"seconds": seconds, "steps": int(summary["step"]), "n_train": summary["n_train"],
+            "n_val": summary["n_val"]}
+
+
+def head_layer(model, data, i: int):
+    """``(premultiplied head rgb [H, W, 3], opacity [H, W])`` of held-out frame ``i`` of ``data``."""
+    out = model.render_view(data.val.poses[i], data.val.coefficients[i], data.intrinsics, data.near, data.far,
+                            data.pixel_center, data.background)
+    opacity = out["opacity"].float().cpu()
+    return out["rgb"].float().cpu() - (1.0 - opacity)[..., None] * data.background.cpu(), opacity
+
+
+def common_scores(tested, common) -> dict:
+    """Held-out renders of ``tested`` over the true background against the true head images."""
+    import numpy as np
+    import torch
+
+    from facenerf.metrics import psnr, ssim
+
+    truth_of = {f.img_id: j for j, f in enumerate(common.data.val.dataset.frames)}
+    background = common.data.background.cpu()
+    rows = []
+    with torch.no_grad():
+        for i, frame in enumerate(tested.data.val.dataset.frames):
+            j = truth_of.get(frame.img_id)
+            if j is None:
+                continue
+            truth, head = common.data.val.image(j).float().cpu(), common.data.val.mask(j).cpu() > 0.5
+            rgb, opacity = head_layer(tested.model, tested.data, i)
+            if rgb.shape != truth.shape:
+                raise SystemExit(f"renders are {tuple(rgb.shape)} but the true images {tuple(truth.shape)}: "
+                                 "both datasets need the same frame size")
+            render = (rgb + (1.0 - opacity)[..., None] * background).clamp(0, 1)
+            rows.append({"img_id": frame.img_id, "psnr": float(psnr(render, truth)), "ssim": float(ssim(render, truth)),
+                         "head_psnr": float(psnr(render[head], truth[head]))})
+    return {key: float(np.mean([r[key] for r in rows])) for key in ("psnr", "ssim", "head_psnr")} | {
+        "frames": len(rows)}
+
+
+def baseline_scores(common) -> dict:
+    """The ground truth's mean training image against its held-out head images."""
+    import numpy as np
+
+    from facenerf.metrics import psnr, ssim
+    from facenerf.models.blendshape.testing import mean_image_baseline
+
+    mean = mean_image_baseline(common.data)
+    rows = []
+    for j in range(len(common.data.val)):
+        truth, head = common.data.val.image(j).float().cpu(), common.data.val.mask(j).cpu() > 0.5
+        rows.append((float(psnr(mean, truth)), float(ssim(mean, truth)), float(psnr(mean[head], truth[head]))))
+    return dict(zip(("psnr", "ssim", "head_psnr"), (float(v) for v in np.mean(rows, axis=0))))
+
+
+def score(data: Path, workspace: Path, args, common=None) -> tuple[dict, object]:
+    """Own-target and common-target scores of a trained workspace (and the loaded head)."""
+    import torch
+
+    from facenerf.models.blendshape.testing import held_out_metrics, load_tested_head
+
+    tested = load_tested_head(cli_run(data, workspace, args), "")
+    with torch.no_grad():
+        _, _, own = held_out_metrics(tested.model, tested.data)
+    own = {k: own[k] for k in ("psnr", "ssim", "head_psnr", "baseline_psnr", "baseline_head_psnr")}
+    return {"own": own, "common": common_scores(tested, common or tested)}, tested
+
+
+def video_noise(gt: Path, proc: Path, downscale: float, ids) -> dict:
+    """PSNR of our frames (decoded from the MP4) against the renderer's, at the training resolution."""
+    import numpy as np
+    import torch
+
+    from facenerf.io import read_image
+    from facenerf.metrics import psnr
+
+    size = None
+    values = []
+    for i in ids:
+        truth = read_image(gt / "ori_imgs" / f"{i}.jpg")
+        size = size or (round(truth.shape[1] / downscale), round(truth.shape[0] / downscale))
+        a, b = (torch.from_numpy(read_image(p, size)) for p in (gt / "ori_imgs" / f"{i}.jpg",
+                                                               proc / "ori_imgs" / f"{i}.jpg"))
+        values.append(float(psnr(b, a)))
+    return {"psnr": float(np.mean(values)), "frames": len(values)}
+
+
+def tracking_accuracy(gt: Path, proc: Path) -> dict:
+    """Poses, focal length, coefficients and masks of our dataset against the truth."""
+    from facenerf.preprocess.video.evaluate import compare
+
+    accuracy = compare(proc, gt / "ground_truth", mask_frames=50)
+    header = json.loads((proc / "transforms_train.json").read_text())
+    info = json.loads((gt / "ground_truth" / "info.json").read_text())
+    accuracy["focal_px"] = {"ours": round(float(header["fx"]), 1), "true": float(info["intrinsics"]["fx"])}
+    return accuracy
+
+
+def run(args) -> dict:
+    gt, proc, work = Path(args.gt), Path(args.proc), Path(args.work)
+    if args.regenerate:
+        regenerate(gt, proc, args.frames, args.size, args.test_num)
+    for folder in (gt, proc):
+        if not (folder / "transforms_train.json").is_file():
+            raise SystemExit(f"{folder} is not a dataset; run with --regenerate (see the module docstring)")
+    load_before = os.getloadavg()[0]
+    sets = {"ground_truth": gt, "process": proc}
+    if args.ablations:
+        sets.update({f"truth_with_our_{name}": hybrid(gt, proc, name, work / "hybrids" / name) for name in HYBRIDS})
+    result = {"device": device_name(), "config": args.config, "downscale": args.downscale, "models": {}}
+    for name, data in sets.items():
+        print(f"training on {name} ({data})", flush=True)
+        result["models"][name] = {"training": train(data, work / name, args)}
+    common = None
+    for name, data in sets.items():
+        scores, tested = score(data, work / name, args, common)
+        common = common or tested             # the ground truth's head and data come first
+        result["models"][name].update(scores)
+    result["baseline"] = baseline_scores(common)
+    result["image_size"] = [common.data.intrinsics.width, common.data.intrinsics.height]
+    result["video_vs_render"] = video_noise(gt, proc, args.downscale,
+                                            [f.img_id for f in common.data.val.dataset.frames])
+    result["tracking"] = tracking_accuracy(gt, proc)
+    result["load_average"] = [load_before, os.getloadavg()[0]]
+    reference = result["models"]["ground_truth"]["common"]
+    result["drops"] = {name: {key: round(m["common"][key] - reference[key], 3) for key in ("psnr", "head_psnr")}
+                       for name, m in result["models"].items() if name != "ground_truth"}
+    return result
+
+
+def _row(name: str, model: dict) -> str:
+    own, com, t = model.get("own"), model["common"], model["training"]
+    own_cells = f"{own['psnr']:.2f} | {own['ssim']:.3f} | {own['head_psnr']:.2f}" if own else "- | - | -"
+    return (f"| {name} | {own_cells} | {com['psnr']:.2f} | {com['ssim']:.3f} | {com['head_psnr']:.2f} | "
+            f"{t['steps']} | {t['seconds']:.0f} |")
+
+
+DROP_LABELS = {"process": "all of it (the `process.py` dataset)"}
+
+
+def write_results(result: dict, stem: Path) -> None:
+    from facenerf.io import write_json, write_text
+
+    write_json(stem.with_suffix(".json"), result, indent=1)
+    models, base, trk = result["models"], result["baseline"], result["tracking"]
+    w, h = result["image_size"]
+    rot = trk["rotation_error_deg"]
+    lines = [f"# `data_utils/process.py` then `main_nerf.py`, against training on the ground truth, {result['device']}",
+             "", f"A 300-frame 256² synthetic talking head (`python -m facenerf.tools.talking_head`), its last 30 "
+             f"frames held out. Each head: `{result['config']}`, `--downscale {result['downscale']:g}` ({w}×{h}), "
+             f"same seed and steps. 1-minute load average {result['load_average'][0]:.1f} before and "
+             f"{result['load_average'][1]:.1f} after (shared machine: timings are noisy).", "",
+             "**Own target**: renders against the model's own dataset's held-out head images (what "
+             "`main_nerf.py --test` prints; the two datasets' targets differ). **Common target**: every head's "
+             "held-out renders (its own tracked pose and coefficients), its head layer put over the true background, "
+             "against the ground truth's held-out head images; *head* = PSNR inside the true head mask. "
+             "The rows `truth + our X` are heads trained on the ground-truth dataset with only X taken from ours.", "",
+             "| trained on | own PSNR | own SSIM | own head PSNR | common PSNR | common SSIM | common head PSNR | "
+             "steps | train s |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    labels = {"ground_truth": "ground-truth dataset", "process": "`process.py` dataset (ours)"}
+    for name, model in models.items():
+        lines.append(_row(labels.get(name, name.replace("truth_with_our_", "truth + our ")), model))
+    lines.append(f"| mean training image (baseline) | - | - | - | {base['psnr']:.2f} | {base['ssim']:.3f} | "
+                 f"{base['head_psnr']:.2f} | - | - |")
+    gap = models["ground_truth"]["common"]["head_psnr"] - models["process"]["common"]["head_psnr"]
+    lines += ["", f"Gap on the common target inside the true head mask: {gap:.2f} dB.", "",
+              "## Our dataset against the truth", "",
+              f"- focal length {trk['focal_px']['ours']:.0f} px (true {trk['focal_px']['true']:.0f} px)",
+              f"- head rotation error: mean {rot['mean']:.2f}°, max {rot['max']:.2f}°; after removing the one constant "
+              f"rotation between the head frames: mean {rot['aligned_mean']:.2f}°, max {rot['aligned_max']:.2f}°",
+              f"- landmark error {trk['landmark_error_px']:.2f} px; head-mask IoU {trk['head_mask_iou']:.3f}",
+              f"- video frames (MP4) against the rendered frames at {w}×{h}: "
+              f"{result['video_vs_render']['psnr']:.2f} dB", "",
+              "| coefficient | correlation with the truth |", "|---|---:|"]
+    lines += [f"| {k} | {'(constant)' if r is None else f'{r:+.3f}'} |" for k, r in trk["correlation"].items()]
+    lines += ["", "## Where the gap comes from", "", "Drop on the common target against the ground-truth head "
+              "when one component of the ground-truth dataset is replaced by ours (whole image / inside the true head "
+              "mask):", ""]
+    lines += [f"- {DROP_LABELS.get(name, name.replace('truth_with_our_', 'our '))}: {drop['psnr']:+.2f} dB / "
+              f"{drop['head_psnr']:+.2f} dB" for name, drop in result["drops"].items()]
+    write_text(stem.with_suffix(".md"), "\n".join(lines) + "\n")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--gt", default="data/e2e_gt", help="the ground-truth dataset (talking_head output)")
+    parser.add_argument("--proc", default="data/e2e_proc", help="process.py's dataset of the same clip")
+    parser.add_argument("--regenerate", action="store_true", help="render the clip and run process.py first")
+    parser.add_argument("--frames", type=int, default=300)
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--test_num", type=int, default=30)
+    parser.add_argument("--config", default="configs/blendshape_tiny.txt")
+    parser.add_argument("--downscale", type=float, default=4.0)
+    parser.add_argument("--ablations", action=argparse.BooleanOptionalAction, default=True,
+                        help="also train the three one-component hybrids")
+    parser.add_argument("--work", default="logs/video_end_to_end", help="workspaces (a finished run is reused)")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "video_end_to_end_cpu"))
+    args = parser.parse_args()
+    os.chdir(ROOT)
+    result = run(args)
+    write_results(result, Path(args.out))
+    print(Path(args.out).with_suffix(".md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
