@@ -1,45 +1,48 @@
 """End to end: a NeRFBlendShape head trained on ``data_utils/process.py``'s output vs on the ground truth.
 
-Inputs (git-ignored; ``--regenerate`` writes them with the two commands below):
+Inputs (git-ignored; ``--regenerate all`` writes both, ``--regenerate process`` only ours):
 
-* the ground-truth dataset ``--gt`` (default ``data/e2e_gt``):
-  ``python -m facenerf.tools.talking_head --out data/e2e_gt --frames 300 --size 256 --test_num 30``
-  - a synthetic talking head rendered with its true poses, focal length, coefficients and masks;
+* the ground-truth dataset ``--gt`` (default ``data/e2e_gt``), a synthetic talking head
+  rendered with its true poses, focal length, coefficients and masks:
+  ``python -m facenerf.tools.talking_head --out data/e2e_gt --frames 300 --size 256 --test_num 30``;
 * our dataset ``--proc`` (default ``data/e2e_proc``), made from that clip's MP4 alone:
   ``python data_utils/process.py data/e2e_gt/e2e_gt.mp4 --out data/e2e_proc --test_num 30``.
 
-Both heads are trained by ``main_nerf.py``'s own functions with the same config
-(``configs/blendshape_tiny.txt``), the same ``--downscale`` (4: 64 x 64), the same seed and the
-same number of steps (6 epochs of the 270 training frames), then scored on the 30 held-out
-frames (the clip's last second, never trained on; matched by ``img_id``).
+Every head is trained from scratch by ``main_nerf.py``'s own functions, with the same config
+(``configs/blendshape_tiny.txt``), ``--downscale`` (4: 64 x 64), seed and number of steps
+(6 epochs of the 270 training frames). It is scored on the 30 held-out frames (the clip's
+last second, never trained on), matched between the datasets by ``img_id``.
 
-Protocol. The two datasets' targets differ: each head image (``head_imgs``) is the frame's head
-over the background plate, cut out by that dataset's own head mask, and ours also went
+Protocol. The two datasets' targets differ. Each head image (``head_imgs``) is the frame's
+head over the background plate, cut out by that dataset's own head mask, and ours also went
 through the MP4's compression. So every head is scored twice:
 
-1. **own target** - what ``main_nerf.py --test`` reports: its held-out renders against its own
-   dataset's held-out head images, whole image (PSNR, SSIM) and inside its own head mask;
-2. **common target** - the ground truth's held-out head images (true head over the true
+1. **own target**: what ``main_nerf.py --test`` reports, its held-out renders against its own
+   dataset's held-out head images (PSNR and SSIM over the image, PSNR inside its own mask);
+2. **common target**: the ground truth's held-out head images (true head over the true
    background, straight from the renderer). Each head renders the held-out frame with its
-   own tracked pose and coefficients; the render's head layer (``rgb - (1 - opacity) bg``) is
-   put over the true background, so that a head is not charged for its dataset's background
-   plate, only for what it draws. Scores: PSNR and SSIM over the whole image, and PSNR inside
-   the true head mask (the fairest single number: it ignores the background entirely and
-   charges a head for any part of the true head it leaves out). For the ground-truth head
-   the common target is its own target (a check of the protocol).
+   own tracked pose and coefficients. The render's head layer (``rgb - (1 - opacity) bg``) is
+   put over the true background, so a head is charged only for what it draws, not for its
+   dataset's background plate. Scores: PSNR and SSIM over the image; PSNR inside the true head
+   mask (*head*: the background does not count, and any part of the true head a model leaves
+   out does); PSNR inside both the true and the model's own head mask (*both*: appearance
+   where the two datasets agree that there is head, so a different head/neck boundary does not
+   count). For the ground-truth head the common target is its own target, a check of the
+   protocol.
 
-The baseline is the mean training image of the ground-truth dataset, scored the same way.
+The baseline is the ground truth's mean training image, scored in the same way.
 
-Diagnosis (``--ablations``, on by default): three more heads, each trained on the
-ground-truth dataset with one component taken from ours - its poses and focal length
-(``transforms_*.json``), its expression coefficients (``expr*.npy``) or its images, masks and
-background plate (``head_imgs/``, ``head_masks/``, ``parsing/``, ``bc.jpg``) - and scored on
-the common target. The drop each causes against the ground-truth head says where the
-end-to-end gap comes from. The tracking itself is compared with the truth as well
-(:func:`facenerf.preprocess.video.evaluate.compare`), including the rotation error left after
-removing the one constant rotation between the two head frames, which a NeRF does not see.
+Diagnosis (``--ablations``, on by default): four more heads, each trained on the ground-truth
+dataset with one thing taken from ours, scored on the common target. The things are our
+poses and focal length (``transforms_*.json``), our expression coefficients (``expr*.npy``),
+our images, masks and background plate (``head_imgs/``, ``head_masks/``, ``parsing/``,
+``bc.jpg``), and the poses our tracker finds from the *true* landmarks (the tracker without the
+landmark detector's errors). The drop each causes says where the end-to-end gap comes from.
+The tracking is also compared with the truth (:func:`facenerf.preprocess.video.evaluate.compare`),
+including the rotation error left after removing the one constant rotation between the two
+head frames, which a NeRF cannot see.
 
-Usage:  .venv/bin/python benchmarks/video_end_to_end.py [--regenerate] [--no-ablations]
+Usage:  .venv/bin/python benchmarks/video_end_to_end.py [--regenerate {process,all}] [--no-ablations]
 Writes benchmarks/results/video_end_to_end_cpu.json and .md; workspaces go to --work.
 """
 
@@ -66,13 +69,15 @@ HYBRIDS = {  # component of our dataset -> the entries copied over the ground tr
 }
 
 
-def regenerate(gt: Path, proc: Path, frames: int, size: int, test_num: int) -> None:
-    """Render the synthetic clip with its dataset, then run ``data_utils/process.py`` on its MP4."""
-    for folder in (gt, proc):
-        shutil.rmtree(folder, ignore_errors=True)
+def regenerate(what: str, gt: Path, proc: Path, frames: int, size: int, test_num: int) -> None:
+    """``all``: render the synthetic clip with its dataset; then (``all``, ``process``) run
+    ``data_utils/process.py`` on its MP4 from scratch."""
     python = sys.executable
-    subprocess.run([python, "-m", "facenerf.tools.talking_head", "--out", str(gt), "--frames", str(frames), "--size",
-                    str(size), "--test_num", str(test_num), "--progress", "false"], check=True, cwd=ROOT)
+    if what == "all":
+        shutil.rmtree(gt, ignore_errors=True)
+        subprocess.run([python, "-m", "facenerf.tools.talking_head", "--out", str(gt), "--frames", str(frames),
+                        "--size", str(size), "--test_num", str(test_num), "--progress", "false"], check=True, cwd=ROOT)
+    shutil.rmtree(proc, ignore_errors=True)
     subprocess.run([python, "data_utils/process.py", str(gt / f"{gt.name}.mp4"), "--out", str(proc), "--test_num",
                     str(test_num), "--progress", "false"], check=True, cwd=ROOT)
 
@@ -87,6 +92,29 @@ def hybrid(gt: Path, proc: Path, component: str, out: Path) -> Path:
     return out
 
 
+def true_landmark_poses(gt: Path, out: Path) -> Path:
+    """The ground-truth dataset with the poses our tracker finds from the *true* 2D landmarks.
+
+    The tracker, focal-length estimate and smoothing of ``process.py`` (its default settings);
+    only the landmarks are exact, so the drop against the ground truth is the tracker's own.
+    """
+    import numpy as np
+
+    from facenerf.preprocess.video.pipeline import write_head_transforms
+    from facenerf.preprocess.video.tracking import track_head
+
+    hybrid(gt, gt, "poses", out)
+    for name in HYBRIDS["poses"]:
+        (out / name).unlink()
+    landmarks = np.load(gt / "ground_truth" / "landmarks_2d.npy")      # [N, 68, 2]
+    header = json.loads((gt / "transforms_all.json").read_text())
+    n, n_test = len(landmarks), len(json.loads((gt / "transforms_val.json").read_text())["frames"])
+    kept = np.arange(n)
+    head = track_head(landmarks, np.ones(n, bool), header["w"], header["h"], progress=False)
+    write_head_transforms(out, head, landmarks, kept, n_test, float(header.get("fps", 25)), header["w"], header["h"])
+    return out
+
+
 def cli_run(data: Path, workspace: Path, args):
     """The run config ``main_nerf.py DATA --workspace W -c CONFIG --downscale D`` parses to."""
     from facenerf.cli import parse_args
@@ -98,20 +126,14 @@ def cli_run(data: Path, workspace: Path, args):
 
 
 def train(data: Path, workspace: Path, args) -> dict:
-    """Train one head (a finished workspace is reloaded, its first run's time kept); seconds and steps."""
-    from facenerf.io import write_json
+    """Train one head from scratch in ``workspace`` (emptied first); seconds and steps."""
     from facenerf.models.blendshape.training import train_head
 
-    record = workspace / "benchmark_training.json"
+    shutil.rmtree(workspace, ignore_errors=True)
     start = time.perf_counter()
     summary = train_head(cli_run(data, workspace, args), say=lambda line: print(f"  {line}"))
-    seconds = round(time.perf_counter() - start, 1)
-    if summary["resumed_from"] is not None and record.is_file():
-        seconds = json.loads(record.read_text())["seconds"]
-    else:
-        write_json(record, {"seconds": seconds})
-    return {"seconds": seconds, "steps": int(summary["step"]), "n_train": summary["n_train"],
-            "n_val": summary["n_val"]}
+    return {"seconds": round(time.perf_counter() - start, 1), "steps": int(summary["step"]),
+            "n_train": summary["n_train"], "n_val": summary["n_val"]}
 
 
 def head_layer(model, data, i: int):
@@ -138,14 +160,16 @@ def common_scores(tested, common) -> dict:
             if j is None:
                 continue
             truth, head = common.data.val.image(j).float().cpu(), common.data.val.mask(j).cpu() > 0.5
+            both = head & (tested.data.val.mask(i).cpu() > 0.5)
             rgb, opacity = head_layer(tested.model, tested.data, i)
             if rgb.shape != truth.shape:
                 raise SystemExit(f"renders are {tuple(rgb.shape)} but the true images {tuple(truth.shape)}: "
                                  "both datasets need the same frame size")
             render = (rgb + (1.0 - opacity)[..., None] * background).clamp(0, 1)
             rows.append({"img_id": frame.img_id, "psnr": float(psnr(render, truth)), "ssim": float(ssim(render, truth)),
-                         "head_psnr": float(psnr(render[head], truth[head]))})
-    return {key: float(np.mean([r[key] for r in rows])) for key in ("psnr", "ssim", "head_psnr")} | {
+                         "head_psnr": float(psnr(render[head], truth[head])),
+                         "both_psnr": float(psnr(render[both], truth[both]))})
+    return {key: float(np.mean([r[key] for r in rows])) for key in ("psnr", "ssim", "head_psnr", "both_psnr")} | {
         "frames": len(rows)}
 
 
@@ -161,7 +185,8 @@ def baseline_scores(common) -> dict:
     for j in range(len(common.data.val)):
         truth, head = common.data.val.image(j).float().cpu(), common.data.val.mask(j).cpu() > 0.5
         rows.append((float(psnr(mean, truth)), float(ssim(mean, truth)), float(psnr(mean[head], truth[head]))))
-    return dict(zip(("psnr", "ssim", "head_psnr"), (float(v) for v in np.mean(rows, axis=0))))
+    scores = dict(zip(("psnr", "ssim", "head_psnr"), (float(v) for v in np.mean(rows, axis=0))))
+    return scores | {"both_psnr": scores["head_psnr"]}       # the mean image's own mask is the true one
 
 
 def score(data: Path, workspace: Path, args, common=None) -> tuple[dict, object]:
@@ -209,8 +234,8 @@ def tracking_accuracy(gt: Path, proc: Path) -> dict:
 
 def run(args) -> dict:
     gt, proc, work = Path(args.gt), Path(args.proc), Path(args.work)
-    if args.regenerate:
-        regenerate(gt, proc, args.frames, args.size, args.test_num)
+    if args.regenerate != "none":
+        regenerate(args.regenerate, gt, proc, args.frames, args.size, args.test_num)
     for folder in (gt, proc):
         if not (folder / "transforms_train.json").is_file():
             raise SystemExit(f"{folder} is not a dataset; run with --regenerate (see the module docstring)")
@@ -218,7 +243,10 @@ def run(args) -> dict:
     sets = {"ground_truth": gt, "process": proc}
     if args.ablations:
         sets.update({f"truth_with_our_{name}": hybrid(gt, proc, name, work / "hybrids" / name) for name in HYBRIDS})
-    result = {"device": device_name(), "config": args.config, "downscale": args.downscale, "models": {}}
+        sets["truth_with_true_landmark_poses"] = true_landmark_poses(gt, work / "hybrids" / "true_landmark_poses")
+    info = json.loads((gt / "ground_truth" / "info.json").read_text())
+    result = {"device": device_name(), "config": args.config, "downscale": args.downscale,
+              "clip": {k: info[k] for k in ("frames", "size", "test_num")}, "models": {}}
     for name, data in sets.items():
         print(f"training on {name} ({data})", flush=True)
         result["models"][name] = {"training": train(data, work / name, args)}
@@ -234,61 +262,69 @@ def run(args) -> dict:
     result["tracking"] = tracking_accuracy(gt, proc)
     result["load_average"] = [load_before, os.getloadavg()[0]]
     reference = result["models"]["ground_truth"]["common"]
-    result["drops"] = {name: {key: round(m["common"][key] - reference[key], 3) for key in ("psnr", "head_psnr")}
+    result["drops"] = {name: {key: round(m["common"][key] - reference[key], 3) for key in METRICS}
                        for name, m in result["models"].items() if name != "ground_truth"}
     return result
 
 
+LABELS = {"ground_truth": "ground-truth dataset", "process": "**`process.py` dataset (ours)**",
+          "truth_with_our_poses": "truth + our poses and focal length",
+          "truth_with_our_expressions": "truth + our coefficients",
+          "truth_with_our_images": "truth + our images, masks and plate",
+          "truth_with_true_landmark_poses": "truth + poses our tracker finds from the true landmarks"}
+METRICS = ("psnr", "head_psnr", "both_psnr")
+
+
 def _row(name: str, model: dict) -> str:
-    own, com, t = model.get("own"), model["common"], model["training"]
-    own_cells = f"{own['psnr']:.2f} | {own['ssim']:.3f} | {own['head_psnr']:.2f}" if own else "- | - | -"
-    return (f"| {name} | {own_cells} | {com['psnr']:.2f} | {com['ssim']:.3f} | {com['head_psnr']:.2f} | "
-            f"{t['steps']} | {t['seconds']:.0f} |")
+    own, com, t = model["own"], model["common"], model["training"]
+    return (f"| {LABELS.get(name, name)} | {own['psnr']:.2f} | {own['ssim']:.3f} | {own['head_psnr']:.2f} | "
+            f"{com['psnr']:.2f} | {com['ssim']:.3f} | {com['head_psnr']:.2f} | {com['both_psnr']:.2f} | "
+            f"{t['seconds']:.0f} |")
 
 
-DROP_LABELS = {"process": "all of it (the `process.py` dataset)"}
+def _tracking_lines(result: dict) -> list[str]:
+    trk, (w, h) = result["tracking"], result["image_size"]
+    rot = trk["rotation_error_deg"]
+    lines = ["## Our dataset against the truth", "",
+             f"- focal length {trk['focal_px']['ours']:.0f} px (true {trk['focal_px']['true']:.0f} px)",
+             f"- head rotation error: mean {rot['mean']:.2f}°, max {rot['max']:.2f}°; after removing the one constant "
+             f"rotation between the two head frames: mean {rot['aligned_mean']:.2f}°, max {rot['aligned_max']:.2f}°",
+             f"- landmark error {trk['landmark_error_px']:.2f} px (at {result['clip']['size']}²); head-mask IoU "
+             f"{trk['head_mask_iou']:.3f}",
+             f"- our video frames (decoded from the MP4) against the rendered frames at {w}×{h}: "
+             f"{result['video_vs_render']['psnr']:.2f} dB", "",
+             "| coefficient | correlation with the truth |", "|---|---:|"]
+    return lines + [f"| {k} | {'(constant)' if r is None else f'{r:+.3f}'} |" for k, r in trk["correlation"].items()]
 
 
 def write_results(result: dict, stem: Path) -> None:
     from facenerf.io import write_json, write_text
 
     write_json(stem.with_suffix(".json"), result, indent=1)
-    models, base, trk = result["models"], result["baseline"], result["tracking"]
+    models, base, clip = result["models"], result["baseline"], result["clip"]
     w, h = result["image_size"]
-    rot = trk["rotation_error_deg"]
+    steps = models["ground_truth"]["training"]["steps"]
     lines = [f"# `data_utils/process.py` then `main_nerf.py`, against training on the ground truth, {result['device']}",
-             "", f"A 300-frame 256² synthetic talking head (`python -m facenerf.tools.talking_head`), its last 30 "
-             f"frames held out. Each head: `{result['config']}`, `--downscale {result['downscale']:g}` ({w}×{h}), "
-             f"same seed and steps. 1-minute load average {result['load_average'][0]:.1f} before and "
-             f"{result['load_average'][1]:.1f} after (shared machine: timings are noisy).", "",
-             "**Own target**: renders against the model's own dataset's held-out head images (what "
-             "`main_nerf.py --test` prints; the two datasets' targets differ). **Common target**: every head's "
-             "held-out renders (its own tracked pose and coefficients), its head layer put over the true background, "
-             "against the ground truth's held-out head images; *head* = PSNR inside the true head mask. "
-             "The rows `truth + our X` are heads trained on the ground-truth dataset with only X taken from ours.", "",
+             "", f"A {clip['frames']}-frame {clip['size']}² synthetic talking head (`python -m "
+             f"facenerf.tools.talking_head`), its last {clip['test_num']} frames held out. Every head: "
+             f"`{result['config']}`, `--downscale {result['downscale']:g}` ({w}×{h}), the same seed, {steps} steps. "
+             f"1-minute load average {result['load_average'][0]:.1f} before and {result['load_average'][1]:.1f} after "
+             "(a shared machine: the training times are noisy).", "",
+             "- **own**: held-out renders against the model's own dataset's held-out head images (what "
+             "`main_nerf.py --test` prints; the datasets' targets differ).",
+             "- **common**: every head's held-out renders (its own tracked poses and coefficients), its head layer over "
+             "the true background, against the ground truth's held-out head images. *head*: PSNR inside the true head "
+             "mask; *both*: inside the true and the model's own head mask (its dataset's head/neck boundary does not "
+             "count).", "- rows `truth + ...`: heads trained on the ground-truth dataset with one thing replaced.", "",
              "| trained on | own PSNR | own SSIM | own head PSNR | common PSNR | common SSIM | common head PSNR | "
-             "steps | train s |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    labels = {"ground_truth": "ground-truth dataset", "process": "`process.py` dataset (ours)"}
-    for name, model in models.items():
-        lines.append(_row(labels.get(name, name.replace("truth_with_our_", "truth + our ")), model))
-    lines.append(f"| mean training image (baseline) | - | - | - | {base['psnr']:.2f} | {base['ssim']:.3f} | "
-                 f"{base['head_psnr']:.2f} | - | - |")
-    gap = models["ground_truth"]["common"]["head_psnr"] - models["process"]["common"]["head_psnr"]
-    lines += ["", f"Gap on the common target inside the true head mask: {gap:.2f} dB.", "",
-              "## Our dataset against the truth", "",
-              f"- focal length {trk['focal_px']['ours']:.0f} px (true {trk['focal_px']['true']:.0f} px)",
-              f"- head rotation error: mean {rot['mean']:.2f}°, max {rot['max']:.2f}°; after removing the one constant "
-              f"rotation between the head frames: mean {rot['aligned_mean']:.2f}°, max {rot['aligned_max']:.2f}°",
-              f"- landmark error {trk['landmark_error_px']:.2f} px; head-mask IoU {trk['head_mask_iou']:.3f}",
-              f"- video frames (MP4) against the rendered frames at {w}×{h}: "
-              f"{result['video_vs_render']['psnr']:.2f} dB", "",
-              "| coefficient | correlation with the truth |", "|---|---:|"]
-    lines += [f"| {k} | {'(constant)' if r is None else f'{r:+.3f}'} |" for k, r in trk["correlation"].items()]
-    lines += ["", "## Where the gap comes from", "", "Drop on the common target against the ground-truth head "
-              "when one component of the ground-truth dataset is replaced by ours (whole image / inside the true head "
-              "mask):", ""]
-    lines += [f"- {DROP_LABELS.get(name, name.replace('truth_with_our_', 'our '))}: {drop['psnr']:+.2f} dB / "
-              f"{drop['head_psnr']:+.2f} dB" for name, drop in result["drops"].items()]
+             "common both PSNR | train s |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines += [_row(name, model) for name, model in models.items()]
+    lines += [f"| mean training image (baseline) | | | | {base['psnr']:.2f} | {base['ssim']:.3f} | "
+              f"{base['head_psnr']:.2f} | {base['both_psnr']:.2f} | |", "",
+              "Change on the common target against the ground-truth head (PSNR / head / both, dB):", ""]
+    lines += [f"- {LABELS.get(name, name)}: " + " / ".join(f"{drop[k]:+.2f}" for k in METRICS)
+              for name, drop in result["drops"].items()]
+    lines += ["", *_tracking_lines(result)]
     write_text(stem.with_suffix(".md"), "\n".join(lines) + "\n")
 
 
@@ -296,7 +332,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gt", default="data/e2e_gt", help="the ground-truth dataset (talking_head output)")
     parser.add_argument("--proc", default="data/e2e_proc", help="process.py's dataset of the same clip")
-    parser.add_argument("--regenerate", action="store_true", help="render the clip and run process.py first")
+    parser.add_argument("--regenerate", choices=("none", "process", "all"), default="none",
+                        help="first rerun process.py (process), or also render the clip (all)")
     parser.add_argument("--frames", type=int, default=300)
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--test_num", type=int, default=30)
@@ -304,7 +341,7 @@ def main() -> int:
     parser.add_argument("--downscale", type=float, default=4.0)
     parser.add_argument("--ablations", action=argparse.BooleanOptionalAction, default=True,
                         help="also train the three one-component hybrids")
-    parser.add_argument("--work", default="logs/video_end_to_end", help="workspaces (a finished run is reused)")
+    parser.add_argument("--work", default="logs/video_end_to_end", help="workspaces and hybrid datasets (replaced)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "video_end_to_end_cpu"))
     args = parser.parse_args()
     os.chdir(ROOT)
