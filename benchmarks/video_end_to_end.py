@@ -32,12 +32,14 @@ through the MP4's compression. So every head is scored twice:
 
 The baseline is the ground truth's mean training image, scored in the same way.
 
-Diagnosis (``--ablations``, on by default): four more heads, each trained on the ground-truth
+Diagnosis (``--ablations``, on by default): five more heads, each trained on the ground-truth
 dataset with one thing taken from ours, scored on the common target. The things are our
 poses and focal length (``transforms_*.json``), our expression coefficients (``expr*.npy``),
 our images, masks and background plate (``head_imgs/``, ``head_masks/``, ``parsing/``,
-``bc.jpg``), and the poses our tracker finds from the *true* landmarks (the tracker without the
-landmark detector's errors). The drop each causes says where the end-to-end gap comes from.
+``bc.jpg``), the poses our tracker finds from our landmarks at the *true* focal length, and
+the poses it finds from the *true* landmarks (the tracker without the landmark detector's
+errors). The drop each causes says where the end-to-end gap comes from. ``--repeat`` (on by
+default) trains the two main heads again with another seed, for the spread between runs.
 The tracking is also compared with the truth (:func:`facenerf.preprocess.video.evaluate.compare`),
 including the rotation error left after removing the one constant rotation between the two
 head frames, which a NeRF cannot see.
@@ -92,11 +94,11 @@ def hybrid(gt: Path, proc: Path, component: str, out: Path) -> Path:
     return out
 
 
-def true_landmark_poses(gt: Path, out: Path) -> Path:
-    """The ground-truth dataset with the poses our tracker finds from the *true* 2D landmarks.
+def tracked_poses(gt: Path, landmarks, valid, out: Path, focal: float | None = None) -> Path:
+    """The ground-truth dataset with the poses our tracker finds from ``landmarks [N, 68, 2]``.
 
-    The tracker, focal-length estimate and smoothing of ``process.py`` (its default settings);
-    only the landmarks are exact, so the drop against the ground truth is the tracker's own.
+    The tracker, focal-length estimate and smoothing of ``process.py`` (its default settings),
+    or the focal length ``focal`` (pixels). Frames where ``valid [N]`` is false are left out.
     """
     import numpy as np
 
@@ -106,32 +108,46 @@ def true_landmark_poses(gt: Path, out: Path) -> Path:
     hybrid(gt, gt, "poses", out)
     for name in HYBRIDS["poses"]:
         (out / name).unlink()
-    landmarks = np.load(gt / "ground_truth" / "landmarks_2d.npy")      # [N, 68, 2]
     header = json.loads((gt / "transforms_all.json").read_text())
-    n, n_test = len(landmarks), len(json.loads((gt / "transforms_val.json").read_text())["frames"])
-    kept = np.arange(n)
-    head = track_head(landmarks, np.ones(n, bool), header["w"], header["h"], progress=False)
-    write_head_transforms(out, head, landmarks, kept, n_test, float(header.get("fps", 25)), header["w"], header["h"])
+    n_test = len(json.loads((gt / "transforms_val.json").read_text())["frames"])
+    head = track_head(landmarks, valid, header["w"], header["h"], focal, progress=False)
+    write_head_transforms(out, head, landmarks, np.flatnonzero(valid), n_test, float(header.get("fps", 25)),
+                          header["w"], header["h"])
     return out
 
 
-def cli_run(data: Path, workspace: Path, args):
-    """The run config ``main_nerf.py DATA --workspace W -c CONFIG --downscale D`` parses to."""
+def pose_hybrids(gt: Path, proc: Path, work: Path) -> dict[str, Path]:
+    """Poses our tracker finds from the true landmarks, and from ours at the true focal length."""
+    import numpy as np
+
+    from facenerf.preprocess.video.landmarks import LandmarkTrack
+
+    truth = np.load(gt / "ground_truth" / "landmarks_2d.npy")          # [N, 68, 2]
+    ours = LandmarkTrack.load(proc / "track" / "landmarks.npz")
+    focal = json.loads((gt / "ground_truth" / "info.json").read_text())["intrinsics"]["fx"]
+    return {"truth_with_true_landmark_poses": tracked_poses(gt, truth, np.ones(len(truth), bool),
+                                                            work / "hybrids" / "true_landmark_poses"),
+            "truth_with_our_poses_true_focal": tracked_poses(gt, ours.landmarks, ours.valid,
+                                                             work / "hybrids" / "our_poses_true_focal", focal)}
+
+
+def cli_run(data: Path, workspace: Path, args, seed: int = 0):
+    """The run config ``main_nerf.py DATA --workspace W -c CONFIG --downscale D --seed S`` parses to."""
     from facenerf.cli import parse_args
     from facenerf.models.blendshape.options import build_parser, run_config_from_args
 
     argv = [str(data), "--workspace", str(workspace), "-c", args.config, "--downscale", str(args.downscale),
-            "--progress", "false"]
+            "--seed", str(seed), "--progress", "false"]
     return run_config_from_args(parse_args(build_parser(), argv))
 
 
-def train(data: Path, workspace: Path, args) -> dict:
+def train(data: Path, workspace: Path, args, seed: int = 0) -> dict:
     """Train one head from scratch in ``workspace`` (emptied first); seconds and steps."""
     from facenerf.models.blendshape.training import train_head
 
     shutil.rmtree(workspace, ignore_errors=True)
     start = time.perf_counter()
-    summary = train_head(cli_run(data, workspace, args), say=lambda line: print(f"  {line}"))
+    summary = train_head(cli_run(data, workspace, args, seed), say=lambda line: print(f"  {line}"))
     return {"seconds": round(time.perf_counter() - start, 1), "steps": int(summary["step"]),
             "n_train": summary["n_train"], "n_val": summary["n_val"]}
 
@@ -189,13 +205,13 @@ def baseline_scores(common) -> dict:
     return scores | {"both_psnr": scores["head_psnr"]}       # the mean image's own mask is the true one
 
 
-def score(data: Path, workspace: Path, args, common=None) -> tuple[dict, object]:
+def score(data: Path, workspace: Path, args, common=None, seed: int = 0) -> tuple[dict, object]:
     """Own-target and common-target scores of a trained workspace (and the loaded head)."""
     import torch
 
     from facenerf.models.blendshape.testing import held_out_metrics, load_tested_head
 
-    tested = load_tested_head(cli_run(data, workspace, args), "")
+    tested = load_tested_head(cli_run(data, workspace, args, seed), "")
     with torch.no_grad():
         _, _, own = held_out_metrics(tested.model, tested.data)
     own = {k: own[k] for k in ("psnr", "ssim", "head_psnr", "baseline_psnr", "baseline_head_psnr")}
@@ -240,19 +256,21 @@ def run(args) -> dict:
         if not (folder / "transforms_train.json").is_file():
             raise SystemExit(f"{folder} is not a dataset; run with --regenerate (see the module docstring)")
     load_before = os.getloadavg()[0]
-    sets = {"ground_truth": gt, "process": proc}
+    sets = {"ground_truth": (gt, 0), "process": (proc, 0)}
+    if args.repeat:
+        sets.update({"ground_truth_seed1": (gt, 1), "process_seed1": (proc, 1)})
     if args.ablations:
-        sets.update({f"truth_with_our_{name}": hybrid(gt, proc, name, work / "hybrids" / name) for name in HYBRIDS})
-        sets["truth_with_true_landmark_poses"] = true_landmark_poses(gt, work / "hybrids" / "true_landmark_poses")
+        sets.update({f"truth_with_our_{name}": (hybrid(gt, proc, name, work / "hybrids" / name), 0) for name in HYBRIDS})
+        sets.update({name: (folder, 0) for name, folder in pose_hybrids(gt, proc, work).items()})
     info = json.loads((gt / "ground_truth" / "info.json").read_text())
     result = {"device": device_name(), "config": args.config, "downscale": args.downscale,
               "clip": {k: info[k] for k in ("frames", "size", "test_num")}, "models": {}}
-    for name, data in sets.items():
-        print(f"training on {name} ({data})", flush=True)
-        result["models"][name] = {"training": train(data, work / name, args)}
+    for name, (data, seed) in sets.items():
+        print(f"training on {name} ({data}, seed {seed})", flush=True)
+        result["models"][name] = {"training": train(data, work / name, args, seed)}
     common = None
-    for name, data in sets.items():
-        scores, tested = score(data, work / name, args, common)
+    for name, (data, seed) in sets.items():
+        scores, tested = score(data, work / name, args, common, seed)
         common = common or tested             # the ground truth's head and data come first
         result["models"][name].update(scores)
     result["baseline"] = baseline_scores(common)
@@ -261,9 +279,12 @@ def run(args) -> dict:
                                             [f.img_id for f in common.data.val.dataset.frames])
     result["tracking"] = tracking_accuracy(gt, proc)
     result["load_average"] = [load_before, os.getloadavg()[0]]
-    reference = result["models"]["ground_truth"]["common"]
-    result["drops"] = {name: {key: round(m["common"][key] - reference[key], 3) for key in METRICS}
-                       for name, m in result["models"].items() if name != "ground_truth"}
+    models = result["models"]
+    result["drops"] = {}
+    for name, model in models.items():       # against the ground-truth head of the same seed
+        reference = models["ground_truth_seed1" if name.endswith("_seed1") else "ground_truth"]["common"]
+        if not name.startswith("ground_truth"):
+            result["drops"][name] = {key: round(model["common"][key] - reference[key], 3) for key in METRICS}
     return result
 
 
@@ -271,7 +292,9 @@ LABELS = {"ground_truth": "ground-truth dataset", "process": "**`process.py` dat
           "truth_with_our_poses": "truth + our poses and focal length",
           "truth_with_our_expressions": "truth + our coefficients",
           "truth_with_our_images": "truth + our images, masks and plate",
-          "truth_with_true_landmark_poses": "truth + poses our tracker finds from the true landmarks"}
+          "truth_with_true_landmark_poses": "truth + poses our tracker finds from the true landmarks",
+          "truth_with_our_poses_true_focal": "truth + our poses, tracked at the true focal length",
+          "ground_truth_seed1": "ground-truth dataset, seed 1", "process_seed1": "`process.py` dataset, seed 1"}
 METRICS = ("psnr", "head_psnr", "both_psnr")
 
 
@@ -340,7 +363,9 @@ def main() -> int:
     parser.add_argument("--config", default="configs/blendshape_tiny.txt")
     parser.add_argument("--downscale", type=float, default=4.0)
     parser.add_argument("--ablations", action=argparse.BooleanOptionalAction, default=True,
-                        help="also train the three one-component hybrids")
+                        help="also train the heads on the ground truth with one thing of ours")
+    parser.add_argument("--repeat", action=argparse.BooleanOptionalAction, default=True,
+                        help="train both main heads again with seed 1 (the spread between runs)")
     parser.add_argument("--work", default="logs/video_end_to_end", help="workspaces and hybrid datasets (replaced)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "video_end_to_end_cpu"))
     args = parser.parse_args()
