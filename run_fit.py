@@ -31,6 +31,7 @@ def _print_summary(summary: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from facenerf.fitting.config import NEEDS_STATISTICS
     from facenerf.fitting.options import build_fit_parser, fit_command_from_args
 
     cmd = fit_command_from_args(parse_args(build_fit_parser(), argv))
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     loaded.model.to(device)
     for note in loaded.notes:
         print(f"note: {note}")
-    if cmd.render_type in ("fitting", "swap", "random"):
+    if cmd.render_type in NEEDS_STATISTICS:
         stats = workflow.load_code_statistics(cmd.code_stats, loaded)
     if cmd.render_type == "fitting":
         summary = workflow.run_fitting(cmd, loaded, stats, device)
@@ -55,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         _print_summary(summary)
         return 0
     runners = {"rendering": lambda: modes.run_rendering(cmd, loaded),
+               "rendering_modulation": lambda: modes.run_modulation(cmd, loaded, stats),
                "expression": lambda: modes.run_expression(cmd, loaded),
                "swap": lambda: modes.run_swap(cmd, loaded, stats),
                "random": lambda: modes.run_random(cmd, loaded, stats),

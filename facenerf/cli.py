@@ -68,7 +68,7 @@ class HelpFormatter(argparse.HelpFormatter):
             return text
         default = action.default
         if ("default" in text.lower() or not action.option_strings or default in (None, "", argparse.SUPPRESS)
-                or isinstance(action, argparse._HelpAction)):
+                or (isinstance(default, (tuple, list)) and not default) or isinstance(action, argparse._HelpAction)):
             return text.replace("%", "%%")
         if isinstance(default, bool):
             shown = "true" if default else "false"

@@ -23,7 +23,7 @@ class RunSettings:
     seed: int = option(0, "random seed")
     threads: int = option(0, "CPU threads for torch (0 = torch's default; 1 is fastest for tiny models on busy CPUs)")
     amp: str = option("none", "mixed precision on CUDA (bf16 on capable GPUs)", choices=AMP_MODES)
-    progress: bool = option(True, "show a progress bar")
+    progress: bool = option(True, "show a progress bar when the output is a terminal")
 
     def apply_threads(self) -> None:
         """Limit torch's CPU threads when ``threads`` is set."""

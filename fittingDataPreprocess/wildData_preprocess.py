@@ -1,15 +1,17 @@
 """Preprocess wild photos for single-image MoFaNeRF fitting: align, pose, segment, relight.
 
-Works from this folder (``python wildData_preprocess.py --filePath ./data/fit/``) and from the
-repository root (``python fittingDataPreprocess/wildData_preprocess.py --filePath data/fit/``).
-No downloaded network weights are needed. Rerunning after Ctrl-C (or a crash) skips the photos
+Works from the repository root (``python fittingDataPreprocess/wildData_preprocess.py --filePath
+data/fit/``) and from this folder: ``cd fittingDataPreprocess && python wildData_preprocess.py
+--filePath ./data/fit/`` reads ``./data/fit/`` here if it exists, else the repository's
+``data/fit/`` (with a note). No downloaded network weights are needed. Rerunning after Ctrl-C (or a crash) skips the photos
 already done.
 """
 
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
 from facenerf.cli import add_options, bool_flag, from_namespace, make_parser, namespace_values, parse_args  # noqa: E402
 from facenerf.errors import FaceNerfError, run_cli  # noqa: E402
@@ -38,8 +40,20 @@ def build_parser():
     return parser
 
 
+def input_path(text: str, flag: str) -> str:
+    """``text`` relative to the working folder; if nothing is there, relative to the repository root."""
+    given = Path(text)
+    if given.is_absolute() or given.exists() or not (ROOT / given).exists():
+        return text
+    print(f"note: {flag} {text} is not in {Path.cwd()}; using {ROOT / given}")
+    return str(ROOT / given)
+
+
 def main(argv=None) -> int:
     args = parse_args(build_parser(), argv)
+    args.filePath = input_path(args.filePath, "--filePath")
+    if args.template:
+        args.template = input_path(args.template, "--template")
     from facenerf.config import save_config
     from facenerf.preprocess.fitting.pipeline import PreprocessSettings, preprocess_folder
     from facenerf.runtime import RunSettings, select_device

@@ -18,12 +18,14 @@ PARSERS = {
     "python -m facenerf.tools.convert_checkpoint": ("facenerf.tools.convert_checkpoint", "build_parser"),
     "python -m facenerf.tools.checkpoint_info": ("facenerf.tools.checkpoint_info", "build_parser"),
     "python -m facenerf.tools.gl_platform": ("facenerf.tools.gl_platform", "build_parser"),
+    "python -m facenerf.tools.sample_photo": ("facenerf.tools.sample_photo", "build_parser"),
     "run_train.py": ("facenerf.models.mofanerf.options", "build_train_parser"),
     "run_fit.py": ("facenerf.fitting.options", "build_fit_parser"),
     "align_clip.py": (ROOT / "align_clip.py", "build_parser"),
     "render.py": (ROOT / "render.py", "build_parser"),
     "trainingDataPreprocess/train.py": ("facenerf.models.refine.options", "build_train_parser"),
     "trainingDataPreprocess/test.py": ("facenerf.models.refine.options", "build_test_parser"),
+    "run_refine.py": (ROOT / "run_refine.py", "build_parser"),
     "trainingDataPreprocess/make_pairs.py": (ROOT / "trainingDataPreprocess" / "make_pairs.py", "build_parser"),
     "fittingDataPreprocess/wildData_preprocess.py":
         (ROOT / "fittingDataPreprocess" / "wildData_preprocess.py", "build_parser"),
@@ -38,6 +40,7 @@ WITH_PROGRESS = sorted(set(PARSERS) - {"python -m facenerf.tools.contact_sheet",
                                        "python -m facenerf.tools.convert_checkpoint",
                                        "python -m facenerf.tools.checkpoint_info",
                                        "python -m facenerf.tools.gl_platform",
+                                       "python -m facenerf.tools.sample_photo",
                                        "python -m facenerf.tools.video_evaluate"})
 
 

@@ -141,9 +141,10 @@ def test_train_resume_and_test_end_to_end(talk, tmp_path, capsys):
     # the torso behind the frozen head, then head over torso over background
     head_ckpt = sorted((ws / "checkpoints").glob("step_*.pt"))[-1]
     torso_ws = tmp_path / "torso"
-    assert main([talk, "--workspace", torso_ws, "--torso", "--head_ckpt", head_ckpt, "--iters", "20", *TINY,
+    assert main([talk, "--workspace", torso_ws, "--torso", "--head_ckpt", ws, "--iters", "20", *TINY,
                  *TINY_TORSO, "--preload", "0"]) == 0  # frames and torso layers read from disk each step
-    assert "trained the torso to step 20" in capsys.readouterr().out
+    out = capsys.readouterr().out  # the head's workspace stands for its newest checkpoint
+    assert "trained the torso to step 20" in out and f"frozen head of {head_ckpt}" in out
     trained, _ = load_blendshape(sorted((torso_ws / "checkpoints").glob("step_*.pt"))[-1])
     assert trained.torso is not None and trained.torso.codes.shape[0] == 20
     assert all(torch.equal(a, b) for a, b in zip(trained.field.state_dict().values(),
@@ -190,6 +191,9 @@ def test_bad_input_gets_one_clear_line_and_nothing_is_written(talk, tmp_path):
            r"holds a head trained with --expr_dim 4.*uses 6")
     _fails([talk, "--workspace", tmp_path / "t", "--torso", "--head_ckpt", tmp_path / "nope.pt", *TINY],
            "--head_ckpt not found")
+    (tmp_path / "empty_ws").mkdir()
+    _fails([talk, "--workspace", tmp_path / "t", "--torso", "--head_ckpt", tmp_path / "empty_ws", *TINY],
+           "no step_\\*.pt checkpoint")
     assert not (tmp_path / "t").exists()
     assert {p: p.stat().st_mtime_ns for p in small.rglob("*") if p.is_file()} == before
 

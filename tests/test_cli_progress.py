@@ -26,7 +26,7 @@ def test_every_command_has_the_same_progress_option(label):
     action = by_dest["progress"]
     assert action.option_strings == ["--progress"]
     assert action.type is bool_type and action.default is True and action.nargs == "?" and action.const is True
-    assert action.help == "show a progress bar"
+    assert action.help == "show a progress bar when the output is a terminal"
 
 
 def test_progress_false_round_trips_through_a_config_file(tmp_path):

@@ -67,8 +67,10 @@ def test_fit_help_lists_fitting_options_not_the_training_keys():
     listed = set(re.findall(r"^\s+(--\w+)", text, re.MULTILINE))
     assert {"--filePath", "--num_iterations", "--lm_share", "--renderType", "--ckpt", "--near", "--datadir"} <= listed
     training_only = {"--N_iters", "--lrate", "--i_weights", "--netwidth", "--tex_channels", "--precrop_iters",
-                     "--use_viewdirs", "--no_batching", "--num_workers", "--compile", "--landmark_share"}
+                     "--use_viewdirs", "--no_batching", "--num_workers", "--compile", "--landmark_share",
+                     "--half_res", "--image_scale", "--landmarks", "--testskip", "--scale"}
     assert not listed & training_only
+    assert "train on" not in text   # the data keys fitting reads are described for what fitting does with them
     assert len(listed) < len(set(re.findall(r"^\s+(--\w+)", build("run_train.py").format_help(), re.MULTILINE))) + 40
 
 
@@ -145,7 +147,8 @@ DIFFERENT_IDEAS = {
     "lr",            # learning rate of the demo NeRF / of the RefineNet
     "out", "size", "resolution",  # each tool's output and image size
     "pixel_center",  # the convention render.py renders with (0.5) / the one training assumes (None: the data's)
-    "scale",         # the degraded pairs' downscale factor / NeRFBlendShape's pose-translation scale (None: auto)
+    "scale",         # the degraded pairs' downscale / the original MoFaNeRF's camera-translation divisor /
+                     # NeRFBlendShape's pose-translation scale (None: auto)
 }
 
 

@@ -6,7 +6,9 @@ Every image directly inside ``--nerf_folder`` is resized to the network size (th
 ``load_size`` stored in the checkpoint, or ``--load_size``), refined, resized back to its own
 size and written as PNG to the sibling folder ``<nerf_folder>_refined/`` (same with or without a
 trailing slash) unless ``--out_folder`` is given. The newest checkpoint of
-``<checkpoints_dir>/<name>/checkpoints`` is used unless ``--checkpoint`` names one.
+``<checkpoints_dir>/<name>/checkpoints`` is used unless ``--checkpoint`` names one; a run with no
+checkpoint uses the original code's ``<checkpoints_dir>/<name>/latest_net_G.pth``. The original's
+pix2pixHD options (``--which_epoch``, ``--results_dir``, ``--how_many``, ``--gpu_ids``, ...) work too.
 """
 
 from __future__ import annotations
@@ -23,17 +25,14 @@ from facenerf.errors import run_cli  # noqa: E402
 def main() -> int:
     from facenerf.models.refine.options import build_test_parser, test_settings_from_args
 
-    settings, runtime = test_settings_from_args(parse_args(build_test_parser()))
-    from facenerf.models.refine.inference import find_checkpoint, load_refine_generator, refine_folder
+    settings, runtime, epoch = test_settings_from_args(parse_args(build_test_parser()))
+    from facenerf.models.refine.inference import refine_folder, resolve_generator
     from facenerf.runtime import select_device
 
     device = select_device(runtime.device)
-    where = settings.location
-    checkpoint = find_checkpoint(where.checkpoints_dir, where.name, settings.checkpoint or None)
-    generator, run = load_refine_generator(checkpoint, device)
-    size = settings.load_size or run.train.load_size
+    generator, size, checkpoint = resolve_generator(settings, epoch, device)
     result = refine_folder(generator, settings.nerf_folder, size, device, settings.out_folder or None,
-                           progress=runtime.progress)
+                           progress=runtime.progress, how_many=settings.how_many)
     print(f"checkpoint {checkpoint}")
     print(result.summary())
     return 0 if result.written else 1

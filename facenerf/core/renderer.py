@@ -324,7 +324,7 @@ def render_chunked(
     parts: dict[str, list[Tensor]] = {}
     chunk_rays = max(int(chunk_rays), 1)
     with torch.no_grad():
-        for start in tqdm(range(0, len(rays), chunk_rays), desc="render", unit="chunk", disable=not progress,
+        for start in tqdm(range(0, len(rays), chunk_rays), desc="render", unit="chunk", disable=None if progress else True,
                           leave=False):
             out = render_fn(rays[start : start + chunk_rays])
             for key, value in out.items():

@@ -342,6 +342,73 @@ def _sorted_ids(ids) -> list[str]:
     return sorted(ids, key=lambda s: (not s.isdigit(), int(s) if s.isdigit() else 0, s))
 
 
+# The original code's valid-identity rule for real FaceScape (reference section 4): from the ids in
+# numeric order it takes the first 359 and replaces 13 identities whose data was invalid by
+# substitutes from the test range, then trains on the first person_num of that list.
+FACESCAPE_INVALID_IDS = ("39", "52", "69", "295", "307", "413", "417", "587", "237", "353", "356", "440", "363")
+FACESCAPE_SUBSTITUTE_IDS = ("615", "616", "619", "620", "622", "623", "624", "626", "627", "722", "725", "728",
+                            "733")
+ORIGINAL_ID_POOL = 359
+VALID_ID_RULES = ("auto", "original", "first")
+REAL_FACESCAPE_ABOVE = 600   # ids above this exist only in real FaceScape data (the substitutes are 615-733)
+
+
+def identity_rule(ids, rule: str) -> str:
+    """``original`` or ``first``: ``auto`` is ``original`` when the data holds ids above 600 (real FaceScape)."""
+    if rule not in VALID_ID_RULES:
+        raise FaceNerfError(f"valid_ids = {rule!r}: use one of {', '.join(VALID_ID_RULES)}")
+    if rule != "auto":
+        return rule
+    return "original" if any(i.isdigit() and int(i) > REAL_FACESCAPE_ABOVE for i in ids) else "first"
+
+
+def select_identities(ids, person_num: int, person_list=(), rule: str = "auto", where: str = "the data") -> list[str]:
+    """The identities a run trains on, in order.
+
+    ``person_list`` (the original's ``--personList``) names them. Otherwise ``first`` takes the
+    first ``person_num`` ids in numeric order, and ``original`` applies the original code's rule
+    (:data:`FACESCAPE_INVALID_IDS` replaced in place by :data:`FACESCAPE_SUBSTITUTE_IDS` among the
+    first 359 ids; beyond 359 the next ids follow, each id once).
+    """
+    ordered = _sorted_ids(ids)
+    if person_list:
+        wanted = [str(i) for i in person_list]
+        missing = [i for i in wanted if i not in ids]
+        if missing:
+            raise FaceNerfError(f"personList names identities not in {where}: {', '.join(missing)}; "
+                                f"it holds {', '.join(ordered[:8])}{' ...' if len(ordered) > 8 else ''}")
+        return list(dict.fromkeys(wanted))
+    if identity_rule(ids, rule) == "first":
+        return ordered[:person_num]
+    substitute = dict(zip(FACESCAPE_INVALID_IDS, FACESCAPE_SUBSTITUTE_IDS))
+    chosen: list[str] = []
+    for position, identity in enumerate(ordered):
+        if len(chosen) >= person_num:
+            break
+        if position < ORIGINAL_ID_POOL and identity in substitute:
+            if substitute[identity] not in ids:
+                raise FaceNerfError(f"valid_ids = original: identity {identity} is replaced by {substitute[identity]}, "
+                                    f"which is not in {where}; add it, or set valid_ids = first or personList")
+            identity = substitute[identity]
+        if identity not in chosen:
+            chosen.append(identity)
+    return chosen
+
+
+def every_nth_per_identity(frames: list, step: int) -> list:
+    """The original's ``testskip``: every ``step``-th frame of each identity, in file order (0 or 1 = all)."""
+    if step <= 1:
+        return frames
+    seen: dict[str, int] = {}
+    kept = []
+    for frame in frames:
+        k = seen.get(frame.identity, 0)
+        seen[frame.identity] = k + 1
+        if k % step == 0:
+            kept.append(frame)
+    return kept
+
+
 def _frame_arrays(frames: list, index_of: dict[str, int], is_test: bool, is_val: bool = False) -> dict:
     """Parallel arrays of parsed frame records (hidden 2D landmarks become NaN)."""
     lm = []
@@ -357,6 +424,15 @@ def _frame_arrays(frames: list, index_of: dict[str, int], is_test: bool, is_val:
             "expression": [f.expression for f in frames], "c2w": [f.c2w for f in frames],
             "is_test": [is_test] * len(frames), "is_val": [is_val] * len(frames), "lm": lm,
             "K": {f.intrinsics for f in frames}, "pixel_center": {f.pixel_center for f in frames}}
+
+
+def _scaled_poses(c2w: np.ndarray, scale: float) -> np.ndarray:
+    """The original's ``--scale``: camera translations ``[F, 3]`` divided by ``scale``."""
+    if scale == 1.0:
+        return c2w
+    c2w = c2w.copy()
+    c2w[:, :3, 3] /= scale
+    return c2w
 
 
 def _identity_data(record, shape_dim: int, source: str) -> IdentityData:
@@ -384,11 +460,23 @@ def _own_validation_frames(datadir, ids: list[str], options: dict, test) -> list
     return [f for f in val.frames(ids) if f.image_path not in test_paths]
 
 
-def load_mofanerf_sources(datadir: str | Path, person_num: int, shape_dim: int, n_expressions: int,
+@dataclass(frozen=True)
+class SourceSelection:
+    """Which identities and views a run reads (the original's ``person_num``, ``personList``,
+    ``testskip`` and ``scale``; see :func:`select_identities`)."""
+
+    person_num: int = 300
+    person_list: tuple = ()
+    valid_ids: str = "auto"
+    testskip: int = 1          # every N-th test / validation view of each identity
+    pose_scale: float = 1.0    # camera translations are divided by this
+
+
+def load_mofanerf_sources(datadir: str | Path, selection: SourceSelection, shape_dim: int, n_expressions: int,
                           shape_codes: str = "", landmarks: str = "", uv_dir: str = ""
                           ) -> tuple[FrameTable, list[IdentityData]]:
     """Frames (training, held-out test and separately rendered validation views) and identities
-    of the first ``person_num`` ids.
+    chosen by ``selection``.
 
     Uses :func:`facenerf.data.facescape.parse_multiview` on ``datadir``; ``shape_codes``
     (factors_id.npy), ``landmarks`` (3D landmarks) and ``uv_dir`` (UV textures) are looked up
@@ -400,7 +488,8 @@ def load_mofanerf_sources(datadir: str | Path, person_num: int, shape_dim: int, 
     options = dict(factors_path=shape_codes or None, landmarks_path=landmarks or None,
                    texture_roots=[uv_dir] if uv_dir else None)
     train = parse_multiview(datadir, "train", **options)
-    ids = _sorted_ids(train.identities)[:person_num]
+    ids = select_identities(train.identities, selection.person_num, selection.person_list, selection.valid_ids,
+                            str(datadir))
     try:
         test = parse_multiview(datadir, "test", ids=ids, **options)
     except FaceNerfError:
@@ -408,8 +497,8 @@ def load_mofanerf_sources(datadir: str | Path, person_num: int, shape_dim: int, 
     index_of = {identity: i for i, identity in enumerate(ids)}
     parts = [_frame_arrays(train.frames(ids), index_of, False)]
     if test is not None:
-        parts.append(_frame_arrays(test.frames(ids), index_of, True))
-    val = _own_validation_frames(datadir, ids, options, test)
+        parts.append(_frame_arrays(every_nth_per_identity(test.frames(ids), selection.testskip), index_of, True))
+    val = every_nth_per_identity(_own_validation_frames(datadir, ids, options, test), selection.testskip)
     if val:
         parts.append(_frame_arrays(val, index_of, False, True))
     n_train = len(parts[0]["paths"])
@@ -432,7 +521,7 @@ def load_mofanerf_sources(datadir: str | Path, person_num: int, shape_dim: int, 
         image_paths=[x for p in parts for x in p["paths"]],
         identity=np.asarray([x for p in parts for x in p["identity"]], dtype=np.int64),
         expression=np.asarray([x for p in parts for x in p["expression"]], dtype=np.int64),
-        c2w=np.stack([x for p in parts for x in p["c2w"]]).astype(np.float32),
+        c2w=_scaled_poses(np.stack([x for p in parts for x in p["c2w"]]).astype(np.float32), selection.pose_scale),
         is_test=np.asarray([x for p in parts for x in p["is_test"]], dtype=bool),
         is_val=np.asarray([x for p in parts for x in p["is_val"]], dtype=bool),
         intrinsics=sizes.pop(),

@@ -116,7 +116,7 @@ def scan_pairs(render_dir: str | Path, target_dir: str | Path, check_images: boo
     from tqdm import tqdm
 
     keys = sorted(set(renders) & set(targets) - set(scan.ambiguous))
-    for key in tqdm(keys, desc="checking pairs", disable=not (progress and check_images), dynamic_ncols=True):
+    for key in tqdm(keys, desc="checking pairs", disable=None if progress and check_images else True, dynamic_ncols=True):
         pair = ImagePair(key, renders[key], targets[key])
         reasons = [(p, check_image_header(p)) for p in (pair.render, pair.target)] if check_images else []
         bad = [(p, why) for p, why in reasons if why is not None]

@@ -200,7 +200,7 @@ def orbit_frames(model: TinyNeRF, scene: Scene, data: DemoData, n_frames: int, s
     from tqdm import tqdm
 
     frames = []
-    for gt, pose in tqdm(list(zip(truths, poses)), desc="orbit video", unit="frame", disable=not progress):
+    for gt, pose in tqdm(list(zip(truths, poses)), desc="orbit video", unit="frame", disable=None if progress else True):
         frame = torch.cat([gt, model.render(K, pose, data.near, data.far).cpu()], dim=1).numpy()
         frames.append(np.repeat(np.repeat(frame, upscale, axis=0), upscale, axis=1))
     return frames

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import random
 import signal
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +52,8 @@ class TrainerConfig:
     lr_decay_steps: int | None = None
     lr_decay_rate: float = 0.1
     warmup_steps: int = 0
+    lr_linear_start: int = 0           # then linear decay to 0 over lr_linear_steps (0 = off)
+    lr_linear_steps: int = 0
     amp: str = "none"                  # "none" | "bf16" | "fp16" (CUDA only; CPU runs in fp32)
     grad_clip: float | None = None     # max global L2 norm per optimiser
     log_every: int = 50
@@ -173,12 +176,13 @@ class Trainer:
         self.amp = resolve_amp(cfg.amp, self.device)
         self.optimizers, self.params = self._build_optimizers()
         self.scaler = torch.amp.GradScaler("cuda") if self.amp == "fp16" else None
-        self.schedule = ExponentialSchedule(cfg.lr_decay_steps, cfg.lr_decay_rate, cfg.warmup_steps)
+        self.schedule = ExponentialSchedule(cfg.lr_decay_steps, cfg.lr_decay_rate, cfg.warmup_steps,
+                                            cfg.lr_linear_start, cfg.lr_linear_steps)
         self.out_dir = Path(cfg.out_dir)
         self.main_process = distributed.is_main_process()
         self.checkpoints = CheckpointManager(self.out_dir / CHECKPOINT_DIR, keep_last=cfg.keep_last)
         self.logger = RunLogger(self.out_dir, enabled=self.main_process, tensorboard=cfg.tensorboard,
-                                echo=None if cfg.progress else print)
+                                echo=None if self._bar_shown() else print)
         self._bar = None
 
     def _build_optimizers(self) -> tuple[dict[str, torch.optim.Optimizer], dict[str, list[torch.Tensor]]]:
@@ -326,12 +330,16 @@ class Trainer:
         return payload["path"]
 
     # ------------------------------------------------------------------ loop
+    def _bar_shown(self) -> bool:
+        """A progress bar is drawn only when asked for and stderr is a terminal (logs get plain lines)."""
+        return self.cfg.progress and sys.stderr.isatty()
+
     def _say(self, line: str) -> None:
         """An event worth showing on the console and in the text log."""
         if not self.main_process:
             return
         self.logger.text(line)
-        if self.cfg.progress:
+        if self._bar_shown():
             from tqdm import tqdm
             tqdm.write(line)
 
@@ -393,7 +401,7 @@ class Trainer:
         window: dict[str, list[float]] = {}
         saved_at = evaluated_at = -1
         self._bar = tqdm(total=cfg.max_steps, initial=self.step, desc=self.model_name, dynamic_ncols=True,
-                         disable=not (cfg.progress and self.main_process))
+                         disable=None if cfg.progress and self.main_process else True)
         while self.step < cfg.max_steps:
             losses, scalars = self.train_step(self._batch_or_stop(), self.step)
             self.step += 1

@@ -22,8 +22,10 @@ from facenerf.models.mofanerf.config import RunSource
 from facenerf.preprocess.training.rig import BASE_FOCAL, BASE_RESOLUTION
 from facenerf.runtime import RunSettings
 
-RENDER_TYPES = ("fitting", "rendering", "expression", "swap", "random", "morph", "mesh")
-NEEDS_A_FIT = ("rendering", "expression", "swap", "morph", "mesh")
+RENDER_TYPES = ("fitting", "rendering", "rendering_modulation", "expression", "swap", "random", "morph", "mesh")
+NEEDS_A_FIT = ("rendering", "rendering_modulation", "expression", "swap", "morph", "mesh")
+NEEDS_STATISTICS = ("fitting", "rendering_modulation", "swap", "random")
+VIEW_CONVENTIONS = ("original", "fitted")
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,10 @@ class ModeSettings:
     frames: int = option(60, "frames of an orbit/morph video (per segment for expressions)")
     fps: int = option(VIDEO_FPS, "video frame rate")
     yaws: tuple[float, ...] = option((-60.0, 0.0, 60.0), "yaws (degrees) of the rendering mode's stills")
+    view_convention: str = option("original", "cameras of the rendering mode: original = the original code's "
+                                              "(pitch 0, radius 16, positive yaw on the subject's right); fitted = "
+                                              "at the fitted camera's pitch and distance, positive yaw on the "
+                                              "subject's left (render.py's yaw)", choices=VIEW_CONVENTIONS)
     orbit_range: float = option(90.0, "orbit video sweeps yaw over +-this many degrees and back (>= 180: a full "
                                       "turn); training views cover about +-90")
     expression: str = option("smile", "expression name or index (expression mode)")
@@ -125,6 +131,26 @@ class FitCommand:
                                 "--filePath that was fitted")
         if self.render_type == "morph" and not self.modes.morphFile:
             raise FaceNerfError("--renderType morph needs --morphFile other/fit.pt (the fit to morph into)")
+        self._check_files_exist()
+
+    def _check_files_exist(self) -> None:
+        """Every file this run reads must exist: checked before the checkpoint is loaded."""
+        if self.render_type == "fitting":
+            image = Path(self.input.filePath)
+            if not image.is_file():
+                raise FaceNerfError(f"image not found: {image} (check --filePath)")
+            from facenerf.fitting.inputs import find_pose_file
+
+            find_pose_file(image, self.input.posePath or None)
+        elif self.render_type in NEEDS_A_FIT and not self.fit_file().is_file():
+            raise FaceNerfError(f"fit file not found: {self.fit_file()} (--renderType {self.render_type} renders a "
+                                f"fit: run run_fit.py --filePath {self.input.filePath or '<image>'} first, or pass "
+                                "--fitFile)")
+        for flag, value in (("--swapFile", self.modes.swapFile if self.render_type == "swap" else ""),
+                            ("--morphFile", self.modes.morphFile if self.render_type == "morph" else ""),
+                            ("--code_stats", self.code_stats)):
+            if value and not Path(value).is_file():
+                raise FaceNerfError(f"file not found: {value} (check {flag})")
 
     def fit_dir(self) -> Path:
         """Folder of the fit: ``--fit_out``, else ``<image folder>/../fitting/<folder>_<name>`` (the original's)."""

@@ -230,7 +230,7 @@ class Fitter:
     def run(self, on_iteration: Callable[["Fitter"], None] | None = None, stop_at: int | None = None) -> None:
         """Iterate until the planned count (or ``stop_at``); ``on_iteration(fitter)`` follows every step."""
         end = min(self.settings.schedule.iterations, stop_at if stop_at is not None else 1 << 62)
-        bar = tqdm(total=end, initial=self.iteration, desc="fit", unit="it", disable=not self.runtime.progress)
+        bar = tqdm(total=end, initial=self.iteration, desc="fit", unit="it", disable=None if self.runtime.progress else True)
         with bar:
             while self.iteration < end:
                 scalars = self.step()

@@ -20,7 +20,8 @@ from facenerf.fitting.config import FitCommand
 from facenerf.fitting.figures import grid, hstack
 from facenerf.fitting.result import FitResult
 from facenerf.fitting.stats import CodeStatistics
-from facenerf.fitting.views import FaceState, camera_angles, intrinsics_at, render_face, views_around_fit
+from facenerf.fitting.views import (FaceState, camera_angles, intrinsics_at, novel_views, original_view,
+                                    render_face)
 from facenerf.io import write_image, write_video
 from facenerf.models.mofanerf.checkpoints import LoadedRun
 from facenerf.models.mofanerf.expressions import expression_index, expression_name
@@ -46,34 +47,68 @@ def _render(loaded: LoadedRun, face: FaceState, cmd: FitCommand, c2w=None, K=Non
 
 def _frames(loaded: LoadedRun, faces_and_poses, K: Intrinsics, cmd: FitCommand, desc: str) -> list:
     return [_render(loaded, face, cmd, pose, K).numpy()
-            for face, pose in tqdm(faces_and_poses, desc=desc, unit="frame", disable=not cmd.runtime.progress)]
+            for face, pose in tqdm(faces_and_poses, desc=desc, unit="frame", disable=None if cmd.runtime.progress else True)]
 
 
 def run_rendering(cmd: FitCommand, loaded: LoadedRun) -> list[Path]:
-    """Stills at ``--yaws`` around the fitted camera's pitch/radius and an orbit MP4."""
+    """Stills ``fitRes_<yaw>.png`` at ``--yaws`` and an orbit MP4, in ``--view_convention``'s cameras."""
     fit = load_fit(cmd.fit_file(), loaded)
     face = FaceState.from_fit(fit)
     out = cmd.fit_dir() / "render"
     modes = cmd.modes
     K = intrinsics_at(fit.intrinsics, modes.size)
     written = []
-    for yaw, pose in zip(modes.yaws, views_around_fit(fit.c2w(), list(modes.yaws))):
+    for yaw, pose in zip(modes.yaws, novel_views(fit.c2w(), list(modes.yaws), modes.view_convention)):
         written.append(write_image(out / f"fitRes_{yaw:g}.png", _render(loaded, face, cmd, pose, K)))
-    orbit = orbit_poses_around_fit(fit.c2w(), modes.orbit_range, modes.frames)
+    if modes.view_convention == "original":
+        orbit = [original_view(yaw) for yaw in orbit_yaws(modes.orbit_range, modes.frames)]
+    else:
+        orbit = orbit_poses_around_fit(fit.c2w(), modes.orbit_range, modes.frames)
     frames = _frames(loaded, [(face, pose) for pose in orbit], K, cmd, "orbit")
     written.append(write_video(out / "orbit.mp4", frames, modes.fps))
     return written
 
 
-def orbit_poses_around_fit(c2w, yaw_range: float, frames: int) -> list:
-    """A looping sweep ``yaw = yaw_range * sin(2 pi k / frames)`` at the fitted pitch and radius.
-
-    ``yaw_range >= 180`` turns all the way round instead (``-180 .. 180``).
-    """
-    pitch, _, radius = camera_angles(c2w)
+def orbit_yaws(yaw_range: float, frames: int) -> list[float]:
+    """A looping sweep ``yaw = yaw_range * sin(2 pi k / frames)``; ``yaw_range >= 180`` turns all the
+    way round instead (``-180 .. 180``)."""
     if yaw_range >= 180.0:
-        return [mofanerf_pose(pitch, -180.0 + 360.0 * k / frames, radius) for k in range(frames)]
-    return [mofanerf_pose(pitch, yaw_range * math.sin(2.0 * math.pi * k / frames), radius) for k in range(frames)]
+        return [-180.0 + 360.0 * k / frames for k in range(frames)]
+    return [yaw_range * math.sin(2.0 * math.pi * k / frames) for k in range(frames)]
+
+
+def orbit_poses_around_fit(c2w, yaw_range: float, frames: int) -> list:
+    """:func:`orbit_yaws` at the fitted pitch and radius."""
+    pitch, _, radius = camera_angles(c2w)
+    return [mofanerf_pose(pitch, yaw, radius) for yaw in orbit_yaws(yaw_range, frames)]
+
+
+# the original's rigging expressions of rendering_modulation (indices into the 20 learned codes)
+MODULATION_EXPRESSIONS = (9, 14, 2, 16, 17)   # dimpler, lip_roll, mouth_stretch, cheek_blowing, eye_closed
+MODULATION_EDITS = 3
+
+
+def run_modulation(cmd: FitCommand, loaded: LoadedRun, stats: CodeStatistics) -> list[Path]:
+    """The original's ``rendering_modulation``: frontal renders (pitch 0, radius 16) of the fit rigged with
+    learned expressions (``rigging_<name>.png``) and with its shape or texture replaced
+    (``chg_shape_<k>.png``, ``chg_tex_<k>.png``: draws from the code statistics, seeds ``--seed + k``;
+    the original used three presets of its ``predef_par.npy``)."""
+    fit = load_fit(cmd.fit_file(), loaded)
+    face = FaceState.from_fit(fit)
+    out = cmd.fit_dir() / "render"
+    K = intrinsics_at(fit.intrinsics, cmd.modes.size)
+    pose = original_view(0.0)
+    written = []
+    for index in MODULATION_EXPRESSIONS:
+        if index < loaded.model.cfg.n_expressions:
+            rigged = _with_expression(face, loaded, index)
+            written.append(write_image(out / f"rigging_{expression_name(index)}.png",
+                                       _render(loaded, rigged, cmd, pose, K)))
+    for k in range(MODULATION_EDITS):
+        shapes, textures = stats.sample(1, torch.Generator().manual_seed(cmd.runtime.seed + k), cmd.modes.temperature)
+        for name, edited in (("shape", replace(face, shape=shapes[0])), ("tex", replace(face, texture=textures[0]))):
+            written.append(write_image(out / f"chg_{name}_{k}.png", _render(loaded, edited, cmd, pose, K)))
+    return written
 
 
 def _with_expression(face: FaceState, loaded: LoadedRun, index: int) -> FaceState:
@@ -144,7 +179,7 @@ def run_random(cmd: FitCommand, loaded: LoadedRun, stats: CodeStatistics) -> lis
     pose = mofanerf_pose(0.0, 0.0, RADIUS)
     out = random_out_dir(cmd)
     written, images = [], []
-    for i in tqdm(range(modes.n_random), desc="random faces", disable=not cmd.runtime.progress):
+    for i in tqdm(range(modes.n_random), desc="random faces", disable=None if cmd.runtime.progress else True):
         face = FaceState(shapes[i], eps, textures[i], torch.ones(1), pose, K, render.near, render.far)
         image = _render(loaded, face, cmd, with_gain=False)
         images.append(image)

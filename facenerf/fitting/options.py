@@ -24,9 +24,16 @@ MODES_HELP = """\
               compare.png (target | fit | error), loss_curve.png, progress/, and for synthetic
               renders the PSNR of held-out views (fit vs. mean-code start). --is_load_par true
               resumes from fit.pt at the iteration it reached.
-  rendering   novel views of the fit: render/fitRes_{-60,0,60}.png at the fitted camera's
-              distance and pitch, and render/orbit.mp4 sweeping +-(--orbit_range) degrees
-              of yaw and back (--size, --frames).
+  rendering   novel views of the fit: render/fitRes_{-60,0,60}.png and render/orbit.mp4 sweeping
+              +-(--orbit_range) degrees of yaw and back (--size, --frames). The cameras are the
+              original code's (pitch 0, radius 16, fitRes_60 on the subject's right); with
+              --view_convention fitted they keep the fitted camera's pitch and distance and
+              fitRes_60 is on the subject's left.
+  rendering_modulation
+              the original's rigging and editing renders, frontal: render/rigging_<name>.png
+              (dimpler, lip_roll, mouth_stretch, cheek_blowing, eye_closed) and
+              render/chg_shape_{0,1,2}.png, render/chg_tex_{0,1,2}.png (shape or texture
+              replaced by draws from the code statistics, seeds --seed, --seed+1, --seed+2).
   expression  render the fit with a learned expression: --expression NAME|INDEX ->
               render/expr_<name>.png; --expressions a,b,c -> render/expr_a_b_c.mp4
               interpolating through them (--frames per segment).
@@ -44,6 +51,9 @@ MODES_HELP = """\
               preview mesh/<name>.png.
 """
 
+# the data keys fitting reads: the training identities whose codes give the code statistics
+STATISTICS_DATA_KEYS = ("datadir", "shape_codes", "uv_dir", "person_num", "personList", "valid_ids")
+
 DESCRIPTION = ("Fit a trained MoFaNeRF to one preprocessed image, then render novel views, edits, generations, "
                "videos and meshes from the fit. The network's sizes come from the checkpoint; training config "
                "files are accepted (their model sizes must match the checkpoint, other training keys are ignored).")
@@ -58,7 +68,7 @@ def build_fit_parser():
     add_options(parser, FitSettings, "fitting")
     add_options(parser, ModeSettings, "rendering, editing and generation modes")
     add_options(parser, RunSettings, "run")
-    add_trained_run_options(parser)
+    add_trained_run_options(parser, data_keys=STATISTICS_DATA_KEYS)
     return parser
 
 

@@ -1,8 +1,10 @@
 """Cameras for novel views of a fit, rendering a fitted face, and held-out evaluation.
 
-Novel views orbit the world origin (the head) at the *fitted* camera's distance and pitch:
-:func:`camera_angles` reads ``(pitch, yaw, radius)`` from a camera-to-world pose in the
-convention of :func:`facenerf.preprocess.training.rig.mofanerf_pose` (camera centre
+Novel views look at the world origin (the head). By default they are the original
+``run_fit.py``'s (:func:`original_view`: pitch 0, radius 16, the original's yaw sign, so our
+``fitRes_60.png`` is the original's). The other convention orbits at the *fitted* camera's
+distance and pitch: :func:`camera_angles` reads ``(pitch, yaw, radius)`` from a camera-to-world
+pose in the convention of :func:`facenerf.preprocess.training.rig.mofanerf_pose` (camera centre
 ``radius * (sin(yaw) cos(pitch), sin(pitch), cos(yaw) cos(pitch))``), and
 :func:`views_around_fit` places cameras at given yaws with that pitch and radius. Intrinsics of
 a render at ``size`` pixels keep the fitted image's field of view (:func:`intrinsics_at`).
@@ -21,7 +23,7 @@ from facenerf.core.rays import image_rays
 from facenerf.fitting.pose import apply_correction, rotation_from_params
 from facenerf.fitting.result import FitResult
 from facenerf.metrics import psnr
-from facenerf.preprocess.training.rig import mofanerf_pose
+from facenerf.preprocess.training.rig import RADIUS, mofanerf_pose
 from facenerf.runtime import autocast
 
 
@@ -38,6 +40,24 @@ def views_around_fit(c2w: Tensor, yaws_deg: list[float]) -> list[Tensor]:
     """Cameras ``[4, 4]`` looking at the origin at ``yaws_deg`` with the fitted pitch and radius."""
     pitch, _, radius = camera_angles(c2w)
     return [mofanerf_pose(pitch, yaw, radius) for yaw in yaws_deg]
+
+
+def original_view(yaw_deg: float, pitch_deg: float = 0.0, radius: float = RADIUS) -> Tensor:
+    """The original ``run_fit.py``'s novel-view camera ``[4, 4]`` for its ``yaw`` (``fitRes_<yaw>.png``).
+
+    The original rotates the camera about +Y by ``-yaw``, so a positive yaw puts it on the
+    subject's right (-X): its view ``yaw`` is our rig camera at ``-yaw``. Its ``pitch`` (always
+    0 there) tilts the camera below the head for positive values, also the opposite of ours.
+    """
+    return mofanerf_pose(-pitch_deg, -yaw_deg, radius)
+
+
+def novel_views(c2w: Tensor, yaws_deg: list[float], convention: str) -> list[Tensor]:
+    """The rendering mode's cameras: :func:`original_view` at pitch 0 and radius 16 (``original``),
+    or :func:`views_around_fit` (``fitted``)."""
+    if convention == "original":
+        return [original_view(yaw) for yaw in yaws_deg]
+    return views_around_fit(c2w, yaws_deg)
 
 
 def intrinsics_at(K: Intrinsics, size: int) -> Intrinsics:

@@ -6,7 +6,8 @@ checkpoint is ``--ckpt``, else ``--ft_path``, else the newest
 ``basedir/expname/checkpoints/step_*.pt``; the model is built from its own sizes and the run's
 render and data settings fill the keys the user left unset. Code statistics come from
 ``--code_stats``, else ``code_stats.pt`` beside the checkpoint (recomputed when it belongs to
-another step), else they are computed from the training identities named by the run's data
+another step), else, for an original ``.tar``, the original's ``configs/texShpDistribution.npy``
+when it is there, else they are computed from the training identities named by the run's data
 settings (``--datadir`` and the other data keys override them when given) and saved there.
 """
 
@@ -31,6 +32,7 @@ from facenerf.metrics import psnr
 from facenerf.models.mofanerf.checkpoints import LoadedRun
 
 PREVIEW_ITERATIONS = (0, 100, 200, 300, 500, 1000, 1500, 2000)  # the original's progress renders
+ORIGINAL_STATS = "configs/texShpDistribution.npy"   # where the original code keeps its code statistics
 
 
 # ----------------------------------------------------------------------------- statistics and settings
@@ -50,6 +52,11 @@ def load_code_statistics(code_stats: str, loaded: LoadedRun) -> CodeStatistics:
         if stats.step == loaded.step:
             stats.check_sizes(cfg.shape_dim, cfg.texture_dim, str(file))
             return stats
+    if loaded.trained is None and Path(ORIGINAL_STATS).is_file():   # an original .tar, as the original fits it
+        print(f"note: code statistics from {ORIGINAL_STATS} (the original code's file)")
+        stats = CodeStatistics.load(ORIGINAL_STATS)
+        stats.check_sizes(cfg.shape_dim, cfg.texture_dim, ORIGINAL_STATS)
+        return stats
     try:
         shapes, uvs = training_identities(loaded.run, loaded.checkpoint.parent.parent)
     except FaceNerfError as err:
@@ -115,7 +122,9 @@ def run_fitting(cmd: FitCommand, loaded: LoadedRun, stats: CodeStatistics, devic
     fitter = Fitter(loaded.model, target, stats, settings, loaded.render_settings, device, cmd.runtime)
     start = starting_state(fitter)
     path = cmd.fit_file()
-    if output.is_load_par:
+    if output.is_load_par and not path.is_file():
+        print(f"note: --is_load_par: no fit file {path} yet; starting a new fit (as the original does)")
+    elif output.is_load_par:
         previous = FitResult.load(path)
         _check_resumable(previous, target, path)
         fitter.resume(previous)

@@ -8,6 +8,7 @@
 ``talking_head``     a synthetic talking-head video with its NeRFBlendShape dataset and ground truth
 ``video_evaluate``   a processed talking-head dataset against the synthetic ground truth
 ``contact_sheet``    tile one identity's 20 rendered expressions into a PNG
+``sample_photo``     a public-domain portrait (scikit-image's astronaut) to try wild-photo preprocessing on
 ``gl_platform``      print the headless OpenGL platform pyrender will use (the Makefile's probe)
 ===================  ============================================================================
 

@@ -1,9 +1,9 @@
 """``python -m facenerf.tools.contact_sheet``: tile one identity's 20 rendered expressions into a PNG.
 
-    python -m facenerf.tools.contact_sheet --data data --id 1 --views 0_10,0_15,15_6 \\
-        --out docs/facescape_contact_sheet.png
+    python -m facenerf.tools.contact_sheet --data data --id 1 --views 0_10,0_15,15_6
 
-Reads ``{data}/multiViewImages/{id}/{expression}/{view}.png`` (written by ``render.py``).
+Reads ``{data}/multiViewImages/{id}/{expression}/{view}.png`` (written by ``render.py``) and
+writes ``{data}/contact_sheet_{id}.png`` beside them (``--out`` elsewhere).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     from facenerf.preprocess.training.contact_sheet import ContactSheet, make_contact_sheet
 
     sheet = from_namespace(ContactSheet, parse_args(build_parser(), argv))
-    path = write_image(sheet.out, make_contact_sheet(Path(sheet.data) / "multiViewImages", sheet))
+    path = write_image(sheet.out_path, make_contact_sheet(Path(sheet.data) / "multiViewImages", sheet))
     print(f"contact sheet written to {path}")
     return 0
 

@@ -129,7 +129,7 @@ def generate_dataset(cfg: GeneratorSettings) -> dict:
     max_dist = np.zeros(cfg.n_ids)
     rt_dict: dict[str, dict[str, list]] = {}
     people = []
-    bar = tqdm(total=cfg.n_ids * len(expressions), desc="synthetic heads", disable=not cfg.progress)
+    bar = tqdm(total=cfg.n_ids * len(expressions), desc="synthetic heads", disable=None if cfg.progress else True)
     for new_id in range(1, cfg.n_ids + 1):
         person = syn.sample_identity(cfg.seed, new_id)
         people.append(person)

@@ -184,7 +184,7 @@ class BlendShapeTrainSettings:
     keep_last: int = option(TrainerConfig.keep_last, "checkpoints kept (0 = all)")
     fp16: bool = option(False, "mixed precision (autocast) on CUDA; ignored on the CPU")
     torso: bool = option(False, "train the torso net behind a frozen head (needs --head_ckpt)")
-    head_ckpt: str = option("", "trained head checkpoint for --torso")
+    head_ckpt: str = option("", "trained head for --torso: a checkpoint, or the head's workspace (its newest checkpoint)")
 
     def __post_init__(self) -> None:
         _positive(self, ("num_rays", "lr", "lr_final", "patch_size", "val_num"))

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from facenerf.config import save_config
+from facenerf.engine.checkpoint import CheckpointManager
 from facenerf.engine.trainer import Trainer, TrainerConfig
 from facenerf.io import ensure_writable_dir, write_image
 from facenerf.metrics import psnr
@@ -139,11 +140,24 @@ def torso_run(run: BlendShapeRunConfig, head: BlendShapeRunConfig) -> BlendShape
     return replace(run, model=head.model, scene=scene)
 
 
+def resolve_head_checkpoint(given: str | Path) -> Path:
+    """``--head_ckpt``: a checkpoint file, or a head workspace / its ``checkpoints/`` folder (its newest
+    checkpoint); FaceNerfError naming what was looked for otherwise."""
+    path = Path(given)
+    if path.is_file():
+        return path
+    if path.is_dir():
+        folder = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+        latest = CheckpointManager(folder).latest()
+        if latest is not None:
+            return latest
+        raise FaceNerfError(f"--head_ckpt {path}: no step_*.pt checkpoint in {folder} (train the head there first)")
+    raise FaceNerfError(f"--head_ckpt not found: {path} (pass a head checkpoint or the head's workspace)")
+
+
 def train_torso(run: BlendShapeRunConfig, say=print) -> dict:
     """Train (or resume) the torso net behind the frozen head of ``run.train.head_ckpt``."""
-    head_path = Path(run.train.head_ckpt)
-    if not head_path.is_file():
-        raise FaceNerfError(f"--head_ckpt not found: {head_path} (pass a checkpoint written by head training)")
+    head_path = resolve_head_checkpoint(run.train.head_ckpt)
     head, info = load_blendshape(head_path)
     if run.model.expr_dim is not None:
         check_expr_dim(run.model.expr_dim, info["run"].model, str(head_path))

@@ -129,8 +129,24 @@ def convert(source: str | Path, target: str | Path, to_official: bool = False) -
 
 # ----------------------------------------------------------------------------- a trained run
 
+def original_run_folder(source: RunSource) -> Path:
+    """Where the original code keeps a run's ``.tar`` files: ``basedir/<expname>_0to<person_num>``
+    (``logs/mofanerf_0to300`` for the released model)."""
+    person_num = source.overrides.data.get("person_num", MoFaNeRFRunConfig().data.person_num)
+    return Path(source.location.basedir) / f"{source.location.expname}_0to{person_num}"
+
+
+def newest_original_file(folder: Path) -> Path | None:
+    """The file the original code would load from ``folder``: the last name, sorted, containing 'tar'."""
+    if not folder.is_dir():
+        return None
+    names = sorted(p.name for p in folder.iterdir() if p.is_file() and "tar" in p.name)
+    return folder / names[-1] if names else None
+
+
 def locate_checkpoint(source: RunSource) -> Path:
-    """``ckpt``, else ``ft_path``, else the newest ``basedir/expname/checkpoints/step_*.pt``."""
+    """``ckpt``, else ``ft_path``, else the newest ``basedir/expname/checkpoints/step_*.pt``, else the
+    original code's newest ``.tar`` in ``basedir/<expname>_0to<person_num>`` (:func:`original_run_folder`)."""
     where = source.location
     for flag, value in (("--ckpt", source.ckpt), ("--ft_path", where.ft_path)):
         if value:
@@ -138,9 +154,10 @@ def locate_checkpoint(source: RunSource) -> Path:
                 raise FaceNerfError(f"checkpoint not found: {value} (check {flag})")
             return Path(value)
     folder = Path(where.basedir) / where.expname / CHECKPOINT_DIR
-    latest = CheckpointManager(folder).latest()
+    latest = CheckpointManager(folder).latest() or newest_original_file(original_run_folder(source))
     if latest is None:
-        raise FaceNerfError(f"no checkpoint in {folder}: train first (run_train.py -c <config>) or pass --ckpt")
+        raise FaceNerfError(f"no checkpoint in {folder} (nor an original .tar in {original_run_folder(source)}): "
+                            "train first (run_train.py -c <config>) or pass --ckpt")
     return latest
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from facenerf.config import flat_options, from_dict, from_flat, option, option_key, parse_int_list, to_dict
 from facenerf.core.renderer import DEFAULT_CHUNK_RAYS, RenderSettings
-from facenerf.data.mofanerf_dataset import DEFAULT_UV_CACHE
+from facenerf.data.mofanerf_dataset import DEFAULT_UV_CACHE, VALID_ID_RULES, SourceSelection
 from facenerf.data.ray_batches import PixelSamplerConfig
 from facenerf.engine.trainer import TrainerConfig
 from facenerf.errors import FaceNerfError
@@ -162,7 +162,17 @@ class MoFaNeRFDataConfig:
     shape_codes: str = option("", "factors_id.npy [N+1, 50] (row = id); empty = next to datadir")
     landmarks: str = option("", "3D landmarks [N+1, 20, 68, 3] in mm; empty = next to datadir")
     uv_dir: str = option("", "folder of {id}/1_neutral.jpg UV textures; empty = found next to datadir")
-    person_num: int = option(300, "train on the first N identities")
+    person_num: int = option(300, "number of identities: the first N by the valid_ids rule")
+    personList: tuple[int, ...] = option((), "comma list of identity ids to use instead (the original's flag; "
+                                             "person_num becomes their number)")
+    valid_ids: str = option("auto", "which ids person_num takes: original = the original code's rule for real "
+                                    "FaceScape (13 invalid ids among the first 359 replaced by ids 615-733); "
+                                    "first = the first N ids; auto = original when the data holds ids above 600",
+                            choices=VALID_ID_RULES)
+    testskip: int = option(1, "use every N-th test and validation view of each identity (the original's "
+                              "default: 8)")
+    pose_scale: float = option(1.0, "divide the training cameras' translations by this (the original's --scale)",
+                               key="scale")
     half_res: bool = option(False, "train on half-resolution images")
     image_scale: float = option(1.0, "further resize factor of the images")
     num_workers: int = option(2, "data-loading worker processes (0 = main)")
@@ -171,15 +181,27 @@ class MoFaNeRFDataConfig:
                                           "and stopping")
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "personList", parse_int_list(self.personList, "personList"))
+        if self.personList:   # as the original: person_num is the list's length
+            object.__setattr__(self, "person_num", len(self.personList))
         if self.person_num <= 0:
             raise FaceNerfError(f"person_num must be positive, got {self.person_num}")
         if self.image_scale <= 0:
             raise FaceNerfError(f"image_scale must be positive, got {self.image_scale}")
+        if self.pose_scale <= 0:
+            raise FaceNerfError(f"scale must be positive, got {self.pose_scale}")
+        if self.testskip < 0:
+            raise FaceNerfError(f"testskip must be 0 or more, got {self.testskip}")
 
     @property
-    def scale(self) -> float:
+    def resize(self) -> float:
         """Resize factor of every image (``half_res`` halves it)."""
         return self.image_scale * (0.5 if self.half_res else 1.0)
+
+    @property
+    def selection(self) -> SourceSelection:
+        """Which identities and views the run reads."""
+        return SourceSelection(self.person_num, self.personList, self.valid_ids, self.testskip, self.pose_scale)
 
 
 @dataclass(frozen=True)
@@ -270,7 +292,8 @@ def without_unused_fine(model: MoFaNeRFConfig, render: MoFaNeRFRenderConfig) -> 
 
 # render and data keys a run fixes; commands that load a checkpoint take them from it unless set
 RENDER_OVERRIDES = ("near", "far", "N_samples", "N_importance", "white_bkgd", "lindisp", "pixel_center", "chunk")
-DATA_OVERRIDES = ("datadir", "shape_codes", "landmarks", "uv_dir", "person_num", "half_res", "image_scale")
+DATA_OVERRIDES = ("datadir", "shape_codes", "landmarks", "uv_dir", "person_num", "personList", "valid_ids", "half_res",
+                  "image_scale")
 SAMPLING_OVERRIDES = ("N_rand",)
 _FINE_FIELDS = ("netdepth_fine", "netwidth_fine")
 

@@ -24,11 +24,11 @@ def run_dir(run: MoFaNeRFRunConfig) -> Path:
 def build_data(run: MoFaNeRFRunConfig, folder: Path | None = None) -> MoFaNeRFData:
     """The streamed training data of ``run``; ``folder`` (default: the run's) holds the UV cache."""
     data = run.data
-    frames, identities = load_mofanerf_sources(data.datadir, data.person_num, run.model.shape_dim,
+    frames, identities = load_mofanerf_sources(data.datadir, data.selection, run.model.shape_dim,
                                                run.model.n_expressions, data.shape_codes, data.landmarks, data.uv_dir)
     folder = run_dir(run) if folder is None else Path(folder)
     return MoFaNeRFData(frames, identities, run.sampling, near=run.render.near, far=run.render.far,
-                        tex_size=run.model.tex_size, image_scale=data.scale, uv_cache_dir=folder / "uv_cache",
+                        tex_size=run.model.tex_size, image_scale=data.resize, uv_cache_dir=folder / "uv_cache",
                         uv_cache=data.uv_cache, seed=run.runtime.seed, skip_bad_images=data.skip_bad_images,
                         pixel_center=run.render.pixel_center)
 

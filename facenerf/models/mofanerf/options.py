@@ -33,7 +33,7 @@ from facenerf.runtime import RunSettings
 # the original parser's keys with no role here: accepted, value checked where it matters
 LEGACY_KEYS = {
     "no_batching": (bool_type, True), "use_viewdirs": (bool_type, True), "dataset_type": (str, "blender"),
-    "i_embed": (int, 0), "raw_noise_std": (float, 0.0), "testskip": (int, 8), "render_only": (bool_type, False),
+    "i_embed": (int, 0), "raw_noise_std": (float, 0.0), "render_only": (bool_type, False),
     "render_test": (bool_type, False), "render_factor": (int, 0), "i_img": (int, 500), "i_video": (int, 50000),
     "no_ndc": (bool_type, True), "spherify": (bool_type, False), "factor": (int, 8), "llffhold": (int, 8),
     "shape": (str, "greek"), "output_ch": (int, 5), "netchunk": (int, 0),
@@ -83,16 +83,20 @@ def run_config_from_args(args: argparse.Namespace) -> MoFaNeRFRunConfig:
 
 # ----------------------------------------------------------------------------- loading a trained run
 
-def add_trained_run_options(parser) -> None:
+def add_trained_run_options(parser, data_keys: tuple[str, ...] = DATA_OVERRIDES) -> None:
     """Checkpoint location, and the render/data keys that default to the trained run's values.
 
-    Also accepts, unlisted, every other training key and the original code's keys; call it after
-    adding the command's own :class:`~facenerf.runtime.RunSettings` keys.
+    ``data_keys`` are the data keys the command reads (listed by ``--help``; the others of
+    :data:`DATA_OVERRIDES` are accepted unlisted). Also accepts, unlisted, every other training
+    key and the original code's keys; call it after adding the command's own
+    :class:`~facenerf.runtime.RunSettings` keys.
     """
     group = add_options(parser, RunSource, "the trained run (render and data keys default to the checkpoint's)",
                         only=("ckpt", "expname", "basedir"))
     add_options(group, MoFaNeRFRenderConfig, only=RENDER_OVERRIDES, unset="the training run's")
-    add_options(group, MoFaNeRFDataConfig, only=DATA_OVERRIDES, unset="the training run's")
+    add_options(group, MoFaNeRFDataConfig, only=data_keys, unset="the training run's")
+    add_options(group, MoFaNeRFDataConfig, only=DATA_OVERRIDES, unset="the training run's", hidden=True,
+                skip_existing=True)
     add_options(parser, MoFaNeRFRunConfig, hidden=True, unset="", skip_existing=True)
     _add_legacy_options(parser, defaults=False)
 

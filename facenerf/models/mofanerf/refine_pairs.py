@@ -95,7 +95,7 @@ def make_refine_pairs(model, data, out_root: str | Path, plan: PairPlan, names: 
     model.eval()
     index: list[str] = []
     items = tqdm(pair_items(model, data, plan, names, report, index, seed), desc="pairs", unit="pair",
-                 disable=not progress)
+                 disable=None if progress else True)
     summary = write_pairs(out_root, items, report=report)
     header = "# pair -> ground-truth source image\n"
     write_text(Path(out_root) / "pairs_index.txt", header + "\n".join(index) + "\n", "pair index")

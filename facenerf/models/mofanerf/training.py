@@ -55,6 +55,13 @@ def person_num_note(run: MoFaNeRFRunConfig, data: MoFaNeRFData) -> str | None:
     return None
 
 
+def identities_line(data: MoFaNeRFData) -> str:
+    """``identities (N): 1, 2, ...`` (the first and last few when there are many)."""
+    ids = [p.identity for p in data.identities]
+    shown = ", ".join(ids) if len(ids) <= 12 else ", ".join(ids[:8]) + ", ..., " + ", ".join(ids[-3:])
+    return f"identities ({len(ids)}): {shown}"
+
+
 def _console(line: str) -> None:
     from tqdm import tqdm
 
@@ -123,6 +130,7 @@ def _train_on(device: torch.device, run: MoFaNeRFRunConfig) -> dict:
     run = replace(run, render=replace(run.render, pixel_center=data.stored_pixel_center))
     note = person_num_note(run, data)
     if main:
+        print(identities_line(data))
         if note:
             print(note)
         ensure_writable_dir(out_dir)

@@ -9,6 +9,7 @@ PSNR/SSIM of the unrefined renders and of the refined ones against the ground tr
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -48,26 +49,32 @@ class RefineTrainSettings:
     dataroot: str = option("dataset", "folder holding the render and ground-truth trees")
     nerf_folder: str = option("train_A", "render tree, relative to --dataroot")
     gt_folder: str = option("train_B", "ground-truth tree, relative to --dataroot")
-    load_size: int = option(512, "pairs are resized to load_size x load_size")
-    batch_size: int = option(1, "pairs per step")
+    load_size: int = option(512, "pairs are resized to load_size x load_size", aliases=("loadSize",))
+    batch_size: int = option(1, "pairs per step", aliases=("batchSize",))
     max_steps: int = option(480_000, "optimisation steps (reference: 20 epochs of 24k pairs)")
+    niter: int = option(0, "epochs at the starting learning rate (pix2pixHD); with niter or niter_decay set, the "
+                           "run lasts niter + niter_decay epochs instead of max_steps (reference: 19 + 1)")
+    niter_decay: int = option(0, "epochs over which the learning rate then falls linearly to zero (pix2pixHD)")
     beta1: float = option(0.5, "Adam beta1")
     lr_decay_steps: int = option(0, "exponential decay: lr * rate^(step/N); 0 = constant")
     lr_decay_rate: float = option(TrainerConfig.lr_decay_rate, "learning-rate factor per lr_decay_steps")
     flip: bool = option(False, "randomly mirror pairs left-right")
     cache: bool = option(False, "keep decoded training images in memory")
-    workers: int = option(2, "threads decoding the next batches (0 = none)", key="num_workers")
+    workers: int = option(2, "threads decoding the next batches (0 = none)", key="num_workers",
+                          aliases=("nThreads",))
     val_fraction: float = option(0.05, "fraction of identities held out for validation")
     max_val: int = option(64, "at most this many validation pairs")
-    log_every: int = option(100, "steps between log lines")
+    log_every: int = option(100, "steps between log lines", aliases=("print_freq",))
     eval_every: int = option(1000, "steps between validations")
-    save_every: int = option(1000, "steps between checkpoints")
+    save_every: int = option(1000, "steps between checkpoints", aliases=("save_latest_freq",))
     keep_last: int = option(TrainerConfig.keep_last, "checkpoints kept (0 = all)")
 
     def __post_init__(self) -> None:
         for key in ("load_size", "batch_size", "max_steps"):
             if getattr(self, key) < 1:
                 raise FaceNerfError(f"--{key} must be at least 1 (got {getattr(self, key)})")
+        if self.niter < 0 or self.niter_decay < 0:
+            raise FaceNerfError(f"--niter and --niter_decay must be 0 or more (got {self.niter}, {self.niter_decay})")
         if not 0 <= self.val_fraction < 1:
             raise FaceNerfError(f"--val_fraction must be in [0, 1) (got {self.val_fraction})")
 
@@ -166,11 +173,23 @@ class PairEvaluator:
         return {"scalars": scalars, "images": {"input_refined_target": image_grid(rows)}}
 
 
-def _trainer_config(run: RefineRunConfig, has_val: bool) -> TrainerConfig:
+def epochs_to_steps(niter: int, niter_decay: int, n_pairs: int, batch_size: int) -> tuple[int, int, int]:
+    """pix2pixHD's epochs as steps: ``(max_steps, constant steps, linear-decay steps)``."""
+    per_epoch = max(1, math.ceil(n_pairs / batch_size))
+    return (niter + niter_decay) * per_epoch, niter * per_epoch, niter_decay * per_epoch
+
+
+def _trainer_config(run: RefineRunConfig, has_val: bool, n_pairs: int) -> TrainerConfig:
+    """The loop's settings; pix2pixHD epochs (``niter``, ``niter_decay``) become steps over ``n_pairs``."""
     settings = run.train
+    max_steps, linear_start, linear_steps = settings.max_steps, 0, 0
+    if settings.niter or settings.niter_decay:
+        max_steps, linear_start, linear_steps = epochs_to_steps(settings.niter, settings.niter_decay, n_pairs,
+                                                                settings.batch_size)
     return TrainerConfig(
-        out_dir=settings.out_dir, max_steps=settings.max_steps, lr_decay_steps=settings.lr_decay_steps or None,
-        lr_decay_rate=settings.lr_decay_rate, amp=run.runtime.amp, log_every=settings.log_every,
+        out_dir=settings.out_dir, max_steps=max_steps, lr_decay_steps=settings.lr_decay_steps or None,
+        lr_decay_rate=settings.lr_decay_rate, lr_linear_start=linear_start, lr_linear_steps=linear_steps,
+        amp=run.runtime.amp, log_every=settings.log_every,
         eval_every=settings.eval_every if has_val else 0, save_every=settings.save_every,
         keep_last=settings.keep_last, progress=run.runtime.progress, adam_betas=(settings.beta1, 0.999))
 
@@ -197,7 +216,7 @@ def train_refine(run: RefineRunConfig, device: torch.device, report: Callable[[s
                           seed, settings.flip, report, workers=settings.workers)
     evaluator = PairEvaluator(PairDataset(val_pairs, size), report=report) if val_pairs else None
     report(f"training on {len(train_pairs)} pairs, validating on {len(val_pairs)}")
-    trainer = Trainer(model, batches, _trainer_config(run, evaluator is not None), device,
+    trainer = Trainer(model, batches, _trainer_config(run, evaluator is not None, len(train_pairs)), device,
                       config=run.to_dict(), evaluate=evaluator, model_name=MODEL_NAME)
     result = trainer.fit()
     result["pairs"] = {"train": len(train_pairs), "val": len(val_pairs), "problems": scan.problems()}

@@ -48,7 +48,7 @@ from facenerf.preprocess.training.rig import BASE_RESOLUTION
 
 OUTPUT_FOLDERS = ("aligned", "landmarks", "mask", "segRes", "segRelRes")
 CONTACT_FOLDER = "contact"
-RELIGHT_METHODS = ("sh", "none")
+RELIGHT_METHODS = ("sh", "dpr", "none")
 
 
 @dataclass(frozen=True)
@@ -70,8 +70,11 @@ class PreprocessSettings:
     pose_no_contour: bool = option(False, "estimate the pose without the 17 jaw-contour landmarks "
                                           "(helps for turned heads)")
     segment: SegmentSettings = SegmentSettings()
-    relight: str = option("sh", "sh: weights-free SH re-shading to the training lighting; none: copy segRes",
-                          choices=("sh", "none"))
+    relight: str = option("sh", "sh: weights-free SH re-shading to the training lighting; dpr: the original's "
+                                "relighting network (needs --dpr_weights); none: copy segRes",
+                          choices=RELIGHT_METHODS)
+    dpr_weights: str | None = option(None, "the original's relighting weights trained_model_03.t7 (its "
+                                           "tools/fit_data_pre/trained_model/), for --relight dpr")
     relight_settings: RelightSettings = RelightSettings()
     parsing_weights: str | None = option(None, "optional face-parsing network weights (BiSeNet, 19 CelebAMask-HQ "
                                                "classes) used instead of the weights-free segmentation")
@@ -117,6 +120,16 @@ class WildPreprocessor:
             self.template = replace(self.template, image_size=settings.image_size)
         self.detector = LandmarkDetector(settings.predictor, settings.upsample, settings.cnn_fallback,
                                          settings.cnn_detector, settings.detect_max_side)
+        self.relighter = None
+        if settings.relight == "dpr" and not settings.dpr_weights:
+            raise FaceNerfError("--relight dpr needs --dpr_weights FILE (the original code's "
+                                "tools/fit_data_pre/trained_model/trained_model_03.t7); or use --relight sh")
+        if settings.dpr_weights and settings.relight != "dpr":
+            raise FaceNerfError(f"--dpr_weights is read only with --relight dpr (got --relight {settings.relight})")
+        if settings.relight == "dpr":
+            from facenerf.preprocess.fitting.dpr import DPRRelighter
+
+            self.relighter = DPRRelighter.from_file(settings.dpr_weights, settings.device)
         self.parser = None
         if settings.parsing_weights:
             from facenerf.preprocess.fitting.parsing import FaceParser
@@ -167,6 +180,9 @@ class WildPreprocessor:
     def _relight(self, aligned, landmarks, pose, segmentation) -> tuple[np.ndarray, np.ndarray, list[str]]:
         if self.settings.relight == "none":
             return aligned, np.full(9, np.nan), []
+        if self.relighter is not None:   # the original's network relights the segmented image
+            relit, coeffs = self.relighter.relight(aligned * segmentation.keep[..., None])
+            return relit, coeffs, []
         raster = rasterize(self.template.vertices, self.template.faces, pose.c2w, self.template.intrinsics)
         frame = FaceFrame.from_landmarks(landmarks)
         skin = (segmentation.labels == FACE) & skin_sample_mask(segmentation.labels.shape, frame)
@@ -333,7 +349,7 @@ def preprocess_folder(input_dir: str | Path, out_dir: str | Path | None = None,
                    ContactSheetWriter(out / CONTACT_FOLDER) if contact_sheet else None)
     from tqdm import tqdm
 
-    for path in tqdm(photos, desc="preprocess", unit="photo", disable=not progress):
+    for path in tqdm(photos, desc="preprocess", unit="photo", disable=None if progress else True):
         log(_process_one(batch, path))
     if batch.sheets is not None:
         summary.contact_sheets = batch.sheets.close()

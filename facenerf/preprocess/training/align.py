@@ -408,7 +408,7 @@ def align_dataset(models_raw: Path, out_root: Path, predef: Predef, opts: AlignO
     remove_stale_temporaries(out_root, recursive=True)   # left by a killed run
     results: list[AlignResult] = []
     try:
-        for obj, old_id, e in tqdm(items, desc="aligning", unit="mesh", disable=not progress):
+        for obj, old_id, e in tqdm(items, desc="aligning", unit="mesh", disable=None if progress else True):
             results.append(align_one(obj, old_id, e, out_root, predef, opts))
     except (KeyboardInterrupt, FaceNerfError) as err:
         stopped = "interrupted" if isinstance(err, KeyboardInterrupt) else str(err)

@@ -1,7 +1,7 @@
 """Contact sheet of one identity's rendered expressions, to look at the training data.
 
-    python -m facenerf.tools.contact_sheet --data data --id 1 \\
-        --views 0_10,0_15,15_6 --out docs/facescape_contact_sheet.png
+    python -m facenerf.tools.contact_sheet --data data --id 1 --views 0_10,0_15,15_6
+    # -> data/contact_sheet_1.png (``--out`` writes elsewhere)
 
 Reads ``{data}/multiViewImages/{id}/{expression}/{view}.png`` (written by ``render.py``) and
 tiles the 20 expressions (5 per row), each as its views side by side with a label.
@@ -31,7 +31,12 @@ class ContactSheet:
     size: int = option(112, "tile size in pixels")
     crop: float = option(0.7, "central fraction of each image to show")
     per_row: int = option(5, "expressions per row")
-    out: str = option("docs/facescape_contact_sheet.png", "PNG to write")
+    out: str = option("", "PNG to write; empty = <data>/contact_sheet_<id>.png, beside the data")
+
+    @property
+    def out_path(self) -> Path:
+        """Where the sheet goes: ``out``, else beside the data it shows (never over tracked docs)."""
+        return Path(self.out) if self.out else Path(self.data) / f"contact_sheet_{self.id}.png"
 
     @property
     def view_names(self) -> list[str]:

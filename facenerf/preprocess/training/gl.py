@@ -27,8 +27,17 @@ _PROBE = (
     "r.delete()\n"
     "assert c.shape == (8, 8, 3)\n"
 )
-_FIX = ("install Mesa's EGL (libegl1, libgl1-mesa-dri) or OSMesa (apt-get install -y libosmesa6), "
+_FIX = ("install Mesa's EGL (libegl1, libgl1-mesa-dri) or OSMesa (make osmesa, i.e. apt-get install -y libosmesa6), "
         "or set PYOPENGL_PLATFORM to a working platform")
+OSMESA_MISSING = ("--gl osmesa: the OSMesa library is not installed; install it with `make osmesa` "
+                  "(sudo apt-get install -y libosmesa6) or use --gl egl")
+
+
+def osmesa_installed() -> bool:
+    """Whether the OSMesa shared library can be found (Debian/Ubuntu package libosmesa6)."""
+    import ctypes.util
+
+    return ctypes.util.find_library("OSMesa") is not None
 
 
 def probe_platform(name: str, timeout: float = 60.0) -> tuple[bool, str]:
@@ -71,6 +80,8 @@ def select_gl_platform(preferred: str | None = None) -> str:
                             "select_gl_platform() before importing pyrender")
     if wanted is None and current:
         return current
+    if wanted == "osmesa" and not osmesa_installed():
+        raise FaceNerfError(OSMESA_MISSING)
     reasons = []
     for name in [wanted] if wanted else list(PLATFORMS):
         works, reason = probe_platform(name)

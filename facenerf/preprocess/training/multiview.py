@@ -309,7 +309,7 @@ def run_jobs(jobs: list[RenderJob], opts: RenderOptions, workers: int, platform:
     from tqdm import tqdm
 
     results = [] if results is None else results
-    bar = tqdm(total=len(jobs) * len(opts.views), desc="rendering views", unit="view", disable=not progress)
+    bar = tqdm(total=len(jobs) * len(opts.views), desc="rendering views", unit="view", disable=None if progress else True)
     try:
         if workers <= 1 or len(jobs) <= 1:
             from facenerf.processes import StopOnInterrupt
