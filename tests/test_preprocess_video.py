@@ -121,6 +121,38 @@ def test_personalise_learns_the_speakers_neutral_face_but_not_a_pose():
     np.testing.assert_allclose(learned[hp.RIGID], neutral[hp.RIGID], atol=0.01)   # anchored: pose stays the pose's
 
 
+def test_pose_ignores_the_jaw_outline_a_silhouette_that_slides_as_the_head_turns():
+    neutral, _, _ = landmark_model()
+    kmat = hp.camera_matrix(350.0, 256, 256)
+    rvec, tvec = _pose(12.0, 10.0)
+    xy = ex.project(neutral, rvec, tvec, kmat)
+    xy[:17, 0] += 6.0                     # the jaw outline seen 6 px off its template vertices
+    r, t, rmse = hp.solve_pose(xy[hp.RIGID], neutral[hp.RIGID], kmat)
+    np.testing.assert_allclose(r, rvec, atol=1e-6)
+    np.testing.assert_allclose(t, tvec, atol=1e-6)
+
+
+def test_aligned_rotation_error_removes_only_the_constant_head_frame_rotation():
+    from scipy.spatial.transform import Rotation
+
+    from facenerf.preprocess.video.evaluate import aligned_rotation_errors, rotation_errors
+
+    rng = np.random.default_rng(3)
+    truth = np.tile(np.eye(4), (40, 1, 1))
+    truth[:, :3, :3] = Rotation.from_rotvec(rng.normal(0, 0.1, (40, 3))).as_matrix()
+    offset = Rotation.from_euler("xyz", [4.0, -9.0, 2.0], degrees=True).as_matrix()
+    wobble = np.zeros((40, 3))
+    wobble[::2, 1] = np.radians(1.5)      # every other frame turned 1.5 degrees about y
+    estimate = truth.copy()
+    estimate[:, :3, :3] = offset @ Rotation.from_rotvec(wobble).as_matrix() @ truth[:, :3, :3]
+    assert rotation_errors(estimate, truth).min() > 8.0    # the raw error holds the offset (about 10 deg)
+    aligned = aligned_rotation_errors(estimate, truth)
+    np.testing.assert_allclose(aligned, 0.75, atol=0.02)   # the mean takes half the wobble; 0.75 deg remain
+    exact = truth.copy()
+    exact[:, :3, :3] = offset @ truth[:, :3, :3]
+    assert aligned_rotation_errors(exact, truth).max() < 1e-6
+
+
 def test_focal_length_is_found_when_the_perspective_shows_it():
     neutral, _, _ = landmark_model()
     kmat = hp.camera_matrix(380.0, 256, 256)          # 1.48 image sides, a close camera and large turns

@@ -1,7 +1,8 @@
 """Compare a processed dataset with a synthetic talking head's ground truth.
 
 ``python -m facenerf.tools.video_evaluate data/NAME data/talk/ground_truth`` prints the
-head-rotation error (mean, median, max; degrees), the per-coefficient correlation with the true
+head-rotation error (mean, median, max; degrees; also after removing the constant rotation
+between the two head frames), the per-coefficient correlation with the true
 coefficients (on the kept frames, for coefficients whose truth varies), the landmark error and
 the head-mask IoU, and writes them to ``--out`` as JSON when asked.
 """
@@ -23,6 +24,20 @@ def rotation_errors(c2w: np.ndarray, truth: np.ndarray) -> np.ndarray:
     rel = np.einsum("nji,njk->nik", truth[:, :3, :3], c2w[:, :3, :3])
     cos = np.clip((np.trace(rel, axis1=1, axis2=2) - 1.0) / 2.0, -1.0, 1.0)
     return np.degrees(np.arccos(cos))
+
+
+def aligned_rotation_errors(c2w: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Rotation errors (degrees) left after removing the one constant rotation between the head frames.
+
+    A tracker's head frame may be turned against the truth's by a fixed rotation ``A``
+    (``c2w = A @ truth``); a NeRF trained on its poses does not see ``A``, only how the
+    rotations vary. ``A`` is the mean of the per-frame ``R_i R_true_i^T``; the errors are the
+    angles of what is left, ``A^T R_i R_true_i^T``.
+    """
+    from scipy.spatial.transform import Rotation
+
+    offsets = Rotation.from_matrix(np.einsum("nij,nkj->nik", c2w[:, :3, :3], truth[:, :3, :3]))
+    return np.degrees((offsets.mean().inv() * offsets).magnitude())
 
 
 def correlations(estimate: np.ndarray, truth: np.ndarray, names) -> dict:
@@ -48,7 +63,8 @@ def compare(dataset: str | Path, truth: str | Path, mask_frames: int = 20) -> di
     frames = json.loads((dataset / "transforms_all.json").read_text())["frames"]
     ids = np.array([f["img_id"] for f in frames])
     c2w = np.array([f["transform_matrix"] for f in frames], dtype=np.float64)
-    errors = rotation_errors(c2w, np.load(truth / "camera_to_head.npy")[ids])
+    true_c2w = np.load(truth / "camera_to_head.npy")[ids]
+    errors, aligned = rotation_errors(c2w, true_c2w), aligned_rotation_errors(c2w, true_c2w)
     gt_names = json.loads((truth / "info.json").read_text())["blendshapes"]
     names_file = dataset / "expr_names.txt"
     names = names_file.read_text().split() if names_file.is_file() else []
@@ -62,7 +78,9 @@ def compare(dataset: str | Path, truth: str | Path, mask_frames: int = 20) -> di
                      iio.imread(truth / "labels" / f"{i}.png") == 1) for i in chosen]
     return {"frames": int(len(ids)),
             "rotation_error_deg": {"mean": round(float(errors.mean()), 3), "median": round(float(np.median(errors)), 3),
-                                   "max": round(float(errors.max()), 3)},
+                                   "max": round(float(errors.max()), 3),
+                                   "aligned_mean": round(float(aligned.mean()), 3),
+                                   "aligned_max": round(float(aligned.max()), 3)},
             "correlation": correlations(estimate, gt[:, [gt_names.index(n) for n in shared]], shared),
             "landmark_error_px": round(float(np.mean(landmark)), 3),
             "head_mask_iou": round(float(np.mean(head_iou)), 4)}

@@ -16,8 +16,10 @@ import numpy as np
 
 from facenerf.errors import FaceNerfError
 
-# landmarks that expressions move least: upper jaw outline, nose bridge and base, eye corners
-RIGID = np.array([0, 1, 2, 14, 15, 16, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 39, 42, 45])
+# landmarks that expressions move least and that mark fixed points of the head: nose bridge and
+# base, eye corners. The jaw outline is left out: a landmark detector puts it on the face's
+# silhouette, which slides over the head as it turns, so no template vertex follows it.
+RIGID = np.r_[27:36, 36, 39, 42, 45]
 
 
 def camera_matrix(focal: float, width: int, height: int) -> np.ndarray:

@@ -249,10 +249,8 @@ class VideoProcessor:
         return load_expr_file(self.s.expr_file, n_frames)
 
     def dataset(self, landmarks, head) -> None:
-        from facenerf.core.cameras import Intrinsics
-        from facenerf.data.video import write_expressions, write_transforms
+        from facenerf.data.video import write_expressions
         from facenerf.io import write_text
-        from facenerf.preprocess.video.tracking import head_box
 
         kept = np.flatnonzero(landmarks.valid)
         n_test = self.n_test(len(kept))
@@ -264,18 +262,13 @@ class VideoProcessor:
         def body():
             table, names = self._coefficients(head, len(landmarks.valid))
             table = np.where(landmarks.valid[:, None], table, 0.0)
-            w, h = self.info["width"], self.info["height"]
-            K = Intrinsics(w, h, head.focal, head.focal, w / 2.0, h / 2.0)
-            box = head_box()
-            radius = float(np.abs(box).max())
-            distance = np.linalg.norm(head.c2w[kept, :3, 3], axis=1)
             for old in (self.out / "ori_imgs").glob("*.lms"):
                 old.unlink()
             for i in kept:
                 write_text(self.out / "ori_imgs" / f"{i}.lms",
                                   "".join(f"{x:.2f} {y:.2f}\n" for x, y in landmarks.landmarks[i]))
-            write_transforms(self.out, K, [(i, head.c2w[i], landmarks.landmarks[i]) for i in kept], n_test, self.s.fps,
-                             max(distance.min() - radius, 0.05), distance.max() + radius, box)
+            write_head_transforms(self.out, head, landmarks.landmarks, kept, n_test, self.s.fps, self.info["width"],
+                                  self.info["height"])
             write_expressions(self.out, table, kept[: len(kept) - n_test], names or [f"coef_{k}" for k in
                                                                                       range(table.shape[1])])
 
@@ -333,6 +326,26 @@ class VideoProcessor:
         }
         write_json(self.out / "report.json", report, indent=1)
         return report
+
+
+def write_head_transforms(out: Path, head, landmarks: np.ndarray, kept: np.ndarray, n_test: int, fps: float,
+                          width: int, height: int) -> None:
+    """``transforms_{all,train,val}.json`` of the ``kept`` frames from a :class:`~tracking.HeadTrack`.
+
+    ``landmarks [N, 68, 2]`` give each frame's face and lip rectangles; the last ``n_test`` kept
+    frames are held out. Near and far bound the procedural head box (the ``aabb`` hint) over
+    every camera distance of the clip.
+    """
+    from facenerf.core.cameras import Intrinsics
+    from facenerf.data.video import write_transforms
+    from facenerf.preprocess.video.tracking import head_box
+
+    K = Intrinsics(width, height, head.focal, head.focal, width / 2.0, height / 2.0)
+    box = head_box()
+    radius = float(np.abs(box).max())
+    distance = np.linalg.norm(head.c2w[kept, :3, 3], axis=1)
+    write_transforms(out, K, [(i, head.c2w[i], landmarks[i]) for i in kept], n_test, fps,
+                     max(distance.min() - radius, 0.05), distance.max() + radius, box)
 
 
 def process_video(settings: ProcessSettings) -> dict:
