@@ -107,12 +107,25 @@ def _bundle(landmarks, keep, template, neutral, focal, width, height, fixed, fra
                        tvecs[chosen], focal, width, height, fixed_focal=bool(fixed), prior=prior)
     refined = template.copy()
     refined[hp.RIGID] = result.template
+    if __import__('os').environ.get('BA_POSEGAUGE'):
+        from scipy.spatial.transform import Rotation
+        q = (Rotation.from_rotvec(rvecs[chosen]).inv() * Rotation.from_rotvec(result.rvecs)).mean().as_matrix()
+        pts = result.template - result.template.mean(0)
+        old = template[hp.RIGID]
+        scale = np.sqrt(((old - old.mean(0)) ** 2).sum() / (pts ** 2).sum())
+        refined[hp.RIGID] = pts @ q.T * scale + old.mean(0)
+        return refined, result.focal
+    if __import__('os').environ.get('BA_DESHEAR'):
+        points = template[hp.RIGID]
+        design = np.c_[np.ones(len(points)), points[:, :2]]
+        shear, *_ = np.linalg.lstsq(design, result.template[:, 2] - points[:, 2], rcond=None)
+        refined[hp.RIGID, 2] -= design[:, 1:] @ shear[1:]
     return ex.anchor(refined, neutral), result.focal
 
 
 def track_head(landmarks: np.ndarray, keep: np.ndarray, width: int, height: int, focal: float | None = None,
                smooth_pose: float = 1.0, smooth_expression: float = 0.7, progress: bool = True,
-               bundle_frames: int = 80, bundle_prior: float = 0.1) -> HeadTrack:
+               bundle_frames: int = int(__import__('os').environ.get('BA_FRAMES', 80)), bundle_prior: float = 0.1) -> HeadTrack:
     """Poses and coefficients of the kept frames of a clip (``landmarks [N, 68, 2]``, ``keep [N]``).
 
     ``bundle_frames``: kept frames (spread over the clip) of the bundle adjustment, 0 for none;
