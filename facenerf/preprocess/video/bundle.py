@@ -57,7 +57,7 @@ def _sparsity(n_frames: int, n_points: int, fixed_focal: bool):
     from scipy.sparse import lil_matrix
 
     n_global = (0 if fixed_focal else 1) + 3 * n_points
-    rows = 2 * n_points * n_frames + 3 * n_points
+    rows = 2 * n_points * n_frames + 3 * n_points + 1
     pattern = lil_matrix((rows, n_global + 6 * n_frames), dtype=int)
     for i in range(n_frames):
         block = slice(2 * n_points * i, 2 * n_points * (i + 1))
@@ -66,12 +66,13 @@ def _sparsity(n_frames: int, n_points: int, fixed_focal: bool):
     first = 0 if fixed_focal else 1
     for j in range(3 * n_points):                                   # the prior: one point coordinate each
         pattern[2 * n_points * n_frames + j, first + j] = 1
+    pattern[-1, first + 2: n_global: 3] = 1                        # the depth relief: every point's depth
     return pattern
 
 
 def adjust(observed: np.ndarray, template: np.ndarray, reference: np.ndarray, rvecs: np.ndarray,
            tvecs: np.ndarray, focal: float, width: int, height: int, fixed_focal: bool = False,
-           prior: float = 0.1, noise: float = 1.0, max_nfev: int = 100) -> BundleResult:
+           prior: float = 0.1, noise: float = 1.0, max_nfev: int = 100, relief: float = 0.02) -> BundleResult:
     """Refine ``template [L, 3]``, ``focal`` and the poses of ``F`` frames from ``observed [F, L, 2]``.
 
     ``rvecs``, ``tvecs`` ``[F, 3]`` start the poses (PnP against ``template``). ``prior`` is the
@@ -83,6 +84,7 @@ def adjust(observed: np.ndarray, template: np.ndarray, reference: np.ndarray, rv
 
     n_frames, n_points = observed.shape[:2]
     centre = np.array([width / 2.0, height / 2.0])
+    reference_relief = np.std(reference[:, 2])
     n_focal = 0 if fixed_focal else 1
 
     def unpack(x):
@@ -94,7 +96,8 @@ def adjust(observed: np.ndarray, template: np.ndarray, reference: np.ndarray, rv
     def residuals(x):
         f, points, r, t = unpack(x)
         image = (project_many(points, r, t, f, centre) - observed).reshape(-1) / noise
-        return np.concatenate([image, (points - reference).reshape(-1) / prior])
+        depth = np.std(points[:, 2]) / reference_relief - 1.0
+        return np.concatenate([image, (points - reference).reshape(-1) / prior, [depth / relief]])
 
     start = np.concatenate([[np.log(focal)] if not fixed_focal else [], template.reshape(-1),
                             np.concatenate([rvecs, tvecs], axis=1).reshape(-1)])

@@ -104,7 +104,7 @@ def _bundle(landmarks, keep, template, neutral, focal, width, height, fixed, fra
     kmat = hp.camera_matrix(focal, width, height)
     rvecs, tvecs, _ = _poses(landmarks, np.isin(np.arange(len(keep)), chosen), template, kmat)
     result = ba.adjust(landmarks[chosen][:, hp.RIGID], template[hp.RIGID], template[hp.RIGID], rvecs[chosen],
-                       tvecs[chosen], focal, width, height, fixed_focal=bool(fixed), prior=prior)
+                       tvecs[chosen], focal, width, height, fixed_focal=bool(fixed) or bool(__import__('os').environ.get('BA_FIXF')), prior=prior, relief=float(__import__('os').environ.get('BA_RELIEF', 1e6)))
     refined = template.copy()
     refined[hp.RIGID] = result.template
     if __import__('os').environ.get('BA_POSEGAUGE'):
@@ -135,6 +135,7 @@ def track_head(landmarks: np.ndarray, keep: np.ndarray, width: int, height: int,
     from tqdm import tqdm
 
     neutral, deltas, _ = landmark_model()
+    smooth_pose = float(__import__('os').environ.get('BA_SMOOTH', smooth_pose))
     with tqdm(total=2 * int(keep.sum()), desc="pose + expressions", unit="frame",
               disable=None if progress else True) as bar:
         f = _focal(landmarks, keep, neutral, width, height, focal)
