@@ -20,9 +20,6 @@ from facenerf.errors import FaceNerfError
 # base, eye corners. The jaw outline is left out: a landmark detector puts it on the face's
 # silhouette, which slides over the head as it turns, so no template vertex follows it.
 RIGID = np.r_[27:36, 36, 39, 42, 45]
-import os
-if os.environ.get('BA_RIGID'):
-    RIGID = np.r_[29:36, 36, 39, 42, 45]
 
 
 def camera_matrix(focal: float, width: int, height: int) -> np.ndarray:

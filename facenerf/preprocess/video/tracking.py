@@ -6,12 +6,8 @@ Two passes over the kept frames:
    the stable landmarks (:data:`headpose.RIGID`) against the mean template, then a first
    coefficient fit (:func:`expressions.fit_frame`);
 2. the template personalised from the most neutral frames (:func:`expressions.personalise`),
-   then its stable points, the focal length and the poses of a sample of frames refined
-   together by bundle adjustment (:func:`bundle.adjust`; the template's depth becomes the
-   speaker's, kept near the mean by a weak prior, and re-anchored to the mean head frame);
-   poses again for every frame, smoothed over time, coefficients fitted again and smoothed
-   over time, then clipped to [0, 1]. Without the bundle adjustment (``bundle_frames=0``) the
-   focal length is searched again against the personalised template.
+   focal length and poses again, poses smoothed over time, coefficients fitted again and
+   smoothed over time, then clipped to [0, 1].
 
 The head frame is the procedural head's (scene units, 1 = 50 mm), so the camera-to-head poses
 can be compared directly with the synthetic talking heads' ground truth.
@@ -25,7 +21,6 @@ from pathlib import Path
 import numpy as np
 
 from facenerf.io import write_npz
-from facenerf.preprocess.video import bundle as ba
 from facenerf.preprocess.video import expressions as ex
 from facenerf.preprocess.video import headpose as hp
 from facenerf.preprocess.video.landmarks import smooth_runs
@@ -93,49 +88,12 @@ def _focal(landmarks, keep, template, width, height, fixed, samples=40):
     return hp.estimate_focal([(landmarks[i][hp.RIGID], template[hp.RIGID]) for i in chosen], width, height)
 
 
-def _sample(keep, count):
-    index = np.flatnonzero(keep)
-    return np.unique(index[np.linspace(0, len(index) - 1, min(count, len(index))).astype(int)])
-
-
-def _bundle(landmarks, keep, template, neutral, focal, width, height, fixed, frames, prior):
-    """Template (stable points refined, anchored to ``neutral``) and focal length after bundle adjustment."""
-    chosen = _sample(keep, frames)
-    kmat = hp.camera_matrix(focal, width, height)
-    rvecs, tvecs, _ = _poses(landmarks, np.isin(np.arange(len(keep)), chosen), template, kmat)
-    result = ba.adjust(landmarks[chosen][:, hp.RIGID], template[hp.RIGID], template[hp.RIGID], rvecs[chosen],
-                       tvecs[chosen], focal, width, height, fixed_focal=bool(fixed) or bool(__import__('os').environ.get('BA_FIXF')), prior=prior, relief=float(__import__('os').environ.get('BA_RELIEF', 1e6)))
-    refined = template.copy()
-    refined[hp.RIGID] = result.template
-    if __import__('os').environ.get('BA_POSEGAUGE'):
-        from scipy.spatial.transform import Rotation
-        q = (Rotation.from_rotvec(rvecs[chosen]).inv() * Rotation.from_rotvec(result.rvecs)).mean().as_matrix()
-        pts = result.template - result.template.mean(0)
-        old = template[hp.RIGID]
-        scale = np.sqrt(((old - old.mean(0)) ** 2).sum() / (pts ** 2).sum())
-        refined[hp.RIGID] = pts @ q.T * scale + old.mean(0)
-        return refined, result.focal
-    if __import__('os').environ.get('BA_DESHEAR'):
-        points = template[hp.RIGID]
-        design = np.c_[np.ones(len(points)), points[:, :2]]
-        shear, *_ = np.linalg.lstsq(design, result.template[:, 2] - points[:, 2], rcond=None)
-        refined[hp.RIGID, 2] -= design[:, 1:] @ shear[1:]
-    return ex.anchor(refined, neutral), result.focal
-
-
 def track_head(landmarks: np.ndarray, keep: np.ndarray, width: int, height: int, focal: float | None = None,
-               smooth_pose: float = 1.0, smooth_expression: float = 0.7, progress: bool = True,
-               bundle_frames: int = int(__import__('os').environ.get('BA_FRAMES', 80)), bundle_prior: float = 0.1) -> HeadTrack:
-    """Poses and coefficients of the kept frames of a clip (``landmarks [N, 68, 2]``, ``keep [N]``).
-
-    ``bundle_frames``: kept frames (spread over the clip) of the bundle adjustment, 0 for none;
-    ``bundle_prior``: standard deviation (scene units) of its template points around the
-    personalised template.
-    """
+               smooth_pose: float = 1.0, smooth_expression: float = 0.7, progress: bool = True) -> HeadTrack:
+    """Poses and coefficients of the kept frames of a clip (``landmarks [N, 68, 2]``, ``keep [N]``)."""
     from tqdm import tqdm
 
     neutral, deltas, _ = landmark_model()
-    smooth_pose = float(__import__('os').environ.get('BA_SMOOTH', smooth_pose))
     with tqdm(total=2 * int(keep.sum()), desc="pose + expressions", unit="frame",
               disable=None if progress else True) as bar:
         f = _focal(landmarks, keep, neutral, width, height, focal)
@@ -144,15 +102,6 @@ def track_head(landmarks: np.ndarray, keep: np.ndarray, width: int, height: int,
         first = _coefficients(landmarks, keep, rvecs, tvecs, kmat, neutral, deltas, bar)
         template = ex.personalise(landmarks, rvecs, tvecs, kmat, neutral, first, keep)
         f = _focal(landmarks, keep, template, width, height, focal)
-        if bundle_frames > 0:
-            template, f = _bundle(landmarks, keep, template, neutral, f, width, height, focal, bundle_frames,
-                                  bundle_prior)
-            import os
-            if os.environ.get("BA_REPERS"):
-                kmat = hp.camera_matrix(f, width, height)
-                rvecs, tvecs, _ = _poses(landmarks, keep, template, kmat)
-                first = _coefficients(landmarks, keep, rvecs, tvecs, kmat, template, deltas)
-                template = ex.anchor(ex.personalise(landmarks, rvecs, tvecs, kmat, template, first, keep), neutral)
         kmat = hp.camera_matrix(f, width, height)
         rvecs, tvecs, rmse = _poses(landmarks, keep, template, kmat)
         rvecs, tvecs = hp.smooth_poses(rvecs, tvecs, keep, smooth_pose)
