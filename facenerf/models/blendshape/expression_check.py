@@ -24,7 +24,7 @@ from torch import Tensor
 from facenerf.config import option
 from facenerf.errors import FaceNerfError
 from facenerf.models.blendshape.data import HeadData
-from facenerf.models.mofanerf.expression_check import difference_ratio
+from facenerf.models.mofanerf.expression_check import crop_up, difference_ratio, label
 
 
 @dataclass(frozen=True)
@@ -119,34 +119,12 @@ def measure(data: HeadData, truths: list[Tensor], renders: list[Tensor], spec: s
     return JawMeasure(name, closed, opened, float(values[closed]), float(values[opened]), truth, rendered, ratio, box)
 
 
-def _tile(image: Tensor, box: tuple[int, int, int, int], tile: int) -> np.ndarray:
-    """A square crop of the lower face around ``box``, enlarged to ``tile`` pixels (nearest)."""
-    import cv2
-
-    x0, y0, x1, y1 = box
-    h, w = image.shape[:2]
-    side = min(max(int(round(1.4 * max(x1 - x0, y1 - y0))), 16), h, w)
-    cx, cy = (x0 + x1) // 2, (y0 + y1) // 2 - side // 6
-    left, top = min(max(cx - side // 2, 0), w - side), min(max(cy - side // 2, 0), h - side)
-    crop = image[top:top + side, left:left + side].float().cpu().numpy()
-    return cv2.resize(crop, (tile, tile), interpolation=cv2.INTER_NEAREST)
-
-
 def jaw_strip(result: JawMeasure, truths: list[Tensor], renders: list[Tensor], tile: int = 192) -> np.ndarray:
     """Columns closed | open, each ground truth | render side by side, cropped to the lower face: [H, W, 3]."""
     from facenerf.fitting.figures import hstack
 
     tiles = []
     for i, state, value in ((result.closed, "closed", result.closed_value), (result.open, "open", result.open_value)):
-        tiles += [_label(_tile(truths[i], result.box, tile), f"truth {state} {value:.2f}"),
-                  _label(_tile(renders[i], result.box, tile), f"ours {state}")]
+        tiles += [label(crop_up(truths[i], result.box, tile, 1.4, 16), f"truth {state} {value:.2f}"),
+                  label(crop_up(renders[i], result.box, tile, 1.4, 16), f"ours {state}")]
     return hstack(tiles, gap=4)
-
-
-def _label(image: np.ndarray, text: str) -> np.ndarray:
-    """``image`` [H, W, 3] float with ``text`` in its top-left corner."""
-    import cv2
-
-    canvas = np.ascontiguousarray((np.clip(image, 0, 1) * 255).astype(np.uint8))
-    cv2.putText(canvas, text, (4, 14), cv2.FONT_HERSHEY_PLAIN, 0.9, (255, 255, 255), 1, cv2.LINE_AA)
-    return canvas.astype(np.float32) / 255.0

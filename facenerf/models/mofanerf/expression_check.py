@@ -200,20 +200,22 @@ def artefact_summary(model, data, n_frames: int = 8) -> str:
             f"{ours:.4f}, ground truth {truth:.4f} (x{ours / max(truth, 1e-12):.2f})")
 
 
-def _crop_up(image: Tensor, box: tuple[int, int, int, int], size: int) -> np.ndarray:
-    """The square crop around ``box``'s centre covering the lower face, enlarged to ``size`` (nearest)."""
+def crop_up(image: Tensor, box: tuple[int, int, int, int], size: int, spread: float = 2.2,
+            smallest: int = 8) -> np.ndarray:
+    """The square crop (``spread`` x the larger side of ``box``, at least ``smallest`` pixels) around
+    ``box``'s centre, raised by a sixth of its side to cover the lower face, enlarged to ``size`` (nearest)."""
     import cv2
 
     x0, y0, x1, y1 = box
     h, w = image.shape[:2]
-    side = min(max(int(round(2.2 * max(x1 - x0, y1 - y0))), 8), h, w)
+    side = min(max(int(round(spread * max(x1 - x0, y1 - y0))), smallest), h, w)
     cx, cy = (x0 + x1) // 2, (y0 + y1) // 2 - side // 6
     left, top = min(max(cx - side // 2, 0), w - side), min(max(cy - side // 2, 0), h - side)
-    crop = image[top:top + side, left:left + side].numpy()
+    crop = image[top:top + side, left:left + side].float().cpu().numpy()
     return cv2.resize(crop, (size, size), interpolation=cv2.INTER_NEAREST)
 
 
-def _label(image: np.ndarray, text: str) -> np.ndarray:
+def label(image: np.ndarray, text: str) -> np.ndarray:
     """``image [H, W, 3]`` float with ``text`` written in its top-left corner."""
     import cv2
 
@@ -239,6 +241,6 @@ def expression_strip(model, data, person: int, expressions: Sequence[int], names
         columns.append((names[expression], images["truth"], images["ours"]))
     if not columns:
         raise ValueError("no expression shares a camera with neutral")
-    top = [_label(_crop_up(truth, box, tile), f"{name}: truth") for name, truth, _ in columns]
-    bottom = [_label(_crop_up(ours, box, tile), f"{name}: ours") for name, _, ours in columns]
+    top = [label(crop_up(truth, box, tile), f"{name}: truth") for name, truth, _ in columns]
+    bottom = [label(crop_up(ours, box, tile), f"{name}: ours") for name, _, ours in columns]
     return vstack([hstack(top), hstack(bottom)])

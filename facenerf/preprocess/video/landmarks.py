@@ -6,7 +6,8 @@ run of at most ``max_gap`` frames without a detection (a blink of the detector, 
 is carried over: the face box is interpolated between the frames around the gap and the
 68-point predictor runs inside it. Longer runs are frames **without a face**: they are dropped
 from the dataset and counted, never given a guessed label. The kept landmarks are smoothed over
-time with a Gaussian inside each run of consecutive kept frames.
+time with a Gaussian inside each run of consecutive kept frames, after the brows are followed by
+optical flow (dlib's brow points barely move when the brows do; see :mod:`.brows`).
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ ROI_SCALE = 2.6  # side of the search window around the previous face, in face-b
 class LandmarkTrack:
     """Landmarks of every frame of a clip (``N`` frames)."""
 
-    raw: np.ndarray        # [N, 68, 2] (x, y) as detected or carried; NaN on dropped frames
-    landmarks: np.ndarray  # [N, 68, 2] smoothed; NaN on dropped frames
+    raw: np.ndarray        # [N, 68, 2] (x, y) as dlib found them (detected or carried); NaN on dropped frames
+    landmarks: np.ndarray  # [N, 68, 2] brows followed by flow (unless turned off), smoothed; NaN on dropped frames
     detected: np.ndarray   # [N] bool, dlib found the face in this frame
     carried: np.ndarray    # [N] bool, filled through a short miss
     boxes: np.ndarray      # [N, 4] (left, top, right, bottom); NaN on dropped frames
@@ -176,11 +177,16 @@ def smooth_runs(values: np.ndarray, keep: np.ndarray, sigma: float) -> np.ndarra
 
 
 def track_landmarks(paths: list[Path], upsample: int, max_gap: int = 5, sigma: float = 0.7,
-                    predictor: str | Path | None = None, progress: bool = True) -> LandmarkTrack:
-    """Detect, carry and smooth the landmarks of the frames ``paths`` (in time order)."""
+                    predictor: str | Path | None = None, progress: bool = True,
+                    brow_flow: bool = True) -> LandmarkTrack:
+    """Detect, carry and smooth the landmarks of the frames ``paths`` (in time order); with
+    ``brow_flow`` the brows are followed by optical flow (:mod:`facenerf.preprocess.video.brows`)."""
+    from facenerf.preprocess.video.brows import follow_brows
+
     detector = VideoFaceDetector(upsample, predictor)
     raw, boxes, scores, detected = detect_frames(paths, detector, progress)
     carried = carry_gaps(paths, detector, raw, boxes, detected, max_gap)
     valid = detected | carried
-    return LandmarkTrack(raw=raw, landmarks=smooth_runs(raw, valid, sigma), detected=detected, carried=carried,
+    followed = follow_brows(paths, raw, valid, progress=progress)[0] if brow_flow else raw
+    return LandmarkTrack(raw=raw, landmarks=smooth_runs(followed, valid, sigma), detected=detected, carried=carried,
                          boxes=boxes, scores=scores)

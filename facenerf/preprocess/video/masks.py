@@ -9,9 +9,9 @@
 2. **Person.** In every frame, pixels that differ from the plate, plus the never-uncovered
    pixels that are usually covered, form the person after a morphological clean-up; only
    regions touching the face or the bottom edge (the torso) are kept.
-3. **Parts.** The landmarks split the person the way the wild-photo segmentation does: above
-   the jaw line (and inside the face) is the head; below it, skin-coloured pixels in the neck
-   strip are the neck and the rest is the torso.
+3. **Parts.** The landmarks split the person: above the chin's height, and inside the face
+   outline widened by a tenth (which takes in the underside of the jaw), is the head; below,
+   skin-coloured pixels in the neck strip are the neck and the rest is the torso.
 
 The torso layer (``torso_imgs``) is the frame's neck and torso pixels with their mask as alpha;
 what the head hides of them is not in-painted.
@@ -34,6 +34,8 @@ class MaskSettings:
     threshold: float = 0.09      # colour difference (max over RGB, in [0, 1]) that counts as person
     skin_threshold: float = 5.0  # Mahalanobis distance to the face's skin colour for the neck
     neck_length: float = 1.2     # neck strip below the chin, in face heights
+    chin_line: float = 0.0       # head / neck split, in face heights above the chin (outside the face)
+    face_margin: float = 0.1     # the face polygon (always head) widened by this share of its size
 
 
 def _fill(shape: tuple[int, int], polygon: np.ndarray) -> np.ndarray:
@@ -115,7 +117,7 @@ def split_parts(image: np.ndarray, person: np.ndarray, frame: FaceFrame, setting
     shape = person.shape
     yy, xx = np.mgrid[0:shape[0], 0:shape[1]].astype(np.float64)
     height = frame.height_above_chin(xx, yy)
-    lower = (height < 0.15) & ~_fill(shape, frame.face_polygon(lift=0.2, shrink=-0.05))
+    lower = (height < settings.chin_line) & ~_fill(shape, frame.face_polygon(lift=0.2, shrink=-settings.face_margin))
     labels = np.zeros(shape, np.uint8)
     labels[person & ~lower] = HEAD
     below = person & lower

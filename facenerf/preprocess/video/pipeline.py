@@ -68,6 +68,8 @@ class ProcessSettings:
     jpeg_quality: int = option(95, "JPEG quality of the frames (1-100)")
     progress: bool = True
     predictor: str | None = option(None, "dlib 68-point model file (default: face_recognition_models)")
+    brow_flow: bool = option(True, "follow the eyebrows by optical flow from a reference frame (dlib's brow "
+                                   "points barely follow raised or lowered brows)")
 
     def key(self, *names: str) -> str:
         values = {name: str(getattr(self, name)) for name in names}
@@ -171,9 +173,10 @@ class VideoProcessor:
 
         def body():
             track_landmarks(self.frame_paths(), upsample, self.s.max_gap, self.s.smooth_landmarks, self.s.predictor,
-                            self.s.progress).save(self.track / "landmarks.npz")
+                            self.s.progress, self.s.brow_flow).save(self.track / "landmarks.npz")
 
-        self._stage("landmarks", f"{upsample}|" + self.s.key("max_gap", "smooth_landmarks", "predictor"), body)
+        self._stage("landmarks", f"{upsample}|" + self.s.key("max_gap", "smooth_landmarks", "predictor", "brow_flow"),
+                    body)
         track = LandmarkTrack.load(self.track / "landmarks.npz")
         kept = int(track.valid.sum())
         if 0 < kept < len(track.valid):

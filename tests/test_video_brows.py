@@ -1,0 +1,87 @@
+"""Eyebrows followed by optical flow: known brow raises on a moving textured face are recovered."""
+
+import numpy as np
+import pytest
+
+from facenerf.io import write_image
+from facenerf.preprocess.video.brows import BROWS, follow_brows, reference_frame
+from facenerf.preprocess.video.headpose import RIGID
+
+SIZE = 160
+BROW_BOX = (40, 40, 120, 56)     # x0, y0, x1, y1 of the textured brow band in the first frame
+
+
+def _texture(rng, shape, blur=2.0):
+    from scipy.ndimage import gaussian_filter
+
+    t = gaussian_filter(rng.random(shape), blur)
+    return (t - t.min()) / (t.max() - t.min())
+
+
+def _scene(tmp_path, head_shift, raises):
+    """Frames of a textured face moved by ``head_shift[i] (dx, dy)`` whose brow band rises by
+    ``raises[i]`` pixels; dlib-like landmarks whose brows follow the head but never rise."""
+    rng = np.random.default_rng(0)
+    face, brow = _texture(rng, (SIZE, SIZE)), _texture(rng, (BROW_BOX[3] - BROW_BOX[1], BROW_BOX[2] - BROW_BOX[0]))
+    base = np.zeros((68, 2))
+    base[:, 0] = np.linspace(45, 115, 68)
+    base[:, 1] = 100 + 10 * np.sin(np.arange(68))
+    base[BROWS, 0] = np.linspace(48, 112, len(BROWS))
+    base[BROWS, 1] = 48
+    base[RIGID, 1] = np.linspace(70, 110, len(RIGID))
+    paths, landmarks = [], []
+    for i, ((dx, dy), up) in enumerate(zip(head_shift, raises)):
+        image = face.copy()
+        x0, y0, x1, y1 = BROW_BOX
+        image[y0 - up:y1 - up, x0:x1] = brow
+        image = np.roll(image, (dy, dx), axis=(0, 1))
+        paths.append(write_image(tmp_path / f"{i}.png", np.repeat(image[..., None], 3, axis=-1)))
+        landmarks.append(base + [dx, dy])
+    return paths, np.stack(landmarks)
+
+
+def test_brow_raises_are_recovered_while_the_head_moves(tmp_path):
+    shifts = [(0, 0), (2, 1), (-3, 2), (1, -2), (4, 3), (0, 0)]
+    raises = [0, 2, 4, 1, 3, 0]
+    paths, dlib_like = _scene(tmp_path, shifts, raises)
+    keep = np.ones(len(paths), dtype=bool)
+    followed, ok = follow_brows(paths, dlib_like, keep, progress=False)
+    assert ok.all()
+    ref = reference_frame(dlib_like, keep)
+    rise = (dlib_like[:, BROWS, 1] - followed[:, BROWS, 1]).mean(axis=1)      # upward, pixels
+    np.testing.assert_allclose(rise - rise[ref], np.array(raises) - raises[ref], atol=0.3)
+    other = np.setdiff1d(np.arange(68), BROWS)
+    np.testing.assert_array_equal(followed[:, other], dlib_like[:, other])     # only the brows change
+
+
+def test_a_frame_where_the_flow_fails_keeps_its_landmarks(tmp_path):
+    paths, dlib_like = _scene(tmp_path, [(0, 0), (1, 1), (0, 0)], [0, 2, 0])
+    write_image(paths[1], np.full((SIZE, SIZE, 3), 0.5, dtype=np.float32))     # the face is gone: no texture
+    keep = np.array([True, True, True])
+    followed, ok = follow_brows(paths, dlib_like, keep, progress=False)
+    assert ok.tolist() == [True, False, True]
+    np.testing.assert_array_equal(followed[1], dlib_like[1])
+
+
+def test_frames_not_kept_are_left_alone_and_never_read(tmp_path):
+    paths, dlib_like = _scene(tmp_path, [(0, 0), (1, 0), (0, 1)], [0, 1, 2])
+    paths[1].unlink()                                                         # a dropped frame
+    dlib_like[1] = np.nan
+    keep = np.array([True, False, True])
+    followed, ok = follow_brows(paths, dlib_like, keep, progress=False)
+    assert not ok[1] and np.isnan(followed[1]).all() and ok[[0, 2]].all()
+
+
+@pytest.mark.parametrize("outlier", [0, 3])
+def test_the_reference_is_the_most_typical_frame(outlier):
+    rng = np.random.default_rng(1)
+    base = rng.random((68, 2)) * 100
+    shapes = np.stack([base + rng.normal(0, 0.2, base.shape) for _ in range(5)])
+    shapes[outlier, 48:] += 8.0                                               # a wide-open mouth
+    theta = 0.1
+    rot = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
+    shapes[2] = shapes[2] @ rot.T * 1.1 + 5.0                                 # head motion alone is not atypical
+    keep = np.ones(5, dtype=bool)
+    assert reference_frame(shapes, keep) != outlier
+    keep[[i for i in range(5) if i != outlier][:3]] = False                   # only the outlier and one other left
+    assert reference_frame(shapes, keep) in np.flatnonzero(keep)
