@@ -359,3 +359,24 @@ def test_cli_drops_and_counts_frames_without_a_face_and_checks_expr_file(clip, t
     assert not set(ids) & set(range(30, 45)) and len(ids) == 60
     assert not (out / "head_imgs" / "35.jpg").exists() and (np.load(out / "expr.npy")[30:45] == 0).all()
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.skipif(PLATFORM is None, reason="no headless OpenGL platform")
+def test_background_plate_matches_the_true_background_where_it_was_seen(processed, clip):
+    """Background that every frame shows belongs in the plate, objects in the room included (a
+    segmentation region detached from the person is not the person). The truth there is the
+    video itself: the generator's labels say which pixels no frame covers."""
+    import imageio.v3 as iio
+
+    from facenerf.io import read_image
+
+    out, _ = processed
+    labels = np.stack([iio.imread(path) for path in sorted((clip / "ground_truth" / "labels").glob("*.png"))])
+    never_covered = (labels == 0).all(axis=0)                                  # [H, W]
+    video = iio.imread(clip / "talk.mp4").astype(np.float32) / 255.0          # [N, H, W, 3]
+    truth = np.median(video, axis=0)
+    error = np.abs(read_image(out / "bc.jpg") - truth).max(axis=-1)[never_covered]
+    print(f"plate error on never-covered pixels: mean {error.mean():.4f}, 99th percentile "
+          f"{np.quantile(error, 0.99):.3f}, max {error.max():.3f}")
+    assert never_covered.mean() > 0.3
+    assert np.quantile(error, 0.99) < 0.08

@@ -2,7 +2,8 @@
 
 1. **Plate.** On a sample of frames, the wild-photo segmentation
    (:func:`facenerf.preprocess.fitting.segment.segment_face`: GrabCut seeded by the landmarks,
-   refined by skin and hair colour models) marks the person. Each pixel of the plate is the
+   refined by skin and hair colour models) marks the person: its regions attached to the face
+   or the bottom edge (a green cushion on a shelf is not hair or clothing). Each pixel of the plate is the
    median of that pixel over the sample frames where it is not covered (with a margin). Pixels
    the person never uncovers are in-painted from their surroundings and remembered, with the
    share of sample frames in which they were covered.
@@ -69,7 +70,7 @@ def background_plate(images: list[np.ndarray], landmarks: list[np.ndarray], marg
     stack = np.full((len(images), height, width, 3), np.nan, np.float32)
     covered = np.zeros((height, width), np.float32)
     for n, (image, lms) in enumerate(zip(images, landmarks)):
-        person = segment_face(image, lms).labels > 0
+        person = _attached(segment_face(image, lms).labels > 0, FaceFrame.from_landmarks(lms))
         covered += person
         free = ~_dilate(person, radius)
         stack[n][free] = image[free]
@@ -97,12 +98,19 @@ def person_mask(image: np.ndarray, plate: Plate, frame: FaceFrame, settings: Mas
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * k + 1, 2 * k + 1))
     mask = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_OPEN, kernel)
     mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, kernel, iterations=2)
-    count, comp = cv2.connectedComponents(mask, connectivity=8)
-    anchor = _fill(shape, frame.face_polygon())
+    return _fill_holes(_attached(mask > 0, frame))
+
+
+def _attached(mask: np.ndarray, frame: FaceFrame) -> np.ndarray:
+    """The connected regions of ``mask [H, W]`` that touch the face or the bottom edge (the torso);
+    a detached region (an object in the room) is not the person."""
+    import cv2
+
+    _, comp = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+    anchor = _fill(mask.shape, frame.face_polygon())
     anchor[-1, :] = True
-    keep = np.unique(comp[anchor & (mask > 0)])
-    mask = np.isin(comp, keep[keep > 0])
-    return _fill_holes(mask)
+    keep = np.unique(comp[anchor & mask])
+    return np.isin(comp, keep[keep > 0])
 
 
 def _fill_holes(mask: np.ndarray) -> np.ndarray:
