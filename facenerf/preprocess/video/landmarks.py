@@ -6,8 +6,9 @@ run of at most ``max_gap`` frames without a detection (a blink of the detector, 
 is carried over: the face box is interpolated between the frames around the gap and the
 68-point predictor runs inside it. Longer runs are frames **without a face**: they are dropped
 from the dataset and counted, never given a guessed label. The kept landmarks are smoothed over
-time with a Gaussian inside each run of consecutive kept frames, after the brows are followed by
-optical flow (dlib's brow points barely move when the brows do; see :mod:`.brows`).
+time with a Gaussian inside each run of consecutive kept frames, after the brows and the stable
+points are followed by optical flow (dlib's brow points barely move when the brows do, and its
+nose and eye corners move with the brows and mouth; see :mod:`.flow`).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ class LandmarkTrack:
     """Landmarks of every frame of a clip (``N`` frames)."""
 
     raw: np.ndarray        # [N, 68, 2] (x, y) as dlib found them (detected or carried); NaN on dropped frames
-    landmarks: np.ndarray  # [N, 68, 2] brows followed by flow (unless turned off), smoothed; NaN on dropped frames
+    landmarks: np.ndarray  # [N, 68, 2] brows and stable points followed by flow (unless turned off), smoothed; NaN on dropped frames
     detected: np.ndarray   # [N] bool, dlib found the face in this frame
     carried: np.ndarray    # [N] bool, filled through a short miss
     boxes: np.ndarray      # [N, 4] (left, top, right, bottom); NaN on dropped frames
@@ -178,15 +179,16 @@ def smooth_runs(values: np.ndarray, keep: np.ndarray, sigma: float) -> np.ndarra
 
 def track_landmarks(paths: list[Path], upsample: int, max_gap: int = 5, sigma: float = 0.7,
                     predictor: str | Path | None = None, progress: bool = True,
-                    brow_flow: bool = True) -> LandmarkTrack:
-    """Detect, carry and smooth the landmarks of the frames ``paths`` (in time order); with
-    ``brow_flow`` the brows are followed by optical flow (:mod:`facenerf.preprocess.video.brows`)."""
-    from facenerf.preprocess.video.brows import follow_brows
+                    flow: tuple[str, ...] = ("brows", "stable")) -> LandmarkTrack:
+    """Detect, carry and smooth the landmarks of the frames ``paths`` (in time order); the
+    ``flow`` groups (:data:`facenerf.preprocess.video.flow.GROUPS`) are followed by optical flow."""
+    from facenerf.preprocess.video.flow import GROUPS, follow_landmarks
 
     detector = VideoFaceDetector(upsample, predictor)
     raw, boxes, scores, detected = detect_frames(paths, detector, progress)
     carried = carry_gaps(paths, detector, raw, boxes, detected, max_gap)
     valid = detected | carried
-    followed = follow_brows(paths, raw, valid, progress=progress)[0] if brow_flow else raw
+    groups = {name: GROUPS[name] for name in flow}
+    followed = follow_landmarks(paths, raw, valid, groups, progress=progress)[0] if groups else raw
     return LandmarkTrack(raw=raw, landmarks=smooth_runs(followed, valid, sigma), detected=detected, carried=carried,
                          boxes=boxes, scores=scores)

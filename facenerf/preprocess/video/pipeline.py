@@ -70,6 +70,12 @@ class ProcessSettings:
     predictor: str | None = option(None, "dlib 68-point model file (default: face_recognition_models)")
     brow_flow: bool = option(True, "follow the eyebrows by optical flow from a reference frame (dlib's brow "
                                    "points barely follow raised or lowered brows)")
+    stable_flow: bool = option(True, "follow the nose and eye corners (the points the pose is solved from) by "
+                                     "optical flow from a reference frame (dlib moves them with the brows and mouth)")
+
+    def flow_groups(self) -> tuple[str, ...]:
+        """The landmark groups followed by optical flow."""
+        return tuple(name for name, on in (("brows", self.brow_flow), ("stable", self.stable_flow)) if on)
 
     def key(self, *names: str) -> str:
         values = {name: str(getattr(self, name)) for name in names}
@@ -173,9 +179,10 @@ class VideoProcessor:
 
         def body():
             track_landmarks(self.frame_paths(), upsample, self.s.max_gap, self.s.smooth_landmarks, self.s.predictor,
-                            self.s.progress, self.s.brow_flow).save(self.track / "landmarks.npz")
+                            self.s.progress, self.s.flow_groups()).save(self.track / "landmarks.npz")
 
-        self._stage("landmarks", f"{upsample}|" + self.s.key("max_gap", "smooth_landmarks", "predictor", "brow_flow"),
+        self._stage("landmarks", f"{upsample}|" + self.s.key("max_gap", "smooth_landmarks", "predictor", "brow_flow",
+                                                          "stable_flow"),
                     body)
         track = LandmarkTrack.load(self.track / "landmarks.npz")
         kept = int(track.valid.sum())

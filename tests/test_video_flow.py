@@ -1,10 +1,11 @@
-"""Eyebrows followed by optical flow: known brow raises on a moving textured face are recovered."""
+"""Landmarks followed by optical flow: known brow raises on a moving textured face are recovered, and
+stable points that a detector drags along with an expression are put back on the skin."""
 
 import numpy as np
 import pytest
 
 from facenerf.io import write_image
-from facenerf.preprocess.video.brows import BROWS, follow_brows, reference_frame
+from facenerf.preprocess.video.flow import BROWS, GROUPS, follow_landmarks, reference_frame
 from facenerf.preprocess.video.headpose import RIGID
 
 SIZE = 160
@@ -40,12 +41,17 @@ def _scene(tmp_path, head_shift, raises):
     return paths, np.stack(landmarks)
 
 
+def follow_brows(paths, landmarks, keep):
+    out, followed = follow_landmarks(paths, landmarks, keep, {"brows": BROWS}, progress=False)
+    return out, followed["brows"]
+
+
 def test_brow_raises_are_recovered_while_the_head_moves(tmp_path):
     shifts = [(0, 0), (2, 1), (-3, 2), (1, -2), (4, 3), (0, 0)]
     raises = [0, 2, 4, 1, 3, 0]
     paths, dlib_like = _scene(tmp_path, shifts, raises)
     keep = np.ones(len(paths), dtype=bool)
-    followed, ok = follow_brows(paths, dlib_like, keep, progress=False)
+    followed, ok = follow_brows(paths, dlib_like, keep)
     assert ok.all()
     ref = reference_frame(dlib_like, keep)
     rise = (dlib_like[:, BROWS, 1] - followed[:, BROWS, 1]).mean(axis=1)      # upward, pixels
@@ -58,7 +64,7 @@ def test_a_frame_where_the_flow_fails_keeps_its_landmarks(tmp_path):
     paths, dlib_like = _scene(tmp_path, [(0, 0), (1, 1), (0, 0)], [0, 2, 0])
     write_image(paths[1], np.full((SIZE, SIZE, 3), 0.5, dtype=np.float32))     # the face is gone: no texture
     keep = np.array([True, True, True])
-    followed, ok = follow_brows(paths, dlib_like, keep, progress=False)
+    followed, ok = follow_brows(paths, dlib_like, keep)
     assert ok.tolist() == [True, False, True]
     np.testing.assert_array_equal(followed[1], dlib_like[1])
 
@@ -68,7 +74,7 @@ def test_frames_not_kept_are_left_alone_and_never_read(tmp_path):
     paths[1].unlink()                                                         # a dropped frame
     dlib_like[1] = np.nan
     keep = np.array([True, False, True])
-    followed, ok = follow_brows(paths, dlib_like, keep, progress=False)
+    followed, ok = follow_brows(paths, dlib_like, keep)
     assert not ok[1] and np.isnan(followed[1]).all() and ok[[0, 2]].all()
 
 
@@ -85,3 +91,25 @@ def test_the_reference_is_the_most_typical_frame(outlier):
     assert reference_frame(shapes, keep) != outlier
     keep[[i for i in range(5) if i != outlier][:3]] = False                   # only the outlier and one other left
     assert reference_frame(shapes, keep) in np.flatnonzero(keep)
+
+
+def test_stable_points_dragged_by_an_expression_are_put_back(tmp_path):
+    """A detector that moves the stable points with the brows (as dlib does) makes them jump
+    against the skin; flow from the reference frame follows the skin, so after removing the
+    head's motion every frame's stable points sit where the reference's do."""
+    shifts = [(0, 0), (2, 1), (-3, 2), (1, -2), (4, 3), (0, 0)]
+    raises = [0, 2, 4, 1, 3, 0]
+    paths, dlib_like = _scene(tmp_path, shifts, raises)
+    drag = np.array(raises, dtype=float)[:, None] * np.array([0.6, -0.8])     # [N, 2] px, with the brows
+    biased = dlib_like.copy()
+    biased[:, RIGID] += drag[:, None, :]
+    keep = np.ones(len(paths), dtype=bool)
+    followed, ok = follow_landmarks(paths, biased, keep, progress=False)
+    assert ok["stable"].all() and ok["brows"].all()
+    head_motion = np.array(shifts, dtype=float)[:, None, :]
+    ref = reference_frame(biased, keep)
+    on_skin = followed[:, RIGID] - head_motion                                  # [N, P, 2] in the first frame's image
+    np.testing.assert_allclose(on_skin, np.broadcast_to(on_skin[ref], on_skin.shape), atol=0.3)
+    before = np.abs((biased[:, RIGID] - head_motion) - (biased[ref, RIGID] - head_motion[ref])).max()
+    assert before > 1.0                                                       # the detector's drag was real
+    assert set(GROUPS) == {"brows", "stable"}
