@@ -168,8 +168,7 @@ class BlendShapeTrainSettings:
     lr_final: float = option(0.1, "learning-rate factor reached at the last step (exponential decay)")
     weight_decay: float = option(1e-6, "weight decay of the MLPs (tables: none)")
     lambda_mask: float = option(1.0, "weight of the L1 between the rendered opacity and the head mask")
-    mask_until: float = option(1.0, "the mask loss is active during this fraction of the steps (the release: the "
-                                          "first epochs; stopping it leaves the head partly transparent)")
+    mask_until: float = option(0.2, "the mask loss is active during this fraction of the steps")
     use_patch_loss: bool = option(False, "add a patch loss in the late steps (mouth patch on even steps, face patch "
                                          "on odd ones)")
     patch_size: int = option(32, "side of the patch in pixels")

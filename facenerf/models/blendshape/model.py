@@ -4,7 +4,7 @@
 (``docs/architecture.md``, Engine): ``param_groups`` (hash tables; MLPs with weight decay),
 ``training_step`` (marched render of the step's rays of one frame, then the losses of
 :mod:`facenerf.models.blendshape.losses` by phase: photometric L1 always, the mask loss during
-the first ``mask_until`` of the steps (all of them by default), the patch loss from ``patch_from`` on when enabled, the
+the first ``mask_until`` of the steps, the patch loss from ``patch_from`` on when enabled, the
 sparsity regulariser always) and ``on_step_end`` (expression-aware occupancy-grid updates every
 ``update_extra_interval`` steps with ``--cuda_ray``). The occupancy grid's buffers ride in the
 checkpoint. Without ``--cuda_ray`` the grid stays all-occupied, so every marching step inside
