@@ -128,16 +128,46 @@ class OccupancyGrid(nn.Module):
     def cell_index(self, points: Tensor) -> tuple[Tensor, Tensor]:
         """Flat cell index [N] of points [N, 3] and whether each point lies inside the box [N]."""
         r = self.resolution
-        cells = to_unit_cube(points, self.aabb) * r  # [N, 3] in cell units
-        inside = ((cells >= 0) & (cells <= r)).all(dim=-1)
-        ijk = cells.long().clamp_(0, r - 1)  # truncation = floor for the points inside
-        flat = ijk @ torch.tensor([r * r, r, 1], device=ijk.device)
+        lo, hi = self.aabb[:3].to(points.dtype), self.aabb[3:].to(points.dtype)
+        cells = (points - lo) * (r / (hi - lo))  # [N, 3] in cell units
+        inside = (cells.amin(dim=-1) >= 0) & (cells.amax(dim=-1) <= r)
+        # floor of the clamped coordinates, flattened in float (exact: R^3 < 2^24 for R <= 256)
+        strides = torch.tensor([r * r, r, 1], dtype=cells.dtype, device=cells.device)
+        flat = (cells.clamp_(0, r - 1).floor_() @ strides).long()
         return flat, inside
+
+    def occupancy_mask(self) -> Tensor:
+        """Occupancy of every cell as a flat bool [R^3], unpacked once per state of the bitfield."""
+        key = (self.bitfield.data_ptr(), self.bitfield._version, str(self.bitfield.device))
+        cached = self.__dict__.get("_mask_cache")
+        if cached is None or cached[0] != key:
+            cached = (key, unpack_bits(self.bitfield))
+            self.__dict__["_mask_cache"] = cached
+        return cached[1]
 
     def query(self, points: Tensor) -> Tensor:
         """Whether points [N, 3] fall in occupied cells -> bool [N] (outside the box: False)."""
         flat, inside = self.cell_index(points)
-        return unpack_bits(self.bitfield)[flat] & inside
+        return self.occupancy_mask()[flat] & inside
+
+    def occupied_box(self) -> Tensor | None:
+        """The smallest box ``aabb [6]`` enclosing every occupied cell, or None when none is."""
+        cells = torch.nonzero(self.occupancy_mask()).squeeze(-1)
+        if cells.numel() == 0:
+            return None
+        ijk = self._cell_ijk(cells)
+        lo = self.aabb[:3] + ijk.amin(dim=0).float() * self.cell_size
+        hi = self.aabb[:3] + (ijk.amax(dim=0) + 1).float() * self.cell_size
+        return torch.cat([lo, hi])
+
+    def ray_meets_box(self, rays: RayBundle) -> Tensor:
+        """Whether each ray [N], between its near and far, meets :meth:`occupied_box` (a slab test:
+        every ray through an occupied cell passes; others may too)."""
+        box = self.occupied_box()
+        if box is None:
+            return torch.zeros(len(rays), dtype=torch.bool, device=rays.origins.device)
+        t_min, t_max = ray_box_intersect(rays.origins, rays.directions, box)
+        return (t_min <= t_max) & (t_max >= rays.near[:, 0]) & (t_min <= rays.far[:, 0])
 
     # ------------------------------------------------------------------ maintenance
     def _chosen_cells(self, step: int | None, warmup_steps: int, generator) -> Tensor:

@@ -33,7 +33,7 @@ from tqdm import tqdm
 from facenerf.core import volume_rendering as vr
 from facenerf.core.fields import Field, FieldFn, as_field, evaluate, evaluate_density
 from facenerf.core.occupancy_grid import OccupancyGrid
-from facenerf.core.packed import composite_samples
+from facenerf.core.packed import Rows, composite_samples
 from facenerf.core.rays import RayBundle
 from facenerf.core.samplers import importance_samples, stratified_samples
 
@@ -64,6 +64,8 @@ class RenderSettings:
     min_weight: float | None = None  # colour only where the weight exceeds this (None: every sample)
     early_stop_eps: float = 0.0  # a ray stops once its transmittance falls below this (0: never)
     samples_per_round: int = 16  # front-to-back round size of early termination
+    colour_stride: int = 1  # > 1: colour on every n-th visible sample of a ray, interpolated between
+    fill_colour: bool = False  # weight below min_weight takes the ray's mean visible colour (not black)
 
     @property
     def accelerated(self) -> bool:
@@ -161,18 +163,21 @@ def _packed_pass(t: Tensor, keep: Tensor, rays: RayBundle, field: Field, setting
     Returns the per-ray outputs of :func:`~facenerf.core.packed.composite_samples` (colour
     without background) and ``weights`` [R, S] (zero where not evaluated or terminated).
     """
-    n_rays = t.shape[0]
-    ridx, sidx = torch.nonzero(keep, as_tuple=True)  # row-major: grouped by ray, in depth order
-    t_k = t[ridx, sidx]
-    points = rays.origins[ridx] + rays.directions[ridx] * t_k[:, None]
-    dirs = unit_directions(rays.directions)[ridx]
-    out = composite_samples(field, points, dirs, ridx, _deltas(t, rays, settings)[ridx, sidx], t_k, n_rays,
+    n_rays, n_columns = t.shape
+    flat = torch.nonzero(keep.reshape(-1)).squeeze(-1)  # [M] row-major: grouped by ray, in depth order
+    ridx = torch.div(flat, n_columns, rounding_mode="floor")
+    t_k = t.reshape(-1).index_select(0, flat)
+    points = torch.addcmul(rays.origins.index_select(0, ridx), rays.directions.index_select(0, ridx), t_k[:, None])
+    dirs = Rows(unit_directions(rays.directions), ridx)  # gathered only where colour is evaluated
+    deltas = _deltas(t, rays, settings).reshape(-1).index_select(0, flat)
+    out = composite_samples(field, points, dirs, ridx, deltas, t_k, n_rays,
                             stop_eps=settings.early_stop_eps, per_round=settings.samples_per_round,
-                            min_weight=settings.min_weight, colour=colour, columns=sidx, n_columns=t.shape[1])
+                            min_weight=settings.min_weight, colour=colour, columns=flat - ridx * n_columns,
+                            n_columns=n_columns, colour_stride=settings.colour_stride, fill_colour=settings.fill_colour)
     index = out.pop("index")
-    weights = t.new_zeros(t.shape).index_put((ridx[index], sidx[index]), out.pop("weights"))
+    weights = t.new_zeros(n_rays * n_columns).index_put((flat.index_select(0, index),), out.pop("weights"))
     out.pop("ray_indices")
-    out["weights"] = weights
+    out["weights"] = weights.view(n_rays, n_columns)
     return out
 
 
@@ -204,7 +209,7 @@ def _render_packed(t: Tensor, rays: RayBundle, coarse: Field, fine: Field | None
     fine_grid = fine_grid if fine_grid is not None else grid
     decisive = grid if final else fine_grid  # the grid of the pass that makes the image
     active = torch.ones(n_rays, dtype=torch.bool, device=t.device) if decisive is None else \
-        decisive.ray_hits(rays)  # rays that meet no occupied cell are background
+        decisive.ray_meets_box(rays)  # rays that meet no occupied cell are background
     rays_a, t_a = rays[active], t[active]
     grad = contextlib.nullcontext() if (final or settings.coarse_colour) else torch.no_grad()
     with grad:

@@ -60,6 +60,8 @@ class SkipSettings:
     samples_per_round: int = 4  # front-to-back round size of early termination
     chunk_rays: int = 0  # rays per chunk of an image render (0: sized to the device)
     fine_grid: bool = True  # a second grid from the fine network's density (rays, fine samples)
+    colour_stride: int = 1  # renders: colour on every n-th visible sample of a ray, interpolated between
+    fill_colour: bool = False  # renders: weight below min_weight takes the ray's mean visible colour
 
     def render_settings(self, base: RenderSettings, fitting: bool = False) -> RenderSettings:
         """``base`` with the fast path's options (coarse density-only, termination, visible colour);
@@ -67,7 +69,9 @@ class SkipSettings:
         return replace(base, coarse_colour=False, samples_per_round=self.samples_per_round,
                        min_weight=self.fit_min_weight if fitting else self.min_weight,
                        early_stop_eps=self.fit_early_stop_eps if fitting else self.early_stop_eps,
-                       chunk_rays=self.chunk_rays if self.chunk_rays > 0 else 0)
+                       chunk_rays=self.chunk_rays if self.chunk_rays > 0 else 0,
+                       colour_stride=1 if fitting else self.colour_stride,
+                       fill_colour=False if fitting else self.fill_colour)
 
     def for_fitting(self) -> "SkipSettings":
         """The settings a fit uses: its grid resolution, grids and thresholds."""
