@@ -127,14 +127,30 @@ class OccupancyGrid(nn.Module):
 
     def cell_index(self, points: Tensor) -> tuple[Tensor, Tensor]:
         """Flat cell index [N] of points [N, 3] and whether each point lies inside the box [N]."""
-        r = self.resolution
         lo, hi = self.aabb[:3].to(points.dtype), self.aabb[3:].to(points.dtype)
-        cells = (points - lo) * (r / (hi - lo))  # [N, 3] in cell units
+        return self._flat_cells((points - lo) * (self.resolution / (hi - lo)))
+
+    def _flat_cells(self, cells: Tensor) -> tuple[Tensor, Tensor]:
+        """Points in cell units [..., 3] (the box spans [0, R]^3; modified in place) -> flat cell
+        index [...] and whether each point lies inside the box [...]."""
+        r = self.resolution
         inside = (cells.amin(dim=-1) >= 0) & (cells.amax(dim=-1) <= r)
-        # floor of the clamped coordinates, flattened in float (exact: R^3 < 2^24 for R <= 256)
-        strides = torch.tensor([r * r, r, 1], dtype=cells.dtype, device=cells.device)
-        flat = (cells.clamp_(0, r - 1).floor_() @ strides).long()
+        # floor of the clamped coordinates, flattened elementwise in float (exact: R^3 < 2^24 for
+        # R <= 256; a matmul would run in bf16 under autocast)
+        ijk = cells.clamp_(0, r - 1).floor_()
+        flat = ((ijk[..., 0] * r + ijk[..., 1]) * r + ijk[..., 2]).long()
         return flat, inside
+
+    def query_along(self, origins: Tensor, directions: Tensor, t: Tensor) -> Tensor:
+        """Whether the points ``origins + t * directions`` (rays [R, 3], depths t [R, S]) fall in
+        occupied cells -> bool [R, S] (outside the box: False); as :meth:`query`, without
+        materialising the world points."""
+        lo, hi = self.aabb[:3].to(t.dtype), self.aabb[3:].to(t.dtype)
+        scale = self.resolution / (hi - lo)  # [3]
+        start, step = (origins - lo) * scale, directions * scale  # [R, 3] in cell units
+        cells = torch.addcmul(start[:, None, :], step[:, None, :], t[..., None])  # [R, S, 3]
+        flat, inside = self._flat_cells(cells)
+        return self.occupancy_mask()[flat] & inside
 
     def occupancy_mask(self) -> Tensor:
         """Occupancy of every cell as a flat bool [R^3], unpacked once per state of the bitfield."""

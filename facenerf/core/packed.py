@@ -230,6 +230,15 @@ def visible_colours(field: Field, features: Rows, directions: Tensor, rows: Tens
     return full[before] + fraction[:, None].to(values.dtype) * (full[after] - full[before])
 
 
+def _filled(rgb: Tensor, opacity: Tensor, shown: Tensor, stop_eps: float) -> tuple[Tensor, Tensor]:
+    """``rgb`` [R, 3] of the visible weight ``shown`` [R] scaled to the whole ``opacity`` [R], and,
+    on rays whose transmittance fell below ``stop_eps``, to 1 (what lies behind absorbs the rest)."""
+    target = opacity
+    if stop_eps > 0:
+        target = torch.where(1.0 - opacity.detach() < stop_eps, torch.ones_like(opacity), opacity)
+    return rgb * (target.detach() / shown.clamp_min(1e-12)).clamp_min(1.0)[:, None], target
+
+
 def composite_samples(field: Field, points: Tensor, directions: Tensor | Rows, ray_indices: Tensor, deltas: Tensor,
                       t: Tensor, n_rays: int, *, stop_eps: float = 0.0, per_round: int = 0,
                       min_weight: float | None = None, colour: bool = True,
@@ -250,7 +259,8 @@ def composite_samples(field: Field, points: Tensor, directions: Tensor | Rows, r
         colour_stride: > 1 evaluates colour on every ``colour_stride``-th visible sample of a ray
             and interpolates the others in depth (:func:`visible_colours`).
         fill_colour: the weight of samples below ``min_weight`` takes the ray's mean visible
-            colour instead of black (their colours are alike along a ray).
+            colour instead of black (their colours are alike along a ray), and so does the
+            transmittance left where a ray stopped (``opacity`` becomes 1 there).
     Returns:
         per ray: ``rgb`` [R, 3] (no background; zeros without colour), ``depth`` [R],
         ``opacity`` [R] (the weight sum), ``n_evaluated`` [R] (density evaluations),
@@ -275,7 +285,7 @@ def composite_samples(field: Field, points: Tensor, directions: Tensor | Rows, r
             rgb = vr.accumulate_packed(w_v, values, ridx_v, n_rays)
             shown = vr.accumulate_packed(w_v.detach(), None, ridx_v, n_rays)
             if fill_colour:
-                rgb = rgb * (opacity.detach() / shown.clamp_min(1e-12)).clamp_min(1.0)[:, None]
+                rgb, opacity = _filled(rgb, opacity, shown, stop_eps)
         else:
             shown = torch.zeros_like(shown)
     return {

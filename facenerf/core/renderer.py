@@ -66,6 +66,7 @@ class RenderSettings:
     samples_per_round: int = 16  # front-to-back round size of early termination
     colour_stride: int = 1  # > 1: colour on every n-th visible sample of a ray, interpolated between
     fill_colour: bool = False  # weight below min_weight takes the ray's mean visible colour (not black)
+    coarse_needs_fine_grid: bool = False  # coarse samples only where both grids are occupied
 
     @property
     def accelerated(self) -> bool:
@@ -198,7 +199,7 @@ def _occupied(grid: OccupancyGrid | None, rays: RayBundle, t: Tensor) -> Tensor:
     """Whether the samples at depths t [R, S] lie in occupied cells (all True without a grid)."""
     if grid is None:
         return torch.ones_like(t, dtype=torch.bool)
-    return grid.query(_points(rays, t).reshape(-1, 3)).view(t.shape)
+    return grid.query_along(rays.origins, rays.directions, t)
 
 
 def _render_packed(t: Tensor, rays: RayBundle, coarse: Field, fine: Field | None, settings: RenderSettings,
@@ -213,8 +214,10 @@ def _render_packed(t: Tensor, rays: RayBundle, coarse: Field, fine: Field | None
     rays_a, t_a = rays[active], t[active]
     grad = contextlib.nullcontext() if (final or settings.coarse_colour) else torch.no_grad()
     with grad:
-        coarse_out = _packed_pass(t_a, _occupied(grid, rays_a, t_a), rays_a, coarse, settings,
-                                  colour=final or settings.coarse_colour)
+        keep = _occupied(grid, rays_a, t_a)
+        if settings.coarse_needs_fine_grid and not final and fine_grid is not grid:
+            keep &= _occupied(fine_grid, rays_a, t_a)
+        coarse_out = _packed_pass(t_a, keep, rays_a, coarse, settings, colour=final or settings.coarse_colour)
     if final:
         return _scatter_rays(coarse_out, active, n_rays, settings.background)
     t_new = importance_samples(t_a, coarse_out["weights"], settings.n_importance, not settings.perturb, generator)

@@ -62,6 +62,7 @@ class SkipSettings:
     fine_grid: bool = True  # a second grid from the fine network's density (rays, fine samples)
     colour_stride: int = 1  # renders: colour on every n-th visible sample of a ray, interpolated between
     fill_colour: bool = False  # renders: weight below min_weight takes the ray's mean visible colour
+    coarse_needs_fine_grid: bool = False  # coarse samples only in cells both grids mark occupied
 
     def render_settings(self, base: RenderSettings, fitting: bool = False) -> RenderSettings:
         """``base`` with the fast path's options (coarse density-only, termination, visible colour);
@@ -71,7 +72,8 @@ class SkipSettings:
                        early_stop_eps=self.fit_early_stop_eps if fitting else self.early_stop_eps,
                        chunk_rays=self.chunk_rays if self.chunk_rays > 0 else 0,
                        colour_stride=1 if fitting else self.colour_stride,
-                       fill_colour=False if fitting else self.fill_colour)
+                       fill_colour=False if fitting else self.fill_colour,
+                       coarse_needs_fine_grid=self.coarse_needs_fine_grid)
 
     def for_fitting(self) -> "SkipSettings":
         """The settings a fit uses: its grid resolution, grids and thresholds."""
