@@ -75,44 +75,49 @@ def reused_rows(rows: int, width: int, like: Tensor) -> Tensor:
 
 
 class _Collected:
-    """Densities [K] and features [K, F] of the samples evaluated among M candidates, chunk by chunk.
-
-    Without autograd they are written into [M]-sized buffers at their candidate index (one copy,
-    no concatenation; the features into :func:`reused_rows`); with it the chunks are kept and
-    concatenated once at the end. ``keep_features=False`` drops the features (density-only passes)."""
+    """Densities and features of the samples evaluated among M candidates, chunk by chunk, in
+    evaluation order: without autograd copied into contiguous buffers (the features into
+    :func:`reused_rows`), with it kept as chunks and concatenated once at the end.
+    ``keep_features=False`` drops the features (density-only passes)."""
 
     def __init__(self, m: int, buffered: bool, keep_features: bool = True):
         self.m, self.buffered, self.keep_features = m, buffered, keep_features
         self.picked: list[Tensor] = []
         self.sigmas: list[Tensor] = []
         self.feats: list[Tensor] = []
+        self.count = 0
         self.sigma: Tensor | None = None
         self.features: Tensor | None = None
 
     def add(self, sel: Tensor, sigma: Tensor, features: Tensor) -> None:
         features = features if self.keep_features else features[:, :0]
+        self.picked.append(sel)
         if not self.buffered:
-            self.picked.append(sel), self.sigmas.append(sigma), self.feats.append(features)
+            self.sigmas.append(sigma), self.feats.append(features)
             return
         if self.sigma is None:
             self.sigma = sigma.new_empty(self.m)
             self.features = reused_rows(self.m, features.shape[-1], features)
-            self.done = torch.zeros(self.m, dtype=torch.bool, device=sel.device)
-        self.sigma.index_copy_(0, sel, sigma)
-        if self.keep_features:
-            self.features.index_copy_(0, sel, features)
-        self.done[sel] = True
+        n = sel.shape[0]
+        self.sigma[self.count:self.count + n] = sigma
+        self.features[self.count:self.count + n] = features
+        self.count += n
 
     def result(self, like: Tensor) -> tuple[Tensor, Tensor, Rows]:
-        if self.buffered and self.sigma is not None:
-            index = torch.nonzero(self.done).squeeze(-1)
-            return index, self.sigma.index_select(0, index), Rows(self.features, index)
+        """``(index [K] increasing, sigma [K], features)`` as :func:`evaluate_front_to_back` returns."""
         if not self.picked:
             empty = like.new_zeros(0)
             return empty.long(), empty, Rows(like.new_zeros(0, 0))
-        index = torch.cat(self.picked)
-        order = torch.argsort(index)
-        return index[order], torch.cat(self.sigmas)[order], Rows(torch.cat(self.feats), order)
+        picked = torch.cat(self.picked)  # [K] candidate index of each evaluation
+        k = picked.shape[0]
+        position = torch.empty(self.m, dtype=torch.long, device=picked.device)
+        position.index_copy_(0, picked, torch.arange(k, device=picked.device))
+        done = torch.zeros(self.m, dtype=torch.bool, device=picked.device).index_fill_(0, picked, True)
+        index = torch.nonzero(done).squeeze(-1)
+        order = position.index_select(0, index)  # evaluation position of each sorted sample
+        if self.buffered:
+            return index, self.sigma[:k].index_select(0, order), Rows(self.features, order)
+        return index, torch.cat(self.sigmas).index_select(0, order), Rows(torch.cat(self.feats), order)
 
 
 def evaluate_front_to_back(density: DensityEntry, points: Tensor, ray_indices: Tensor, deltas: Tensor,
@@ -140,24 +145,27 @@ def evaluate_front_to_back(density: DensityEntry, points: Tensor, ray_indices: T
     round_of = torch.div(sample_ranks(ray_indices, n_rays), per_round, rounding_mode="floor")  # [M]
     by_round = torch.argsort(round_of, stable=True)  # samples grouped by round, packed order inside
     ends = torch.cumsum(torch.bincount(round_of), dim=0).tolist()
+    # the samples' rays, points and optical-depth factors in round order (contiguous per round)
+    rays_r, points_r = ray_indices.index_select(0, by_round), points.index_select(0, by_round)
+    deltas_r = deltas.index_select(0, by_round).float()
     log_t = torch.zeros(n_rays, dtype=torch.float32, device=points.device)  # log transmittance so far
     log_stop = math.log(stop_eps)
     collected = _Collected(m, buffered=not torch.is_grad_enabled(), keep_features=keep_features)
     start = 0
     for end in ends:
         alive = log_t > log_stop  # [n_rays]
-        candidates = by_round[start:end]
+        local = torch.nonzero(alive.index_select(0, rays_r[start:end])).squeeze(-1) + start  # [K_r]
         start = end
-        sel = candidates[alive[ray_indices[candidates]]]  # [K_r]
-        if sel.numel() == 0:
+        if local.numel() == 0:
             if not bool(alive.any()):
                 break
             continue
-        for part in sel.split(point_chunk(sel)):
-            sigma, features = density(points.index_select(0, part))
+        for part in local.split(point_chunk(local)):
+            sigma, features = density(points_r.index_select(0, part))
             sigma = sigma.reshape(-1)
-            log_t.index_add_(0, ray_indices[part], -(sigma.detach().float().clamp_min(0) * deltas[part].float()))
-            collected.add(part, sigma, features)
+            depth = sigma.detach().float().clamp_min(0) * deltas_r.index_select(0, part)
+            log_t.index_add_(0, rays_r.index_select(0, part), depth, alpha=-1.0)
+            collected.add(by_round.index_select(0, part), sigma, features)
     return collected.result(points)
 
 
