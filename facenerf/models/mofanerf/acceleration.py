@@ -6,24 +6,27 @@ fast path (:class:`SkipSettings`, used by :meth:`MoFaNeRF.render_image` and by f
 
 1. builds an :class:`~facenerf.core.occupancy_grid.OccupancyGrid` over a box around the head
    from the **coarse network's density for the current codes** (density at every cell corner,
-   a cell taking its corners' maximum, plus one cell of margin), and (``fine_grid``, on by
-   default) one from the fine network's density, cached per code set (:class:`GridCache`; a fit
-   refreshes them as its codes move, see :class:`FitGrid`). The coarse network's density is
-   looser than the fine one's (it smears density behind and around the head), so the fine
-   grid decides which rays and fine samples matter;
-2. keeps the reference's depths, but rays that meet no occupied cell of the fine grid are
-   background without any network call, coarse samples in empty cells of the coarse grid and
-   fine samples in empty cells of the fine grid are never evaluated (the coarse samples that
-   remain place the importance samples exactly as in the reference);
+   a cell taking its corners' maximum, plus ``dilation`` cells of margin), and (``fine_grid``,
+   on by default) one from the fine network's density, cached per code set (:class:`GridCache`;
+   a fit refreshes them as its codes move, see :class:`FitGrid`). The coarse network's density
+   is looser than the fine one's (it smears density behind and around the head), so the fine
+   grid decides which rays and samples matter;
+2. keeps the reference's depths, but rays that miss the box around the fine grid's occupied
+   cells are background without any network call, coarse samples outside the cells both grids
+   mark occupied (``coarse_needs_fine_grid``) and fine samples in empty cells of the fine grid
+   are never evaluated;
 3. runs the coarse pass density-only without gradients (it only places the importance samples);
-4. stops each ray once its transmittance is below ``early_stop_eps`` (front to back, in rounds)
-   and evaluates colour only where the compositing weight exceeds ``min_weight``.
+4. evaluates front to back in rounds and stops each ray once its transmittance is below
+   ``early_stop_eps``; colour only where the compositing weight exceeds ``min_weight``, and
+   (``colour_stride``) only on every other such sample of a ray, the ones between taking the
+   colour interpolated in depth; with ``fill_colour`` the weight left without colour and the
+   light left at termination take the ray's mean colour instead of black.
 
-Each step drops only contributions bounded by a threshold (density below ``threshold`` in
-skipped cells, transmittance below ``early_stop_eps``, weights below ``min_weight``), so the
-image agrees with the reference render; ``benchmarks/mofanerf_render.py`` measures by how much.
-Renders stop rays at transmittance 1e-2 (the inference threshold of instant-ngp and torch-ngp);
-fits, whose gradients flow through the render, at 1e-4 (their training threshold).
+The grid, termination and weight thresholds drop contributions bounded by them; the colour
+interpolation and fill replace colours by their neighbours' along the ray. The image agrees with
+the reference render to the PSNR that ``benchmarks/mofanerf_render.py`` measures
+(``benchmarks/mofanerf_skip_sweep.py`` varies each option). Fits, whose gradients flow
+through the render, use stricter thresholds and no fill (the ``fit_*`` options).
 """
 
 from __future__ import annotations
@@ -66,6 +69,7 @@ class SkipSettings:
     # the ray's mean visible colour (not black)
     coarse_needs_fine_grid: bool = True  # coarse samples only in cells both grids mark occupied
     fit_colour_stride: int = 1  # fitting: colour_stride of the loss's render
+    fit_fill_colour: bool = False  # fitting: fill_colour of the loss's render
 
     def render_settings(self, base: RenderSettings, fitting: bool = False) -> RenderSettings:
         """``base`` with the fast path's options (coarse density-only, termination, visible colour);
@@ -75,7 +79,7 @@ class SkipSettings:
                        early_stop_eps=self.fit_early_stop_eps if fitting else self.early_stop_eps,
                        chunk_rays=self.chunk_rays if self.chunk_rays > 0 else 0,
                        colour_stride=self.fit_colour_stride if fitting else self.colour_stride,
-                       fill_colour=False if fitting else self.fill_colour,
+                       fill_colour=self.fit_fill_colour if fitting else self.fill_colour,
                        coarse_needs_fine_grid=self.coarse_needs_fine_grid)
 
     def for_fitting(self) -> "SkipSettings":
