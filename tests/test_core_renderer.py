@@ -398,3 +398,12 @@ def test_gradient_free_front_to_back_evaluation_matches_the_autograd_one():
     torch.testing.assert_close(buffered[1], sigma.detach(), rtol=0, atol=0)
     torch.testing.assert_close(buffered[2], features[all_rows].detach(), rtol=0, atol=0)
     torch.testing.assert_close(features[all_rows][:, 3:].detach(), points[index])  # rows follow the samples
+
+
+def test_merge_sorted_equals_sorting_the_concatenation():
+    from facenerf.core.samplers import merge_sorted
+
+    torch.manual_seed(0)
+    a = torch.sort(torch.rand(50, 7), dim=-1).values
+    b = torch.sort(torch.cat([torch.rand(50, 3), a[:, 3:5]], -1), dim=-1).values  # with ties to a
+    torch.testing.assert_close(merge_sorted(a, b), torch.sort(torch.cat([a, b], -1), dim=-1).values, rtol=0, atol=0)

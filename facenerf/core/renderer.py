@@ -35,7 +35,7 @@ from facenerf.core.fields import Field, FieldFn, as_field, evaluate, evaluate_de
 from facenerf.core.occupancy_grid import OccupancyGrid
 from facenerf.core.packed import Rows, composite_samples
 from facenerf.core.rays import RayBundle
-from facenerf.core.samplers import importance_samples, stratified_samples
+from facenerf.core.samplers import importance_samples, merge_sorted, stratified_samples
 
 __all__ = ["FieldFn", "RenderSettings", "MarchSettings", "render_rays", "render_rays_marched", "render_chunked",
            "render_image", "render_image_marched", "composite_dense", "unit_directions", "auto_chunk_rays",
@@ -221,7 +221,9 @@ def _render_packed(t: Tensor, rays: RayBundle, coarse: Field, fine: Field | None
     if final:
         return _scatter_rays(coarse_out, active, n_rays, settings.background)
     t_new = importance_samples(t_a, coarse_out["weights"], settings.n_importance, not settings.perturb, generator)
-    t_all, _ = torch.sort(torch.cat([t_a, t_new], dim=-1), dim=-1)  # [Ra, S + I]
+    if settings.perturb:  # random inverse-CDF draws come unsorted
+        t_new, _ = torch.sort(t_new, dim=-1)
+    t_all = merge_sorted(t_a, t_new)  # [Ra, S + I], the depths of the reference's sort
     out = _packed_pass(t_all, _occupied(fine_grid, rays_a, t_all), rays_a, fine if fine is not None else coarse,
                        settings, colour=True)
     n_coarse = coarse_out.pop("n_evaluated")
