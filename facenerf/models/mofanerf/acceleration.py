@@ -39,6 +39,7 @@ import torch
 from torch import Tensor
 
 from facenerf.core.occupancy_grid import OccupancyGrid
+from facenerf.core.packed import point_chunk
 from facenerf.core.renderer import RenderSettings
 from facenerf.core.scene_box import cube_aabb
 
@@ -111,7 +112,7 @@ def build_grid(model, codes, settings: SkipSettings, network=None, grid: Occupan
     network = network if network is not None else model.coarse
     with torch.no_grad():
         grid.rebuild(network_density(model, codes, network), threshold=settings.threshold,
-                     dilation=settings.dilation, decay=decay)
+                     dilation=settings.dilation, decay=decay, chunk=point_chunk(grid.density))
     return grid
 
 
@@ -191,8 +192,8 @@ class FitGrid:
                 for grid, network in zip(self._grids, networks):
                     if grid is not None:
                         grid.update(network_density(model, codes, network), step=iteration, decay=self.decay,
-                                    threshold=self.settings.threshold, warmup_steps=0,
-                                    dilation=self.settings.dilation, generator=self.generator)
+                                    threshold=self.settings.threshold, warmup_steps=0, dilation=self.settings.dilation,
+                                    generator=self.generator, chunk=point_chunk(grid.density))
                 self._digest = digest
                 self.builds += 1
             self._built_at = iteration
