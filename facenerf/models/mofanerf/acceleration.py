@@ -51,7 +51,9 @@ class SkipSettings:
     bound: float = 4.0  # grid box = [-bound, bound]^3 world units (1 = 50 mm): a real-size head and its
     # clipped neck reach 3.05 units below and 2.7 in front of the TU origin; 4 leaves about 50 mm
     resolution: int = 64  # cells per axis (0.125 units = 6.25 mm at the default bound)
-    threshold: float = 1e-3  # coarse density below which a cell is empty (1 / world unit)
+    threshold: float = 0.3  # renders: density below which a cell is empty (1 / world unit): a 0.35-unit
+    # coarse segment (8 units / 23) of it has opacity 0.1, a fine one less
+    fit_threshold: float = 1e-3  # fitting: the grids' density threshold (the codes move between refreshes)
     dilation: int = 0  # margin of occupied cells around the density found (the cell maximum over its
     # corners already encloses the surface; one cell of margin cost 25% more samples for 0.1 dB)
     early_stop_eps: float = 3e-2  # renders: stop a ray once its transmittance is below this; the light
@@ -88,7 +90,7 @@ class SkipSettings:
     def for_fitting(self) -> "SkipSettings":
         """The settings a fit uses: its grid resolution, grids and thresholds."""
         return replace(self, resolution=self.fit_resolution, fine_grid=self.fit_fine_grid,
-                       samples_per_round=self.fit_samples_per_round)
+                       samples_per_round=self.fit_samples_per_round, threshold=self.fit_threshold)
 
     def new_grid(self, device) -> OccupancyGrid:
         return OccupancyGrid(cube_aabb(self.bound), self.resolution).to(device)
