@@ -43,13 +43,13 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 # the settings before the colour interpolation and fill (exact drops bounded by their thresholds)
 BOUNDED = {"threshold": 1e-3, "dilation": 1, "early_stop_eps": 0.01, "min_weight": 0.001, "colour_stride": 1,
-           "fill_colour": False}
+           "fill_colour": False, "samples_per_round": 4}
 
 # changes to the default SkipSettings: one option at a time, then looser and stricter combinations
 VARIANTS: list[dict] = [
     {}, {"colour_stride": 1}, {"colour_stride": 3}, {"fill_colour": False}, {"coarse_needs_fine_grid": True},
     {"dilation": 1}, {"resolution": 128}, {"threshold": 1e-3}, {"threshold": 1.0}, {"early_stop_eps": 0.01}, {"early_stop_eps": 0.1},
-    {"min_weight": 0.001}, {"samples_per_round": 2},
+    {"min_weight": 0.001}, {"samples_per_round": 4},
     {"colour_stride": 3, "early_stop_eps": 0.1},
     BOUNDED,
 ]
