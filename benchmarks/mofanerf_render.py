@@ -17,8 +17,10 @@ Both paths render the same face (a held-out view) with the same trained weights:
 * ours: ``fast=True`` - occupancy grids of the coarse and fine densities for these codes (built
   once per code set; their build time is reported separately and in the first-frame time), rays
   that meet no occupied cell skipped, samples only in occupied cells, density-only coarse pass,
-  early ray termination, colour only where visible, chunks sized to the device; on CUDA also
-  with bf16 autocast and ``torch.compile`` (``--amp``, ``--compile``), each measured against fp32.
+  early ray termination, colour only where visible (on every other such sample, interpolated
+  between), chunks sized to the device; also with bf16 autocast (``--amp``; on a CPU an extra
+  row next to the fp32 one, which stays the headline) and on CUDA with ``torch.compile``
+  (``--compile``), each measured against fp32.
 
 Printed and written to ``benchmarks/results/mofanerf_render_<cpu|cuda>.{json,md,png}``: times,
 ratios, image PSNR between the paths, samples evaluated per pixel, the device and the machine
@@ -124,19 +126,19 @@ def run(args) -> tuple[dict, torch.Tensor]:
     strip = torch.cat([ours_rgb.clamp(0, 1), ref_rgb.clamp(0, 1), (10 * (ours_rgb - ref_rgb).abs()).clamp(0, 1)], 1)
     if device.type == "cuda":
         write_results(result, strip.cpu(), Path(args.out), args.tag or device.type)  # kept if a switch fails
-        result.update(gpu_switches(args, model, render, ref_rgb, ours_rgb, t_ref, device))
+    result.update(switches(args, model, render, ref_rgb, ours_rgb, t_ref, device))
     return result, strip.cpu()
 
 
-def gpu_switches(args, model, render, ref_rgb, ours_rgb, t_ref, device) -> dict:
-    """bf16 autocast and torch.compile of the fast path, each measured against fp32."""
+def switches(args, model, render, ref_rgb, ours_rgb, t_ref, device) -> dict:
+    """bf16 autocast of the fast path and (CUDA) torch.compile, each measured against fp32."""
     out = {}
     if args.amp != "none":
         (rgb, _), seconds = timed(lambda: render(True, args.amp), device, args.repeat)
         out.update({f"seconds_ours_{args.amp}": seconds, f"speedup_{args.amp}": t_ref / seconds,
                     f"psnr_{args.amp}_vs_reference_fp32_db": image_psnr(rgb, ref_rgb),
                     f"psnr_{args.amp}_vs_ours_fp32_db": image_psnr(rgb, ours_rgb)})
-    if args.compile:
+    if args.compile and device.type == "cuda":
         model.compile_networks()
         (_, _), warm = timed(lambda: render(True, args.amp), device)  # compilation happens here
         (rgb, _), seconds = timed(lambda: render(True, args.amp), device, args.repeat)
@@ -168,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
                          prog="benchmarks/mofanerf_render.py")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--res", type=int, default=0, help="image side (default 128 on CPU, 512 on CUDA)")
-    parser.add_argument("--amp", choices=["none", "bf16", "fp16"], default="bf16", help="CUDA: autocast of the fast path")
+    parser.add_argument("--amp", choices=["none", "bf16", "fp16"], default="bf16", help="autocast of the fast path (on a CPU an extra row)")
     parser.add_argument("--compile", **bool_flag(True, "CUDA: also time torch.compile'd networks"))
     parser.add_argument("--repeat", type=int, default=2, help="timed repetitions (best is kept)")
     parser.add_argument("--seed", type=int, default=0)

@@ -204,3 +204,20 @@ def test_march_with_a_density_callback_prunes_behind_opaque_matter():
     assert (z_mid > 0.5).sum() == 10 and (z_mid < 0.5).sum() == 2
     opaque_only = grid.march(rays, step_size=0.05, density_fn=slab, alpha_threshold=0.5)
     assert ((3.0 - opaque_only.t_mids) < 0.5).all() and len(opaque_only) == 30
+
+
+def test_query_along_rays_and_the_occupied_box_test():
+    grid = OccupancyGrid(resolution=16)
+    grid.update(sphere_density, jitter=False)
+    rays = _rays()
+    t = torch.linspace(1.0, 5.0, 40).expand(len(rays), 40).contiguous()
+    points = rays.origins[:, None, :] + rays.directions[:, None, :] * t[..., None]
+    along = grid.query_along(rays.origins, rays.directions, t)
+    assert torch.equal(along, grid.query(points.reshape(-1, 3)).view(t.shape)) and along.any()
+    box = grid.occupied_box()
+    assert (box[:3] <= -RADIUS + 0.2).all() and (box[3:] >= RADIUS - 0.2).all() and (box[3:] <= 1.0).all()
+    meets = grid.ray_meets_box(rays)
+    assert meets[along.any(dim=1)].all() and not meets.all()  # every ray through an occupied cell passes
+    empty = OccupancyGrid(resolution=4)
+    empty.rebuild(lambda p: torch.zeros(p.shape[0]))
+    assert empty.occupied_box() is None and not empty.ray_meets_box(rays).any()

@@ -305,3 +305,105 @@ def test_marched_renderer_returns_weights_and_their_per_ray_sum():
     assert out["weights"].shape == out["t_mids"].shape == out["ray_indices"].shape
     assert (stopped["opacity"] <= out["opacity"] + 1e-6).all() and (out["opacity"] - stopped["opacity"]).max() <= 0.05
     assert float(stopped["n_samples"].sum()) < float(out["n_samples"].sum())
+
+
+def test_interpolation_plan_evaluates_every_other_sample_and_each_rays_last():
+    from facenerf.core.packed import interpolation_plan
+
+    rays = torch.tensor([0, 0, 0, 0, 0, 1, 1, 2])
+    t = torch.tensor([0.0, 1.0, 2.0, 4.0, 5.0, 0.0, 3.0, 7.0])
+    evaluated, before, after, fraction = interpolation_plan(rays, t, 3, stride=2)
+    assert evaluated.tolist() == [True, False, True, False, True, True, True, True]
+    assert before.tolist() == [0, 0, 2, 2, 4, 5, 6, 7] and after.tolist() == [0, 2, 2, 4, 4, 5, 6, 7]
+    torch.testing.assert_close(fraction, torch.tensor([0.0, 0.5, 0.0, 2.0 / 3.0, 0.0, 0.0, 0.0, 0.0]))
+
+
+def _depth_coloured_field(calls):
+    """Density 0.4 everywhere, colour linear in z (so linear in depth along the axis ray)."""
+    def field(points, dirs):
+        calls.append(points.shape[0])
+        z = points[:, 2:3]
+        return torch.full_like(z[:, 0], 0.4), torch.cat([0.5 + 0.1 * z, 0.3 - 0.05 * z, 0.2 + 0.0 * z], dim=-1)
+    return field
+
+
+def test_colour_stride_interpolates_colour_exactly_where_it_is_linear_in_depth():
+    from dataclasses import replace
+
+    base = RenderSettings(n_samples=33, n_importance=0, last_delta=0.0, min_weight=0.0)
+    full_calls, strided_calls = [], []
+    full = render_rays(_axis_rays(), _depth_coloured_field(full_calls), None, base)
+    strided = render_rays(_axis_rays(), _depth_coloured_field(strided_calls), None, replace(base, colour_stride=2))
+    torch.testing.assert_close(strided["rgb"], full["rgb"], rtol=0, atol=1e-12)
+    # density calls see all 33 samples; colour runs on the 32 with a weight (the last segment is empty),
+    # or on 17 of them (every other one and the last)
+    assert full_calls == [33, 32] and strided_calls == [33, 17]
+
+
+def test_fill_colour_gives_skipped_and_terminated_light_the_rays_colour():
+    from dataclasses import replace
+
+    base = RenderSettings(n_samples=33, n_importance=0, last_delta=0.0, early_stop_eps=0.05, min_weight=0.04,
+                          samples_per_round=4)
+    colour = torch.tensor([[0.2, 0.4, 0.6]], dtype=torch.float64)
+    plain = render_rays(_axis_rays(), constant_field(3.0), None, base)
+    filled = render_rays(_axis_rays(), constant_field(3.0), None, replace(base, fill_colour=True))
+    assert float(plain["skipped_weight"][0]) > 0 and float(plain["opacity"][0]) < 1 - 0.04  # dropped: two parts
+    assert torch.all(plain["rgb"] < 0.92 * colour)  # about 5% below min_weight, 5% behind the stop
+    # a constant colour: the filled render is the colour itself, the ray counted opaque
+    torch.testing.assert_close(filled["rgb"], colour, rtol=0, atol=1e-12)
+    assert float(filled["opacity"][0]) == 1.0 and float(filled["n_evaluated"][0]) == float(plain["n_evaluated"][0])
+
+
+def test_coarse_samples_can_be_restricted_to_cells_both_grids_mark():
+    from dataclasses import replace
+
+    everywhere = OccupancyGrid(resolution=16)  # a fresh grid marks every cell
+    slab = OccupancyGrid(resolution=16)
+    slab.rebuild(lambda p: slab_field(p, None)[0], dilation=0)
+    coarse_calls = []
+
+    def coarse(points, dirs):
+        coarse_calls.append(points.shape[0])
+        return slab_field(points, dirs)
+
+    settings = RenderSettings(n_samples=16, n_importance=16, coarse_colour=False, min_weight=0.0)
+    render_rays(_axis_rays(), coarse, slab_field, settings, grid=everywhere, fine_grid=slab)
+    render_rays(_axis_rays(), coarse, slab_field, replace(settings, coarse_needs_fine_grid=True), grid=everywhere,
+                fine_grid=slab)
+    t = torch.linspace(2.0, 6.0, 16)
+    points = torch.stack([torch.zeros(16), torch.zeros(16), 4.0 - t], -1)  # the coarse samples
+    in_box, in_slab = int(everywhere.query(points).sum()), int(slab.query(points).sum())
+    assert coarse_calls[0] == in_box and coarse_calls[1] == in_slab and 0 < in_slab < in_box
+
+
+def test_gradient_free_front_to_back_evaluation_matches_the_autograd_one():
+    from facenerf.core.packed import evaluate_front_to_back
+
+    field, _ = _mlp_field(3)
+    torch.manual_seed(1)
+    rays = torch.sort(torch.randint(0, 40, (600,))).values
+    points, deltas = torch.randn(600, 3), torch.rand(600) * 0.5
+
+    def density(p):
+        sigma, rgb = field(p, torch.zeros_like(p))
+        return 20.0 * sigma, torch.cat([rgb, p], -1)  # a 6-wide feature
+
+    with torch.no_grad():
+        index, sigma, features = evaluate_front_to_back(density, points, rays, deltas, 40, 1e-2, 3)
+        all_rows = torch.arange(index.shape[0])
+        buffered = (index.clone(), sigma.clone(), features[all_rows].clone())
+    index, sigma, features = evaluate_front_to_back(density, points, rays, deltas, 40, 1e-2, 3)
+    assert torch.equal(buffered[0], index) and index.shape[0] < 600  # some samples lay behind opaque matter
+    torch.testing.assert_close(buffered[1], sigma.detach(), rtol=0, atol=0)
+    torch.testing.assert_close(buffered[2], features[all_rows].detach(), rtol=0, atol=0)
+    torch.testing.assert_close(features[all_rows][:, 3:].detach(), points[index])  # rows follow the samples
+
+
+def test_merge_sorted_equals_sorting_the_concatenation():
+    from facenerf.core.samplers import merge_sorted
+
+    torch.manual_seed(0)
+    a = torch.sort(torch.rand(50, 7), dim=-1).values
+    b = torch.sort(torch.cat([torch.rand(50, 3), a[:, 3:5]], -1), dim=-1).values  # with ties to a
+    torch.testing.assert_close(merge_sorted(a, b), torch.sort(torch.cat([a, b], -1), dim=-1).values, rtol=0, atol=0)

@@ -170,7 +170,7 @@ def test_fast_render_agrees_with_the_reference_within_its_thresholds():
         model.coarse.density_head.bias.fill_(2.0)
         model.fine.density_head.bias.fill_(2.0)
     model.skip_settings = replace(model.skip_settings, bound=30.0, resolution=4, min_weight=0.02, samples_per_round=2,
-                                  early_stop_eps=1e-4)
+                                  early_stop_eps=1e-4, colour_stride=1, fill_colour=False)  # the bounded drops alone
     K = Intrinsics(12, 12, 30.0, 30.0, 6.0, 6.0)
     rays = image_rays(K, mofanerf_pose(10.0, 20.0), 8.0, 26.0)
     codes = model.face_codes(torch.randn(8) * 0.1, expression_index=1, uv=torch.rand(1, 3, 32, 32))

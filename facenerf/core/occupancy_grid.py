@@ -127,17 +127,63 @@ class OccupancyGrid(nn.Module):
 
     def cell_index(self, points: Tensor) -> tuple[Tensor, Tensor]:
         """Flat cell index [N] of points [N, 3] and whether each point lies inside the box [N]."""
+        lo, hi = self.aabb[:3].to(points.dtype), self.aabb[3:].to(points.dtype)
+        return self._flat_cells((points - lo) * (self.resolution / (hi - lo)))
+
+    def _flat_cells(self, cells: Tensor) -> tuple[Tensor, Tensor]:
+        """Points in cell units [..., 3] (the box spans [0, R]^3; modified in place) -> flat cell
+        index [...] and whether each point lies inside the box [...]."""
         r = self.resolution
-        cells = to_unit_cube(points, self.aabb) * r  # [N, 3] in cell units
-        inside = ((cells >= 0) & (cells <= r)).all(dim=-1)
-        ijk = cells.long().clamp_(0, r - 1)  # truncation = floor for the points inside
-        flat = ijk @ torch.tensor([r * r, r, 1], device=ijk.device)
+        inside = (cells.amin(dim=-1) >= 0) & (cells.amax(dim=-1) <= r)
+        # floor of the clamped coordinates, flattened elementwise in float (exact: R^3 < 2^24 for
+        # R <= 256; a matmul would run in bf16 under autocast)
+        ijk = cells.clamp_(0, r - 1).floor_()
+        flat = ((ijk[..., 0] * r + ijk[..., 1]) * r + ijk[..., 2]).long()
         return flat, inside
+
+    def query_along(self, origins: Tensor, directions: Tensor, t: Tensor) -> Tensor:
+        """Whether the points ``origins + t * directions`` (rays [R, 3], depths t [R, S]) fall in
+        occupied cells -> bool [R, S] (outside the box: False); as :meth:`query`, without
+        materialising the world points."""
+        lo, hi = self.aabb[:3].to(t.dtype), self.aabb[3:].to(t.dtype)
+        scale = self.resolution / (hi - lo)  # [3]
+        start, step = (origins - lo) * scale, directions * scale  # [R, 3] in cell units
+        cells = torch.addcmul(start[:, None, :], step[:, None, :], t[..., None])  # [R, S, 3]
+        flat, inside = self._flat_cells(cells)
+        return self.occupancy_mask()[flat] & inside
+
+    def occupancy_mask(self) -> Tensor:
+        """Occupancy of every cell as a flat bool [R^3], unpacked once per state of the bitfield."""
+        key = (self.bitfield.data_ptr(), self.bitfield._version, str(self.bitfield.device))
+        cached = self.__dict__.get("_mask_cache")
+        if cached is None or cached[0] != key:
+            cached = (key, unpack_bits(self.bitfield))
+            self.__dict__["_mask_cache"] = cached
+        return cached[1]
 
     def query(self, points: Tensor) -> Tensor:
         """Whether points [N, 3] fall in occupied cells -> bool [N] (outside the box: False)."""
         flat, inside = self.cell_index(points)
-        return unpack_bits(self.bitfield)[flat] & inside
+        return self.occupancy_mask()[flat] & inside
+
+    def occupied_box(self) -> Tensor | None:
+        """The smallest box ``aabb [6]`` enclosing every occupied cell, or None when none is."""
+        cells = torch.nonzero(self.occupancy_mask()).squeeze(-1)
+        if cells.numel() == 0:
+            return None
+        ijk = self._cell_ijk(cells)
+        lo = self.aabb[:3] + ijk.amin(dim=0).float() * self.cell_size
+        hi = self.aabb[:3] + (ijk.amax(dim=0) + 1).float() * self.cell_size
+        return torch.cat([lo, hi])
+
+    def ray_meets_box(self, rays: RayBundle) -> Tensor:
+        """Whether each ray [N], between its near and far, meets :meth:`occupied_box` (a slab test:
+        every ray through an occupied cell passes; others may too)."""
+        box = self.occupied_box()
+        if box is None:
+            return torch.zeros(len(rays), dtype=torch.bool, device=rays.origins.device)
+        t_min, t_max = ray_box_intersect(rays.origins, rays.directions, box)
+        return (t_min <= t_max) & (t_max >= rays.near[:, 0]) & (t_min <= rays.far[:, 0])
 
     # ------------------------------------------------------------------ maintenance
     def _chosen_cells(self, step: int | None, warmup_steps: int, generator) -> Tensor:

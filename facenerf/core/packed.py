@@ -21,7 +21,8 @@ from torch import Tensor
 from facenerf.core import volume_rendering as vr
 from facenerf.core.fields import Field
 
-CPU_POINT_CHUNK = 1 << 15  # points per colour call on a CPU (wider batches fall out of the caches)
+CPU_POINT_CHUNK = 1 << 12  # points per field call on a CPU: a [4096, 256]-float activation stays in the
+# caches; measured on the tiny model, 2^12-point calls cost half as much per point as 2^18-point ones
 DensityEntry = Callable[[Tensor], tuple[Tensor, Tensor]]  # points [K, 3] -> (sigma [K], features [K, F])
 
 
@@ -32,7 +33,23 @@ class Rows:
         self.rows, self.order = rows, order
 
     def __getitem__(self, index: Tensor) -> Tensor:
-        return self.rows[index] if self.order is None else self.rows[self.order[index]]
+        rows = index if self.order is None else self.order[index]
+        return self.rows.index_select(0, rows)  # index_select: several times faster than rows[...] on a CPU
+
+
+def point_chunk(points: Tensor) -> int:
+    """Points per field call: :data:`CPU_POINT_CHUNK` on a CPU, everything at once elsewhere."""
+    return CPU_POINT_CHUNK if points.device.type == "cpu" else max(points.shape[0], 1)
+
+
+def chunked_density(density: DensityEntry, points: Tensor) -> tuple[Tensor, Tensor]:
+    """``density`` on points [K, 3] in :func:`point_chunk` pieces -> (sigma [K], features [K, F])."""
+    step = point_chunk(points)
+    if points.shape[0] <= step:
+        sigma, features = density(points)
+        return sigma.reshape(-1), features
+    parts = [density(part) for part in points.split(step)]
+    return torch.cat([s.reshape(-1) for s, _ in parts]), torch.cat([f for _, f in parts])
 
 
 def sample_ranks(ray_indices: Tensor, n_rays: int) -> Tensor:
@@ -40,14 +57,79 @@ def sample_ranks(ray_indices: Tensor, n_rays: int) -> Tensor:
     return torch.arange(ray_indices.shape[0], device=ray_indices.device) - vr.ray_starts(ray_indices, n_rays)
 
 
+_REUSED: dict[tuple, Tensor] = {}  # (device, dtype, width) -> feature buffer of gradient-free passes
+
+
+def reused_rows(rows: int, width: int, like: Tensor) -> Tensor:
+    """A ``[rows, width]`` buffer kept between gradient-free passes on a CPU (a fresh one per pass
+    costs page faults: tens of milliseconds for a 128^2 image's features). Valid until the next
+    call; elsewhere a fresh tensor."""
+    if like.device.type != "cpu":
+        return like.new_empty(rows, width)
+    key = (str(like.device), like.dtype, width)
+    buf = _REUSED.get(key)
+    if buf is None or buf.shape[0] < rows:
+        buf = like.new_empty(max(rows, 1), width)
+        _REUSED[key] = buf
+    return buf[:rows]
+
+
+class _Collected:
+    """Densities and features of the samples evaluated among M candidates, chunk by chunk, in
+    evaluation order: without autograd copied into contiguous buffers (the features into
+    :func:`reused_rows`), with it kept as chunks and concatenated once at the end.
+    ``keep_features=False`` drops the features (density-only passes)."""
+
+    def __init__(self, m: int, buffered: bool, keep_features: bool = True):
+        self.m, self.buffered, self.keep_features = m, buffered, keep_features
+        self.picked: list[Tensor] = []
+        self.sigmas: list[Tensor] = []
+        self.feats: list[Tensor] = []
+        self.count = 0
+        self.sigma: Tensor | None = None
+        self.features: Tensor | None = None
+
+    def add(self, sel: Tensor, sigma: Tensor, features: Tensor) -> None:
+        features = features if self.keep_features else features[:, :0]
+        self.picked.append(sel)
+        if not self.buffered:
+            self.sigmas.append(sigma), self.feats.append(features)
+            return
+        if self.sigma is None:
+            self.sigma = sigma.new_empty(self.m)
+            self.features = reused_rows(self.m, features.shape[-1], features)
+        n = sel.shape[0]
+        self.sigma[self.count:self.count + n] = sigma
+        self.features[self.count:self.count + n] = features
+        self.count += n
+
+    def result(self, like: Tensor) -> tuple[Tensor, Tensor, Rows]:
+        """``(index [K] increasing, sigma [K], features)`` as :func:`evaluate_front_to_back` returns."""
+        if not self.picked:
+            empty = like.new_zeros(0)
+            return empty.long(), empty, Rows(like.new_zeros(0, 0))
+        picked = torch.cat(self.picked)  # [K] candidate index of each evaluation
+        k = picked.shape[0]
+        position = torch.empty(self.m, dtype=torch.long, device=picked.device)
+        position.index_copy_(0, picked, torch.arange(k, device=picked.device))
+        done = torch.zeros(self.m, dtype=torch.bool, device=picked.device).index_fill_(0, picked, True)
+        index = torch.nonzero(done).squeeze(-1)
+        order = position.index_select(0, index)  # evaluation position of each sorted sample
+        if self.buffered:
+            return index, self.sigma[:k].index_select(0, order), Rows(self.features, order)
+        return index, torch.cat(self.sigmas).index_select(0, order), Rows(torch.cat(self.feats), order)
+
+
 def evaluate_front_to_back(density: DensityEntry, points: Tensor, ray_indices: Tensor, deltas: Tensor,
-                           n_rays: int, stop_eps: float, per_round: int) -> tuple[Tensor, Tensor, Rows]:
+                           n_rays: int, stop_eps: float, per_round: int,
+                           keep_features: bool = True) -> tuple[Tensor, Tensor, Rows]:
     """Evaluate ``density`` on packed samples, front to back, skipping what lies behind opaque matter.
 
     Args:
         points: [M, 3] sample positions; ray_indices: [M] sorted; deltas: [M] segment lengths.
         stop_eps: a ray stops being evaluated once its transmittance is below this (0: never).
         per_round: samples per ray per round (<= 0: everything in one call).
+        keep_features: False for a density-only pass (``features`` then has no columns).
     Returns:
         ``(index [K], sigma [K], features)``: the evaluated samples (indices into the M
         samples, increasing) with their density; ``features[j]`` gathers the feature rows [.., F]
@@ -58,36 +140,33 @@ def evaluate_front_to_back(density: DensityEntry, points: Tensor, ray_indices: T
         empty = points.new_zeros(0)
         return empty.long(), empty, Rows(points.new_zeros(0, 0))
     if stop_eps <= 0 or per_round <= 0:
-        sigma, features = density(points)
-        return torch.arange(m, device=points.device), sigma.reshape(m), Rows(features)
+        sigma, features = chunked_density(density, points)
+        return torch.arange(m, device=points.device), sigma, Rows(features)
     round_of = torch.div(sample_ranks(ray_indices, n_rays), per_round, rounding_mode="floor")  # [M]
     by_round = torch.argsort(round_of, stable=True)  # samples grouped by round, packed order inside
     ends = torch.cumsum(torch.bincount(round_of), dim=0).tolist()
+    # the samples' rays, points and optical-depth factors in round order (contiguous per round)
+    rays_r, points_r = ray_indices.index_select(0, by_round), points.index_select(0, by_round)
+    deltas_r = deltas.index_select(0, by_round).float()
     log_t = torch.zeros(n_rays, dtype=torch.float32, device=points.device)  # log transmittance so far
     log_stop = math.log(stop_eps)
-    picked, sigmas, feats = [], [], []
+    collected = _Collected(m, buffered=not torch.is_grad_enabled(), keep_features=keep_features)
     start = 0
     for end in ends:
         alive = log_t > log_stop  # [n_rays]
-        candidates = by_round[start:end]
+        local = torch.nonzero(alive.index_select(0, rays_r[start:end])).squeeze(-1) + start  # [K_r]
         start = end
-        sel = candidates[alive[ray_indices[candidates]]]  # [K_r]
-        if sel.numel() == 0:
+        if local.numel() == 0:
             if not bool(alive.any()):
                 break
             continue
-        sigma, features = density(points[sel])
-        sigma = sigma.reshape(-1)
-        log_t.index_add_(0, ray_indices[sel], -(sigma.detach().float().clamp_min(0) * deltas[sel].float()))
-        picked.append(sel)
-        sigmas.append(sigma)
-        feats.append(features)
-    if not picked:
-        empty = points.new_zeros(0)
-        return empty.long(), empty, Rows(points.new_zeros(0, 0))
-    index = torch.cat(picked)
-    order = torch.argsort(index)
-    return index[order], torch.cat(sigmas)[order], Rows(torch.cat(feats), order)
+        for part in local.split(point_chunk(local)):
+            sigma, features = density(points_r.index_select(0, part))
+            sigma = sigma.reshape(-1)
+            depth = sigma.detach().float().clamp_min(0) * deltas_r.index_select(0, part)
+            log_t.index_add_(0, rays_r.index_select(0, part), depth, alpha=-1.0)
+            collected.add(by_round.index_select(0, part), sigma, features)
+    return collected.result(points)
 
 
 def terminated_weights(sigma: Tensor, deltas: Tensor, ray_indices: Tensor, n_rays: int, stop_eps: float,
@@ -102,8 +181,9 @@ def terminated_weights(sigma: Tensor, deltas: Tensor, ray_indices: Tensor, n_ray
     """
     alpha = vr.alpha_from_density(torch.relu(sigma), deltas)
     if columns is not None:
-        dense = alpha.new_zeros(n_rays, n_columns).index_put((ray_indices, columns), alpha)
-        trans = vr.transmittance(dense)[ray_indices, columns]
+        slots = ray_indices * n_columns + columns  # [K] flat slots of the dense layout
+        dense = alpha.new_zeros(n_rays * n_columns).index_put((slots,), alpha).view(n_rays, n_columns)
+        trans = vr.transmittance(dense).reshape(-1).index_select(0, slots)
     else:
         trans = vr.transmittance_packed(alpha, ray_indices, n_rays)
     weights = alpha * trans
@@ -112,14 +192,71 @@ def terminated_weights(sigma: Tensor, deltas: Tensor, ray_indices: Tensor, n_ray
     return weights
 
 
-def composite_samples(field: Field, points: Tensor, directions: Tensor, ray_indices: Tensor, deltas: Tensor,
+def interpolation_plan(ray_indices: Tensor, t: Tensor, n_rays: int, stride: int
+                       ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Which of V packed samples (sorted by ray, in depth order) get their colour evaluated and how
+    the others interpolate it.
+
+    Every ``stride``-th sample of each ray's run is evaluated, and its last one; a sample in
+    between takes the colour linearly interpolated in depth between the evaluated samples
+    before and after it. Returns ``(evaluated [V] bool, before [V], after [V], fraction [V])``:
+    sample ``j`` gets ``c[before] + fraction * (c[after] - c[before])`` (``before = after = j``
+    where ``j`` is evaluated).
+    """
+    v = ray_indices.shape[0]
+    positions = torch.arange(v, device=t.device)
+    rank = sample_ranks(ray_indices, n_rays)  # [V]
+    last = torch.ones_like(rank, dtype=torch.bool)
+    last[:-1] = ray_indices[1:] != ray_indices[:-1]
+    evaluated = (rank % stride == 0) | last
+    mark = torch.where(evaluated, positions, torch.zeros_like(positions))
+    before = torch.cummax(mark, dim=0).values  # last evaluated position at or before j (same ray)
+    after_mark = torch.where(evaluated, positions, torch.full_like(positions, v - 1))
+    after = torch.flip(torch.cummin(torch.flip(after_mark, [0]), dim=0).values, [0])
+    span = (t[after] - t[before]).clamp_min(1e-12)
+    fraction = torch.where(evaluated, torch.zeros_like(t), ((t - t[before]) / span).clamp(0.0, 1.0))
+    return evaluated, before, after, fraction
+
+
+def visible_colours(field: Field, features: Rows, directions: Tensor, rows: Tensor, ray_indices: Tensor,
+                    t: Tensor, n_rays: int, stride: int = 1) -> Tensor:
+    """Colours [V, 3] of the visible samples ``rows`` [V] (indices into ``features``; sorted by
+    ray, in depth order, with their ``ray_indices`` [V], depths ``t`` [V] and unit ``directions``
+    [V, 3]). ``stride`` > 1 evaluates the colour entry on every ``stride``-th sample of each ray
+    (and its last) and interpolates the rest in depth (:func:`interpolation_plan`)."""
+    if stride > 1:
+        evaluated, before, after, fraction = interpolation_plan(ray_indices, t, n_rays, stride)
+        picked = torch.nonzero(evaluated).squeeze(-1)
+    else:
+        picked = torch.arange(rows.shape[0], device=rows.device)
+    step = point_chunk(picked)
+    values = torch.cat([field.colour(features[rows.index_select(0, part)], directions.index_select(0, part))
+                        for part in picked.split(step)])
+    if stride <= 1:
+        return values
+    full = values.new_zeros(rows.shape[0], values.shape[-1]).index_put((picked,), values)
+    return full[before] + fraction[:, None].to(values.dtype) * (full[after] - full[before])
+
+
+def _filled(rgb: Tensor, opacity: Tensor, shown: Tensor, stop_eps: float) -> tuple[Tensor, Tensor]:
+    """``rgb`` [R, 3] of the visible weight ``shown`` [R] scaled to the whole ``opacity`` [R], and,
+    on rays whose transmittance fell below ``stop_eps``, to 1 (what lies behind absorbs the rest)."""
+    target = opacity
+    if stop_eps > 0:
+        target = torch.where(1.0 - opacity.detach() < stop_eps, torch.ones_like(opacity), opacity)
+    return rgb * (target.detach() / shown.clamp_min(1e-12)).clamp_min(1.0)[:, None], target
+
+
+def composite_samples(field: Field, points: Tensor, directions: Tensor | Rows, ray_indices: Tensor, deltas: Tensor,
                       t: Tensor, n_rays: int, *, stop_eps: float = 0.0, per_round: int = 0,
                       min_weight: float | None = None, colour: bool = True,
-                      columns: Tensor | None = None, n_columns: int = 0) -> dict[str, Tensor]:
+                      columns: Tensor | None = None, n_columns: int = 0, colour_stride: int = 1,
+                      fill_colour: bool = False) -> dict[str, Tensor]:
     """Render packed samples of ``n_rays`` rays with ``field``.
 
     Args:
-        points, directions: [M, 3] positions and unit view directions; ray_indices: [M] sorted;
+        points, directions: [M, 3] positions and unit view directions (``directions`` may be a
+            :class:`Rows`, gathered only where colour is evaluated); ray_indices: [M] sorted;
         deltas: [M] segment lengths (world units); t: [M] depths (for the depth output).
         stop_eps: early ray termination threshold on the transmittance (0: off).
         per_round: front-to-back rounds of :func:`evaluate_front_to_back` (<= 0: one round).
@@ -127,6 +264,11 @@ def composite_samples(field: Field, points: Tensor, directions: Tensor, ray_indi
         colour: False skips the colour entry entirely (density-only pass).
         columns, n_columns: each sample's slot in a dense ``[n_rays, n_columns]`` layout, when the
             samples come from one (see :func:`terminated_weights`).
+        colour_stride: > 1 evaluates colour on every ``colour_stride``-th visible sample of a ray
+            and interpolates the others in depth (:func:`visible_colours`).
+        fill_colour: the weight of samples below ``min_weight`` takes the ray's mean visible
+            colour instead of black (their colours are alike along a ray), and so does the
+            transmittance left where a ray stopped (``opacity`` becomes 1 there).
     Returns:
         per ray: ``rgb`` [R, 3] (no background; zeros without colour), ``depth`` [R],
         ``opacity`` [R] (the weight sum), ``n_evaluated`` [R] (density evaluations),
@@ -134,10 +276,10 @@ def composite_samples(field: Field, points: Tensor, directions: Tensor, ray_indi
         evaluated samples: ``index`` [K] (into the M inputs), ``weights`` [K], ``ray_indices`` [K].
     """
     index, sigma, features = evaluate_front_to_back(field.density, points, ray_indices, deltas, n_rays,
-                                                    stop_eps, per_round)
-    ridx = ray_indices[index]
-    weights = terminated_weights(sigma.to(deltas.dtype), deltas[index], ridx, n_rays, stop_eps,
-                                 None if columns is None else columns[index], n_columns)  # [K]
+                                                    stop_eps, per_round, keep_features=colour)
+    ridx = ray_indices.index_select(0, index)
+    weights = terminated_weights(sigma.to(deltas.dtype), deltas.index_select(0, index), ridx, n_rays, stop_eps,
+                                 None if columns is None else columns.index_select(0, index), n_columns)  # [K]
     opacity = vr.accumulate_packed(weights, None, ridx, n_rays)
     rgb = points.new_zeros(n_rays, 3)
     shown = opacity.detach()
@@ -145,15 +287,17 @@ def composite_samples(field: Field, points: Tensor, directions: Tensor, ray_indi
         visible = torch.ones_like(weights, dtype=torch.bool) if min_weight is None else weights.detach() > min_weight
         vis = torch.nonzero(visible).squeeze(-1)
         if vis.numel():
-            step = CPU_POINT_CHUNK if points.device.type == "cpu" else vis.numel()
-            values = torch.cat([field.colour(features[part], directions[index[part]]).to(weights.dtype)
-                                for part in vis.split(step)])  # [V, 3]
-            rgb = vr.accumulate_packed(weights[vis], values, ridx[vis], n_rays)
-            shown = vr.accumulate_packed(weights[vis].detach(), None, ridx[vis], n_rays)
+            shown_at, ridx_v, w_v = index.index_select(0, vis), ridx.index_select(0, vis), weights.index_select(0, vis)
+            values = visible_colours(field, features, directions[shown_at], vis, ridx_v, t.index_select(0, shown_at),
+                                     n_rays, colour_stride).to(weights.dtype)  # [V, 3]
+            rgb = vr.accumulate_packed(w_v, values, ridx_v, n_rays)
+            shown = vr.accumulate_packed(w_v.detach(), None, ridx_v, n_rays)
+            if fill_colour:
+                rgb, opacity = _filled(rgb, opacity, shown, stop_eps)
         else:
             shown = torch.zeros_like(shown)
     return {
-        "rgb": rgb, "depth": vr.accumulate_packed(weights, t[index], ridx, n_rays), "opacity": opacity,
+        "rgb": rgb, "depth": vr.accumulate_packed(weights, t.index_select(0, index), ridx, n_rays), "opacity": opacity,
         "n_evaluated": torch.bincount(ridx, minlength=n_rays).to(deltas.dtype),
         "skipped_weight": (opacity.detach() - shown).clamp_min(0.0),
         "index": index, "weights": weights, "ray_indices": ridx,

@@ -33,9 +33,9 @@ from tqdm import tqdm
 from facenerf.core import volume_rendering as vr
 from facenerf.core.fields import Field, FieldFn, as_field, evaluate, evaluate_density
 from facenerf.core.occupancy_grid import OccupancyGrid
-from facenerf.core.packed import composite_samples
+from facenerf.core.packed import Rows, composite_samples
 from facenerf.core.rays import RayBundle
-from facenerf.core.samplers import importance_samples, stratified_samples
+from facenerf.core.samplers import importance_samples, merge_sorted, stratified_samples
 
 __all__ = ["FieldFn", "RenderSettings", "MarchSettings", "render_rays", "render_rays_marched", "render_chunked",
            "render_image", "render_image_marched", "composite_dense", "unit_directions", "auto_chunk_rays",
@@ -64,6 +64,9 @@ class RenderSettings:
     min_weight: float | None = None  # colour only where the weight exceeds this (None: every sample)
     early_stop_eps: float = 0.0  # a ray stops once its transmittance falls below this (0: never)
     samples_per_round: int = 16  # front-to-back round size of early termination
+    colour_stride: int = 1  # > 1: colour on every n-th visible sample of a ray, interpolated between
+    fill_colour: bool = False  # weight below min_weight takes the ray's mean visible colour (not black)
+    coarse_needs_fine_grid: bool = False  # coarse samples only where both grids are occupied
 
     @property
     def accelerated(self) -> bool:
@@ -161,18 +164,21 @@ def _packed_pass(t: Tensor, keep: Tensor, rays: RayBundle, field: Field, setting
     Returns the per-ray outputs of :func:`~facenerf.core.packed.composite_samples` (colour
     without background) and ``weights`` [R, S] (zero where not evaluated or terminated).
     """
-    n_rays = t.shape[0]
-    ridx, sidx = torch.nonzero(keep, as_tuple=True)  # row-major: grouped by ray, in depth order
-    t_k = t[ridx, sidx]
-    points = rays.origins[ridx] + rays.directions[ridx] * t_k[:, None]
-    dirs = unit_directions(rays.directions)[ridx]
-    out = composite_samples(field, points, dirs, ridx, _deltas(t, rays, settings)[ridx, sidx], t_k, n_rays,
+    n_rays, n_columns = t.shape
+    flat = torch.nonzero(keep.reshape(-1)).squeeze(-1)  # [M] row-major: grouped by ray, in depth order
+    ridx = torch.div(flat, n_columns, rounding_mode="floor")
+    t_k = t.reshape(-1).index_select(0, flat)
+    points = torch.addcmul(rays.origins.index_select(0, ridx), rays.directions.index_select(0, ridx), t_k[:, None])
+    dirs = Rows(unit_directions(rays.directions), ridx)  # gathered only where colour is evaluated
+    deltas = _deltas(t, rays, settings).reshape(-1).index_select(0, flat)
+    out = composite_samples(field, points, dirs, ridx, deltas, t_k, n_rays,
                             stop_eps=settings.early_stop_eps, per_round=settings.samples_per_round,
-                            min_weight=settings.min_weight, colour=colour, columns=sidx, n_columns=t.shape[1])
+                            min_weight=settings.min_weight, colour=colour, columns=flat - ridx * n_columns,
+                            n_columns=n_columns, colour_stride=settings.colour_stride, fill_colour=settings.fill_colour)
     index = out.pop("index")
-    weights = t.new_zeros(t.shape).index_put((ridx[index], sidx[index]), out.pop("weights"))
+    weights = t.new_zeros(n_rays * n_columns).index_put((flat.index_select(0, index),), out.pop("weights"))
     out.pop("ray_indices")
-    out["weights"] = weights
+    out["weights"] = weights.view(n_rays, n_columns)
     return out
 
 
@@ -193,7 +199,7 @@ def _occupied(grid: OccupancyGrid | None, rays: RayBundle, t: Tensor) -> Tensor:
     """Whether the samples at depths t [R, S] lie in occupied cells (all True without a grid)."""
     if grid is None:
         return torch.ones_like(t, dtype=torch.bool)
-    return grid.query(_points(rays, t).reshape(-1, 3)).view(t.shape)
+    return grid.query_along(rays.origins, rays.directions, t)
 
 
 def _render_packed(t: Tensor, rays: RayBundle, coarse: Field, fine: Field | None, settings: RenderSettings,
@@ -204,16 +210,20 @@ def _render_packed(t: Tensor, rays: RayBundle, coarse: Field, fine: Field | None
     fine_grid = fine_grid if fine_grid is not None else grid
     decisive = grid if final else fine_grid  # the grid of the pass that makes the image
     active = torch.ones(n_rays, dtype=torch.bool, device=t.device) if decisive is None else \
-        decisive.ray_hits(rays)  # rays that meet no occupied cell are background
+        decisive.ray_meets_box(rays)  # rays that meet no occupied cell are background
     rays_a, t_a = rays[active], t[active]
     grad = contextlib.nullcontext() if (final or settings.coarse_colour) else torch.no_grad()
     with grad:
-        coarse_out = _packed_pass(t_a, _occupied(grid, rays_a, t_a), rays_a, coarse, settings,
-                                  colour=final or settings.coarse_colour)
+        keep = _occupied(grid, rays_a, t_a)
+        if settings.coarse_needs_fine_grid and not final and fine_grid is not grid:
+            keep &= _occupied(fine_grid, rays_a, t_a)
+        coarse_out = _packed_pass(t_a, keep, rays_a, coarse, settings, colour=final or settings.coarse_colour)
     if final:
         return _scatter_rays(coarse_out, active, n_rays, settings.background)
     t_new = importance_samples(t_a, coarse_out["weights"], settings.n_importance, not settings.perturb, generator)
-    t_all, _ = torch.sort(torch.cat([t_a, t_new], dim=-1), dim=-1)  # [Ra, S + I]
+    if settings.perturb:  # random inverse-CDF draws come unsorted
+        t_new, _ = torch.sort(t_new, dim=-1)
+    t_all = merge_sorted(t_a, t_new)  # [Ra, S + I], the depths of the reference's sort
     out = _packed_pass(t_all, _occupied(fine_grid, rays_a, t_all), rays_a, fine if fine is not None else coarse,
                        settings, colour=True)
     n_coarse = coarse_out.pop("n_evaluated")

@@ -97,3 +97,13 @@ def importance_samples(
     bins = 0.5 * (t[:, 1:] + t[:, :-1])  # [R, S-1]
     pdf_weights = weights[:, 1:-1] + PDF_WEIGHT_PADDING  # [R, S-2]
     return sample_pdf(bins, pdf_weights, n, deterministic, generator)
+
+
+def merge_sorted(a: Tensor, b: Tensor) -> Tensor:
+    """Rows of ``a`` [R, A] and ``b`` [R, B], each sorted, merged into sorted rows [R, A + B] (the
+    values of ``torch.sort(torch.cat([a, b], -1))``, found with two searches instead of a sort)."""
+    a, b = a.contiguous(), b.contiguous()
+    pos_a = torch.arange(a.shape[-1], device=a.device) + torch.searchsorted(b, a, right=False)  # b's before a
+    pos_b = torch.arange(b.shape[-1], device=b.device) + torch.searchsorted(a, b, right=True)  # a's up to b
+    out = a.new_empty(a.shape[0], a.shape[-1] + b.shape[-1])
+    return out.scatter_(1, pos_a, a).scatter_(1, pos_b, b)

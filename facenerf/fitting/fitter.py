@@ -104,6 +104,8 @@ class Fitter:
         self.render_settings = replace(render_settings, perturb=False)
         self.fit_grid = FitGrid(model.skip_settings, settings.grid_refresh, seed=self.runtime.seed)
         self.fast_settings = model.skip_settings.for_fitting().render_settings(self.render_settings, fitting=True)
+        # psnr_full renders without gradients: the render thresholds and front-to-back rounds
+        self.monitor_settings = model.skip_settings.render_settings(self.render_settings)
         freeze(model)
         self.model.to(self.device)
         self.levels = build_levels(target.image, target.mask, target.landmarks_xy, target.K,
@@ -188,7 +190,7 @@ class Fitter:
         rays = pixel_rays(level.K, self.variables.pose(), xy.to(self.device, torch.float32),
                           self.target.near, self.target.far)
         with autocast(self.device, self.runtime.amp):
-            pred = self.render_rays(rays, self.codes())["rgb"]
+            pred = self.render_rays(rays, self.codes(), monitor=True)["rgb"]
         shown = pred.float() * self.variables.gain()
         mse = ((shown - level.image[xy[:, 1], xy[:, 0]].to(self.device)) ** 2).mean()
         return float(mse_to_psnr(mse.clamp_min(1e-10)))
@@ -215,12 +217,14 @@ class Fitter:
         self.last_scalars = scalars
         return scalars
 
-    def render_rays(self, rays, codes) -> dict:
-        """The loss's render of ``rays``: the fast path or the dense reference (``fast_render``)."""
+    def render_rays(self, rays, codes, monitor: bool = False) -> dict:
+        """The loss's render of ``rays``: the fast path or the dense reference (``fast_render``);
+        ``monitor``: a gradient-free render for ``psnr_full`` (the fast path's render thresholds)."""
         if not self.settings.fast_render:
             return self.model.render_rays(rays, codes, self.render_settings)
         grids = self.fit_grid.grids(self.model, codes, self.iteration)
-        return self.model.render_rays(rays, codes, self.fast_settings, grids=grids)
+        return self.model.render_rays(rays, codes, self.monitor_settings if monitor else self.fast_settings,
+                                      grids=grids)
 
     def _record(self, scalars: dict[str, float]) -> None:
         self.history["iteration"].append(float(self.iteration))
