@@ -330,29 +330,6 @@ class OccupancyGrid(nn.Module):
         trans = vr.transmittance_packed(alpha, ray_idx, len(rays), eps=0.0)
         return samples.select((trans >= early_stop_eps) & (alpha >= alpha_threshold))
 
-    def coarsened(self, factor: int, dilation: int = 0) -> "OccupancyGrid":
-        """A grid of ``resolution / factor`` cells per axis over the same box, a cell occupied when
-        any of the ``factor^3`` cells it covers is (then grown by ``dilation`` cells): a
-        conservative, cheaper-to-march copy."""
-        r = self.resolution
-        if factor <= 1 or r % factor or (r // factor) % 2:
-            factor = 1
-        coarse = OccupancyGrid(self.aabb, r // factor).to(self.aabb.device)
-        mask = F.max_pool3d(self.occupied().float()[None, None], factor).reshape(-1) > 0
-        if dilation > 0:
-            mask = _dilate(mask, r // factor, dilation)
-        coarse.bitfield.copy_(pack_bits(mask))
-        return coarse
-
-    def ray_hits(self, rays: RayBundle, coarsen: int = 4) -> Tensor:
-        """Whether each ray [N] can meet an occupied cell (between its near and far).
-
-        Marches :meth:`coarsened` ``(coarsen, dilation=1)`` at half its cell size: a ray through
-        an occupied cell crosses at least one coarse cell of the dilated copy, so it always
-        counts as a hit; rays passing near occupied cells may count too (conservative).
-        """
-        return self.coarsened(coarsen, dilation=1).ray_bounds(rays)[2]
-
     @torch.no_grad()
     def ray_bounds(self, rays: RayBundle, step_size: float | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """Where each ray meets occupied cells: ``(t_first [N], t_last [N], hit [N] bool)``.

@@ -93,7 +93,8 @@ class _Collected:
         features = features if self.keep_features else features[:, :0]
         self.picked.append(sel)
         if not self.buffered:
-            self.sigmas.append(sigma), self.feats.append(features)
+            self.sigmas.append(sigma)
+            self.feats.append(features)
             return
         if self.sigma is None:
             self.sigma = sigma.new_empty(self.m)
