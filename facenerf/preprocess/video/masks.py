@@ -10,9 +10,13 @@
 2. **Person.** In every frame, pixels that differ from the plate, plus the never-uncovered
    pixels that are usually covered, form the person after a morphological clean-up; only
    regions touching the face or the bottom edge (the torso) are kept.
-3. **Parts.** The landmarks split the person: above the chin's height, and inside the face
-   outline widened by a tenth (which takes in the underside of the jaw), is the head; below,
-   skin-coloured pixels in the neck strip are the neck and the rest is the torso.
+3. **Parts.** The head ends at a cut fixed to the head, not to the image: a plane a little below
+   the neutral chin that rises towards the nape, across a neck cylinder (:func:`neck_cut`). It is
+   posed with each frame's tracked head and projected (:func:`below_cut`), so the under-chin
+   strip is head or neck alike in every frame, however the head nods or turns. Everything inside
+   the face outline widened by a tenth (the chin, even with the jaw open) stays head. Below the
+   cut, skin-coloured pixels in the neck strip are the neck and the rest is the torso. Without
+   poses, a line through the chin across the face's up direction stands in for the cut.
 
 The torso layer (``torso_imgs``) is the frame's neck and torso pixels with their mask as alpha;
 what the head hides of them is not in-painted.
@@ -37,6 +41,10 @@ class MaskSettings:
     neck_length: float = 1.2     # neck strip below the chin, in face heights
     chin_line: float = 0.0       # head / neck split, in face heights above the chin (outside the face)
     face_margin: float = 0.1     # the face polygon (always head) widened by this share of its size
+    cut_below: float = 0.1       # head / neck cut at the throat, below the neutral chin, in jaw widths (~12 mm)
+    cut_tilt: float = 25.0       # the cut plane rises from the throat towards the nape (degrees)
+    neck_radius: float = 0.45    # neck cylinder radius, in jaw widths (~55 mm: neck breadth ~110 mm)
+    neck_behind: float = 0.9     # neck axis behind the chin, in jaw widths (throat ~55 mm behind it)
 
 
 def _fill(shape: tuple[int, int], polygon: np.ndarray) -> np.ndarray:
@@ -86,7 +94,11 @@ def background_plate(images: list[np.ndarray], landmarks: list[np.ndarray], marg
 
 
 def person_mask(image: np.ndarray, plate: Plate, frame: FaceFrame, settings: MaskSettings) -> np.ndarray:
-    """``[H, W]`` bool: pixels of the person (differ from the plate, cleaned, attached to face or torso)."""
+    """``[H, W]`` bool: pixels of the person (differ from the plate, cleaned, attached to face or torso).
+
+    Pixels the sample frames never showed uncovered count as person where they were usually
+    covered: the in-painted plate there is a guess, and near the neck it takes the skin's colour.
+    """
     import cv2
 
     shape = image.shape[:2]
@@ -120,12 +132,61 @@ def _fill_holes(mask: np.ndarray) -> np.ndarray:
     return binary_fill_holes(mask)
 
 
-def split_parts(image: np.ndarray, person: np.ndarray, frame: FaceFrame, settings: MaskSettings) -> np.ndarray:
-    """``[H, W]`` uint8 labels: head above the jaw line, skin-coloured neck strip, torso below."""
+def neck_cut(template: np.ndarray, settings: MaskSettings, n: int = 33) -> np.ndarray:
+    """``[n, 3]`` head-frame points (template units) of the head / neck cut, left to right.
+
+    The front half of a vertical neck cylinder (``neck_radius`` jaw widths, its axis
+    ``neck_behind`` jaw widths behind the chin) cut by a plane ``cut_below`` jaw widths below the
+    chin at the throat, rising by ``cut_tilt`` towards the nape. ``template [68, 3]`` is the
+    neutral landmark template of the head frame (y up, z out of the face).
+    """
+    width = float(np.linalg.norm(template[16] - template[0]))
+    chin = template[8]
+    radius, axis_z = settings.neck_radius * width, chin[2] - settings.neck_behind * width
+    angle = np.linspace(-np.pi / 2, np.pi / 2, n)                                 # [n] round the neck
+    z = axis_z + radius * np.cos(angle)
+    y = chin[1] - settings.cut_below * width + (axis_z + radius - z) * np.tan(np.radians(settings.cut_tilt))
+    return np.stack([chin[0] + radius * np.sin(angle), y, z], axis=1)
+
+
+def project_cut(points: np.ndarray, rvec: np.ndarray, tvec: np.ndarray, kmat: np.ndarray) -> np.ndarray:
+    """``[n, 2]`` pixels of head-frame ``points [n, 3]`` under the OpenCV head -> camera pose."""
+    import cv2
+
+    pixels, _ = cv2.projectPoints(np.asarray(points, np.float64), np.asarray(rvec, np.float64),
+                                  np.asarray(tvec, np.float64), np.asarray(kmat, np.float64), None)
+    return pixels.reshape(-1, 2)
+
+
+def below_cut(shape: tuple[int, int], cut: np.ndarray) -> np.ndarray:
+    """``[H, W]`` bool: pixels below the projected cut ``[n, 2]`` (x, y), and beside it below the
+    straight line that continues its ends (the shoulders' side of the image)."""
+    import cv2
+
+    along = cut[-1] - cut[0]
+    along /= max(np.linalg.norm(along), 1e-9)
+    if along[0] < 0:
+        cut, along = cut[::-1], -along
+    down = np.array([-along[1], along[0]])                      # image y grows downwards
+    far = 4.0 * max(shape)
+    left, right = cut[0] - far * along, cut[-1] + far * along
+    polygon = np.concatenate([[left], cut, [right, right + far * down, left + far * down]])
+    mask = np.zeros(shape, np.uint8)
+    cv2.fillPoly(mask, [np.round(polygon).astype(np.int32)], 1)
+    return mask.astype(bool)
+
+
+def split_parts(image: np.ndarray, person: np.ndarray, frame: FaceFrame, settings: MaskSettings,
+                cut: np.ndarray | None = None) -> np.ndarray:
+    """``[H, W]`` uint8 labels: head above the cut (``cut [n, 2]``, see :func:`below_cut`; None: the
+    chin line), skin-coloured neck strip and torso below it."""
     shape = person.shape
-    yy, xx = np.mgrid[0:shape[0], 0:shape[1]].astype(np.float64)
-    height = frame.height_above_chin(xx, yy)
-    lower = (height < settings.chin_line) & ~_fill(shape, frame.face_polygon(lift=0.2, shrink=-settings.face_margin))
+    if cut is None:
+        yy, xx = np.mgrid[0:shape[0], 0:shape[1]].astype(np.float64)
+        lower = frame.height_above_chin(xx, yy) < settings.chin_line
+    else:
+        lower = below_cut(shape, cut)
+    lower &= ~_fill(shape, frame.face_polygon(lift=0.2, shrink=-settings.face_margin))
     labels = np.zeros(shape, np.uint8)
     labels[person & ~lower] = HEAD
     below = person & lower
@@ -144,10 +205,11 @@ def split_parts(image: np.ndarray, person: np.ndarray, frame: FaceFrame, setting
     return labels
 
 
-def frame_labels(image: np.ndarray, landmarks: np.ndarray, plate: Plate, settings: MaskSettings) -> np.ndarray:
-    """Head / neck / torso labels ``[H, W]`` of one frame."""
+def frame_labels(image: np.ndarray, landmarks: np.ndarray, plate: Plate, settings: MaskSettings,
+                 cut: np.ndarray | None = None) -> np.ndarray:
+    """Head / neck / torso labels ``[H, W]`` of one frame (``cut [n, 2]``: the projected neck cut)."""
     frame = FaceFrame.from_landmarks(landmarks)
-    return split_parts(image, person_mask(image, plate, frame, settings), frame, settings)
+    return split_parts(image, person_mask(image, plate, frame, settings), frame, settings, cut)
 
 
 def torso_layer(image: np.ndarray, labels: np.ndarray) -> np.ndarray:

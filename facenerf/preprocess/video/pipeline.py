@@ -207,12 +207,13 @@ class VideoProcessor:
         self._stage("tracking", self.s.key("focal", "smooth_pose", "smooth_expression"), body)
         return HeadTrack.load(self.track / "head.npz")
 
-    def masks(self, landmarks) -> None:
+    def masks(self, landmarks, head) -> None:
         from tqdm import tqdm
 
         from facenerf.data.video import write_frame_files
         from facenerf.io import read_image
         from facenerf.preprocess.video import masks as mk
+        from facenerf.preprocess.video.headpose import camera_matrix
 
         settings = mk.MaskSettings(samples=self.s.mask_samples)
         paths = self.frame_paths()
@@ -224,16 +225,19 @@ class VideoProcessor:
 
         def body():
             plate = self._plate(paths, landmarks, settings)
+            cut = mk.neck_cut(head.template, settings)                      # [n, 3] head frame
+            kmat = camera_matrix(head.focal, self.info["width"], self.info["height"])
             for i in tqdm(np.flatnonzero(landmarks.valid), desc="masks", unit="frame",
                           disable=None if self.s.progress else True):
                 if done(i):
                     continue
                 image = read_image(paths[i])
-                labels = mk.frame_labels(image, landmarks.landmarks[i], plate, settings)
+                labels = mk.frame_labels(image, landmarks.landmarks[i], plate, settings,
+                                         mk.project_cut(cut, head.rvecs[i], head.tvecs[i], kmat))
                 write_frame_files(self.out, int(i), image, labels, plate.image, mk.torso_layer(image, labels), None,
                                   self.s.jpeg_quality, write_frame=False)
 
-        self._stage("masks", self.s.key("mask_samples", "jpeg_quality"), body)
+        self._stage("masks", "neck cut|" + self.s.key("mask_samples", "jpeg_quality"), body)
 
     def _plate(self, paths, landmarks, settings):
         from facenerf.io import read_image, write_npz, write_image
@@ -314,7 +318,7 @@ class VideoProcessor:
         landmarks = self.landmarks()
         self.n_test(int(landmarks.valid.sum()))
         head = self.tracking(landmarks)
-        self.masks(landmarks)
+        self.masks(landmarks, head)
         self.dataset(landmarks, head)
         if self.s.preview:
             self.preview(landmarks, head)
