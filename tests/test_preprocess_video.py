@@ -227,6 +227,35 @@ def test_short_misses_are_carried_and_frames_without_a_face_are_dropped(clip, tm
     assert np.isnan(smooth[14]).all() and np.isfinite(smooth[13]).all()
 
 
+@pytest.mark.skipif(PLATFORM is None, reason="no headless OpenGL platform")
+def test_long_misses_are_followed_frame_to_frame_until_the_face_is_gone(clip, tmp_path):
+    import imageio.v3 as iio
+
+    from facenerf.io import write_image
+    from facenerf.preprocess.video.landmarks import carry_gaps, detect_frames, follow_gaps
+
+    video = iio.imread(clip / "talk.mp4")[:40]
+    paths = []
+    for i, frame in enumerate(video):
+        if i >= 34:                                         # the face is gone for the clip's last frames
+            frame = np.full_like(frame, 128)
+        paths.append(write_image(tmp_path / f"{i}.png", frame))
+    misses = set(range(0, 3)) | set(range(10, 30))          # dlib "misses" at the start and for 20 frames
+    detector = _MissingDetector(misses=misses)
+    raw, boxes, scores, detected = detect_frames(paths, detector, progress=False)
+    assert detected.tolist() == [i not in misses and i < 34 for i in range(40)]
+    carried = carry_gaps(paths, detector, raw, boxes, detected, max_gap=5)
+    assert np.flatnonzero(carried).tolist() == [0, 1, 2]    # the short miss at the start
+    followed = follow_gaps(paths, detector, raw, boxes, detected | carried, max_follow=50)
+    assert np.flatnonzero(followed).tolist() == list(range(10, 30))   # the faceless end stays dropped
+    truth = np.load(clip / "ground_truth" / "landmarks_2d.npy")[:40]
+    error = np.linalg.norm(raw - truth, axis=-1).mean(axis=-1)          # [40] px
+    assert error[10:30].max() < 2.0 * np.nanmax(error[detected]) and error[10:30].mean() < 5.0
+    assert np.isnan(raw[34:]).all()
+    short = follow_gaps(paths, detector, raw.copy(), boxes.copy(), detected | carried, max_follow=19)
+    assert not short.any()                                  # a 20-frame miss is longer than max_follow 19
+
+
 # ------------------------------------------------------------------------ the pipeline
 
 @pytest.mark.skipif(PLATFORM is None, reason="no headless OpenGL platform")

@@ -166,6 +166,55 @@ def carry_gaps(paths: list[Path], detector, raw: np.ndarray, boxes: np.ndarray, 
     return carried
 
 
+def _box_relation(box: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    """``[3]`` (scale, dx, dy): a detection ``box [4]`` relative to its ``landmarks [68, 2]``' extent."""
+    lo, hi = landmarks.min(axis=0), landmarks.max(axis=0)
+    size = float(max(hi - lo))
+    centre = 0.5 * (box[:2] + box[2:])
+    return np.r_[max(box[2] - box[0], box[3] - box[1]) / size, (centre - 0.5 * (lo + hi)) / size]
+
+
+def _box_from(landmarks: np.ndarray, relation: np.ndarray) -> np.ndarray:
+    """``[4]`` detection-style box around ``landmarks [68, 2]`` (the inverse of :func:`_box_relation`)."""
+    lo, hi = landmarks.min(axis=0), landmarks.max(axis=0)
+    size = float(max(hi - lo))
+    centre = 0.5 * (lo + hi) + relation[1:] * size
+    return np.r_[centre - 0.5 * relation[0] * size, centre + 0.5 * relation[0] * size]
+
+
+def follow_gaps(paths: list[Path], detector, raw: np.ndarray, boxes: np.ndarray, valid: np.ndarray,
+                max_follow: int, min_similarity: float = 0.5) -> np.ndarray:
+    """Bridge misses of at most ``max_follow`` frames that :func:`carry_gaps` left; returns
+    ``followed [N]`` and fills ``raw`` and ``boxes`` in place.
+
+    The detector can miss a face for longer than interpolating its box is safe. Here the face is
+    followed from the frame before the miss (after it, at the clip's start): each frame's box
+    comes from the previous frame's landmarks and the predictor runs inside it. Following stops
+    at the first frame whose crop no longer looks like the previous frame's
+    (:func:`face_similarity` below ``min_similarity``) or whose face changes size by more than a
+    quarter: a frame where the face is really gone stays dropped.
+    """
+    n = len(paths)
+    followed = np.zeros(n, dtype=bool)
+    for start, stop in gap_runs(valid):
+        if stop - start > max_follow or (start == 0 and stop == n):
+            continue
+        anchor, order = (start - 1, range(start, stop)) if start > 0 else (stop, range(stop - 1, start - 1, -1))
+        relation, size = _box_relation(boxes[anchor], raw[anchor]), float(np.ptp(raw[anchor], axis=0).max())
+        previous, before = anchor, read_image(paths[anchor])
+        for i in order:
+            box = _box_from(raw[previous], relation)
+            image = read_image(paths[i])
+            if face_similarity(image, before, box) < min_similarity:
+                break
+            landmarks = detector.in_box(image, box)
+            if not 0.8 < float(np.ptp(landmarks, axis=0).max()) / size < 1.25:
+                break
+            raw[i], boxes[i], followed[i] = landmarks, box, True
+            previous, before = i, image
+    return followed
+
+
 def smooth_runs(values: np.ndarray, keep: np.ndarray, sigma: float) -> np.ndarray:
     """Gaussian smoothing over time (axis 0) inside each run of kept frames; NaN elsewhere."""
     from scipy.ndimage import gaussian_filter1d
@@ -179,14 +228,16 @@ def smooth_runs(values: np.ndarray, keep: np.ndarray, sigma: float) -> np.ndarra
 
 def track_landmarks(paths: list[Path], upsample: int, max_gap: int = 5, sigma: float = 0.7,
                     predictor: str | Path | None = None, progress: bool = True,
-                    flow: tuple[str, ...] = ("brows", "stable")) -> LandmarkTrack:
-    """Detect, carry and smooth the landmarks of the frames ``paths`` (in time order); the
+                    flow: tuple[str, ...] = ("brows", "stable"), max_follow: int = 50) -> LandmarkTrack:
+    """Detect, carry (short misses: :func:`carry_gaps`; longer ones up to ``max_follow`` frames:
+    :func:`follow_gaps`) and smooth the landmarks of the frames ``paths`` (in time order); the
     ``flow`` groups (:data:`facenerf.preprocess.video.flow.GROUPS`) are followed by optical flow."""
     from facenerf.preprocess.video.flow import GROUPS, follow_landmarks
 
     detector = VideoFaceDetector(upsample, predictor)
     raw, boxes, scores, detected = detect_frames(paths, detector, progress)
     carried = carry_gaps(paths, detector, raw, boxes, detected, max_gap)
+    carried |= follow_gaps(paths, detector, raw, boxes, detected | carried, max_follow)
     valid = detected | carried
     groups = {name: GROUPS[name] for name in flow}
     followed = follow_landmarks(paths, raw, valid, groups, progress=progress)[0] if groups else raw

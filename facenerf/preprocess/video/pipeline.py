@@ -58,6 +58,8 @@ class ProcessSettings:
                                           "per frame at --fps)")
     upsample: int | None = option(None, "dlib HOG up-sampling (default: from the frame size)")
     max_gap: int = option(5, "longest detection miss carried over, in frames")
+    max_follow: int = option(50, "longest detection miss bridged by following the face from frame to frame, in "
+                                 "frames (0: off)")
     smooth_landmarks: float = option(0.7, "temporal smoothing sigma of the landmarks (frames)")
     smooth_pose: float = option(1.0, "temporal smoothing sigma of the pose (frames)")
     smooth_expression: float = option(0.7, "temporal smoothing sigma of the expression (frames)")
@@ -179,10 +181,10 @@ class VideoProcessor:
 
         def body():
             track_landmarks(self.frame_paths(), upsample, self.s.max_gap, self.s.smooth_landmarks, self.s.predictor,
-                            self.s.progress, self.s.flow_groups()).save(self.track / "landmarks.npz")
+                            self.s.progress, self.s.flow_groups(), self.s.max_follow).save(self.track / "landmarks.npz")
 
-        self._stage("landmarks", f"{upsample}|" + self.s.key("max_gap", "smooth_landmarks", "predictor", "brow_flow",
-                                                          "stable_flow"),
+        self._stage("landmarks", f"{upsample}|" + self.s.key("max_gap", "max_follow", "smooth_landmarks", "predictor",
+                                                          "brow_flow", "stable_flow"),
                     body)
         track = LandmarkTrack.load(self.track / "landmarks.npz")
         kept = int(track.valid.sum())
