@@ -1,11 +1,13 @@
-"""Landmarks followed by optical flow: known brow raises on a moving textured face are recovered, and
-stable points that a detector drags along with an expression are put back on the skin."""
+"""Landmarks followed by optical flow: known brow raises on a moving textured face are recovered,
+stable points that a detector drags along with an expression are put back on the skin, and outer
+eye corners stay on the corner while the eye beside them slides."""
 
 import numpy as np
 import pytest
 
 from facenerf.io import write_image
-from facenerf.preprocess.video.flow import BROWS, GROUPS, follow_landmarks, reference_frame
+from facenerf.errors import FaceNerfError
+from facenerf.preprocess.video.flow import BROWS, CORNERS, GROUPS, follow_landmarks, reference_frame
 from facenerf.preprocess.video.headpose import RIGID
 
 SIZE = 160
@@ -113,3 +115,58 @@ def test_stable_points_dragged_by_an_expression_are_put_back(tmp_path):
     before = np.abs((biased[:, RIGID] - head_motion) - (biased[ref, RIGID] - head_motion[ref])).max()
     assert before > 1.0                                                       # the detector's drag was real
     assert set(GROUPS) == {"brows", "stable"}
+
+
+def _eye_scene(tmp_path, head_shift, slides, gap=6.0):
+    """Frames of a faintly textured face moved by ``head_shift[i] (dx, dy)`` with a dark dot at each
+    outer eye corner and a bright disc (the eye) ``gap + slides[i]`` pixels inward of it; landmarks
+    that follow the head exactly."""
+    from scipy.ndimage import gaussian_filter
+
+    face = 0.3 + 0.3 * _texture(np.random.default_rng(0), (SIZE, SIZE))
+    base = np.zeros((68, 2))
+    base[:, 0] = np.linspace(45, 115, 68)
+    base[:, 1] = 100 + 10 * np.sin(np.arange(68))
+    base[RIGID, 1] = np.linspace(70, 110, len(RIGID))
+    base[CORNERS] = [(55, 75), (105, 75)]
+    yy, xx = np.mgrid[:SIZE, :SIZE]
+
+    def disc(x, y, radius):
+        return gaussian_filter((((xx - x) ** 2 + (yy - y) ** 2) <= radius ** 2).astype(float), 0.7)
+
+    paths, landmarks = [], []
+    for i, ((dx, dy), slide) in enumerate(zip(head_shift, slides)):
+        image = face.copy()
+        for (x, y), inward in zip(base[CORNERS], (1, -1)):
+            image *= 1 - disc(x, y, 1.0)
+            eye = disc(x + inward * (gap + slide), y, 3.0)
+            image = image * (1 - eye) + eye
+        image = np.roll(image, (dy, dx), axis=(0, 1))
+        paths.append(write_image(tmp_path / f"{i}.png", np.repeat(image[..., None], 3, axis=-1)))
+        landmarks.append(base + [dx, dy])
+    return paths, np.stack(landmarks)
+
+
+def test_outer_eye_corners_hold_while_the_eye_beside_them_slides(tmp_path):
+    """As the head turns, the eye's surface slides against the skin at its outer corner. A flow
+    window as wide as the other points' takes the eye along; the narrow corner window stays on
+    the corner (its drift from the reference frame, head motion removed, is near zero)."""
+    shifts = [(0, 0), (2, 1), (-3, 2), (1, -2), (4, 3), (0, 0)]
+    paths, landmarks = _eye_scene(tmp_path, shifts, slides=[0, 2, 4, 1, 3, 0])
+    keep = np.ones(len(paths), dtype=bool)
+    ref = reference_frame(landmarks, keep)
+    head_motion = np.array(shifts, dtype=float)[:, None, :]
+    drift = {}
+    for window in (0.0, 0.055):
+        followed, ok = follow_landmarks(paths, landmarks, keep, corner_window=window, progress=False)
+        assert ok["stable"].all()
+        on_skin = followed[:, CORNERS] - head_motion                              # [N, 2, 2]
+        drift[window] = np.abs(on_skin - on_skin[ref]).max()
+    assert drift[0.055] < 0.3
+    assert drift[0.0] > 1.0                                                       # the wide window is dragged
+
+
+def test_a_negative_corner_window_is_refused(tmp_path):
+    paths, landmarks = _scene(tmp_path, [(0, 0), (1, 0)], [0, 1])
+    with pytest.raises(FaceNerfError, match="corner_window"):
+        follow_landmarks(paths, landmarks, np.ones(2, dtype=bool), corner_window=-0.1, progress=False)

@@ -228,11 +228,14 @@ def smooth_runs(values: np.ndarray, keep: np.ndarray, sigma: float) -> np.ndarra
 
 def track_landmarks(paths: list[Path], upsample: int, max_gap: int = 5, sigma: float = 0.7,
                     predictor: str | Path | None = None, progress: bool = True,
-                    flow: tuple[str, ...] = ("brows", "stable"), max_follow: int = 50) -> LandmarkTrack:
+                    flow: tuple[str, ...] = ("brows", "stable"), max_follow: int = 50,
+                    corner_window: float | None = None) -> LandmarkTrack:
     """Detect, carry (short misses: :func:`carry_gaps`; longer ones up to ``max_follow`` frames:
     :func:`follow_gaps`) and smooth the landmarks of the frames ``paths`` (in time order); the
-    ``flow`` groups (:data:`facenerf.preprocess.video.flow.GROUPS`) are followed by optical flow."""
-    from facenerf.preprocess.video.flow import GROUPS, follow_landmarks
+    ``flow`` groups (:data:`facenerf.preprocess.video.flow.GROUPS`) are followed by optical flow,
+    in a window ``corner_window`` of the face wide at the outer eye corners (default
+    :data:`~facenerf.preprocess.video.flow.CORNER_WINDOW`)."""
+    from facenerf.preprocess.video.flow import CORNER_WINDOW, GROUPS, follow_landmarks
 
     detector = VideoFaceDetector(upsample, predictor)
     raw, boxes, scores, detected = detect_frames(paths, detector, progress)
@@ -240,6 +243,8 @@ def track_landmarks(paths: list[Path], upsample: int, max_gap: int = 5, sigma: f
     carried |= follow_gaps(paths, detector, raw, boxes, detected | carried, max_follow)
     valid = detected | carried
     groups = {name: GROUPS[name] for name in flow}
-    followed = follow_landmarks(paths, raw, valid, groups, progress=progress)[0] if groups else raw
+    window = CORNER_WINDOW if corner_window is None else corner_window
+    followed = follow_landmarks(paths, raw, valid, groups, corner_window=window, progress=progress)[0] \
+        if groups else raw
     return LandmarkTrack(raw=raw, landmarks=smooth_runs(followed, valid, sigma), detected=detected, carried=carried,
                          boxes=boxes, scores=scores)

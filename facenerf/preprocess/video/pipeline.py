@@ -74,6 +74,9 @@ class ProcessSettings:
                                    "points barely follow raised or lowered brows)")
     stable_flow: bool = option(True, "follow the nose and eye corners (the points the pose is solved from) by "
                                      "optical flow from a reference frame (dlib moves them with the brows and mouth)")
+    corner_window: float = option(0.055, "flow window at the outer eye corners, as a fraction of the face width "
+                                         "(0: as wide as the other points'; a wide one slides with the eye as the "
+                                         "head turns)")
 
     def flow_groups(self) -> tuple[str, ...]:
         """The landmark groups followed by optical flow."""
@@ -180,11 +183,13 @@ class VideoProcessor:
                                                                                          self.info["height"])
 
         def body():
-            track_landmarks(self.frame_paths(), upsample, self.s.max_gap, self.s.smooth_landmarks, self.s.predictor,
-                            self.s.progress, self.s.flow_groups(), self.s.max_follow).save(self.track / "landmarks.npz")
+            track = track_landmarks(self.frame_paths(), upsample, self.s.max_gap, self.s.smooth_landmarks,
+                                    self.s.predictor, self.s.progress, self.s.flow_groups(), self.s.max_follow,
+                                    self.s.corner_window)
+            track.save(self.track / "landmarks.npz")
 
         self._stage("landmarks", f"{upsample}|" + self.s.key("max_gap", "max_follow", "smooth_landmarks", "predictor",
-                                                          "brow_flow", "stable_flow"),
+                                                          "brow_flow", "stable_flow", "corner_window"),
                     body)
         track = LandmarkTrack.load(self.track / "landmarks.npz")
         kept = int(track.valid.sum())
