@@ -29,7 +29,9 @@ foreshortens against the skin at the corner: on a second synthetic speaker (``--
 frame's pose, and the head rotations' error left after the constant offset was 1.75 degrees
 mean (7.3 max); with the narrow window, 0.54 (3.1 max). On the benchmark clip it fell from 0.73
 to 0.43 degrees. Where the narrow window fails the forward-backward check, the wide one's
-answer is used.
+answer is used. Trained on the ground-truth dataset with only these poses swapped in, the second
+speaker's held-out PSNR rose from 35.5 to 38.9 dB (mean of two seeds; true poses: 40.9); the
+benchmark clip's stayed within the training noise (40.7 and 40.5 dB, mean of four seeds each).
 
 The eyelids and lips are not followed: a blink or an opening mouth hides their texture.
 """
