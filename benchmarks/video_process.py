@@ -85,14 +85,12 @@ def reference_masks(out: Path, paths, truth: Path, count: int) -> dict:
     from facenerf.io import read_image
     from facenerf.preprocess.fitting.segment import FACE, HAIR, segment_face
     from facenerf.preprocess.video import masks as mk
-    from facenerf.preprocess.video.headpose import camera_matrix
     from facenerf.preprocess.video.landmarks import LandmarkTrack
     from facenerf.preprocess.video.tracking import HeadTrack
 
     track = LandmarkTrack.load(out / "track" / "landmarks.npz")
     head = HeadTrack.load(out / "track" / "head.npz")
     settings = mk.MaskSettings()
-    cut = mk.neck_cut(head.template, settings)
     with np.load(out / "track" / "plate.npz") as data:
         plate = mk.Plate(data["image"], data["known"], data["covered"])
     index = [i for i in range(count) if track.valid[i]]
@@ -100,9 +98,9 @@ def reference_masks(out: Path, paths, truth: Path, count: int) -> dict:
     iou = lambda a, b: float((a & b).sum() / max((a | b).sum(), 1))
     truths = {i: iio.imread(truth / "labels" / f"{i}.png") == 1 for i in index}
     start = time.perf_counter()
-    kmat = camera_matrix(head.focal, images[index[0]].shape[1], images[index[0]].shape[0])
+    height, width = images[index[0]].shape[:2]
     ours = {i: mk.frame_labels(images[i], track.landmarks[i], plate, settings,
-                               mk.project_cut(cut, head.rvecs[i], head.tvecs[i], kmat)) == mk.HEAD for i in index}
+                               mk.frame_cut(head, i, width, height, settings)) == mk.HEAD for i in index}
     t_ours = (time.perf_counter() - start) / len(index)
     start = time.perf_counter()
     ref = {i: np.isin(segment_face(images[i], track.landmarks[i]).labels, (FACE, HAIR)) for i in index}

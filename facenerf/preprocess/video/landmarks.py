@@ -20,6 +20,7 @@ import numpy as np
 
 from facenerf.errors import FaceNerfError
 from facenerf.io import read_image, write_npz
+from facenerf.preprocess.video.flow import CORNER_WINDOW
 
 ROI_SCALE = 2.6  # side of the search window around the previous face, in face-box sides
 
@@ -166,19 +167,22 @@ def carry_gaps(paths: list[Path], detector, raw: np.ndarray, boxes: np.ndarray, 
     return carried
 
 
+def _extent(landmarks: np.ndarray) -> tuple[np.ndarray, float]:
+    """``(centre [2], size)`` of the bounding square of ``landmarks [68, 2]``."""
+    lo, hi = landmarks.min(axis=0), landmarks.max(axis=0)
+    return 0.5 * (lo + hi), float(max(hi - lo))
+
+
 def _box_relation(box: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
     """``[3]`` (scale, dx, dy): a detection ``box [4]`` relative to its ``landmarks [68, 2]``' extent."""
-    lo, hi = landmarks.min(axis=0), landmarks.max(axis=0)
-    size = float(max(hi - lo))
-    centre = 0.5 * (box[:2] + box[2:])
-    return np.r_[max(box[2] - box[0], box[3] - box[1]) / size, (centre - 0.5 * (lo + hi)) / size]
+    centre, size = _extent(landmarks)
+    return np.r_[max(box[2] - box[0], box[3] - box[1]) / size, (0.5 * (box[:2] + box[2:]) - centre) / size]
 
 
 def _box_from(landmarks: np.ndarray, relation: np.ndarray) -> np.ndarray:
     """``[4]`` detection-style box around ``landmarks [68, 2]`` (the inverse of :func:`_box_relation`)."""
-    lo, hi = landmarks.min(axis=0), landmarks.max(axis=0)
-    size = float(max(hi - lo))
-    centre = 0.5 * (lo + hi) + relation[1:] * size
+    centre, size = _extent(landmarks)
+    centre = centre + relation[1:] * size
     return np.r_[centre - 0.5 * relation[0] * size, centre + 0.5 * relation[0] * size]
 
 
@@ -200,7 +204,7 @@ def follow_gaps(paths: list[Path], detector, raw: np.ndarray, boxes: np.ndarray,
         if stop - start > max_follow or (start == 0 and stop == n):
             continue
         anchor, order = (start - 1, range(start, stop)) if start > 0 else (stop, range(stop - 1, start - 1, -1))
-        relation, size = _box_relation(boxes[anchor], raw[anchor]), float(np.ptp(raw[anchor], axis=0).max())
+        relation, size = _box_relation(boxes[anchor], raw[anchor]), _extent(raw[anchor])[1]
         previous, before = anchor, read_image(paths[anchor])
         for i in order:
             box = _box_from(raw[previous], relation)
@@ -208,7 +212,7 @@ def follow_gaps(paths: list[Path], detector, raw: np.ndarray, boxes: np.ndarray,
             if face_similarity(image, before, box) < min_similarity:
                 break
             landmarks = detector.in_box(image, box)
-            if not 0.8 < float(np.ptp(landmarks, axis=0).max()) / size < 1.25:
+            if not 0.8 < _extent(landmarks)[1] / size < 1.25:
                 break
             raw[i], boxes[i], followed[i] = landmarks, box, True
             previous, before = i, image
@@ -229,13 +233,12 @@ def smooth_runs(values: np.ndarray, keep: np.ndarray, sigma: float) -> np.ndarra
 def track_landmarks(paths: list[Path], upsample: int, max_gap: int = 5, sigma: float = 0.7,
                     predictor: str | Path | None = None, progress: bool = True,
                     flow: tuple[str, ...] = ("brows", "stable"), max_follow: int = 50,
-                    corner_window: float | None = None) -> LandmarkTrack:
+                    corner_window: float = CORNER_WINDOW) -> LandmarkTrack:
     """Detect, carry (short misses: :func:`carry_gaps`; longer ones up to ``max_follow`` frames:
     :func:`follow_gaps`) and smooth the landmarks of the frames ``paths`` (in time order); the
     ``flow`` groups (:data:`facenerf.preprocess.video.flow.GROUPS`) are followed by optical flow,
-    in a window ``corner_window`` of the face wide at the outer eye corners (default
-    :data:`~facenerf.preprocess.video.flow.CORNER_WINDOW`)."""
-    from facenerf.preprocess.video.flow import CORNER_WINDOW, GROUPS, follow_landmarks
+    in a window ``corner_window`` of the face wide at the outer eye corners."""
+    from facenerf.preprocess.video.flow import GROUPS, follow_landmarks
 
     detector = VideoFaceDetector(upsample, predictor)
     raw, boxes, scores, detected = detect_frames(paths, detector, progress)
@@ -243,8 +246,7 @@ def track_landmarks(paths: list[Path], upsample: int, max_gap: int = 5, sigma: f
     carried |= follow_gaps(paths, detector, raw, boxes, detected | carried, max_follow)
     valid = detected | carried
     groups = {name: GROUPS[name] for name in flow}
-    window = CORNER_WINDOW if corner_window is None else corner_window
-    followed = follow_landmarks(paths, raw, valid, groups, corner_window=window, progress=progress)[0] \
+    followed = follow_landmarks(paths, raw, valid, groups, corner_window=corner_window, progress=progress)[0] \
         if groups else raw
     return LandmarkTrack(raw=raw, landmarks=smooth_runs(followed, valid, sigma), detected=detected, carried=carried,
                          boxes=boxes, scores=scores)

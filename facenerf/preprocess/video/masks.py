@@ -158,6 +158,15 @@ def project_cut(points: np.ndarray, rvec: np.ndarray, tvec: np.ndarray, kmat: np
     return pixels.reshape(-1, 2)
 
 
+def frame_cut(head, i: int, width: int, height: int, settings: MaskSettings) -> np.ndarray:
+    """``[n, 2]`` pixels of the neck cut in frame ``i`` of a tracked clip (``head``: a
+    :class:`~facenerf.preprocess.video.tracking.HeadTrack`; frames ``width`` x ``height``)."""
+    from facenerf.preprocess.video.headpose import camera_matrix
+
+    return project_cut(neck_cut(head.template, settings), head.rvecs[i], head.tvecs[i],
+                       camera_matrix(head.focal, width, height))
+
+
 def below_cut(shape: tuple[int, int], cut: np.ndarray) -> np.ndarray:
     """``[H, W]`` bool: pixels below the projected cut ``[n, 2]`` (x, y), and beside it below the
     straight line that continues its ends (the shoulders' side of the image)."""

@@ -33,6 +33,7 @@ import numpy as np
 from facenerf.config import option
 from facenerf.errors import FaceNerfError
 from facenerf.io import VIDEO_FPS, remove_stale_temporaries, write_json
+from facenerf.preprocess.video.flow import CORNER_WINDOW
 
 STAGES = ("frames", "landmarks", "tracking", "masks", "dataset", "preview")
 STAGE_OUTPUTS = {
@@ -74,7 +75,7 @@ class ProcessSettings:
                                    "points barely follow raised or lowered brows)")
     stable_flow: bool = option(True, "follow the nose and eye corners (the points the pose is solved from) by "
                                      "optical flow from a reference frame (dlib moves them with the brows and mouth)")
-    corner_window: float = option(0.055, "flow window at the outer eye corners, as a fraction of the face width "
+    corner_window: float = option(CORNER_WINDOW, "flow window at the outer eye corners, as a fraction of the face width "
                                          "(0: as wide as the other points'; a wide one slides with the eye as the "
                                          "head turns)")
 
@@ -220,7 +221,6 @@ class VideoProcessor:
         from facenerf.data.video import write_frame_files
         from facenerf.io import read_image
         from facenerf.preprocess.video import masks as mk
-        from facenerf.preprocess.video.headpose import camera_matrix
 
         settings = mk.MaskSettings(samples=self.s.mask_samples)
         paths = self.frame_paths()
@@ -232,15 +232,13 @@ class VideoProcessor:
 
         def body():
             plate = self._plate(paths, landmarks, settings)
-            cut = mk.neck_cut(head.template, settings)                      # [n, 3] head frame
-            kmat = camera_matrix(head.focal, self.info["width"], self.info["height"])
             for i in tqdm(np.flatnonzero(landmarks.valid), desc="masks", unit="frame",
                           disable=None if self.s.progress else True):
                 if done(i):
                     continue
                 image = read_image(paths[i])
-                labels = mk.frame_labels(image, landmarks.landmarks[i], plate, settings,
-                                         mk.project_cut(cut, head.rvecs[i], head.tvecs[i], kmat))
+                cut = mk.frame_cut(head, i, self.info["width"], self.info["height"], settings)
+                labels = mk.frame_labels(image, landmarks.landmarks[i], plate, settings, cut)
                 write_frame_files(self.out, int(i), image, labels, plate.image, mk.torso_layer(image, labels), None,
                                   self.s.jpeg_quality, write_frame=False)
 
