@@ -45,7 +45,7 @@ def main(argv=None) -> int:
                               progress=from_namespace(RunSettings, args).progress)
     report = process_video(settings)
     save_config(namespace_values(args), out, "process_config.txt")
-    print(f"{report['kept']} of {report['frames']} frames kept ({report['carried']} carried through short "
+    print(f"{report['kept']} of {report['frames']} frames kept ({report['carried']} carried through "
           f"detection misses, {report['dropped']} without a face dropped); focal {report['focal_px']:.0f} px")
     print(f"  dataset: {out} ({report['kept'] - report['test_num']} training + {report['test_num']} held-out frames)")
     if settings.preview:

@@ -4,7 +4,7 @@ Stages, in order (outputs under ``out/``; intermediate results under ``out/track
 
 ========== ============================================================================
 frames     ``ori_imgs/<i>.jpg`` at ``fps``; ``track/frames.json``
-landmarks  ``track/landmarks.npz`` (dlib, carried through short misses, smoothed)
+landmarks  ``track/landmarks.npz`` (dlib, carried or followed through detection misses, smoothed)
 tracking   ``track/head.npz``: focal length, per-frame pose and coefficients
 masks      ``bc.jpg``, ``head_imgs/``, ``head_masks/``, ``parsing/``, ``torso_imgs/``, ``gt_imgs/``
 dataset    ``transforms_{all,train,val}.json``, ``expr.npy``, ``expr_max.npy``, ``expr_min.npy``,
