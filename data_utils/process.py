@@ -39,10 +39,11 @@ def main(argv=None) -> int:
 
     args = parse_args(build_parser(), argv)
     video = Path(args.video)
-    probe_video(video)                             # before creating anything
-    out = ensure_writable_dir(Path(args.out) if args.out else default_output(video))
-    settings = from_namespace(ProcessSettings, args, video=video, out=out,
+    out = Path(args.out) if args.out else default_output(video)
+    settings = from_namespace(ProcessSettings, args, video=video, out=out,   # refuses out-of-range options
                               progress=from_namespace(RunSettings, args).progress)
+    probe_video(video)                             # before creating anything
+    ensure_writable_dir(out)
     report = process_video(settings)
     save_config(namespace_values(args), out, "process_config.txt")
     print(f"{report['kept']} of {report['frames']} frames kept ({report['carried']} carried through "

@@ -56,3 +56,13 @@ def test_unwritable_output_folder(tmp_path):
     _assert_one_line_error(proc, "cannot write to output directory")
     proc = _run(["-m", "facenerf.data.synthetic", "--ids", "1", "--out", str(blocker / "data")], tmp_path)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("option, value", [("--corner_window", "-0.1"), ("--max_follow", "-1"),
+                                           ("--jpeg_quality", "0"), ("--fps", "0")])
+def test_process_refuses_an_out_of_range_option_before_reading_the_video(option, value, tmp_path):
+    video = tmp_path / "vids" / "clip.mp4"                # absent: the option is refused first
+    proc = _run([str(ROOT / "data_utils" / "process.py"), str(video), option, value,
+                 "--out", str(tmp_path / "out")], tmp_path)
+    _assert_one_line_error(proc, f"{option} must be")
+    assert not (tmp_path / "out").exists()

@@ -79,6 +79,25 @@ class ProcessSettings:
                                          "(0: as wide as the other points'; a wide one slides with the eye as the "
                                          "head turns)")
 
+    def __post_init__(self) -> None:
+        """Refuse out-of-range options when they are parsed, before any stage runs."""
+        checks = (("fps", self.fps > 0, "positive"),
+                  ("test_num", self.test_num is None or self.test_num >= 1, "at least 1"),
+                  ("upsample", self.upsample is None or self.upsample >= 0, "0 or more"),
+                  ("max_gap", self.max_gap >= 0, "0 or more"),
+                  ("max_follow", self.max_follow >= 0, "0 or more (0: off)"),
+                  ("smooth_landmarks", self.smooth_landmarks >= 0, "0 or more"),
+                  ("smooth_pose", self.smooth_pose >= 0, "0 or more"),
+                  ("smooth_expression", self.smooth_expression >= 0, "0 or more"),
+                  ("focal", self.focal is None or self.focal > 0, "positive"),
+                  ("mask_samples", self.mask_samples >= 1, "at least 1"),
+                  ("min_frames", self.min_frames >= 1, "at least 1"),
+                  ("jpeg_quality", 1 <= self.jpeg_quality <= 100, "between 1 and 100"),
+                  ("corner_window", 0 <= self.corner_window < 1, "in [0, 1): a fraction of the face width"))
+        for name, ok, rule in checks:
+            if not ok:
+                raise FaceNerfError(f"--{name} must be {rule}, got {getattr(self, name)}")
+
     def flow_groups(self) -> tuple[str, ...]:
         """The landmark groups followed by optical flow."""
         return tuple(name for name, on in (("brows", self.brow_flow), ("stable", self.stable_flow)) if on)
