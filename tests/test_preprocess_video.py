@@ -266,7 +266,8 @@ def test_pose_and_coefficients_follow_the_ground_truth(processed, clip):
     result = compare(out, clip / "ground_truth")
     rot, corr = result["rotation_error_deg"], result["correlation"]
     print(f"rotation error mean {rot['mean']:.2f} max {rot['max']:.2f} deg; landmarks {result['landmark_error_px']:.2f}"
-          f" px; head IoU {result['head_mask_iou']:.3f}; r = {corr}")
+          f" px; head IoU {result['head_mask_iou']:.3f}, person IoU {result['person_mask_iou']:.3f}, neck missed "
+          f"{result['neck_missed']:.3f}; r = {corr}")
     assert report["kept"] == FRAMES and report["dropped"] == 0
     assert rot["mean"] < 6.5 and rot["max"] < 11.0
     assert corr["jaw_open"] > 0.85
@@ -275,6 +276,7 @@ def test_pose_and_coefficients_follow_the_ground_truth(processed, clip):
     assert np.mean(mouth) > 0.55   # 0.575 on the real-size procedural head (funnel stays near 0)
     assert corr["brow_up"] > 0.6 and corr["brow_down"] > 0.6   # brows followed by flow (dlib's alone: below 0)
     assert result["head_mask_iou"] > 0.925 and result["landmark_error_px"] < 4.0
+    assert result["person_mask_iou"] > 0.94 and result["neck_missed"] < 0.15   # 0.963 and 0.065 here
     assert SIZE < report["focal_px"] < 3.01 * SIZE
 
 

@@ -29,7 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{result['frames']} frames: head rotation error mean {rot['mean']:.2f} deg, median {rot['median']:.2f}, "
           f"max {rot['max']:.2f} (constant head-frame offset removed: mean {rot['aligned_mean']:.2f}, max "
           f"{rot['aligned_max']:.2f}); landmarks {result['landmark_error_px']:.2f} px; head mask IoU "
-          f"{result['head_mask_iou']:.3f}")
+          f"{result['head_mask_iou']:.3f}, person mask IoU {result['person_mask_iou']:.3f}, true neck called "
+          f"background {100 * result['neck_missed']:.1f}%")
     for name, r in result["correlation"].items():
         print(f"  {name:16s} r = {'constant in the truth' if r is None else f'{r:+.3f}'}")
     if args.out:

@@ -74,8 +74,13 @@ def compare(dataset: str | Path, truth: str | Path, mask_frames: int = 20) -> di
     landmark = [np.linalg.norm(np.loadtxt(dataset / "ori_imgs" / f"{i}.lms") - np.load(truth / "landmarks_2d.npy")[i],
                                axis=1).mean() for i in ids]
     chosen = ids[np.linspace(0, len(ids) - 1, min(mask_frames, len(ids))).astype(int)]
-    head_iou = [_iou(iio.imread(dataset / "head_masks" / f"{i}.png") > 127,
-                     iio.imread(truth / "labels" / f"{i}.png") == 1) for i in chosen]
+    head_iou, person_iou, neck_missed = [], [], []
+    for i in chosen:
+        true_labels = iio.imread(truth / "labels" / f"{i}.png")                  # [H, W] 0 bg, 1 head, 2 neck, 3 torso
+        person = (iio.imread(dataset / "parsing" / f"{i}.png") < 250).any(axis=-1)  # white is background
+        head_iou.append(_iou(iio.imread(dataset / "head_masks" / f"{i}.png") > 127, true_labels == 1))
+        person_iou.append(_iou(person, true_labels > 0))
+        neck_missed.append(float((~person & (true_labels == 2)).sum() / max((true_labels == 2).sum(), 1)))
     return {"frames": int(len(ids)),
             "rotation_error_deg": {"mean": round(float(errors.mean()), 3), "median": round(float(np.median(errors)), 3),
                                    "max": round(float(errors.max()), 3),
@@ -83,4 +88,6 @@ def compare(dataset: str | Path, truth: str | Path, mask_frames: int = 20) -> di
                                    "aligned_max": round(float(aligned.max()), 3)},
             "correlation": correlations(estimate, gt[:, [gt_names.index(n) for n in shared]], shared),
             "landmark_error_px": round(float(np.mean(landmark)), 3),
-            "head_mask_iou": round(float(np.mean(head_iou)), 4)}
+            "head_mask_iou": round(float(np.mean(head_iou)), 4),
+            "person_mask_iou": round(float(np.mean(person_iou)), 4),
+            "neck_missed": round(float(np.mean(neck_missed)), 4)}
