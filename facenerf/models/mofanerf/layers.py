@@ -99,7 +99,7 @@ class SkipTrunk(nn.Module):
         inputs = [code, feature] if self.code_first else [feature, code]
         h = None
         for blocks in (self.block1, self.block2):  # iterated, not sliced: a ModuleList slice builds a new
-            for i, layer in enumerate(blocks):     # module per call, a tenth of a small fit step's time
+            for i, layer in enumerate(blocks):     # ModuleList per call (Python time in every small chunk)
                 if i == 0:
                     h = torch.relu_(split_linear(layer, inputs if h is None else inputs + [h]))
                 else:
