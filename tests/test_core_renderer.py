@@ -407,3 +407,69 @@ def test_merge_sorted_equals_sorting_the_concatenation():
     a = torch.sort(torch.rand(50, 7), dim=-1).values
     b = torch.sort(torch.cat([torch.rand(50, 3), a[:, 3:5]], -1), dim=-1).values  # with ties to a
     torch.testing.assert_close(merge_sorted(a, b), torch.sort(torch.cat([a, b], -1), dim=-1).values, rtol=0, atol=0)
+
+
+def test_pooled_feature_rows_of_nested_gradient_free_passes_do_not_alias():
+    from facenerf.core.packed import evaluate_front_to_back
+
+    torch.manual_seed(2)
+    rays = torch.sort(torch.randint(0, 20, (300,))).values
+    points, deltas = torch.randn(300, 3), torch.rand(300) * 0.5
+
+    def density(shift):
+        return lambda p: (torch.ones(p.shape[0]), p + shift)  # features: the points, shifted
+
+    with torch.no_grad():
+        _, _, first = evaluate_front_to_back(density(0.0), points, rays, deltas, 20, 0.0, 0)
+        index, _, second = evaluate_front_to_back(density(10.0), points, rays, deltas, 20, 1e-2, 3)
+        third_index, _, third = evaluate_front_to_back(density(20.0), points, rays, deltas, 20, 1e-2, 3)
+        rows = torch.arange(index.shape[0])
+        # a pass still holding its rows keeps them while later passes run (no shared buffer)
+        torch.testing.assert_close(second[rows], points[index] + 10.0, rtol=0, atol=0)
+        released = {second.lease.data_ptr(), third.lease.data_ptr()}
+        assert len(released) == 2
+        second.release()
+        with pytest.raises(RuntimeError, match="released"):
+            second[rows]
+        third.release()
+        again_index, _, again = evaluate_front_to_back(density(30.0), points, rays, deltas, 20, 1e-2, 3)
+        assert again.lease.data_ptr() in released  # a released buffer serves the next pass
+        torch.testing.assert_close(again[rows], points[again_index] + 30.0, rtol=0, atol=0)
+    torch.testing.assert_close(first[torch.arange(300)], points, rtol=0, atol=0)
+
+
+def test_round_numbers_with_a_first_round_per_ray():
+    from facenerf.core.packed import round_numbers
+
+    rays = torch.tensor([0, 0, 0, 0, 0, 1, 1, 2, 2, 2, 2, 2, 2])
+    torch.testing.assert_close(round_numbers(rays, 4, 2), torch.tensor([0, 0, 1, 1, 2, 0, 0, 0, 0, 1, 1, 2, 2]))
+    first = torch.tensor([3, 0, 1, 7])  # ray 3 has no samples
+    torch.testing.assert_close(round_numbers(rays, 4, 2, first), torch.tensor([0, 0, 0, 1, 1, 1, 1, 0, 1, 1, 2, 2, 3]))
+
+
+def test_first_fine_round_up_to_the_coarse_stop_renders_the_same_image():
+    from dataclasses import replace
+
+    # a ball of density 8 around the origin seen along the axis: opaque, so rays stop inside it
+    def ball(points, dirs):
+        sigma = 8.0 * (points.norm(dim=-1) < 0.8).to(points.dtype)
+        return sigma, torch.sigmoid(points + 0.3)
+
+    calls = {False: [], True: []}
+
+    def counted(first):
+        def field(points, dirs):
+            calls[first].append(points.shape[0])
+            return ball(points, dirs)
+        return field
+
+    base = RenderSettings(n_samples=24, n_importance=24, coarse_colour=False, early_stop_eps=1e-3, min_weight=0.0,
+                          samples_per_round=2)
+    rays = _axis_rays()
+    out = {first: render_rays(rays, ball, counted(first), replace(base, coarse_first_round=first))
+           for first in (False, True)}
+    torch.testing.assert_close(out[True]["rgb"], out[False]["rgb"], rtol=0, atol=1e-12)
+    torch.testing.assert_close(out[True]["weights"], out[False]["weights"], rtol=0, atol=1e-12)
+    assert float(out[False]["opacity"][0]) > 1 - 1e-3  # the ray did stop
+    # fewer fine density rounds (the colour call is the last one of each list)
+    assert len(calls[True]) < len(calls[False]) and len(calls[True]) <= 4

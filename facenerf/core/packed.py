@@ -27,14 +27,27 @@ DensityEntry = Callable[[Tensor], tuple[Tensor, Tensor]]  # points [K, 3] -> (si
 
 
 class Rows:
-    """Rows ``rows[order]`` of a tensor, gathered only when indexed (avoids copying wide features)."""
+    """Rows ``rows[order]`` of a tensor, gathered only when indexed (avoids copying wide features).
 
-    def __init__(self, rows: Tensor, order: Tensor | None = None):
-        self.rows, self.order = rows, order
+    ``lease``: the rows live in a pooled buffer (:func:`lease_rows`); :meth:`release` hands it
+    back once the rows are no longer needed, after which indexing raises instead of reading rows
+    that a later pass may have overwritten.
+    """
+
+    def __init__(self, rows: Tensor, order: Tensor | None = None, lease: Tensor | None = None):
+        self.rows, self.order, self.lease = rows, order, lease
 
     def __getitem__(self, index: Tensor) -> Tensor:
+        if self.rows is None:
+            raise RuntimeError("these rows were released to the buffer pool; index them before release()")
         rows = index if self.order is None else self.order[index]
         return self.rows.index_select(0, rows)  # index_select: several times faster than rows[...] on a CPU
+
+    def release(self) -> None:
+        """Return a pooled buffer for reuse (no-op otherwise); the rows become unreadable."""
+        if self.lease is not None:
+            return_rows(self.lease)
+            self.rows = self.order = self.lease = None
 
 
 def point_chunk(points: Tensor) -> int:
@@ -57,27 +70,35 @@ def sample_ranks(ray_indices: Tensor, n_rays: int) -> Tensor:
     return torch.arange(ray_indices.shape[0], device=ray_indices.device) - vr.ray_starts(ray_indices, n_rays)
 
 
-_REUSED: dict[tuple, Tensor] = {}  # (device, dtype, width) -> feature buffer of gradient-free passes
+_POOL: dict[tuple, Tensor] = {}  # (device, dtype, width) -> an idle feature buffer of gradient-free passes
 
 
-def reused_rows(rows: int, width: int, like: Tensor) -> Tensor:
-    """A ``[rows, width]`` buffer kept between gradient-free passes on a CPU (a fresh one per pass
-    costs page faults: tens of milliseconds for a 128^2 image's features). Valid until the next
-    call; elsewhere a fresh tensor."""
+def lease_rows(rows: int, width: int, like: Tensor) -> tuple[Tensor, Tensor | None]:
+    """``(rows [rows, width], lease)``: on a CPU a buffer taken out of a pool kept between
+    gradient-free passes (a fresh one per pass costs page faults: tens of milliseconds for a 128^2
+    image's features), ``lease`` being the whole buffer to hand back with :func:`return_rows`.
+    While leased nobody else gets it, so nested or concurrent passes never share rows; an
+    unreturned lease only costs a fresh buffer next time. Elsewhere a fresh tensor, lease None."""
     if like.device.type != "cpu":
-        return like.new_empty(rows, width)
-    key = (str(like.device), like.dtype, width)
-    buf = _REUSED.get(key)
+        return like.new_empty(rows, width), None
+    buf = _POOL.pop((str(like.device), like.dtype, width), None)
     if buf is None or buf.shape[0] < rows:
         buf = like.new_empty(max(rows, 1), width)
-        _REUSED[key] = buf
-    return buf[:rows]
+    return buf[:rows], buf
+
+
+def return_rows(buf: Tensor) -> None:
+    """Hand a buffer from :func:`lease_rows` back to the pool (the larger one is kept)."""
+    key = (str(buf.device), buf.dtype, buf.shape[-1])
+    held = _POOL.get(key)
+    if held is None or held.shape[0] < buf.shape[0]:
+        _POOL[key] = buf
 
 
 class _Collected:
     """Densities and features of the samples evaluated among M candidates, chunk by chunk, in
-    evaluation order: without autograd copied into contiguous buffers (the features into
-    :func:`reused_rows`), with it kept as chunks and concatenated once at the end.
+    evaluation order: without autograd copied into contiguous buffers (the features into a
+    :func:`lease_rows` buffer), with it kept as chunks and concatenated once at the end.
     ``keep_features=False`` drops the features (density-only passes)."""
 
     def __init__(self, m: int, buffered: bool, keep_features: bool = True):
@@ -88,6 +109,7 @@ class _Collected:
         self.count = 0
         self.sigma: Tensor | None = None
         self.features: Tensor | None = None
+        self.lease: Tensor | None = None
 
     def add(self, sel: Tensor, sigma: Tensor, features: Tensor) -> None:
         features = features if self.keep_features else features[:, :0]
@@ -98,7 +120,7 @@ class _Collected:
             return
         if self.sigma is None:
             self.sigma = sigma.new_empty(self.m)
-            self.features = reused_rows(self.m, features.shape[-1], features)
+            self.features, self.lease = lease_rows(self.m, features.shape[-1], features)
         n = sel.shape[0]
         self.sigma[self.count:self.count + n] = sigma
         self.features[self.count:self.count + n] = features
@@ -117,13 +139,26 @@ class _Collected:
         index = torch.nonzero(done).squeeze(-1)
         order = position.index_select(0, index)  # evaluation position of each sorted sample
         if self.buffered:
-            return index, self.sigma[:k].index_select(0, order), Rows(self.features, order)
+            return index, self.sigma[:k].index_select(0, order), Rows(self.features, order, self.lease)
         return index, torch.cat(self.sigmas).index_select(0, order), Rows(torch.cat(self.feats), order)
+
+
+def round_numbers(ray_indices: Tensor, n_rays: int, per_round: int, first_round: Tensor | None = None) -> Tensor:
+    """The front-to-back round of every packed sample [M]: ``per_round`` samples of each ray per
+    round; with ``first_round`` [n_rays] a ray's first ``first_round[r]`` samples all go to round
+    0 and the following ones to rounds 1, 2, ... in groups of ``per_round``."""
+    rank = sample_ranks(ray_indices, n_rays)  # [M]
+    if first_round is None:
+        return torch.div(rank, per_round, rounding_mode="floor")
+    later = rank - first_round.index_select(0, ray_indices)  # [M] < 0 inside the first round
+    after = 1 + torch.div(later.clamp_min(0), per_round, rounding_mode="floor")
+    return torch.where(later < 0, torch.zeros_like(later), after)
 
 
 def evaluate_front_to_back(density: DensityEntry, points: Tensor, ray_indices: Tensor, deltas: Tensor,
                            n_rays: int, stop_eps: float, per_round: int,
-                           keep_features: bool = True) -> tuple[Tensor, Tensor, Rows]:
+                           keep_features: bool = True, first_round: Tensor | None = None
+                           ) -> tuple[Tensor, Tensor, Rows]:
     """Evaluate ``density`` on packed samples, front to back, skipping what lies behind opaque matter.
 
     Args:
@@ -131,10 +166,14 @@ def evaluate_front_to_back(density: DensityEntry, points: Tensor, ray_indices: T
         stop_eps: a ray stops being evaluated once its transmittance is below this (0: never).
         per_round: samples per ray per round (<= 0: everything in one call).
         keep_features: False for a density-only pass (``features`` then has no columns).
+        first_round: [n_rays] samples of each ray evaluated together in the first round (e.g.
+            those in front of where a cheaper pass stopped), the rest in rounds of ``per_round``.
+            Which samples run changes, not the result: samples behind a stop get zero weight.
     Returns:
         ``(index [K], sigma [K], features)``: the evaluated samples (indices into the M
         samples, increasing) with their density; ``features[j]`` gathers the feature rows [.., F]
-        of the evaluated samples ``j`` (a :class:`Rows`, so wide features are copied only where used).
+        of the evaluated samples ``j`` (a :class:`Rows`, so wide features are copied only where used;
+        call its ``release()`` when done with them, so the next gradient-free pass reuses the buffer).
     """
     m = points.shape[0]
     if m == 0:
@@ -143,7 +182,7 @@ def evaluate_front_to_back(density: DensityEntry, points: Tensor, ray_indices: T
     if stop_eps <= 0 or per_round <= 0:
         sigma, features = chunked_density(density, points)
         return torch.arange(m, device=points.device), sigma, Rows(features)
-    round_of = torch.div(sample_ranks(ray_indices, n_rays), per_round, rounding_mode="floor")  # [M]
+    round_of = round_numbers(ray_indices, n_rays, per_round, first_round)  # [M]
     by_round = torch.argsort(round_of, stable=True)  # samples grouped by round, packed order inside
     ends = torch.cumsum(torch.bincount(round_of), dim=0).tolist()
     # the samples' rays, points and optical-depth factors in round order (contiguous per round)
@@ -252,7 +291,7 @@ def composite_samples(field: Field, points: Tensor, directions: Tensor | Rows, r
                       t: Tensor, n_rays: int, *, stop_eps: float = 0.0, per_round: int = 0,
                       min_weight: float | None = None, colour: bool = True,
                       columns: Tensor | None = None, n_columns: int = 0, colour_stride: int = 1,
-                      fill_colour: bool = False) -> dict[str, Tensor]:
+                      fill_colour: bool = False, first_round: Tensor | None = None) -> dict[str, Tensor]:
     """Render packed samples of ``n_rays`` rays with ``field``.
 
     Args:
@@ -270,6 +309,8 @@ def composite_samples(field: Field, points: Tensor, directions: Tensor | Rows, r
         fill_colour: the weight of samples below ``min_weight`` takes the ray's mean visible
             colour instead of black (their colours are alike along a ray), and so does the
             transmittance left where a ray stopped (``opacity`` becomes 1 there).
+        first_round: [n_rays] leading samples of each ray in the first front-to-back round
+            (:func:`evaluate_front_to_back`).
     Returns:
         per ray: ``rgb`` [R, 3] (no background; zeros without colour), ``depth`` [R],
         ``opacity`` [R] (the weight sum), ``n_evaluated`` [R] (density evaluations),
@@ -277,7 +318,8 @@ def composite_samples(field: Field, points: Tensor, directions: Tensor | Rows, r
         evaluated samples: ``index`` [K] (into the M inputs), ``weights`` [K], ``ray_indices`` [K].
     """
     index, sigma, features = evaluate_front_to_back(field.density, points, ray_indices, deltas, n_rays,
-                                                    stop_eps, per_round, keep_features=colour)
+                                                    stop_eps, per_round, keep_features=colour,
+                                                    first_round=first_round)
     ridx = ray_indices.index_select(0, index)
     weights = terminated_weights(sigma.to(deltas.dtype), deltas.index_select(0, index), ridx, n_rays, stop_eps,
                                  None if columns is None else columns.index_select(0, index), n_columns)  # [K]
@@ -297,6 +339,7 @@ def composite_samples(field: Field, points: Tensor, directions: Tensor | Rows, r
                 rgb, opacity = _filled(rgb, opacity, shown, stop_eps)
         else:
             shown = torch.zeros_like(shown)
+    features.release()  # colours evaluated: a pooled feature buffer goes back for the next pass
     return {
         "rgb": rgb, "depth": vr.accumulate_packed(weights, t.index_select(0, index), ridx, n_rays), "opacity": opacity,
         "n_evaluated": torch.bincount(ridx, minlength=n_rays).to(deltas.dtype),

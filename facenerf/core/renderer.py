@@ -67,6 +67,8 @@ class RenderSettings:
     colour_stride: int = 1  # > 1: colour on every n-th visible sample of a ray, interpolated between
     fill_colour: bool = False  # weight below min_weight takes the ray's mean visible colour (not black)
     coarse_needs_fine_grid: bool = False  # coarse samples only where both grids are occupied
+    coarse_first_round: bool = False  # the fine pass's first front-to-back round: every sample of a ray
+    # up to the depth of its last coarse sample with weight (the image does not change)
 
     @property
     def accelerated(self) -> bool:
@@ -158,8 +160,9 @@ def _dense_pass(t: Tensor, rays: RayBundle, field: Field, settings: RenderSettin
 
 
 def _packed_pass(t: Tensor, keep: Tensor, rays: RayBundle, field: Field, settings: RenderSettings,
-                 colour: bool) -> dict[str, Tensor]:
-    """Samples at depths t [R, S] where ``keep`` [R, S] evaluated front to back (packed).
+                 colour: bool, first_round: Tensor | None = None) -> dict[str, Tensor]:
+    """Samples at depths t [R, S] where ``keep`` [R, S] evaluated front to back (packed); the
+    first ``first_round`` [R] kept samples of each ray in the first round.
 
     Returns the per-ray outputs of :func:`~facenerf.core.packed.composite_samples` (colour
     without background) and ``weights`` [R, S] (zero where not evaluated or terminated).
@@ -174,7 +177,8 @@ def _packed_pass(t: Tensor, keep: Tensor, rays: RayBundle, field: Field, setting
     out = composite_samples(field, points, dirs, ridx, deltas, t_k, n_rays,
                             stop_eps=settings.early_stop_eps, per_round=settings.samples_per_round,
                             min_weight=settings.min_weight, colour=colour, columns=flat - ridx * n_columns,
-                            n_columns=n_columns, colour_stride=settings.colour_stride, fill_colour=settings.fill_colour)
+                            n_columns=n_columns, colour_stride=settings.colour_stride, fill_colour=settings.fill_colour,
+                            first_round=first_round)
     index = out.pop("index")
     weights = t.new_zeros(n_rays * n_columns).index_put((flat.index_select(0, index),), out.pop("weights"))
     out.pop("ray_indices")
@@ -202,6 +206,19 @@ def _occupied(grid: OccupancyGrid | None, rays: RayBundle, t: Tensor) -> Tensor:
     return grid.query_along(rays.origins, rays.directions, t)
 
 
+def _first_round_to_coarse_stop(t_coarse: Tensor, weights: Tensor, t_all: Tensor, keep: Tensor) -> Tensor:
+    """Per ray [R]: how many of the fine pass's kept samples (depths ``t_all`` [R, S + I] where
+    ``keep``) lie at or in front of the last coarse depth (``t_coarse`` [R, S]) with a nonzero
+    coarse weight (``weights`` [R, S]); 0 for a ray without any. Where the coarse transmittance
+    ran out, the fine one mostly has too, so these samples make one front-to-back round."""
+    weighted = weights.detach() > 0  # [R, S]
+    columns = torch.arange(t_coarse.shape[1], device=t_coarse.device)
+    last = torch.where(weighted, columns, torch.zeros_like(columns)).amax(dim=1, keepdim=True)  # [R, 1]
+    stop = t_coarse.gather(1, last)  # [R, 1] depth of the last weighted coarse sample
+    count = (keep & (t_all <= stop)).sum(dim=1)
+    return torch.where(weighted.any(dim=1), count, torch.zeros_like(count))
+
+
 def _render_packed(t: Tensor, rays: RayBundle, coarse: Field, fine: Field | None, settings: RenderSettings,
                    grid: OccupancyGrid | None, fine_grid: OccupancyGrid | None, generator) -> dict[str, Tensor]:
     """The hierarchical pass with empty-space skipping, early termination and visible-only colour."""
@@ -224,8 +241,11 @@ def _render_packed(t: Tensor, rays: RayBundle, coarse: Field, fine: Field | None
     if settings.perturb:  # random inverse-CDF draws come unsorted
         t_new, _ = torch.sort(t_new, dim=-1)
     t_all = merge_sorted(t_a, t_new)  # [Ra, S + I], the depths of the reference's sort
-    out = _packed_pass(t_all, _occupied(fine_grid, rays_a, t_all), rays_a, fine if fine is not None else coarse,
-                       settings, colour=True)
+    keep = _occupied(fine_grid, rays_a, t_all)
+    first = _first_round_to_coarse_stop(t_a, coarse_out["weights"], t_all, keep) if settings.coarse_first_round \
+        else None
+    out = _packed_pass(t_all, keep, rays_a, fine if fine is not None else coarse, settings, colour=True,
+                       first_round=first)
     n_coarse = coarse_out.pop("n_evaluated")
     if settings.coarse_colour:
         out.update({f"{key}_coarse": coarse_out[key] for key in ("rgb", "depth", "opacity")})

@@ -11,8 +11,8 @@ Stages of :class:`Fitter`:
    rays), render them through the frozen network with the current codes and pose, evaluate
    :func:`~facenerf.fitting.objective.fit_loss`, take one Adam step with this iteration's
    learning rates. The fast path (``fast_render``, the default) renders with the model's
-   empty-space skipping (:mod:`facenerf.models.mofanerf.acceleration`): an occupancy grid of
-   the coarse density for the current codes, rebuilt every ``grid_refresh`` iterations as the
+   empty-space skipping (:mod:`facenerf.models.mofanerf.acceleration`): occupancy grids of
+   the coarse and fine densities for the current codes, refreshed every ``grid_refresh`` iterations as the
    codes move (:class:`~facenerf.models.mofanerf.acceleration.FitGrid`), a gradient-free
    density-only coarse pass, early ray termination and colour only where it is visible.
    ``fast_render = False`` is the straightforward reference: both passes dense, with colour;
@@ -73,8 +73,9 @@ class FitSettings:
     gain_mode: str = option("rgb", "colour gain on the render: per channel, one value, or off", key="gain",
                             choices=GAIN_MODES)
     init_expression: str = option("neutral", "learned expression eps starts from (name or index)")
-    fast_render: bool = option(True, "empty-space skipping (coarse-density occupancy grid), density-only coarse "
-                                     "pass, early ray termination; false = the straightforward dense reference")
+    fast_render: bool = option(True, "empty-space skipping (coarse- and fine-density occupancy grids), "
+                                     "density-only coarse pass, early ray termination; "
+                                     "false = the straightforward dense reference")
     grid_refresh: int = option(25, "iterations between occupancy-grid refreshes of the fast path")
     log_every: int = 10  # record the history every N iterations
 

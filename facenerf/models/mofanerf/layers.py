@@ -97,13 +97,13 @@ class SkipTrunk(nn.Module):
         if feature.dim() != 2:
             raise ValueError(f"expected a [M, {self.feature_dim}] feature, got {tuple(feature.shape)}")
         inputs = [code, feature] if self.code_first else [feature, code]
-        h = torch.relu_(split_linear(self.block1[0], inputs))
-        for layer in self.block1[1:]:
-            h = torch.relu_(layer(h))
-        if len(self.block2):
-            h = torch.relu_(split_linear(self.block2[0], inputs + [h]))
-            for layer in self.block2[1:]:
-                h = torch.relu_(layer(h))
+        h = None
+        for blocks in (self.block1, self.block2):  # iterated, not sliced: a ModuleList slice builds a new
+            for i, layer in enumerate(blocks):     # ModuleList per call (Python time in every small chunk)
+                if i == 0:
+                    h = torch.relu_(split_linear(layer, inputs if h is None else inputs + [h]))
+                else:
+                    h = torch.relu_(F.linear(h, layer.weight, layer.bias))
         return h
 
     def linear_layers(self) -> list[nn.Linear]:
