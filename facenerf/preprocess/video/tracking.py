@@ -103,6 +103,7 @@ def track_head(landmarks: np.ndarray, keep: np.ndarray, width: int, height: int,
     from tqdm import tqdm
 
     neutral, deltas, _ = landmark_model()
+    deltas = ex.confine(deltas)
     with tqdm(total=2 * int(keep.sum()), desc="pose + expressions", unit="frame",
               disable=None if progress else True) as bar:
         f = _focal(landmarks, keep, neutral, width, height, focal)
