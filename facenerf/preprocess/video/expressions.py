@@ -6,6 +6,9 @@ known pose, the coefficients minimise the weighted image distance between the pr
 ``L(c)`` and the detected landmarks (residuals measured in eye-distance units, so the weights
 do not depend on the resolution) plus a small ridge term, under ``0 <= c <= 1``: a few
 Gauss-Newton steps, each a bounded linear least-squares problem (``scipy.optimize.lsq_linear``).
+The tracker fits the basis after :func:`confine`: each blendshape moves only the landmark
+regions it visibly moves, so an error of the detector in one region (a closed eye's outline)
+cannot be explained by a blendshape of another (a smile, through its slight squint).
 :func:`personalise` adapts the neutral template to the speaker from the frames that look most
 neutral, so identity differences (a wider mouth, higher brows) do not read as expressions.
 """
