@@ -4,7 +4,7 @@ Two passes over the kept frames:
 
 1. focal length (:func:`headpose.estimate_focal` on a sample of frames) and per-frame PnP on
    the stable landmarks (:data:`headpose.RIGID`) against the mean template, then a first
-   coefficient fit (:func:`expressions.fit_frame`);
+   coefficient fit (:func:`expressions.fit_frame`, basis confined by :func:`expressions.confine`);
 2. the template personalised from the most neutral frames (:func:`expressions.personalise`),
    focal length and poses again, poses smoothed over time, coefficients fitted again and
    smoothed over time, then clipped to [0, 1].
@@ -103,6 +103,7 @@ def track_head(landmarks: np.ndarray, keep: np.ndarray, width: int, height: int,
     from tqdm import tqdm
 
     neutral, deltas, _ = landmark_model()
+    deltas = ex.confine(deltas)
     with tqdm(total=2 * int(keep.sum()), desc="pose + expressions", unit="frame",
               disable=None if progress else True) as bar:
         f = _focal(landmarks, keep, neutral, width, height, focal)
