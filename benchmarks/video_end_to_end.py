@@ -313,8 +313,8 @@ def _tracking_lines(result: dict) -> list[str]:
              f"- head rotation error: mean {rot['mean']:.2f}°, max {rot['max']:.2f}°; after removing the one constant "
              f"rotation between the two head frames: mean {rot['aligned_mean']:.2f}°, max {rot['aligned_max']:.2f}°",
              f"- landmark error {trk['landmark_error_px']:.2f} px (at {result['clip']['size']}²); head-mask IoU "
-             f"{trk['head_mask_iou']:.3f}; person-mask IoU {trk.get('person_mask_iou', float('nan')):.3f}; true neck "
-             f"called background {100 * trk.get('neck_missed', float('nan')):.1f}%",
+             f"{trk['head_mask_iou']:.3f}; person-mask IoU {trk['person_mask_iou']:.3f}; true neck "
+             f"called background {100 * trk['neck_missed']:.1f}%",
              f"- our video frames (decoded from the MP4) against the rendered frames at {w}×{h}: "
              f"{result['video_vs_render']['psnr']:.2f} dB", "",
              "| coefficient | correlation with the truth |", "|---|---:|"]

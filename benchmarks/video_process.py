@@ -130,8 +130,8 @@ def write_results(result: dict, stem: Path) -> None:
               f"- head rotation error: mean {acc['rotation_error_deg']['mean']:.2f} deg, median "
               f"{acc['rotation_error_deg']['median']:.2f}, max {acc['rotation_error_deg']['max']:.2f}",
               f"- landmark error (dlib, smoothed): {acc['landmark_error_px']:.2f} px; head-mask IoU "
-              f"{acc['head_mask_iou']:.3f}; person-mask IoU {acc.get('person_mask_iou', float('nan')):.3f}; true "
-              f"neck called background {100 * acc.get('neck_missed', float('nan')):.1f}%", "", "| coefficient | correlation with the truth |", "|---|---:|"]
+              f"{acc['head_mask_iou']:.3f}; person-mask IoU {acc['person_mask_iou']:.3f}; true "
+              f"neck called background {100 * acc['neck_missed']:.1f}%", "", "| coefficient | correlation with the truth |", "|---|---:|"]
     for name, r in acc["correlation"].items():
         lines.append(f"| {name} | {'(constant)' if r is None else f'{r:+.3f}'} |")
     lm, mk = result["reference"]["landmarks"], result["reference"]["masks"]
