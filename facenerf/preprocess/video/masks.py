@@ -7,9 +7,10 @@
    median of that pixel over the sample frames where it is not covered (with a margin). Pixels
    the person never uncovers are in-painted from their surroundings and remembered, with the
    share of sample frames in which they were covered.
-2. **Person.** In every frame, pixels that differ from the plate, plus the never-uncovered
-   pixels that are usually covered, form the person after a morphological clean-up; only
-   regions touching the face or the bottom edge (the torso) are kept.
+2. **Person.** In every frame, pixels that differ from the plate (in-painted pixels included),
+   plus the never-uncovered pixels that are usually covered, form the person after a
+   morphological clean-up; only regions touching the face or the bottom edge (the torso) are
+   kept.
 3. **Parts.** The head ends at a cut fixed to the head, not to the image: a plane a little below
    the neutral chin that rises towards the nape, across a neck cylinder (:func:`neck_cut`). It is
    posed with each frame's tracked head and projected (:func:`below_cut`), so the under-chin
@@ -98,13 +99,16 @@ def person_mask(image: np.ndarray, plate: Plate, frame: FaceFrame, settings: Mas
 
     Pixels the sample frames never showed uncovered count as person where they were usually
     covered: the in-painted plate there is a guess, and near the neck it takes the skin's colour.
+    Where they were mostly uncovered (the margin kept round the person, e.g. just above a head
+    that barely moves) the in-painting spans a few pixels and is close, so there too a pixel
+    that differs from it is person.
     """
     import cv2
 
     shape = image.shape[:2]
     blur = lambda x: cv2.GaussianBlur(x, (0, 0), 0.8)
     differs = np.abs(blur(image) - blur(plate.image)).max(axis=-1) > settings.threshold
-    mask = (differs & plate.known) | (~plate.known & (plate.covered > 0.5))
+    mask = differs | (~plate.known & (plate.covered > 0.5))
     mask |= _fill(shape, frame.face_polygon())
     k = max(1, round(0.006 * max(shape)))
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * k + 1, 2 * k + 1))
