@@ -204,8 +204,29 @@ def test_cli_writes_video_dataset_and_consistent_ground_truth(tmp_path):
 
 def test_cli_rejects_bad_settings_with_one_line(tmp_path):
     for args, message in ((["--frames", "1"], "--frames"), (["--frames", "10", "--test_num", "10"], "--test_num"),
-                          (["--size", "8"], "--size")):
+                          (["--size", "8"], "--size"), (["--background", str(tmp_path / "none.png")], "none.png")):
         done = _run(["--out", str(tmp_path / "x"), *args, "--progress", "false"], ROOT)
         assert done.returncode == 2 and "Traceback" not in done.stderr
         lines = done.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0]
+    assert not (tmp_path / "x").exists()
+
+
+def test_a_photo_background_is_centre_cropped_and_resized(tmp_path):
+    """``--background``: the photo's central square, area-resized to the frame, is the room."""
+    import cv2
+    import imageio.v3 as iio
+    from skimage.data import astronaut
+
+    from facenerf.data.synthetic.talking_head import TalkingHeadSettings, room
+
+    photo = astronaut()[:, 40:452]                                     # 512 x 412: taller than wide
+    iio.imwrite(tmp_path / "room.png", photo)
+    got = room(TalkingHeadSettings(out=tmp_path / "x", size=64, background=tmp_path / "room.png"))
+    square = photo[50:462].astype(np.float32) / 255.0                   # the central 412 x 412
+    expected = cv2.resize(square, (64, 64), interpolation=cv2.INTER_AREA)
+    assert got.shape == (64, 64, 3) and got.dtype == np.float32
+    assert np.abs(got - expected).max() < 1e-5
+    procedural = room(TalkingHeadSettings(out=tmp_path / "x", size=64, seed=3))
+    np.testing.assert_array_equal(procedural, room(TalkingHeadSettings(out=tmp_path / "x", size=64, seed=3)))
+    assert np.abs(procedural - expected).mean() > 0.05

@@ -57,11 +57,15 @@ class TalkingHeadSettings:
     texture_size: int = option(512, "albedo texture size in pixels")
     n_vertices: int = option(syn.DEFAULT_VERTICES, "approximate head vertex count", key="vertices")
     jpeg_quality: int = option(95, "JPEG quality of the frames (1-100)")
+    background: Path | None = option(None, "an image behind the speaker, resized to the frame (default: a "
+                                           "procedural room drawn from --seed)")
     dataset: bool = option(True, "write the dataset layout; false writes only the video and the ground truth")
     progress: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "out", Path(self.out))
+        if self.background is not None:
+            object.__setattr__(self, "background", Path(self.background))
 
     @property
     def n_test(self) -> int:
@@ -76,6 +80,8 @@ class TalkingHeadSettings:
             raise FaceNerfError(f"--test_num must be 1..{self.frames - 1} (frames - 1), got {self.n_test}")
         if self.fps < 1 or self.subject < 1:
             raise FaceNerfError("--fps and --subject must be at least 1")
+        if self.background is not None and not self.background.is_file():
+            raise FaceNerfError(f"--background image not found: {self.background} (check the path)")
 
 
 @dataclass
@@ -203,15 +209,29 @@ def write_ground_truth(cfg: TalkingHeadSettings, perf: Performance, record: _Rec
     write_json(gt / "info.json", info, indent=1)
 
 
+def room(cfg: TalkingHeadSettings) -> np.ndarray:
+    """The static background ``[S, S, 3]`` float32 in [0, 1]: ``cfg.background`` resized (cropped to
+    a square about its centre first), else the procedural room of ``cfg.seed``."""
+    if cfg.background is None:
+        return ts.background_image(cfg.size, np.random.default_rng([int(cfg.seed), 13]))
+    from facenerf.io import read_image, resize_image
+
+    image = read_image(cfg.background)                  # one-line error when missing or unreadable
+    height, width = image.shape[:2]
+    side = min(height, width)
+    top, left = (height - side) // 2, (width - side) // 2
+    return resize_image(image[top:top + side, left:left + side], (cfg.size, cfg.size)).astype(np.float32)
+
+
 def generate_talking_head(cfg: TalkingHeadSettings) -> dict:
     """Render the clip and write the video, the dataset layout and the ground truth; returns a summary."""
     cfg.check()
+    background = room(cfg)
     cfg.out.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(cfg.out, recursive=True)       # left by a killed earlier run
     subject = _Subject.make(cfg)
     perf = perform(cfg.frames, cfg.fps, cfg.seed)
     K, camera = ts.webcam(cfg.size)
-    background = ts.background_image(cfg.size, np.random.default_rng([int(cfg.seed), 13]))
     record = _Recorder(cfg.frames)
     video = cfg.out / f"{cfg.out.name}.mp4"
     write_video(video, _render_frames(cfg, subject, perf, background, record), fps=cfg.fps)
