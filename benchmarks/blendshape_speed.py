@@ -41,7 +41,6 @@ import contextlib
 import json
 import math
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -63,6 +62,7 @@ from facenerf.engine.trainer import Trainer, move_to  # noqa: E402
 from facenerf.errors import FaceNerfError, run_cli  # noqa: E402
 from facenerf.metrics import psnr  # noqa: E402
 from facenerf.runtime import autocast, select_device, seed_everything  # noqa: E402
+from facenerf.runtime import describe_device as device_name  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -342,11 +342,6 @@ def render_pair(args, model, data, size: int, clock: Clock, amp: str = "none") -
             "samples_per_pixel_reference": round(float(out_ref["n_samples"].mean()), 2),
             "_images": (img_ours.cpu(), img_ref.cpu())}
 
-
-def device_name(device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
 
 
 def load_average() -> float:

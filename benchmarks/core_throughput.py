@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -33,6 +32,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from facenerf.io import write_text  # noqa: E402
+from facenerf.runtime import describe_device  # noqa: E402
 from facenerf.core import volume_rendering as vr  # noqa: E402
 from facenerf.core.cameras import Intrinsics, orbit_pose  # noqa: E402
 from facenerf.core.encodings import (  # noqa: E402
@@ -246,18 +246,6 @@ def bench_march(device, rays, n_samples, repeats):
 
 
 # ------------------------------------------------------------------ reporting
-def describe_device(device):
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    model = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return f"{model} ({torch.get_num_threads()} torch threads)"
-
 
 def write_results(out_dir, device, meta, rows):
     out_dir.mkdir(parents=True, exist_ok=True)

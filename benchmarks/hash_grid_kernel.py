@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -40,6 +39,7 @@ from facenerf.core import backends  # noqa: E402
 from facenerf.core.encodings import (  # noqa: E402
     blend_tables, blended_hash_grid_encode, encode_hash_grid, make_hash_grid_meta)
 from facenerf.errors import FaceNerfError  # noqa: E402
+from facenerf.runtime import describe_device  # noqa: E402
 
 GRID = dict(in_dim=3, n_levels=16, n_features=4, log2_table_size=14, base_resolution=16, max_resolution=1024)
 N_TABLES, N_FRAMES = 47, 2  # K + 1 (mean + 46 expressions), frames per batch
@@ -170,17 +170,6 @@ def run_sweep(d: dict, device: torch.device, kernel, warmup: int, repeats: int) 
         kernel.BLOCK_N, kernel.NUM_WARPS = default
     return rows
 
-
-def describe_device(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    model = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
-                 if line.startswith("model name")]
-        model = names[0] if names else model
-    return f"{model} ({torch.get_num_threads()} torch threads)"
 
 
 def write_atomic(path: Path, text: str) -> None:

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -47,6 +46,7 @@ from facenerf.cli import bool_flag, make_parser, parse_args  # noqa: E402
 from facenerf.core.rays import image_rays  # noqa: E402
 from facenerf.errors import run_cli  # noqa: E402
 from facenerf.runtime import autocast, select_device, seed_everything  # noqa: E402
+from facenerf.runtime import describe_device as device_name  # noqa: E402  (mofanerf_skip_sweep imports it from here)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -67,12 +67,6 @@ def timed(fn, device, repeat: int = 1):
         _sync(device)
         best = min(best, clock() - start)
     return out, best
-
-
-def device_name(device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
 def run(args) -> tuple[dict, torch.Tensor]:

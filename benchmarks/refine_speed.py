@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -33,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from facenerf.io import write_text  # noqa: E402
+from facenerf.runtime import cpu_model  # noqa: E402
 from facenerf.models.refine.losses import lsgan_loss  # noqa: E402
 from facenerf.models.refine.model import RefineConfig, RefineModel  # noqa: E402
 
@@ -136,7 +136,7 @@ def write_results(device: torch.device, rows: list[dict], args, load: float) -> 
     out = ROOT / "benchmarks" / "results"
     out.mkdir(parents=True, exist_ok=True)
     meta = {"device": name, "torch": torch.__version__, "threads": torch.get_num_threads(), "repeats": args.repeats,
-            "cpu": platform.processor() or platform.machine(), "load_average_1min_at_start": load}
+            "cpu": cpu_model(), "load_average_1min_at_start": load}
     write_text(out / f"refine_speed_{tag}.json", json.dumps({**meta, "rows": rows}, indent=2))
     lines = [f"# RefineNet speed on {name} ({meta['threads']} torch threads)", "",
              f"torch {torch.__version__}; best of {args.repeats} interleaved runs; 1-minute load average at "

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform as host
 import subprocess
 import sys
 import tempfile
@@ -33,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from facenerf.io import write_text  # noqa: E402
+from facenerf.runtime import cpu_model  # noqa: E402
 
 
 def _make_mesh(folder: Path, vertices: int, texture: int) -> Path:
@@ -128,19 +128,10 @@ def run_platform(name: str, args) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return host.processor() or "unknown CPU"
-
 
 def write_results(results: dict, args, out_dir: Path) -> Path:
     device = "cpu"
-    payload = {"device": device, "cpu": _cpu_name(), "cpu_count": os.cpu_count(),
+    payload = {"device": device, "cpu": cpu_model(), "cpu_count": os.cpu_count(),
                "load_average_1min": os.getloadavg()[0], "resolution": args.resolution, "views": args.views,
                "repeats": args.repeats, "vertices_requested": args.vertices, "texture": args.texture,
                "platforms": results}

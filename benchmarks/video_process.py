@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -30,17 +29,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from facenerf.runtime import cpu_model  # noqa: E402
+
 
 def device_name() -> str:
-    model = platform.processor() or "CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model} ({os.cpu_count()} cores, no GPU)"
+    return f"{cpu_model()} ({os.cpu_count()} cores, no GPU)"
 
 
 def make_clip(folder: Path, frames: int, size: int) -> Path:

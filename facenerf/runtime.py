@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import platform
 import random
 from dataclasses import dataclass
 
@@ -42,6 +44,26 @@ def select_device(name: str = "auto") -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise FaceNerfError(f"device {name!r} requested but CUDA is not available: use --device cpu")
     return device
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux; else what :mod:`platform` knows)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def describe_device(device: torch.device) -> str:
+    """What benchmark results name as their device: the GPU's name, or the CPU's model with its
+    core count and torch's thread count."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{cpu_model()} ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
 
 
 def seed_everything(seed: int) -> torch.Generator:

@@ -86,6 +86,9 @@ def test_runtime_helpers():
     with runtime.autocast(torch.device("cpu"), "bf16"):
         y = torch.ones(2, 2) @ torch.ones(2, 2)
     assert y.dtype == torch.bfloat16
+    name = runtime.describe_device(torch.device("cpu"))
+    assert name.startswith(runtime.cpu_model()) and runtime.cpu_model()
+    assert f"{os.cpu_count()} cores, {torch.get_num_threads()} torch threads" in name
 
 
 def test_read_image_modes(tmp_path):
