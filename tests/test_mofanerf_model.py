@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -261,3 +263,34 @@ def test_skip_grid_box_holds_a_real_size_head_with_margin():
     bound = SkipSettings().bound
     lo, hi = head_box()  # the mean head's box grown by 15% of its size per side, scene units
     assert max(abs(v) for v in lo + hi) < bound
+
+
+@pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
+                    reason="torch.compile on the CPU needs a C++ compiler")
+def test_compiled_networks_match_eager_in_training_and_fast_rendering():
+    from facenerf.core.rays import image_rays
+
+    from torch._dynamo.utils import counters
+
+    eager, compiled = tiny_model(), tiny_model()
+    compiled.compile_networks()
+    counters.clear()
+    assert set(compiled.state_dict()) == set(eager.state_dict())  # checkpoints stay interchangeable
+    batch = _batch(eager)
+    grads = []
+    for model in (eager, compiled):
+        torch.manual_seed(5)
+        losses, _ = model.training_step(batch, 0)
+        losses["main"].backward()
+        grads.append((float(losses["main"].detach()), model.fine.density_head.weight.grad.clone(), model.expression_codes.grad[2].clone()))
+    assert grads[0][0] == pytest.approx(grads[1][0], rel=1e-5)
+    for a, b in zip(grads[0][1:], grads[1][1:]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    K = Intrinsics(12, 12, 30.0, 30.0, 6.0, 6.0)
+    rays = image_rays(K, mofanerf_pose(10.0, 20.0), 8.0, 26.0)
+    with torch.no_grad():
+        renders = [m.eval().render_image(rays, m.face_codes(torch.zeros(8), expression_index=1, uv=batch["uv"]), 12, 12)
+                   for m in (eager, compiled)]
+    torch.testing.assert_close(renders[0]["rgb"], renders[1]["rgb"], rtol=1e-4, atol=1e-5)
+    assert torch.equal(renders[0]["n_evaluated"], renders[1]["n_evaluated"])
+    assert counters["stats"]["unique_graphs"] >= 2  # the compiled entries did run
