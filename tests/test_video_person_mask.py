@@ -50,3 +50,63 @@ def test_a_head_that_rises_into_the_plates_margin_is_person_and_the_wall_there_i
     assert clear_wall.sum() > 200
     assert not mask[clear_wall].any()
     assert mask[head & lifted].all()                      # usually covered, same colour as the plate: person
+
+
+def _swaying_clip(torso_sway: float = 1.0, n: int = 12):
+    """``(frames, landmarks, head_all, torso_all, patch)``: the head of :func:`_scene` moving
+    on an ellipse (4 px across, 2 px up and down), a dark torso swaying ``torso_sway`` times as far, and a still
+    skin-coloured patch on the wall beside it that touches the lower edge. The masks are the
+    pixels inside the head / torso in every frame and the patch."""
+    import cv2
+
+    landmarks, wall, head = _scene()
+    patch = np.zeros((SIZE, SIZE), bool)
+    patch[100:, :22] = True
+    wall[patch] = (0.8, 0.6, 0.5)
+    frames, marks, heads, torsos = [], [], [], []
+    phase = np.linspace(0, 2 * np.pi, n, endpoint=False)
+    for dx, dy in zip(np.round(4 * np.sin(phase)).astype(int), np.round(2 * np.cos(phase)).astype(int)):
+        moved_head = np.roll(head, (dy, dx), axis=(0, 1))
+        torso = np.zeros((SIZE, SIZE), np.uint8)
+        shift = int(round(torso_sway * dx))
+        cv2.rectangle(torso, (40 + shift, 140), (120 + shift, SIZE - 1), 1, -1)
+        cv2.ellipse(torso, (80 + shift, 140), (40, 16), 0.0, 180, 360, 1, -1)
+        torso = torso.astype(bool)
+        image = np.where(torso[..., None], np.float32(0.1), wall)
+        frames.append(np.where(moved_head[..., None], np.float32([0.8, 0.6, 0.5]), image).astype(np.float32))
+        marks.append(landmarks + [float(dx), float(dy)])
+        heads.append(moved_head)
+        torsos.append(torso & ~moved_head)
+    return frames, marks, np.logical_and.reduce(heads), np.logical_and.reduce(torsos), patch
+
+
+def test_motion_hull_holds_a_swaying_person_and_not_a_still_lookalike_beside_it():
+    frames, marks, head, torso, patch = _swaying_clip()
+    hull = mk.motion_hull(frames, marks)
+    assert hull is not None
+    assert hull[head].all() and hull[torso].mean() > 0.99   # still inside, enclosed by moving edges
+    assert not hull[patch].any()
+    assert hull.mean() < 0.5
+    still_frames, still_marks, *_ = _swaying_clip(torso_sway=0.0)
+    assert mk.motion_hull(still_frames, still_marks) is None   # a torso whose outline never moves: no hull
+
+
+def test_plate_takes_back_still_background_that_every_segmentation_called_person(monkeypatch):
+    from types import SimpleNamespace
+
+    frames, marks, head, torso, patch = _swaying_clip()
+    everything = []
+
+    def segment(image, landmarks):   # GrabCut stand-in: the person, and the skin-coloured patch
+        person = (np.abs(image - np.float32([0.8, 0.6, 0.5])).max(-1) < 1e-6) | (image.max(-1) < 0.11)
+        everything.append(person)
+        return SimpleNamespace(labels=person.astype(np.uint8))
+
+    monkeypatch.setattr(mk, "segment_face", segment)
+    plate = mk.background_plate(frames, marks)
+    assert all(p[patch].all() for p in everything)
+    assert plate.known[patch].all() and np.abs(plate.image[patch] - [0.8, 0.6, 0.5]).max() < 1 / 255  # 8-bit plate
+    assert not plate.known[torso].any() and (plate.covered[torso] == 1).all()   # a still torso stays person
+    mask = mk.person_mask(frames[0], plate, FaceFrame.from_landmarks(marks[0]), mk.MaskSettings())
+    assert not mask[patch].any()
+    assert mask[torso].all() and mask[head].all()

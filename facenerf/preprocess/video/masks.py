@@ -6,7 +6,11 @@
    or the bottom edge (a green cushion on a shelf is not hair or clothing). Each pixel of the plate is the
    median of that pixel over the sample frames where it is not covered (with a margin). Pixels
    the person never uncovers are in-painted from their surroundings and remembered, with the
-   share of sample frames in which they were covered.
+   share of sample frames in which they were covered. Only inside the person's motion hull,
+   though (:func:`motion_hull`: the region its moving outline and the frame's lower edge enclose
+   over the sample frames): outside it, what GrabCut called person in every sample never
+   changes, so it is background seen in every frame (a photo's person-coloured parts next to a
+   speaker), and the plate takes its median.
 2. **Person.** In every frame, pixels that differ from the plate (in-painted pixels included),
    plus the never-uncovered pixels that are usually covered, form the person after a
    morphological clean-up; only regions touching the face or the bottom edge (the torso) are
@@ -63,6 +67,52 @@ def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
     return cv2.dilate(mask.astype(np.uint8), kernel).astype(bool)
 
 
+def motion_hull(images: list[np.ndarray], landmarks: list[np.ndarray], floor: float = 0.02,
+                close: float = 0.01, body: float = 0.9) -> np.ndarray | None:
+    """``[H, W]`` bool: the region that the pixels changing over ``images`` (float ``[H, W, 3]``
+    frames spread over the clip; landmarks ``[68, 2]`` each) enclose together with the frame's
+    lower edge, and with its side edges below the lowest chin; ``None`` where that region does not
+    hold the body below the face (``body``: the share of the jaw-wide column from half a face height
+    under the chin to the lower edge that must be inside), as when a still torso's outline barely
+    moves.
+
+    A pixel changes when its standard deviation over the frames (blurred a little, largest over
+    RGB) exceeds ``floor`` and four times the 25th percentile of all pixels' (the noise); gaps in
+    the outline up to ``close`` of the image size are closed.
+    """
+    import cv2
+    from scipy.ndimage import binary_fill_holes
+
+    height, width = images[0].shape[:2]
+    mean = np.zeros((height, width, 3), np.float64)
+    square = np.zeros((height, width, 3), np.float64)
+    for image in images:
+        blurred = cv2.GaussianBlur(image.astype(np.float32), (0, 0), 0.8)
+        mean += blurred
+        square += np.square(blurred, dtype=np.float64)
+    mean /= len(images)
+    std = np.sqrt(np.maximum(square / len(images) - mean ** 2, 0.0)).max(axis=-1)   # [H, W]
+    moved = std > max(floor, 4.0 * float(np.percentile(std, 25)))
+    k = max(1, int(round(close * max(height, width))))
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * k + 1, 2 * k + 1))
+    wall = cv2.morphologyEx(moved.astype(np.uint8), cv2.MORPH_CLOSE, kernel) > 0
+    frames = [FaceFrame.from_landmarks(lms) for lms in landmarks]
+    chin = int(np.clip(max(f.chin[1] for f in frames), 0, height - 1))
+    wall[-1, :] = True
+    wall[chin:, 0] = wall[chin:, -1] = True
+    hull = binary_fill_holes(wall)
+    hull[-1, :] = hull[-2, :]                       # the edges closed the outline; they are not in it
+    hull[chin:, 0], hull[chin:, -1] = hull[chin:, 1], hull[chin:, -2]
+    face_height = float(np.median([f.height for f in frames]))
+    jaw = np.median(np.stack(landmarks), axis=0)[[4, 12], 0]
+    left, right = (int(np.clip(round(x), 0, width)) for x in (min(jaw), max(jaw)))
+    top = int(np.clip(round(chin + 0.5 * face_height), 0, height))
+    column = hull[top:, left:right]
+    if column.size and column.mean() < body:
+        return None
+    return hull
+
+
 @dataclass
 class Plate:
     image: np.ndarray         # [H, W, 3] float32 background
@@ -87,6 +137,12 @@ def background_plate(images: list[np.ndarray], landmarks: list[np.ndarray], marg
     plate = np.zeros((height, width, 3), np.float32)
     if known.any():
         plate[known] = np.nanmedian(stack[:, known], axis=0)
+    hull = motion_hull(images, landmarks)
+    if hull is not None:   # still pixels GrabCut always took for the person, outside its moving outline
+        still = ~known & ~hull
+        plate[still] = np.median(np.stack([image[still] for image in images]), axis=0)
+        known |= still
+        covered[still] = 0.0
     if (~known).any() and known.any():
         plate8 = (np.clip(plate, 0, 1) * 255 + 0.5).astype(np.uint8)
         plate8 = cv2.inpaint(plate8, (~known).astype(np.uint8), max(3, radius), cv2.INPAINT_TELEA)
