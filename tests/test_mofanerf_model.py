@@ -267,6 +267,7 @@ def test_skip_grid_box_holds_a_real_size_head_with_margin():
 
 @pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
                     reason="torch.compile on the CPU needs a C++ compiler")
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")  # torch's own import
 def test_compiled_networks_match_eager_in_training_and_fast_rendering():
     from facenerf.core.rays import image_rays
 
