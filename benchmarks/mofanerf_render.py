@@ -133,7 +133,8 @@ def switches(args, model, render, ref_rgb, ours_rgb, t_ref, device) -> dict:
         out.update({f"seconds_ours_{args.amp}": seconds, f"speedup_{args.amp}": t_ref / seconds,
                     f"psnr_{args.amp}_vs_reference_fp32_db": image_psnr(rgb, ref_rgb),
                     f"psnr_{args.amp}_vs_ours_fp32_db": image_psnr(rgb, ours_rgb)})
-    if args.compile if args.compile is not None else device.type == "cuda":
+    compile_networks = device.type == "cuda" if args.compile is None else args.compile
+    if compile_networks:
         amp = args.amp if device.type == "cuda" else "none"
         model.compile_networks()
         (_, _), warm = timed(lambda: render(True, amp), device)  # compilation happens here
