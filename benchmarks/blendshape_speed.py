@@ -61,8 +61,7 @@ from facenerf.core.scene_box import ray_box_intersect  # noqa: E402
 from facenerf.engine.trainer import Trainer, move_to  # noqa: E402
 from facenerf.errors import FaceNerfError, run_cli  # noqa: E402
 from facenerf.metrics import psnr  # noqa: E402
-from facenerf.runtime import autocast, select_device, seed_everything  # noqa: E402
-from facenerf.runtime import describe_device as device_name  # noqa: E402
+from facenerf.runtime import autocast, describe_device, select_device, seed_everything  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -350,7 +349,7 @@ def load_average() -> float:
 
 def measure(args, device, work: Path, say) -> tuple[dict, torch.Tensor]:
     clock = Clock(device)
-    result = {"device_type": device.type, "device": device_name(device), "torch": torch.__version__,
+    result = {"device_type": device.type, "device": describe_device(device), "torch": torch.__version__,
               "threads": torch.get_num_threads(), "load_average_at_start": load_average(),
               "timed_by": "synchronised wall clock" if device.type == "cuda" else
               "process CPU time (shared machine; one process, --threads threads)"}

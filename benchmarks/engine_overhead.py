@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -34,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from facenerf.io import write_text  # noqa: E402
 from facenerf.engine.trainer import Trainer, TrainerConfig  # noqa: E402
 from facenerf.metrics import gaussian_window, ssim  # noqa: E402
+from facenerf.runtime import describe_device  # noqa: E402
 
 
 class Regressor(nn.Module):
@@ -190,9 +190,7 @@ def run(device: torch.device, steps: int, repeats: int) -> list[dict]:
 
 
 def write_results(rows: list[dict], device: torch.device, args) -> Path:
-    name = platform.processor() or platform.machine()
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
+    name = describe_device(device)
     out_dir = Path(__file__).resolve().parent / "results"
     out_dir.mkdir(parents=True, exist_ok=True)
     meta = {"device": str(device), "device_name": name, "torch": torch.__version__,

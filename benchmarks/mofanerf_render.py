@@ -46,7 +46,7 @@ from facenerf.cli import bool_flag, make_parser, parse_args  # noqa: E402
 from facenerf.core.rays import image_rays  # noqa: E402
 from facenerf.errors import run_cli  # noqa: E402
 from facenerf.runtime import autocast, select_device, seed_everything  # noqa: E402
-from facenerf.runtime import describe_device as device_name  # noqa: E402  (mofanerf_skip_sweep imports it from here)
+from facenerf.runtime import describe_device  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -102,7 +102,7 @@ def run(args) -> tuple[dict, torch.Tensor]:
     (ours_rgb, ours_n), t_ours = timed(lambda: render(True), device, args.repeat)
     grids = model.occupancy_grids(codes)
     result = {
-        "device_type": device.type, "device": device_name(device), "torch": torch.__version__, "load_average_at_start": round(load, 2),
+        "device_type": device.type, "device": describe_device(device), "torch": torch.__version__, "load_average_at_start": round(load, 2),
         "model": f"coarse {model.cfg.netdepth}x{model.cfg.netwidth}, fine {model.cfg.netdepth_fine}x{model.cfg.netwidth_fine}",
         **{f"weights_{k}": v for k, v in prep.source.items()}, "view": name, "resolution": res,
         "samples": f"{model.eval_settings.n_samples} + {model.eval_settings.n_importance}",

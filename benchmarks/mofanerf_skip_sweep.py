@@ -31,13 +31,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from mofanerf_render import device_name, timed  # noqa: E402
+from mofanerf_render import timed  # noqa: E402
 from mofanerf_setup import add_setup_args, data_render_case, heldout_view, image_psnr, prepare, procedural_codes  # noqa: E402
 
 from facenerf.cli import make_parser, parse_args  # noqa: E402
 from facenerf.core.rays import image_rays  # noqa: E402
 from facenerf.errors import run_cli  # noqa: E402
-from facenerf.runtime import select_device, seed_everything  # noqa: E402
+from facenerf.runtime import describe_device, select_device, seed_everything  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -91,7 +91,7 @@ def sweep(args) -> dict:
         print(f"{str(change or 'defaults'):>90}  x{t_ref / seconds:5.2f}  {rows[-1]['psnr_vs_reference_db']:6.2f} dB"
               f"  {rows[-1]['samples_per_pixel']:5.1f} spp", flush=True)
     model.skip_settings = default
-    return {"device": device_name(device), "device_type": device.type, "torch": torch.__version__,
+    return {"device": describe_device(device), "device_type": device.type, "torch": torch.__version__,
             "load_average_at_start": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
             **{f"weights_{k}": v for k, v in prep.source.items()}, "view": name, "resolution": res,
             "seconds_reference_fp32": t_ref, "samples_per_pixel_reference": float(ref_n.mean()),

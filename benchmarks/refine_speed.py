@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from facenerf.io import write_text  # noqa: E402
-from facenerf.runtime import cpu_model  # noqa: E402
+from facenerf.runtime import cpu_model, describe_device  # noqa: E402
 from facenerf.models.refine.losses import lsgan_loss  # noqa: E402
 from facenerf.models.refine.model import RefineConfig, RefineModel  # noqa: E402
 
@@ -131,14 +131,14 @@ def run_device(device: torch.device, size: int, repeats: int) -> list[dict]:
 
 
 def write_results(device: torch.device, rows: list[dict], args, load: float) -> Path:
-    name = "cpu" if device.type == "cpu" else torch.cuda.get_device_name(device)
+    name = describe_device(device)
     tag = device.type
     out = ROOT / "benchmarks" / "results"
     out.mkdir(parents=True, exist_ok=True)
     meta = {"device": name, "torch": torch.__version__, "threads": torch.get_num_threads(), "repeats": args.repeats,
             "cpu": cpu_model(), "load_average_1min_at_start": load}
     write_text(out / f"refine_speed_{tag}.json", json.dumps({**meta, "rows": rows}, indent=2))
-    lines = [f"# RefineNet speed on {name} ({meta['threads']} torch threads)", "",
+    lines = [f"# RefineNet speed on {name}", "",
              f"torch {torch.__version__}; best of {args.repeats} interleaved runs; 1-minute load average at "
              f"start {load:.2f}. Images per second; 'reference' = the same computation written the "
              "straightforward way (see benchmarks/refine_speed.py).", "",
