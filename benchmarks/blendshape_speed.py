@@ -357,7 +357,8 @@ def measure(args, device, work: Path, say) -> tuple[dict, torch.Tensor]:
         model, data, record = load_trained(args, device)
     else:
         data_path = make_dataset(args, work)
-        result["dataset"] = f"generated talking head: {args.frames} frames at {args.size}x{args.size}, seed {args.seed}"
+        result["dataset"] = str(args.data) if args.data else \
+            f"generated talking head: {args.frames} frames at {args.size}x{args.size}, seed {args.seed}"
         model, data, record = train_for(args, run_config(args, data_path, work / "workspace"), device, clock,
                                         work / "workspace", say)
     run = data.run

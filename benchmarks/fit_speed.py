@@ -25,7 +25,7 @@ with the reference renderer at the target's other views, pose correction applied
 difference, and samples evaluated per ray. ``--reference_iterations N`` (default: the whole
 schedule on CPU, 50 on CUDA) times only the first N reference iterations and scales the time;
 the reference's held-out PSNR is then not measured. Results go to
-``benchmarks/results/fit_speed_<cpu|cuda>.{json,md}``.
+``benchmarks/results/fit_speed_<cpu|cuda>.{json,md}`` (``--out`` for another folder).
 """
 
 from __future__ import annotations
@@ -66,6 +66,7 @@ def build_parser():
                              "default: whole on CPU, 50 on CUDA)")
     parser.add_argument("--fit_identity", type=str, default="", help="--data: identity folder to fit (default: first)")
     parser.add_argument("--eval_size", type=int, default=128, help="side of the held-out renders that score a fit")
+    parser.add_argument("--out", default=str(RESULTS), help="folder for the results files")
     add_setup_args(parser)
     return parser
 
@@ -191,12 +192,12 @@ def main(argv: list[str] | None = None) -> int:
         "heldout_psnr_difference_db": None if psnr_ref is None else round(psnr_ours - psnr_ref, 3),
         "grid_builds_ours": ours.fit_grid.builds,
     }
-    tag = device.type
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    write_text(RESULTS / f"fit_speed_{tag}.json", json.dumps(result, indent=1) + "\n")
-    write_text(RESULTS / f"fit_speed_{tag}.md", markdown(result, argv))
+    tag, out = device.type, Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_text(out / f"fit_speed_{tag}.json", json.dumps(result, indent=1) + "\n")
+    write_text(out / f"fit_speed_{tag}.md", markdown(result, argv))
     print(markdown(result, argv))
-    print(f"wrote {RESULTS / f'fit_speed_{tag}.json'} and .md")
+    print(f"wrote {out / f'fit_speed_{tag}.json'} and .md")
     return 0
 
 
