@@ -87,7 +87,12 @@ def _blur_valid(x: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
 
 def ssim(pred: torch.Tensor, target: torch.Tensor, data_range: float = 1.0, reduction: str = "mean",
          window_size: int = 11, sigma: float = 1.5, k1: float = 0.01, k2: float = 0.03) -> torch.Tensor:
-    """Structural similarity (see the module docstring); differentiable."""
+    """Structural similarity (see the module docstring); differentiable.
+
+    Always computed in fp32 (or fp64), also under autocast: the variances are differences of
+    blurred squares, which an fp16/bf16 convolution cancels away (bf16 took a 16 px patch's
+    SSIM from 0.96 to 0.80).
+    """
     _check_pair(pred, target)
     x, single = _as_batch(pred)
     y, _ = _as_batch(target)
@@ -97,7 +102,8 @@ def ssim(pred: torch.Tensor, target: torch.Tensor, data_range: float = 1.0, redu
     dtype = x.dtype if x.dtype == torch.float64 else torch.float32
     x, y = x.to(dtype), y.to(dtype)
     window = gaussian_window(window_size, sigma, dtype=dtype, device=x.device)
-    stats = _blur_valid(torch.cat([x, y, x * x, y * y, x * y], dim=1), window)  # [B, 5C, h, w]
+    with torch.autocast(x.device.type, enabled=False):
+        stats = _blur_valid(torch.cat([x, y, x * x, y * y, x * y], dim=1), window)  # [B, 5C, h, w]
     mu_x, mu_y, xx, yy, xy = stats.chunk(5, dim=1)                              # each [B, C, h, w]
     var_x, var_y, cov = xx - mu_x ** 2, yy - mu_y ** 2, xy - mu_x * mu_y
     c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2

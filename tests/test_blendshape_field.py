@@ -128,6 +128,32 @@ def test_without_cuda_ray_the_grid_stays_all_occupied():
     assert model.grid.occupied().all()
 
 
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_training_step_under_autocast_has_finite_losses_and_gradients(dtype):
+    """The dtypes of CUDA's --fp16 autocast, emulated by the CPU's: the marched render and every loss
+    (photometric, mask, patch, sparsity) give a finite fp32 loss and finite gradients."""
+    from facenerf.core.rays import RayBundle
+
+    run = BlendShapeRunConfig(model=TINY, scene=BlendShapeSceneConfig(bound=1.0, grid_size=8, cuda_ray=True))
+    model = NeRFBlendShape(run, EXPR_MAX, EXPR_MIN, total_steps=10)
+    model.field = tiny_field()
+    n, side = 32, 8  # random rays, then one 8 x 8 patch
+    gen = torch.Generator().manual_seed(0)
+    ends = torch.rand(n + side * side, 3, generator=gen) * 1.6 - 0.8  # [N, 3] points in the box
+    origins = torch.tensor([0.0, 0.0, 3.0]).expand_as(ends).contiguous()
+    rays = RayBundle(origins, ends - origins, torch.zeros(len(ends), 1), torch.full((len(ends), 1), 2.0))
+    batch = {"rays": rays, "rgb": torch.rand(len(ends), 3, generator=gen), "background": torch.ones(len(ends), 3),
+             "mask": torch.ones(len(ends)), "coefficients": torch.tensor([0.4, 0.3, 0.0]), "n_random": n,
+             "patch": side}
+    with torch.autocast("cpu", dtype=dtype):
+        losses, scalars = model.training_step(batch, 0)
+    losses["main"].backward()
+    assert losses["main"].dtype == torch.float32 and torch.isfinite(losses["main"])
+    assert {"psnr", "mask", "patch", "reg"} <= set(scalars) and scalars["samples_per_ray"] > 0
+    assert all(torch.isfinite(p.grad).all() for p in model.field.parameters() if p.grad is not None)
+    assert model.field.tables.grad.abs().sum() > 0
+
 def test_weights_free_patch_loss_is_zero_for_equal_patches_and_sees_blur():
     torch.manual_seed(0)
     sharp = torch.zeros(2, 16, 16, 3)

@@ -90,6 +90,20 @@ def test_torso_loss_hand_values_and_gradient():
     assert rgb.grad.abs().sum() > 0 and alpha.grad.abs().sum() > 0
 
 
+
+def test_torso_loss_stays_finite_for_a_saturated_fp16_alpha():
+    """Under fp16 autocast a confident pixel's alpha is exactly 1 (sigmoid(9) rounds up) and fp16 rounds
+    the entropy's clamp 1 - 1e-5 up to 1 too: the entropy is taken in fp32, so loss and gradient stay finite."""
+    logits = torch.tensor([[9.0], [0.0], [-20.0]], requires_grad=True)
+    alpha = torch.sigmoid(logits.half())  # [3, 1] fp16, as the torso net's output under autocast
+    assert float(alpha[0]) == 1.0
+    target = torch.tensor([[0.2, 0.4, 0.6, 1.0], [0.9, 0.9, 0.9, 0.5], [0.5, 0.5, 0.5, 0.0]])
+    parts = torso_loss(torch.full((3, 3), 0.5, dtype=torch.float16), alpha, target, torch.ones(3))
+    assert all(bool(torch.isfinite(parts[k])) for k in ("loss", "l1", "entropy"))
+    assert float(parts["entropy"]) == pytest.approx(1.0 / 3.0, abs=1e-3)  # 1 bit at alpha 0.5, ~0 elsewhere
+    parts["loss"].backward()
+    assert torch.isfinite(logits.grad).all()
+
 # ----------------------------------------------------------------------------- pose and pixels
 
 def _pose(rot, t=(0.0, 0.0, 0.0)):

@@ -103,6 +103,21 @@ def test_resume_continues_exactly(tmp_path):
     assert [s for s, _ in second.checkpoints.checkpoints()] == [8, 10]
 
 
+def test_resume_reads_the_checkpoint_to_the_cpu(tmp_path):
+    """Whatever the run's device, the checkpoint is read to the CPU and load_state_dict places it, so
+    Adam's step counters stay on the CPU (on a GPU, counters there cost a sync per parameter and step).
+    A 'meta' device stands in for the GPU: a payload mapped there would hold no values."""
+    first = Trainer(Regressor(), step_batches, config(tmp_path, "run", 3), CPU, {}, model_name="reg")
+    first.fit()
+    second = Trainer(Regressor(), step_batches, config(tmp_path, "run", 6), CPU, {}, model_name="reg")
+    second.device = torch.device("meta")
+    assert second._resume().endswith("step_00000003.pt")
+    for key, value in first.model.state_dict().items():
+        assert torch.equal(value, second.model.state_dict()[key]), key
+    steps = [state["step"] for state in second.optimizers["main"].state.values()]
+    assert steps and all(s.device.type == "cpu" and float(s) == 3 for s in steps)
+
+
 def test_schedule_per_group_decay_and_warmup(tmp_path):
     schedule = ExponentialSchedule(decay_steps=100, rate=0.1, warmup_steps=4)
     assert schedule.factor(0) == pytest.approx(0.25)

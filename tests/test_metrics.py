@@ -64,6 +64,16 @@ def test_ssim_batch_layout_identity_and_gradient():
     assert pred.grad is not None and torch.isfinite(pred.grad).all() and pred.grad.abs().sum() > 0
 
 
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_ssim_is_computed_in_full_precision_under_autocast(dtype):
+    """The variances are differences of blurred squares: an autocast fp16/bf16 convolution would cancel them."""
+    a, b = _astronaut_pair(0.02)
+    a, b = torch.from_numpy(a).float(), torch.from_numpy(b).float()
+    exact = float(ssim(a, b))
+    with torch.autocast("cpu", dtype=dtype):
+        assert float(ssim(a, b)) == pytest.approx(exact, abs=1e-6)
+
 def test_metric_input_errors():
     with pytest.raises(FaceNerfError, match="smaller than"):
         ssim(torch.rand(8, 8, 3), torch.rand(8, 8, 3))

@@ -153,6 +153,31 @@ def test_loss_decreases_on_a_repeated_batch():
     assert model.expression_codes.grad[0].abs().sum() == 0  # the others are not
 
 
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_training_step_and_fast_render_under_autocast(dtype):
+    """The dtypes of CUDA's bf16/fp16 autocast, emulated by the CPU's: the loss and every gradient are
+    finite and the renders come back in fp32."""
+    from dataclasses import replace
+
+    from facenerf.core.rays import image_rays
+
+    model = tiny_model()
+    model.train_settings = replace(model.train_settings, perturb=True)
+    with torch.autocast("cpu", dtype=dtype):
+        losses, scalars = model.training_step({**_batch(model), "seed": 1}, 0)
+    losses["main"].backward()
+    assert losses["main"].dtype == torch.float32 and torch.isfinite(losses["main"])
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+    model.eval()
+    codes = model.face_codes(torch.randn(8) * 0.1, expression_index=1, uv=torch.rand(1, 3, 32, 32))
+    rays = image_rays(Intrinsics(12, 12, 30.0, 30.0, 6.0, 6.0), mofanerf_pose(10.0, 20.0), 8.0, 26.0)
+    for fast in (True, False):
+        with torch.no_grad(), torch.autocast("cpu", dtype=dtype):
+            out = model.render_image(rays, codes, 12, 12, fast=fast)
+        assert out["rgb"].dtype == torch.float32 and torch.isfinite(out["rgb"]).all()
+
 def test_config_rejects_impossible_sizes():
     with pytest.raises(FaceNerfError, match="skip"):
         MoFaNeRFConfig(**{**TINY, "netdepth": 2})

@@ -317,7 +317,9 @@ class Trainer:
         self.step = int(payload["step"])
 
     def _resume(self) -> str | None:
-        payload = self.checkpoints.load_latest(map_location=self.device, warn=self._say)
+        # read to the CPU: load_state_dict moves the tensors to the parameters' device, except Adam's step
+        # counters, which must stay on the CPU (on a GPU each step would sync on every counter's .item())
+        payload = self.checkpoints.load_latest(map_location="cpu", warn=self._say)
         if payload is None:
             return None
         self.load_state(payload, payload["path"])

@@ -281,10 +281,11 @@ def torso_loss(torso_rgb: Tensor, torso_alpha: Tensor, target_rgba: Tensor, back
     image, straight alpha in [0, 1]), background [N, 3] or [3]. ``l1`` is the mean absolute
     difference between the torso over the background and the target over the same background;
     ``entropy`` is the mean binary entropy (bits) of alpha clamped to [1e-5, 1 - 1e-5], which
-    pushes alpha toward 0 or 1.
+    pushes alpha toward 0 or 1. The entropy is computed in fp32: in fp16 (autocast) the clamp's
+    upper end rounds to 1 and a saturated alpha gives ``0 * log2(0)``, NaN.
     """
     target = torso_over_background(target_rgba[:, :3], target_rgba[:, 3:], background)
     l1 = (torso_over_background(torso_rgb, torso_alpha, background) - target).abs().mean()
-    a = torso_alpha.clamp(1e-5, 1.0 - 1e-5)
+    a = torso_alpha.float().clamp(1e-5, 1.0 - 1e-5)
     entropy = -(a * torch.log2(a) + (1.0 - a) * torch.log2(1.0 - a)).mean()
     return {"loss": l1 + entropy_weight * entropy, "l1": l1, "entropy": entropy}
