@@ -154,6 +154,7 @@ def test_training_step_under_autocast_has_finite_losses_and_gradients(dtype):
     assert all(torch.isfinite(p.grad).all() for p in model.field.parameters() if p.grad is not None)
     assert model.field.tables.grad.abs().sum() > 0
 
+
 def test_weights_free_patch_loss_is_zero_for_equal_patches_and_sees_blur():
     torch.manual_seed(0)
     sharp = torch.zeros(2, 16, 16, 3)

@@ -96,13 +96,14 @@ def test_torso_loss_stays_finite_for_a_saturated_fp16_alpha():
     the entropy's clamp 1 - 1e-5 up to 1 too: the entropy is taken in fp32, so loss and gradient stay finite."""
     logits = torch.tensor([[9.0], [0.0], [-20.0]], requires_grad=True)
     alpha = torch.sigmoid(logits.half())  # [3, 1] fp16, as the torso net's output under autocast
-    assert float(alpha[0]) == 1.0
+    assert float(alpha[0].detach()) == 1.0
     target = torch.tensor([[0.2, 0.4, 0.6, 1.0], [0.9, 0.9, 0.9, 0.5], [0.5, 0.5, 0.5, 0.0]])
     parts = torso_loss(torch.full((3, 3), 0.5, dtype=torch.float16), alpha, target, torch.ones(3))
     assert all(bool(torch.isfinite(parts[k])) for k in ("loss", "l1", "entropy"))
-    assert float(parts["entropy"]) == pytest.approx(1.0 / 3.0, abs=1e-3)  # 1 bit at alpha 0.5, ~0 elsewhere
+    assert float(parts["entropy"].detach()) == pytest.approx(1.0 / 3.0, abs=1e-3)  # 1 bit at alpha 0.5, ~0 elsewhere
     parts["loss"].backward()
     assert torch.isfinite(logits.grad).all()
+
 
 # ----------------------------------------------------------------------------- pose and pixels
 

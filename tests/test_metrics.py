@@ -74,6 +74,7 @@ def test_ssim_is_computed_in_full_precision_under_autocast(dtype):
     with torch.autocast("cpu", dtype=dtype):
         assert float(ssim(a, b)) == pytest.approx(exact, abs=1e-6)
 
+
 def test_metric_input_errors():
     with pytest.raises(FaceNerfError, match="smaller than"):
         ssim(torch.rand(8, 8, 3), torch.rand(8, 8, 3))

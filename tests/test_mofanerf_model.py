@@ -178,6 +178,7 @@ def test_training_step_and_fast_render_under_autocast(dtype):
             out = model.render_image(rays, codes, 12, 12, fast=fast)
         assert out["rgb"].dtype == torch.float32 and torch.isfinite(out["rgb"]).all()
 
+
 def test_config_rejects_impossible_sizes():
     with pytest.raises(FaceNerfError, match="skip"):
         MoFaNeRFConfig(**{**TINY, "netdepth": 2})
