@@ -11,6 +11,10 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "cuda: the CUDA case of a device-aware test (see tests/devices.py)")
+
+
 @pytest.fixture(autouse=True)
 def one_torch_thread():
     """Tiny tensors run fastest on one intra-op thread, and two workers share two cores."""

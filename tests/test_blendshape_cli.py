@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -13,6 +15,7 @@ import pytest
 import torch
 
 from commands import ROOT, build, load_script
+from devices import needs_cuda
 from facenerf.cli import parse_args
 from facenerf.errors import FaceNerfError
 from facenerf.preprocess.training import gl
@@ -77,17 +80,53 @@ def test_config_files_and_bare_flags(tmp_path):
     assert shipped.cuda_ray is True and shipped.device == "cpu"
 
 
+TALK_SETTINGS = dict(frames=24, size=32, test_num=4, texture_size=128, n_vertices=2500, progress=False)
+
+
 @pytest.fixture(scope="module")
 def talk(tmp_path_factory) -> Path:
-    """A generated talking head: 24 frames at 32 px, the last 4 held out."""
+    """A generated talking head: 24 frames at 32 px, the last 4 held out. On a machine without
+    OpenGL, FACENERF_TEST_TALK names one made elsewhere with these settings
+    (``benchmarks/gpu_prepare.sh`` writes it to data/gpu_test_talk)."""
+    if os.environ.get("FACENERF_TEST_TALK"):
+        given = tmp_path_factory.mktemp("blend") / "talk"
+        shutil.copytree(os.environ["FACENERF_TEST_TALK"], given)
+        return given
     if PLATFORM is None:
         pytest.skip("no headless OpenGL platform")
     from facenerf.data.synthetic.talking_head import TalkingHeadSettings, generate_talking_head
 
     out = tmp_path_factory.mktemp("blend") / "talk"
-    generate_talking_head(TalkingHeadSettings(out=out, frames=24, size=32, test_num=4, texture_size=128,
-                                              n_vertices=2500, progress=False))
+    generate_talking_head(TalkingHeadSettings(out=out, **TALK_SETTINGS))
     return out
+
+
+@pytest.mark.cuda
+@needs_cuda
+def test_head_torso_and_test_with_fp16_on_cuda(talk, tmp_path, capsys):
+    """The CUDA path of main_nerf.py: --cuda_ray, --fp16 autocast with loss scaling, the frames on the
+    GPU, the head, then the torso, then --test (where ffmpeg is installed)."""
+    from facenerf.models.blendshape.checkpoints import load_blendshape
+
+    tiny = [a if a != "cpu" else "cuda" for a in TINY]
+    ws, torso_ws = tmp_path / "ws", tmp_path / "torso"
+    assert main([talk, "--workspace", ws, "--cuda_ray", "--update_extra_interval", "10", "--grid_warmup", "11",
+                 *tiny, "--iters", "30", "--use_patch_loss", "--patch_size", "16", "--patch_from", "0.5", "--fp16",
+                 "--preload", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "ignored" not in out and "step 30" in out
+    model, info = load_blendshape(sorted((ws / "checkpoints").glob("step_*.pt"))[-1])
+    assert info["step"] == 30 and 0 < model.grid.occupied_fraction() < 1
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert main([talk, "--workspace", torso_ws, "--torso", "--head_ckpt", ws, "--iters", "20", *tiny, *TINY_TORSO,
+                 "--fp16"]) == 0
+    assert "trained the torso to step 20" in capsys.readouterr().out
+    if importlib.util.find_spec("imageio_ffmpeg") is None and shutil.which("ffmpeg") is None:
+        pytest.skip("trained on CUDA; --test writes MP4s and needs ffmpeg (imageio-ffmpeg)")
+    assert main([talk, "--workspace", torso_ws, "--test", "--fp16", "--orbit_frames", "2", "--device", "cuda",
+                 "--progress", "false"]) == 0
+    metrics = json.loads((torso_ws / "results" / "metrics.json").read_text())
+    assert metrics["n_frames"] == 4 and 5 < metrics["psnr"] < 60
 
 
 @needs_gl

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
+from devices import DEVICES
 from torch import nn
 
 from facenerf.core.encodings import encode_hash_grid
@@ -129,15 +132,23 @@ def test_without_cuda_ray_the_grid_stays_all_occupied():
 
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_training_step_under_autocast_has_finite_losses_and_gradients(dtype):
-    """The dtypes of CUDA's --fp16 autocast, emulated by the CPU's: the marched render and every loss
-    (photometric, mask, patch, sparsity) give a finite fp32 loss and finite gradients."""
+def test_training_step_under_autocast_has_finite_losses_and_gradients(dtype, device):
+    """--fp16 autocast (on the CPU, its dtypes stand in for CUDA's): the marched render and every loss
+    (photometric, mask, patch, sparsity) give a finite fp32 loss and finite gradients. On CUDA the
+    hash-grid lookup is the automatic choice (the Triton kernel where it is installed)."""
     from facenerf.core.rays import RayBundle
+    from facenerf.engine.trainer import move_to
 
-    run = BlendShapeRunConfig(model=TINY, scene=BlendShapeSceneConfig(bound=1.0, grid_size=8, cuda_ray=True))
+    cfg = TINY if device == "cpu" else replace(TINY, grid_impl="auto")
+    run = BlendShapeRunConfig(model=cfg, scene=BlendShapeSceneConfig(bound=1.0, grid_size=8, cuda_ray=True))
     model = NeRFBlendShape(run, EXPR_MAX, EXPR_MIN, total_steps=10)
-    model.field = tiny_field()
+    torch.manual_seed(0)
+    model.field = BlendShapeField(cfg, 1.0, EXPR_MAX, EXPR_MIN)
+    with torch.no_grad():
+        model.field.tables.normal_(0.0, 0.5)
+    model.to(device)
     n, side = 32, 8  # random rays, then one 8 x 8 patch
     gen = torch.Generator().manual_seed(0)
     ends = torch.rand(n + side * side, 3, generator=gen) * 1.6 - 0.8  # [N, 3] points in the box
@@ -146,8 +157,8 @@ def test_training_step_under_autocast_has_finite_losses_and_gradients(dtype):
     batch = {"rays": rays, "rgb": torch.rand(len(ends), 3, generator=gen), "background": torch.ones(len(ends), 3),
              "mask": torch.ones(len(ends)), "coefficients": torch.tensor([0.4, 0.3, 0.0]), "n_random": n,
              "patch": side}
-    with torch.autocast("cpu", dtype=dtype):
-        losses, scalars = model.training_step(batch, 0)
+    with torch.autocast(device, dtype=dtype):
+        losses, scalars = model.training_step(move_to(batch, torch.device(device)), 0)
     losses["main"].backward()
     assert losses["main"].dtype == torch.float32 and torch.isfinite(losses["main"])
     assert {"psnr", "mask", "patch", "reg"} <= set(scalars) and scalars["samples_per_ray"] > 0

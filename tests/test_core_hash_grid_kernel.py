@@ -32,6 +32,7 @@ def test_kernel_matches_torch_under_the_interpreter():
 
 
 @needs_triton
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(),
                     reason="needs a CUDA GPU visible to the suite (set CUDA_VISIBLE_DEVICES)")
 def test_kernel_matches_torch_on_cuda():

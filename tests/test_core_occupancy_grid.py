@@ -2,7 +2,9 @@
 
 import math
 
+import pytest
 import torch
+from devices import DEVICES
 
 from facenerf.core.cameras import Intrinsics, orbit_pose
 from facenerf.core.occupancy_grid import OccupancyGrid, pack_bits, unpack_bits
@@ -76,15 +78,17 @@ def _rays():
     return image_rays(K, orbit_pose(20.0, 35.0, radius=3.0), near=1.0, far=5.0)
 
 
-def test_march_covers_the_box_in_a_fresh_grid():
-    grid = OccupancyGrid(resolution=8)
-    rays = _rays()
+@pytest.mark.parametrize("device", DEVICES)
+def test_march_covers_the_box_in_a_fresh_grid(device):
+    grid = OccupancyGrid(resolution=8).to(device)
+    rays = _rays().to(device)
     for perturb in (False, True):
         samples = grid.march(rays, step_size=0.05, perturb=perturb, generator=torch.Generator().manual_seed(1))
         assert (samples.ray_indices[1:] >= samples.ray_indices[:-1]).all()
         assert (samples.t_ends > samples.t_starts).all()
         assert (samples.t_ends - samples.t_starts <= 0.05 + 1e-6).all()
-        lengths = torch.zeros(len(rays)).index_add(0, samples.ray_indices, samples.t_ends - samples.t_starts)
+        lengths = torch.zeros(len(rays), device=device).index_add(0, samples.ray_indices,
+                                                                   samples.t_ends - samples.t_starts)
         # every ray's part inside the box is covered exactly once
         t_lo = ((grid.aabb[:3] - rays.origins) / rays.directions)
         t_hi = ((grid.aabb[3:] - rays.origins) / rays.directions)
@@ -93,16 +97,17 @@ def test_march_covers_the_box_in_a_fresh_grid():
         assert torch.allclose(lengths, (t_out - t_in).clamp_min(0), atol=1e-4)
 
 
-def test_march_samples_only_in_occupied_cells():
-    grid = OccupancyGrid(resolution=16)
+@pytest.mark.parametrize("device", DEVICES)
+def test_march_samples_only_in_occupied_cells(device):
+    grid = OccupancyGrid(resolution=16).to(device)
     grid.update(sphere_density, jitter=False)
-    rays = _rays()
+    rays = _rays().to(device)
     samples = grid.march(rays, step_size=0.02)
     assert len(samples) > 0
     mids = rays.origins[samples.ray_indices] + rays.directions[samples.ray_indices] * samples.t_mids[:, None]
     assert grid.query(mids).all()
     assert (mids.norm(dim=-1) < RADIUS + math.sqrt(3) * 2 / 16).all()
-    dense = OccupancyGrid(resolution=16).march(rays, step_size=0.02)
+    dense = OccupancyGrid(resolution=16).to(device).march(rays, step_size=0.02)
     assert len(samples) < 0.5 * len(dense)  # empty space is skipped
 
 

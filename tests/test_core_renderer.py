@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from devices import DEVICES
 
 from facenerf.core.cameras import Intrinsics, orbit_pose
 from facenerf.core.encodings import FrequencyEncoding
@@ -135,10 +136,11 @@ def soft_ball(points, dirs):
     return 8.0 * (1 - r / 0.6).clamp_min(0.0), torch.sigmoid(3 * points)
 
 
-def test_marching_render_matches_dense_render():
+@pytest.mark.parametrize("device", DEVICES)
+def test_marching_render_matches_dense_render(device):
     K = Intrinsics(16, 16, 20.0, 20.0, 8.0, 8.0)
-    rays = image_rays(K, orbit_pose(-15.0, 40.0, radius=3.0), 1.0, 5.0)
-    grid = OccupancyGrid(resolution=16)
+    rays = image_rays(K, orbit_pose(-15.0, 40.0, radius=3.0), 1.0, 5.0).to(device)
+    grid = OccupancyGrid(resolution=16).to(device)
     grid.update(lambda p: soft_ball(p, None)[0], jitter=False, dilation=1)
     marched = render_image_marched(rays, soft_ball, grid, MarchSettings(step_size=0.005, chunk_rays=100), 16, 16)
     dense = render_image(rays, soft_ball, None, RenderSettings(n_samples=800, n_importance=0, last_delta=0.0), 16, 16)
@@ -151,17 +153,19 @@ def test_marching_render_matches_dense_render():
     assert float(marched["n_samples"].mean()) < 0.5 * 800 * 0.6  # far fewer field evaluations
 
 
-def test_marching_render_is_differentiable_and_handles_empty_batches():
+@pytest.mark.parametrize("device", DEVICES)
+def test_marching_render_is_differentiable_and_handles_empty_batches(device):
     field, net = _mlp_field(1)
-    grid = OccupancyGrid(resolution=8)
-    rays = image_rays(Intrinsics(4, 4, 5.0, 5.0, 2.0, 2.0), orbit_pose(0, 0, 3.0), 1.0, 5.0)
+    net.to(device)
+    grid = OccupancyGrid(resolution=8).to(device)
+    rays = image_rays(Intrinsics(4, 4, 5.0, 5.0, 2.0, 2.0), orbit_pose(0, 0, 3.0), 1.0, 5.0).to(device)
     out = render_rays_marched(rays, field, grid, MarchSettings(step_size=0.1, perturb=True),
                               generator=torch.Generator().manual_seed(0))
     out["rgb"].sum().backward()
     assert all(p.grad is not None for p in net.parameters())
     away = RayBundle(rays.origins[:2] + 10, rays.directions[:2], rays.near[:2], rays.far[:2])
     empty = render_rays_marched(away, field, grid, MarchSettings(step_size=0.1, background=(1.0, 1.0, 1.0)))
-    assert torch.equal(empty["rgb"], torch.ones(2, 3)) and torch.equal(empty["n_samples"], torch.zeros(2))
+    assert torch.equal(empty["rgb"].cpu(), torch.ones(2, 3)) and torch.equal(empty["n_samples"].cpu(), torch.zeros(2))
 
 
 # ----------------------------------------------------------------------------- the unified pass

@@ -6,6 +6,7 @@ import threading
 
 import pytest
 import torch
+from devices import DEVICES
 from torch import nn
 
 from facenerf.engine.checkpoint import load_checkpoint
@@ -116,6 +117,38 @@ def test_resume_reads_the_checkpoint_to_the_cpu(tmp_path):
         assert torch.equal(value, second.model.state_dict()[key]), key
     steps = [state["step"] for state in second.optimizers["main"].state.values()]
     assert steps and all(s.device.type == "cpu" and float(s) == 3 for s in steps)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("amp", ["none", "bf16", "fp16"])
+def test_mixed_precision_learns_and_resumes_on_the_device(tmp_path, device, amp):
+    """Autocast (with loss scaling for fp16) on CUDA, fp32 on the CPU whatever is asked; a run split
+    by a resume ends where a straight run does."""
+    device = torch.device(device)
+    kw = dict(amp=amp, lr_decay_steps=20, lr_decay_rate=0.5, save_every=10)
+    torch.manual_seed(0)
+    batch = fixed_batch()
+    model = Regressor(width=16).to(device)
+    trainer = Trainer(model, iter(lambda: batch, None), config(tmp_path, "learn", 60, amp=amp), device, {})
+    assert trainer.amp == (amp if device.type == "cuda" else "none")
+    assert (trainer.scaler is not None) == (trainer.amp == "fp16")
+    x, y = (t.to(device) for t in batch)
+    with torch.no_grad():
+        before = float(((model.eval().net(x) - y) ** 2).mean())
+    trainer.fit()
+    with torch.no_grad():
+        after = float(((model.eval().net(x) - y) ** 2).mean())
+    assert after < 0.3 * before
+
+    runs = {}
+    for name, stops in (("straight", [20]), ("split", [10, 20])):
+        torch.manual_seed(1)
+        for steps in stops:
+            runs[name] = Trainer(Regressor().to(device), step_batches, config(tmp_path, name, steps, **kw), device,
+                                 {}, model_name="reg")
+            runs[name].fit()
+    for key, value in runs["straight"].model.state_dict().items():
+        torch.testing.assert_close(value, runs["split"].model.state_dict()[key], rtol=1e-5, atol=1e-7)
 
 
 def test_schedule_per_group_decay_and_warmup(tmp_path):

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
 import torch
+from devices import DEVICES
 
 from facenerf.core.cameras import Intrinsics
 from facenerf.core.rays import image_rays, pixel_rays
@@ -100,19 +102,21 @@ def _settings(iterations: int) -> FitSettings:
     return FitSettings(schedule=schedule, n_rays=64, landmarks=LandmarkSampling(lm_share=0.0), log_every=1)
 
 
-def test_fit_recovers_a_self_rendered_texture_deterministically():
+@pytest.mark.parametrize("device", DEVICES)
+def test_fit_recovers_a_self_rendered_texture_deterministically(device):
     model = tiny_model()
     target, texture = _self_target(model)
     runs = []
-    for _ in range(2):
-        fitter = Fitter(model, target, stats(), _settings(40), SETTINGS, run=RUN)
+    for amp in ("none", "none") + (("bf16",) if device == "cuda" else ()):
+        fitter = Fitter(model, target, stats(), _settings(40), SETTINGS, device, run=replace(RUN, amp=amp))
         start = float(((fitter.render() - target.image) ** 2).mean())
         fitter.run()
         runs.append(fitter)
-    end = float(((runs[0].render() - target.image) ** 2).mean())
-    assert end < 0.4 * start
+    for fitter in runs:
+        end = float(((fitter.render() - target.image) ** 2).mean())
+        assert end < 0.4 * start
+        assert float((fitter.variables.texture.detach().cpu() - texture).norm()) < float(texture.norm())
     assert not any(p.requires_grad for p in model.parameters())  # the network stays frozen
-    assert float((runs[0].variables.texture.detach() - texture).norm()) < float(texture.norm())
     torch.testing.assert_close(runs[0].variables.texture, runs[1].variables.texture)  # deterministic
     assert runs[0].history["iteration"][-1] == 40
 
