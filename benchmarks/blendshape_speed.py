@@ -378,8 +378,11 @@ def measure(args, device, work: Path, say) -> tuple[dict, torch.Tensor]:
         say(f"rendering {size}x{size} with both paths")
         renders[str(size)] = render_pair(args, model, data, size, clock)
     if device.type == "cuda" and args.amp != "none":
-        fast = render_pair(args, model, data, args.render_size, clock, args.amp)
-        renders[f"{args.render_size}_{args.amp}"] = fast
+        try:  # a failing switch is recorded; the fp32 figures stand
+            renders[f"{args.render_size}_{args.amp}"] = render_pair(args, model, data, args.render_size, clock, args.amp)
+        except Exception as error:  # noqa: BLE001
+            renders[f"{args.render_size}_{args.amp}"] = {"error": f"{type(error).__name__}: {error}"}
+            say(f"{args.amp} render failed: {type(error).__name__}: {error}")
     images = renders[str(args.render_size)].pop("_images")
     for entry in renders.values():
         entry.pop("_images", None)
@@ -418,6 +421,9 @@ def markdown(r: dict, argv: list[str]) -> str:
               "", "| render of a held-out frame | ours (ms) | reference (ms) | speed-up | PSNR ours vs reference (dB) "
               "| samples per pixel, ours / reference |", "|---|---:|---:|---:|---:|---:|"]
     for key, e in r["render"].items():
+        if "error" in e:
+            lines.append(f"| {key.replace('_', ' ')} px | failed: {e['error']} | | | | |")
+            continue
         lines.append(f"| {key.replace('_', ' ')} px | {e['ms_ours']} | {e['ms_reference']} | x{e['speedup']} | "
                      f"{e['psnr_ours_vs_reference_db']} | {e['samples_per_pixel_ours']} / "
                      f"{e['samples_per_pixel_reference']} |")
