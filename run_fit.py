@@ -32,10 +32,15 @@ def _print_summary(summary: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     from facenerf.fitting.config import NEEDS_STATISTICS
-    from facenerf.fitting.options import build_fit_parser, fit_command_from_args
+    from facenerf.fitting.options import build_fit_parser, fit_command_from_args, unread_flags
 
-    cmd = fit_command_from_args(parse_args(build_fit_parser(), argv))
+    parser = build_fit_parser()
+    cmd = fit_command_from_args(parse_args(parser, argv))
     cmd.check_inputs()
+    unread = unread_flags(parser, argv)
+    if unread:
+        print(f"note: run_fit.py does not read {', '.join('--' + k for k in unread)}: training keys, accepted so that "
+              "training config files load (see run_fit.py --help for the fitting keys, e.g. --num_iterations)")
     from facenerf.config import save_config
     from facenerf.fitting import modes, workflow
     from facenerf.models.mofanerf.checkpoints import load_source

@@ -11,13 +11,20 @@ Data-parallel: ``torchrun --nproc_per_node=N run_train.py -c ...``.
 
 from __future__ import annotations
 
-from facenerf.cli import parse_args
+import os
+
+from facenerf.cli import hidden_flags_given, parse_args
 from facenerf.errors import run_cli
 from facenerf.models.mofanerf.options import build_train_parser, run_config_from_args
 
 
 def main(argv: list[str] | None = None) -> int:
-    run = run_config_from_args(parse_args(build_train_parser(), argv))
+    parser = build_train_parser()
+    run = run_config_from_args(parse_args(parser, argv))
+    unread = hidden_flags_given(parser, argv)
+    if unread and os.environ.get("RANK", "0") == "0":  # once under torchrun
+        print(f"note: run_train.py does not read {', '.join('--' + k for k in unread)}: keys of the original code, "
+              "accepted so that its config files load (see run_train.py --help)")
     from facenerf.models.mofanerf.training import train
 
     summary = train(run)

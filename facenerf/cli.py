@@ -263,6 +263,18 @@ def parse_args(parser: configargparse.ArgumentParser, argv: list[str] | None = N
     return args
 
 
+def hidden_flags_given(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> list[str]:
+    """Keys of ``argv`` (default ``sys.argv[1:]``) whose options are accepted but not listed by
+    ``--help`` (a command's unread keys, kept so that another command's config file loads), in
+    order, each once. A command names them in a note: on its command line they do nothing."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    listed = {action.dest for action in parser._actions if action.help != argparse.SUPPRESS}  # aliases share these
+    hidden = {opt[2:] for action in parser._actions if action.help == argparse.SUPPRESS and action.dest not in listed
+              for opt in action.option_strings if opt.startswith("--")}
+    given = [token[2:].split("=", 1)[0] for token in argv if token.startswith("--")]
+    return list(dict.fromkeys(key for key in given if key in hidden))
+
+
 def namespace_values(namespace: argparse.Namespace) -> dict[str, Any]:
     """The parsed values as a plain dict (for :func:`facenerf.config.save_config`)."""
     return {key: value for key, value in vars(namespace).items() if key != "config"}

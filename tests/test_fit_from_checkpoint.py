@@ -122,7 +122,11 @@ def test_fit_without_architecture_keys_runs_end_to_end(run, capsys):
     root, mv, ckpt, config = run
     image = mv / "2" / "neutral" / "0_1.png"
     out = root / "fit_out"
-    assert run_fit.main(["-c", str(config), "--filePath", str(image), "--fit_out", str(out)]) == 0
+    # training keys on the command line are accepted, do nothing, and are named in a note
+    assert run_fit.main(["-c", str(config), "--filePath", str(image), "--fit_out", str(out), "--N_iters", "50",
+                         "--netwidth", "8", "--lrate=0.5"]) == 0
+    printed = capsys.readouterr().out
+    assert "note: run_fit.py does not read --N_iters, --lrate: training keys" in printed
     fit = FitResult.load(out / "fit.pt")
     assert fit.complete and fit.iteration == 2 and fit.checkpoint == str(ckpt)
     assert fit.config["fit"]["schedule"]["iterations"] == 2  # the typed fit command
@@ -134,7 +138,7 @@ def test_fit_without_architecture_keys_runs_end_to_end(run, capsys):
     factors = np.load(mv.parent / "factors_id.npy")
     assert stats.n_identities == 2 and stats.step == 3
     torch.testing.assert_close(stats.shape_mean, torch.from_numpy(factors[1:3].mean(0)))
-    assert (out / "fitted.png").is_file() and "fitted 2 iterations" in capsys.readouterr().out
+    assert (out / "fitted.png").is_file() and "fitted 2 iterations" in printed
     # the saved config runs the fit again as it ran
     assert run_fit.main(["-c", str(out / "fit_config.txt"), "--fit_out", str(root / "fit_again")]) == 0
 

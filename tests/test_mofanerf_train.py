@@ -56,7 +56,7 @@ def train(datadir: Path, basedir: Path, *extra: str, expname: str = "run") -> No
 
 
 def test_training_writes_outputs_and_resumes(datadir, tmp_path, capsys):
-    train(datadir, tmp_path, "--N_iters", "4", "--i_weights", "2", "--i_testset", "4")
+    train(datadir, tmp_path, "--N_iters", "4", "--i_weights", "2", "--i_testset", "4", "--i_img", "1")
     run = tmp_path / "run"
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_00000002.pt", "step_00000004.pt"]
     assert (run / "val" / "step_00000004.png").is_file() and (run / "grid_ids_x_expressions.png").is_file()
@@ -66,6 +66,7 @@ def test_training_writes_outputs_and_resumes(datadir, tmp_path, capsys):
     assert payload["model"] == "mofanerf" and payload["config"]["model"]["exp_dim"] == 6
     out = capsys.readouterr().out
     assert "trained to step 4" in out and "held-out PSNR" in out
+    assert "note: run_train.py does not read --i_img: keys of the original code" in out  # accepted, named
     train(datadir, tmp_path, "--N_iters", "6", "--i_weights", "2", "--i_testset", "0")
     assert load_checkpoint(run / "checkpoints" / "step_00000006.pt")["step"] == 6
     assert "resumed from" in (run / "train_log.txt").read_text()

@@ -205,6 +205,9 @@ def test_training_line_keeps_the_original_meaning(tmp_path):
     assert (default.data.testskip, default.data.valid_ids, default.data.person_num) == (8, "auto", 300)
     with pytest.raises(FaceNerfError, match="personList names identities not in .*: 7"):
         build_data(run_config_from_args(parse_args(build_train_parser(), line + ["--personList", "1,7"])), tmp_path)
+    for flag in ("--render_only", "--render_test"):  # the original rendered instead of training
+        with pytest.raises(FaceNerfError, match="render_only / render_test are not supported: run_train.py only"):
+            run_config_from_args(parse_args(build_train_parser(), line + [flag]))
 
 
 def test_valid_identity_rule_for_real_facescape_ids():

@@ -77,6 +77,9 @@ def check_legacy_keys(args: argparse.Namespace) -> None:
 def run_config_from_args(args: argparse.Namespace) -> MoFaNeRFRunConfig:
     """The typed run config of ``run_train.py`` (``N_importance = 0`` trains no fine network)."""
     check_legacy_keys(args)
+    if args.render_only or args.render_test:
+        raise FaceNerfError("render_only / render_test are not supported: run_train.py only trains (held-out renders "
+                            "every i_testset steps); render a trained model with run_fit.py (see --renderType)")
     run = from_namespace(MoFaNeRFRunConfig, args)
     return replace(run, model=without_unused_fine(run.model, run.render))
 
