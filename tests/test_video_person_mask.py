@@ -91,6 +91,21 @@ def test_motion_hull_holds_a_swaying_person_and_not_a_still_lookalike_beside_it(
     assert mk.motion_hull(still_frames, still_marks) is None   # a torso whose outline never moves: no hull
 
 
+def test_no_hull_when_part_of_the_head_outline_never_changes_and_the_chin_is_near_the_lower_edge():
+    """Dark hair on a wall of the same colour: the outline is open at the top, so the moving edges
+    enclose no face. With the chin near the lower edge there is no body column to notice it; the
+    face itself must be inside, else the plate would take the head's colour as background there."""
+    frames, marks, head, torso, patch = _swaying_clip()
+    assert mk.motion_hull(frames, marks) is not None
+    chin = int(max(FaceFrame.from_landmarks(m).chin[1] for m in marks))
+    crop = chin + 6                                          # the lower edge just under the chin
+    top = np.zeros((SIZE, SIZE), bool)
+    top[: int(np.median([m[19, 1] for m in marks])) - 4] = True   # above the brows: hair and wall alike
+    hidden = [np.where(top[..., None], np.float32([0.8, 0.6, 0.5]), f)[:crop] for f in frames]
+    assert mk.motion_hull(hidden, marks) is None
+    assert mk.motion_hull([f[:crop] for f in frames], marks) is not None   # the outline closed: a hull
+
+
 def test_plate_takes_back_still_background_that_every_segmentation_called_person(monkeypatch):
     from types import SimpleNamespace
 

@@ -72,9 +72,10 @@ def motion_hull(images: list[np.ndarray], landmarks: list[np.ndarray], floor: fl
     """``[H, W]`` bool: the region that the pixels changing over ``images`` (float ``[H, W, 3]``
     frames spread over the clip; landmarks ``[68, 2]`` each) enclose together with the frame's
     lower edge, and with its side edges below the lowest chin; ``None`` where that region does not
-    hold the body below the face (``body``: the share of the jaw-wide column from half a face height
-    under the chin to the lower edge that must be inside), as when a still torso's outline barely
-    moves.
+    hold the face and the body below it (``body``: the share of the face polygon, and of the
+    jaw-wide column from half a face height under the chin to the lower edge, that must be
+    inside), as when a still torso's outline barely moves, or when part of the head's outline
+    never changes (dark hair on a dark wall) and leaves the outline open.
 
     A pixel changes when its standard deviation over the frames (blurred a little, largest over
     RGB) exceeds ``floor`` and four times the 25th percentile of all pixels' (the noise); gaps in
@@ -104,10 +105,13 @@ def motion_hull(images: list[np.ndarray], landmarks: list[np.ndarray], floor: fl
     hull[-1, :] = hull[-2, :]                       # the edges closed the outline; they are not in it
     hull[chin:, 0], hull[chin:, -1] = hull[chin:, 1], hull[chin:, -2]
     face_height = float(np.median([f.height for f in frames]))
-    jaw = np.median(np.stack(landmarks), axis=0)[[4, 12], 0]
-    left, right = (int(np.clip(round(x), 0, width)) for x in (min(jaw), max(jaw)))
+    middle = np.median(np.stack(landmarks), axis=0)                                 # [68, 2]
+    face = _fill((height, width), FaceFrame.from_landmarks(middle).face_polygon())
+    if face.any() and hull[face].mean() < body:   # an open outline: the face is not enclosed
+        return None
+    left, right = (int(np.clip(round(x), 0, width)) for x in sorted(middle[[4, 12], 0]))
     top = int(np.clip(round(chin + 0.5 * face_height), 0, height))
-    column = hull[top:, left:right]
+    column = hull[top:, left:right]   # empty where the chin is near the lower edge
     if column.size and column.mean() < body:
         return None
     return hull
