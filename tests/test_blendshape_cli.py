@@ -287,3 +287,21 @@ def test_batches_are_one_frame_per_step_with_mouth_and_face_patches(talk):
         cam = pose[:3, :3].T @ mid
         px, py = K.cx + K.fx * cam[0] / -cam[2], K.cy - K.fy * cam[1] / -cam[2]
         assert max(x, 0) - 1 <= float(px) <= x + w + 1 and max(y, 0) - 1 <= float(py) <= y + h + 1
+
+
+def test_the_jaw_check_needs_a_real_closed_to_open_change():
+    """A clip that never opens the jaw has held-out values a few thousandths apart: no check, and
+    the reason; an open jaw gives the extreme frames inside the training range."""
+    from types import SimpleNamespace
+
+    from facenerf.models.blendshape.expression_check import frame_pair
+
+    def data(values, low, high):
+        return SimpleNamespace(expr_min=torch.tensor([low]), expr_max=torch.tensor([high]),
+                               val=SimpleNamespace(coefficients=torch.tensor(values)[:, None]))
+
+    with pytest.raises(FaceNerfError, match=r"barely vary in this coefficient \(0.000 to 0.005, under 0.050\)"):
+        frame_pair(data([0.002, 0.0, 0.005, 0.001], 0.0, 0.0074), 0)
+    assert frame_pair(data([0.3, 0.0, 0.9, 0.66], 0.0, 0.7), 0) == (1, 3)   # 0.9 is beyond the training range
+    with pytest.raises(FaceNerfError, match="under 0.500"):                   # a coefficient ranging over 10
+        frame_pair(data([1.0, 1.3], 0.0, 10.0), 0)

@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     cli = from_namespace(BlendShapeRunConfig, args, data=from_namespace(BlendShapeDataConfig, args, path=args.path))
     model, data, path, _ = load_tested_head(cli, args.ckpt)
     index, _ = ec.coefficient_index(check.coefficient, data.val.dataset.expression_names, data.expr_dim)
-    closed, opened = ec.pick_frames(data.val.coefficients[:, index], float(data.expr_max[index]))
+    closed, opened = ec.frame_pair(data, index)
     truths, renders = held_out_pair(model, data, (closed, opened))
     result = ec.measure(data, truths, renders, check.coefficient)
     print(f"{path}: {result.summary(data)}")

@@ -72,15 +72,28 @@ def coefficient_index(spec: str, names: list[str] | None, k: int) -> tuple[int, 
     raise FaceNerfError(f"unknown coefficient '{spec}': give a 0-based index below {k} or a name ({known})")
 
 
-def pick_frames(values: Tensor, limit: float) -> tuple[int, int]:
-    """``(closed, open)``: the smallest value, and the largest one not above ``limit`` (the training maximum)."""
+MIN_CHANGE = 0.05  # the smallest closed-to-open change worth comparing, as a share of max(training range, 1)
+
+
+def pick_frames(values: Tensor, limit: float, min_change: float = 1e-3) -> tuple[int, int]:
+    """``(closed, open)``: the smallest value, and the largest one not above ``limit`` (the training
+    maximum); they must differ by ``min_change`` at least."""
     closed = int(torch.argmin(values))
     inside = torch.where(values <= limit + 1e-6, values, torch.full_like(values, -float("inf")))
     opened = int(torch.argmax(inside)) if bool(torch.isfinite(inside).any()) else int(torch.argmax(values))
-    if opened == closed or float(values[opened] - values[closed]) < 1e-3:
-        raise FaceNerfError("the held-out frames do not vary in this coefficient; hold out more frames "
-                            "(--test_num) or pick another --coefficient")
+    if opened == closed or float(values[opened] - values[closed]) < min_change:
+        raise FaceNerfError(f"the held-out frames barely vary in this coefficient ({float(values[closed]):.3f} to "
+                            f"{float(values[opened]):.3f}, under {min_change:.3f}); hold out more frames "
+                            "(--test_num) or check another coefficient")
     return closed, opened
+
+
+def frame_pair(data: HeadData, index: int) -> tuple[int, int]:
+    """``(closed, open)`` held-out frames of coefficient ``index``, at least :data:`MIN_CHANGE` of its
+    training range apart, or of 1 (a fully open jaw) when the range is smaller (a clip that never
+    opens the jaw)."""
+    low, high = float(data.expr_min[index]), float(data.expr_max[index])
+    return pick_frames(data.val.coefficients[:, index], high, MIN_CHANGE * max(high - low, 1.0))
 
 
 def mouth_box(data: HeadData, frames: tuple[int, int]) -> tuple[int, int, int, int]:
@@ -112,7 +125,7 @@ def mouth_box(data: HeadData, frames: tuple[int, int]) -> tuple[int, int, int, i
 def measure(data: HeadData, truths: list[Tensor], renders: list[Tensor], spec: str = "jaw_open") -> JawMeasure:
     """The closed/open comparison from the held-out truths and renders (lists of ``[H, W, 3]``)."""
     index, name = coefficient_index(spec, data.val.dataset.expression_names, data.expr_dim)
-    closed, opened = pick_frames(data.val.coefficients[:, index], float(data.expr_max[index]))
+    closed, opened = frame_pair(data, index)
     box = mouth_box(data, (closed, opened))
     truth, rendered, ratio = difference_ratio(truths[closed], truths[opened], renders[closed], renders[opened], box)
     values = data.val.coefficients[:, index]

@@ -136,15 +136,16 @@ def held_out_metrics(model: NeRFBlendShape, data: HeadData) -> tuple[list[Tensor
     return truths, renders, {**means, "frames": rows}
 
 
-def jaw_measure(data: HeadData, truths: list[Tensor], renders: list[Tensor]) -> JawMeasure | None:
-    """The closed/open jaw comparison when the data names a ``jaw_open`` coefficient that varies."""
+def jaw_measure(data: HeadData, truths: list[Tensor], renders: list[Tensor]) -> JawMeasure | str | None:
+    """The closed/open jaw comparison when the data names a ``jaw_open`` coefficient; a line saying
+    why not when its held-out frames barely vary; ``None`` without such a coefficient."""
     names = data.val.dataset.expression_names or []
     if "jaw_open" not in names or len(renders) < 2:
         return None
     try:
         return measure(data, truths, renders, "jaw_open")
-    except FaceNerfError:
-        return None
+    except FaceNerfError as error:
+        return f"jaw_open: no closed/open check: {error}"
 
 
 class TestedHead(NamedTuple):
@@ -206,7 +207,9 @@ def run_test(cli: BlendShapeRunConfig, test: BlendShapeTestSettings, say=print) 
     report = {"checkpoint": str(path), "step": step, "dataset": str(cli.data.path), "n_frames": len(renders),
               **metrics, "videos": {k: str(v) for k, v in videos.items()}}
     jaw = jaw_measure(data, truths, renders)
-    if jaw is not None:
+    if isinstance(jaw, str):
+        report["jaw"] = {"summary": jaw}
+    elif jaw is not None:
         report["jaw"] = {"summary": jaw.summary(data), "ratio": jaw.ratio, "magnitude_ratio": jaw.magnitude_ratio,
                          "box": list(jaw.box)}
     report["metrics_path"] = str(write_json(out / "metrics.json", report))
