@@ -122,6 +122,33 @@ def test_expression_aware_grid_update_marks_empty_space_empty_and_keeps_expressi
     assert (basis >= mean_only - 1e-6).all() and basis.max() > 50 * mean_only.max()
 
 
+@pytest.mark.parametrize("device", DEVICES)
+def test_image_renders_take_whole_frames_per_call_on_a_gpu_and_cache_sized_chunks_on_a_cpu(device):
+    """On a GPU every render call costs a few hundred launches, so a frame goes in as few calls as
+    memory allows; the split changes no sample, so the image is the same."""
+    from facenerf.core.cameras import Intrinsics, orbit_pose
+    from facenerf.core.rays import image_rays
+    from facenerf.core.renderer import DEFAULT_CHUNK_RAYS, render_image_marched
+
+    run = BlendShapeRunConfig(model=TINY, scene=BlendShapeSceneConfig(bound=1.0, grid_size=8, cuda_ray=True))
+    model = NeRFBlendShape(run, EXPR_MAX, EXPR_MIN)
+    model.field = tiny_field()
+    model.to(device).update_grid(step=None)
+    settings = model.march_settings(training=False)
+    assert model.march_settings(training=True).chunk_rays == DEFAULT_CHUNK_RAYS
+    if device == "cpu":
+        assert settings.chunk_rays == DEFAULT_CHUNK_RAYS
+    else:  # a GPU with 20 GiB free holds a 512^2 frame of this tiny head in one call
+        assert settings.chunk_rays >= 1 << 18
+    rays = image_rays(Intrinsics(24, 24, 30.0, 30.0, 12.0, 12.0), orbit_pose(10.0, 20.0, 3.0), 1.0, 5.0).to(device)
+    head = model.field.bind(torch.tensor([0.4, 0.3, 0.0], device=device))
+    with torch.no_grad():
+        whole = render_image_marched(rays, head, model.grid, settings, 24, 24)
+        split = render_image_marched(rays, head, model.grid, replace(settings, chunk_rays=100), 24, 24)
+    assert float(whole["opacity"].max()) > 0.05  # something in view
+    torch.testing.assert_close(whole["rgb"], split["rgb"], rtol=0, atol=1e-6)
+
+
 def test_without_cuda_ray_the_grid_stays_all_occupied():
     run = BlendShapeRunConfig(model=TINY, scene=BlendShapeSceneConfig(bound=1.0, grid_size=8, cuda_ray=False,
                                                                       update_extra_interval=1))

@@ -28,7 +28,8 @@ from torch import Tensor, nn
 from facenerf.core.cameras import Intrinsics
 from facenerf.core.occupancy_grid import OccupancyGrid
 from facenerf.core.rays import image_rays
-from facenerf.core.renderer import DEFAULT_CHUNK_RAYS, MarchSettings, render_image_marched, render_rays_marched
+from facenerf.core.renderer import (DEFAULT_CHUNK_RAYS, MarchSettings, auto_chunk_rays, render_image_marched,
+                                    render_rays_marched)
 from facenerf.metrics import mse_to_psnr
 from facenerf.models.blendshape.config import BlendShapeRunConfig
 from facenerf.models.blendshape.field import BlendShapeField
@@ -38,6 +39,7 @@ from facenerf.models.blendshape.torso import TorsoNet, pixel_coords, pose_vector
 MODEL_NAME = "nerfblendshape"
 TRAIN_STOP_EPS = 1e-4   # rays stop once their transmittance is below this (training, reference §2.2)
 TEST_STOP_EPS = 1e-2    # ... and at inference
+RENDER_SAMPLES_PER_RAY = 64  # field evaluations per ray budgeted when sizing a GPU render call (renders take ~5)
 
 
 @dataclass(frozen=True)
@@ -84,7 +86,15 @@ class NeRFBlendShape(nn.Module):
         return self.field.expr_dim
 
     def march_settings(self, training: bool) -> MarchSettings:
-        return MarchSettings(step_size=self.run.scene.step_size, perturb=training, chunk_rays=DEFAULT_CHUNK_RAYS,
+        """Marching of training batches and of image renders. A GPU renders as many rays per call
+        as its free memory allows (a whole 512^2 frame on a large one): each call costs a few
+        hundred kernel launches whatever its size, so small chunks would cap the frame rate."""
+        chunk = DEFAULT_CHUNK_RAYS
+        device = self.grid.density.device
+        if not training and device.type == "cuda":
+            width = max(self.run.model.hidden_dim, self.run.model.hidden_dim_color, self.field.meta.out_dim)
+            chunk = auto_chunk_rays(device, RENDER_SAMPLES_PER_RAY, width)
+        return MarchSettings(step_size=self.run.scene.step_size, perturb=training, chunk_rays=chunk,
                              early_stop_eps=TRAIN_STOP_EPS if training else TEST_STOP_EPS)
 
     # ------------------------------------------------------------------ engine interface
