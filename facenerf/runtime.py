@@ -79,13 +79,16 @@ def seed_everything(seed: int) -> torch.Generator:
 def amp_dtype(device: torch.device, amp: str) -> torch.dtype | None:
     """The autocast dtype for ``amp`` on ``device``, or ``None`` when running in fp32.
 
-    On CPU only ``bf16`` is honoured; ``fp16`` falls back to fp32 there.
+    On CPU only ``bf16`` is honoured; ``fp16`` falls back to fp32 there. On a GPU without bf16
+    (before Ampere) ``bf16`` runs as fp16, as the training loop does (with loss scaling there).
     """
     if amp not in AMP_MODES:
         raise FaceNerfError(f"unknown amp mode {amp!r}: use one of {', '.join(AMP_MODES)}")
     if amp == "none":
         return None
     if amp == "bf16":
+        if device.type == "cuda" and not torch.cuda.is_bf16_supported(including_emulation=False):
+            return torch.float16
         return torch.bfloat16
     return torch.float16 if device.type == "cuda" else None
 

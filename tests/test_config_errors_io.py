@@ -91,6 +91,17 @@ def test_runtime_helpers():
     assert f"{os.cpu_count()} cores, {torch.get_num_threads()} torch threads" in name
 
 
+def test_bf16_runs_as_fp16_on_a_gpu_without_it(monkeypatch):
+    """Fits and renders ask amp_dtype; the training loop asks resolve_amp: both fall back alike."""
+    from facenerf.engine.trainer import resolve_amp
+
+    cuda = torch.device("cuda")
+    for supported, dtype, mode in ((True, torch.bfloat16, "bf16"), (False, torch.float16, "fp16")):
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True, s=supported: s)
+        assert runtime.amp_dtype(cuda, "bf16") == dtype and resolve_amp("bf16", cuda) == mode
+    assert runtime.amp_dtype(torch.device("cpu"), "bf16") == torch.bfloat16  # the CPU has bf16 kernels
+
+
 def test_read_image_modes(tmp_path):
     from PIL import Image
 

@@ -469,7 +469,7 @@ def resolve_amp(requested: str, device: torch.device) -> str:
     of bf16 on a GPU without bf16 support (with a note)."""
     if device.type != "cuda":
         return "none"
-    if requested == "bf16" and not torch.cuda.is_bf16_supported():
+    if requested == "bf16" and not torch.cuda.is_bf16_supported(including_emulation=False):
         if distributed.is_main_process():
             print("note: this GPU has no bf16 support; training with fp16 autocast and loss scaling instead")
         return "fp16"
