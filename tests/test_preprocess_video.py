@@ -267,6 +267,29 @@ def test_short_misses_are_carried_and_frames_without_a_face_are_dropped(clip, tm
 
 
 @pytest.mark.skipif(PLATFORM is None, reason="no headless OpenGL platform")
+def test_the_tracked_face_is_kept_and_a_face_behind_it_is_not_taken():
+    """A poster of a smaller, upright face (a higher detector score) behind the speaker: while the
+    speaker was seen recently a frame where they are missed is a miss, not the poster; after a
+    long miss any face is taken again. Sizes and nearness decide what is the same face."""
+    import cv2
+    from skimage import data
+
+    from facenerf.preprocess.video import landmarks as lm
+
+    photo = data.astronaut()
+    frame = np.full((560, 900, 3), 90, np.uint8)
+    poster = cv2.resize(photo, (358, 358), interpolation=cv2.INTER_AREA)[:, :370]
+    frame[20:378, 530:530 + poster.shape[1]] = poster               # no speaker in this frame
+    speaker = np.array([169.0, 150.0, 274.0, 255.0])                # where the speaker's face was
+    detector = lm.VideoFaceDetector(upsample=0)
+    assert detector.detect(frame.astype(np.float32) / 255, speaker, recent=True) is None
+    box, _, _ = detector.detect(frame.astype(np.float32) / 255, speaker, recent=False)
+    assert box[0] > 530                                              # re-acquired: the poster
+    assert lm.same_face(speaker + 12, speaker)                       # moved a little: the same face
+    assert not lm.same_face(box, speaker)                            # smaller and far: another one
+    assert not lm.same_face(np.array([100.0, 100.0, 300.0, 300.0]), speaker)   # twice the size
+
+
 def test_long_misses_are_followed_frame_to_frame_until_the_face_is_gone(clip, tmp_path):
     import imageio.v3 as iio
 

@@ -1,7 +1,9 @@
 """Face detection and 68-point landmarks with dlib.
 
 The HOG frontal-face detector runs first (``upsample`` controls how small a face it finds);
-when several faces are found the highest-scoring one is kept. Optionally the CNN (MMOD)
+when several faces are found the largest of those scoring at least half the best score is kept
+(the subject; a smaller face behind it, such as a poster, can score higher, and a weak false
+positive stays out). Optionally the CNN (MMOD)
 detector is tried when HOG finds nothing. Landmarks come from dlib's 68-point shape
 predictor (iBUG order: 0-16 jaw, 17-26 brows, 27-35 nose, 36-47 eyes, 48-67 mouth) as
 ``(x, y)`` pixel coordinates.
@@ -93,7 +95,8 @@ class LandmarkDetector:
             self._cnn = dlib.cnn_face_detection_model_v1(str(path))
 
     def detect(self, image: np.ndarray) -> FaceDetection:
-        """The highest-scoring face in ``image [H, W, 3]`` with its landmarks.
+        """The largest confident face in ``image [H, W, 3]`` with its landmarks (:func:`largest`):
+        the subject, not a smaller face behind it (a poster, a passer-by) that may score higher.
 
         Raises :class:`FaceNerfError` when no face is found.
         """
@@ -133,7 +136,7 @@ class LandmarkDetector:
         boxes, scores, _ = self._hog.run(rgb, self.upsample, 0.0)
         if len(boxes) == 0:
             return None
-        best = int(np.argmax(scores))
+        best = largest([(r.width() * r.height(), s) for r, s in zip(boxes, scores)])
         r = boxes[best]
         return (r.left(), r.top(), r.right(), r.bottom()), float(scores[best]), "hog"
 
@@ -141,6 +144,17 @@ class LandmarkDetector:
         found = self._cnn(rgb, self.upsample)
         if len(found) == 0:
             return None
-        best = max(found, key=lambda d: d.confidence)
+        best = found[largest([(d.rect.width() * d.rect.height(), d.confidence) for d in found])]
         r = best.rect
         return (r.left(), r.top(), r.right(), r.bottom()), float(best.confidence), "cnn"
+
+
+CONFIDENT_SHARE = 0.5  # a face competes for "largest" when it scores at least this share of the best
+
+
+def largest(candidates: list[tuple[float, float]]) -> int:
+    """Index of the largest ``(area, score)`` detection among those scoring at least
+    :data:`CONFIDENT_SHARE` of the best score (a weak false positive of face size stays out)."""
+    best = max(score for _, score in candidates)
+    confident = [i for i, (_, score) in enumerate(candidates) if score >= CONFIDENT_SHARE * best]
+    return max(confident, key=lambda i: candidates[i])

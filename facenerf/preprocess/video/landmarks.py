@@ -31,6 +31,9 @@ from facenerf.io import read_image, write_npz
 from facenerf.preprocess.video.flow import CORNER_WINDOW
 
 ROI_SCALE = 2.6  # side of the search window around the previous face, in face-box sides
+REACQUIRE = 50   # frames without the face after which a face anywhere in the frame is taken
+SAME_FACE_SIZE = 1.6   # a detection near a recent face is that face when their sizes differ by less
+SAME_FACE_SHIFT = 1.0  # than this factor and their centres by less than this many face sizes
 
 
 @dataclass
@@ -72,15 +75,20 @@ class VideoFaceDetector:
 
         self.detector = LandmarkDetector(predictor_path=predictor, upsample=upsample, max_side=4096)
 
-    def detect(self, image: np.ndarray, previous: np.ndarray | None):
-        """``(box [4], score, landmarks [68, 2])`` of the face in ``image``, or None."""
-        if previous is not None and np.isfinite(previous).all():
+    def detect(self, image: np.ndarray, previous: np.ndarray | None, recent: bool = True):
+        """``(box [4], score, landmarks [68, 2])`` of the face in ``image``, or None. With a
+        ``previous`` box [4] seen ``recent``-ly, only near it (the tracked speaker, not a face
+        behind them); otherwise the largest confident face anywhere in the frame."""
+        tracked = previous is not None and np.isfinite(previous).all()
+        if tracked:
             found = self._in_window(image, previous)
-            if found is not None:
+            if found is not None and (not recent or same_face(found[0], previous)):
                 return found
         try:
             face = self.detector.detect(image)
         except FaceNerfError:
+            return None
+        if tracked and recent and not same_face(np.array(face.box), previous):
             return None
         return np.array(face.box), face.score, face.landmarks
 
@@ -103,6 +111,14 @@ class VideoFaceDetector:
         return self.detector.landmarks_in_box(image, tuple(box))
 
 
+def same_face(box: np.ndarray, previous: np.ndarray) -> bool:
+    """Whether detection ``box`` [4] (left, top, right, bottom) can be the face of ``previous`` [4]
+    a few frames on: a like size, nearby (see :data:`SAME_FACE_SIZE`, :data:`SAME_FACE_SHIFT`)."""
+    size, before = (float(max(b[2] - b[0], b[3] - b[1])) for b in (box, previous))
+    shift = float(np.linalg.norm(0.5 * (box[:2] + box[2:]) - 0.5 * (previous[:2] + previous[2:])))
+    return max(size, before) < SAME_FACE_SIZE * min(size, before) and shift < SAME_FACE_SHIFT * before
+
+
 def detect_frames(paths: list[Path], detector: VideoFaceDetector, progress: bool = True):
     """``(raw [N, 68, 2], boxes [N, 4], scores [N], detected [N])`` with NaN where no face was found."""
     from tqdm import tqdm
@@ -110,13 +126,14 @@ def detect_frames(paths: list[Path], detector: VideoFaceDetector, progress: bool
     n = len(paths)
     raw, boxes = np.full((n, 68, 2), np.nan), np.full((n, 4), np.nan)
     scores, detected = np.full(n, np.nan), np.zeros(n, dtype=bool)
-    previous = None
+    previous, missed = None, 0
     for i, path in enumerate(tqdm(paths, desc="landmarks", unit="frame", disable=None if progress else True)):
-        found = detector.detect(read_image(path), previous)
+        found = detector.detect(read_image(path), previous, recent=missed < REACQUIRE)
         if found is not None:
             boxes[i], scores[i], raw[i] = found
             detected[i] = True
         previous = boxes[i] if found is not None else previous
+        missed = 0 if found is not None else missed + 1
     return raw, boxes, scores, detected
 
 
