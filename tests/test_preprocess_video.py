@@ -231,9 +231,9 @@ class _MissingDetector:
         self.real = VideoFaceDetector(upsample=1)
         self.misses, self.calls = misses, 0
 
-    def detect(self, image, previous):
+    def detect(self, image, previous, recent=True):
         index, self.calls = self.calls, self.calls + 1
-        return None if index in self.misses else self.real.detect(image, previous)
+        return None if index in self.misses else self.real.detect(image, previous, recent)
 
     def in_box(self, image, box):
         return self.real.in_box(image, box)
