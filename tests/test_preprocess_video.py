@@ -413,6 +413,33 @@ def _grey_video(path: Path, seconds: float, vfr: bool = False) -> Path:
     return path
 
 
+def test_a_phone_video_stored_sideways_with_a_rotation_tag_decodes_upright(tmp_path):
+    """Phones store portrait video as landscape pixels plus a rotation tag; ffmpeg turns the frames
+    upright as it decodes them, so their size is the tag-rotated one (reading them at the coded
+    size scrambles every frame)."""
+    import imageio.v3 as iio
+
+    from facenerf.io import read_image
+    from facenerf.preprocess.video.frames import extract_frames, probe_video
+
+    upright = np.full((10, 48, 64, 3), 40, np.uint8)          # [N, H, W, 3]: a red block top left
+    upright[:, 4:16, 4:20] = (230, 30, 30)
+    iio.imwrite(tmp_path / "upright.mp4", upright, fps=25, codec="libx264", macro_block_size=1)
+    sideways, tagged = tmp_path / "sideways.mp4", tmp_path / "phone.mp4"
+    subprocess.run([_ffmpeg(), "-y", "-loglevel", "error", "-i", str(tmp_path / "upright.mp4"), "-vf", "transpose=2",
+                    str(sideways)], check=True)
+    done = subprocess.run([_ffmpeg(), "-y", "-loglevel", "error", "-display_rotation", "-90", "-i", str(sideways),
+                           "-c", "copy", str(tagged)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"this ffmpeg cannot write a rotation tag: {done.stderr.strip()[:80]}")
+    info = probe_video(tagged)
+    assert (info.width, info.height, info.rotation) == (64, 48, -90.0)
+    result = extract_frames(tagged, tmp_path / "frames", progress=False)
+    frame = read_image(tmp_path / "frames" / "3.jpg")           # [48, 64, 3] float
+    assert result.n_frames == 10 and frame.shape == (48, 64, 3)
+    assert frame[6:14, 6:18, 0].mean() > 0.75 and frame[30:, 40:].mean() < 0.3   # the block is top left
+
+
 def test_not_a_video_a_still_image_and_a_missing_file_get_one_line(tmp_path):
     from facenerf.io import write_image
 

@@ -24,13 +24,16 @@ IMAGE_FORMATS = ("image2", "png_pipe", "jpeg_pipe", "bmp_pipe", "webp_pipe", "ti
 
 @dataclass(frozen=True)
 class VideoInfo:
-    """What ffmpeg reports about a file's first video stream."""
+    """What ffmpeg reports about a file's first video stream. ``width`` and ``height`` are those
+    of the frames as shown, which ffmpeg decodes them to: a phone video stored sideways with a
+    rotation tag (``rotation``, degrees) has them swapped relative to the coded size."""
 
     width: int
     height: int
     fps: float | None        # nominal frame rate
     duration: float | None   # seconds
     container: str
+    rotation: float = 0.0
 
 
 def ffmpeg_exe() -> str:
@@ -61,8 +64,17 @@ def probe_video(path: Path) -> VideoInfo:
         seconds = 3600 * int(h) + 60 * int(m) + float(s)
     if size is None:
         raise FaceNerfError(f"{path}: ffmpeg reports no frame size for the video stream; re-encode the video")
-    return VideoInfo(int(size.group(1)), int(size.group(2)), float(fps.group(1)) if fps else None, seconds,
-                     container.group(1))
+    width, height, rotation = int(size.group(1)), int(size.group(2)), _rotation(text)
+    if round(rotation) % 180 == 90:   # ffmpeg turns the frames upright as it decodes them
+        width, height = height, width
+    return VideoInfo(width, height, float(fps.group(1)) if fps else None, seconds, container.group(1), rotation)
+
+
+def _rotation(header: str) -> float:
+    """Degrees of the first video stream's rotation tag (display matrix, or the older ``rotate``)."""
+    found = re.search(r"rotation of (-?[\d.]+) degrees", header) or re.search(r"^\s*rotate\s*:\s*(-?[\d.]+)",
+                                                                              header, re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
 
 
 @dataclass(frozen=True)
