@@ -440,6 +440,28 @@ def test_a_phone_video_stored_sideways_with_a_rotation_tag_decodes_upright(tmp_p
     assert frame[6:14, 6:18, 0].mean() > 0.75 and frame[30:, 40:].mean() < 0.3   # the block is top left
 
 
+def test_a_video_of_non_square_pixels_is_scaled_to_square_ones(tmp_path):
+    """An anamorphic video (pixels twice as wide as tall) is shown twice as wide as it is coded;
+    the frames come out at that size, so a round face stays round for the camera model."""
+    import imageio.v3 as iio
+
+    from facenerf.io import read_image
+    from facenerf.preprocess.video.frames import extract_frames, probe_video
+
+    shown = np.full((10, 48, 64, 3), 40, np.uint8)              # [N, H, W, 3]: a 16 x 16 red square
+    shown[:, 8:24, 8:24] = (230, 30, 30)
+    iio.imwrite(tmp_path / "shown.mp4", shown, fps=25, codec="libx264", macro_block_size=1)
+    coded = tmp_path / "anamorphic.mp4"
+    subprocess.run([_ffmpeg(), "-y", "-loglevel", "error", "-i", str(tmp_path / "shown.mp4"), "-vf",
+                    "scale=32:48,setsar=2/1", str(coded)], check=True)
+    info = probe_video(coded)
+    assert (info.width, info.height, info.pixel_aspect) == (64, 48, 2.0)
+    extract_frames(coded, tmp_path / "frames", progress=False)
+    frame = read_image(tmp_path / "frames" / "3.jpg")           # [48, 64, 3] float
+    red = frame[..., 0] > 0.6
+    assert frame.shape == (48, 64, 3) and abs(int(red.any(0).sum()) - int(red.any(1).sum())) <= 2   # square
+
+
 def test_not_a_video_a_still_image_and_a_missing_file_get_one_line(tmp_path):
     from facenerf.io import write_image
 

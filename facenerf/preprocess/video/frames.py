@@ -25,8 +25,10 @@ IMAGE_FORMATS = ("image2", "png_pipe", "jpeg_pipe", "bmp_pipe", "webp_pipe", "ti
 @dataclass(frozen=True)
 class VideoInfo:
     """What ffmpeg reports about a file's first video stream. ``width`` and ``height`` are those
-    of the frames as shown, which ffmpeg decodes them to: a phone video stored sideways with a
-    rotation tag (``rotation``, degrees) has them swapped relative to the coded size."""
+    of the frames as shown: a phone video stored sideways with a rotation tag (``rotation``,
+    degrees; ffmpeg turns the frames upright as it decodes them) has them swapped relative to the
+    coded size, and a video of non-square pixels (``pixel_aspect`` = their width / height) is
+    shown ``pixel_aspect`` times as wide, which :func:`extract_frames` scales it to."""
 
     width: int
     height: int
@@ -34,6 +36,12 @@ class VideoInfo:
     duration: float | None   # seconds
     container: str
     rotation: float = 0.0
+    pixel_aspect: float = 1.0   # of the upright frames
+
+    @property
+    def scale_filter(self) -> str:
+        """ffmpeg filters that make the pixels square at the shown size ("" when they are)."""
+        return "" if abs(self.pixel_aspect - 1.0) < 1e-3 else f"scale={self.width}:{self.height},setsar=1,"
 
 
 def ffmpeg_exe() -> str:
@@ -65,9 +73,14 @@ def probe_video(path: Path) -> VideoInfo:
     if size is None:
         raise FaceNerfError(f"{path}: ffmpeg reports no frame size for the video stream; re-encode the video")
     width, height, rotation = int(size.group(1)), int(size.group(2)), _rotation(text)
+    sar = re.search(r"\[SAR (\d+):(\d+)", stream.group(1))
+    aspect = int(sar.group(1)) / int(sar.group(2)) if sar and int(sar.group(1)) and int(sar.group(2)) else 1.0
     if round(rotation) % 180 == 90:   # ffmpeg turns the frames upright as it decodes them
-        width, height = height, width
-    return VideoInfo(width, height, float(fps.group(1)) if fps else None, seconds, container.group(1), rotation)
+        width, height, aspect = height, width, 1.0 / aspect
+    if abs(aspect - 1.0) >= 1e-3:
+        width = max(2, int(round(width * aspect / 2.0)) * 2)
+    return VideoInfo(width, height, float(fps.group(1)) if fps else None, seconds, container.group(1), rotation,
+                     aspect)
 
 
 def _rotation(header: str) -> float:
@@ -105,7 +118,7 @@ def extract_frames(path: Path, out_dir: Path, fps: float = 25.0, quality: int = 
     expected = int(round(info.duration * fps)) if info.duration else None
     out_dir.mkdir(parents=True, exist_ok=True)
     command = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats", "-i", str(path), "-map", "0:v:0",
-               "-vf", f"vfrdet,fps={fps}", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
+               "-vf", f"vfrdet,{info.scale_filter}fps={fps}", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
     count = 0
     with tempfile.TemporaryFile(mode="w+") as log:
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log)
