@@ -220,6 +220,20 @@ def test_expr_file_reads_csv_with_names_and_npy_and_checks_the_frame_count(tmp_p
         load_expr_file(tmp_path / "x.json", 3)
 
 
+def test_expr_file_drops_time_codes_counts_and_head_and_eye_rotations(tmp_path):
+    """A Live Link Face style recording: a time code, a blendshape count, blendshapes, then head
+    and eye rotations; only the blendshapes are coefficients."""
+    csv = tmp_path / "livelink.csv"
+    csv.write_text("Timecode,BlendShapeCount,EyeBlinkLeft,JawOpen,HeadYaw,HeadPitch,LeftEyeRoll\n"
+                   "00:00:01:00.000,61,0.1,0.2,0.05,-0.1,0.0\n00:00:01:01.000,61,0.3,0.4,0.06,-0.1,0.0\n")
+    notes = []
+    table, names = load_expr_file(csv, 2, say=notes.append)
+    assert names == ["EyeBlinkLeft", "JawOpen"]
+    np.testing.assert_allclose(table, [[0.1, 0.2], [0.3, 0.4]])
+    assert notes == ["--expr_file: dropped 5 column(s) that hold no expression coefficient: Timecode, "
+                     "BlendShapeCount, HeadYaw, HeadPitch, LeftEyeRoll"]
+
+
 # ---------------------------------------------------------------- landmarks through gaps
 
 class _MissingDetector:

@@ -1,9 +1,11 @@
 """Per-frame expression coefficients from another tracker (``--expr_file``): CSV or NPY.
 
 A CSV holds one row per frame, numbers separated by commas, semicolons or spaces; a first row
-with any non-number is a header of coefficient names (e.g. 52 ARKit-style blendshapes). An NPY
-file holds a ``[frames, K]`` array. Either way the row count must equal the number of frames
-extracted from the video (at ``--fps``).
+with any non-number is a header of coefficient names (e.g. 52 ARKit-style blendshapes). Named
+columns that are no expression coefficients are dropped, with a note: time codes, frame numbers
+and counts, and head and eye rotations (as Live Link Face writes them next to its 52
+blendshapes). An NPY file holds a ``[frames, K]`` array. Either way the row count must equal the
+number of frames extracted from the video (at ``--fps``).
 """
 
 from __future__ import annotations
@@ -14,6 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from facenerf.errors import FaceNerfError
+
+# header names (lower case, without spaces and underscores) of columns that hold no coefficient
+NOT_COEFFICIENTS = re.compile(r"^(timecode|time|timestamp|frame|frameindex|framenumber|blendshapecount"
+                              r"|(head|lefteye|righteye)(yaw|pitch|roll))$")
 
 
 def _fields(line: str) -> list[str]:
@@ -27,16 +33,23 @@ def _number(text: str) -> float | None:
         return None
 
 
-def read_csv(path: Path) -> tuple[np.ndarray, list[str] | None]:
+def _not_coefficients(names: list[str]) -> list[int]:
+    return [i for i, name in enumerate(names) if NOT_COEFFICIENTS.match(re.sub(r"[\s_]", "", name.lower()))]
+
+
+def read_csv(path: Path) -> tuple[np.ndarray, list[str] | None, list[str]]:
+    """``(table [rows, K], names or None, names of the dropped columns)``."""
     lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
     if not lines:
         raise FaceNerfError(f"--expr_file {path} is empty; give one row of coefficients per frame")
-    names = None
+    names, drop = None, []
     if any(_number(f) is None for f in _fields(lines[0])):
         names, lines = _fields(lines[0]), lines[1:]
+        drop = _not_coefficients(names)
     rows = []
     for n, line in enumerate(lines, start=2 if names else 1):
-        values = [_number(f) for f in _fields(line)]
+        fields = _fields(line)
+        values = [_number(f) for i, f in enumerate(fields) if i not in drop]
         if any(v is None for v in values):
             raise FaceNerfError(f"--expr_file {path} line {n} holds a non-number; keep only numeric coefficient columns")
         rows.append(values)
@@ -44,13 +57,16 @@ def read_csv(path: Path) -> tuple[np.ndarray, list[str] | None]:
     if len(widths) > 1:
         raise FaceNerfError(f"--expr_file {path}: rows have {sorted(widths)} values; every row needs the same number")
     table = np.asarray(rows, dtype=np.float64)
-    if names is not None and len(names) != table.shape[1]:
-        names = None
-    return table, names
+    dropped = [names[i] for i in drop] if names else []
+    if names is not None:
+        names = [name for i, name in enumerate(names) if i not in drop]
+        names = names if len(names) == table.shape[1] else None
+    return table, names, dropped
 
 
-def load_expr_file(path: str | Path, n_frames: int) -> tuple[np.ndarray, list[str] | None]:
-    """``(coefficients [n_frames, K], names or None)``; one-line errors for bad files or frame counts."""
+def load_expr_file(path: str | Path, n_frames: int, say=None) -> tuple[np.ndarray, list[str] | None]:
+    """``(coefficients [n_frames, K], names or None)``; one-line errors for bad files or frame
+    counts; ``say(note)`` hears which columns were dropped."""
     path = Path(path)
     if not path.is_file():
         raise FaceNerfError(f"--expr_file not found: {path} (check the path)")
@@ -60,7 +76,10 @@ def load_expr_file(path: str | Path, n_frames: int) -> tuple[np.ndarray, list[st
         except (OSError, ValueError) as err:
             raise FaceNerfError(f"--expr_file {path} is not a readable numeric .npy array") from err
     elif path.suffix.lower() in (".csv", ".txt", ".tsv"):
-        table, names = read_csv(path)
+        table, names, dropped = read_csv(path)
+        if dropped and say is not None:
+            say(f"--expr_file: dropped {len(dropped)} column(s) that hold no expression coefficient: "
+                f"{', '.join(dropped)}")
     else:
         raise FaceNerfError(f"--expr_file {path}: use a .csv (one row per frame) or a .npy [frames, K] file")
     if table.ndim == 1:

@@ -338,7 +338,7 @@ class VideoProcessor:
 
         self.frames()
         if self.s.expr_file is not None:                    # check it before the slow stages
-            load_expr_file(self.s.expr_file, self.info["n_frames"])
+            load_expr_file(self.s.expr_file, self.info["n_frames"], say=self.note)
         landmarks = self.landmarks()
         self.n_test(int(landmarks.valid.sum()))
         head = self.tracking(landmarks)
