@@ -305,3 +305,24 @@ def test_the_jaw_check_needs_a_real_closed_to_open_change():
     assert frame_pair(data([0.3, 0.0, 0.9, 0.66], 0.0, 0.7), 0) == (1, 3)   # 0.9 is beyond the training range
     with pytest.raises(FaceNerfError, match="under 0.500"):                   # a coefficient ranging over 10
         frame_pair(data([1.0, 1.3], 0.0, 10.0), 0)
+
+
+def test_driving_coefficients_are_taken_by_name_when_both_sides_name_them(tmp_path):
+    """--test_expr: a table whose header names the head's coefficients in another order (and more
+    of them) is read by name; one lacking some of them is refused; one without a header is read by
+    position."""
+    from facenerf.models.blendshape.testing import read_coefficients
+
+    head = ["jaw_open", "mouth_smile", "eye_blink"]
+    named = tmp_path / "named.csv"
+    named.write_text("Timecode,EyeBlink,JawOpen,browUp,Mouth_Smile\n00:00:00:00.0,0.3,0.1,0.9,0.2\n")
+    table, note = read_coefficients(str(named), 3, head)
+    np.testing.assert_allclose(table, [[0.1, 0.2, 0.3]])
+    assert note == "note: --test_expr columns taken by name (3 of its 4)"
+    (tmp_path / "other.csv").write_text("jawOpen,mouthSmileLeft,eyeBlinkLeft\n0.1,0.2,0.3\n")
+    with pytest.raises(FaceNerfError, match="lacks the head's mouth_smile, eye_blink; give those columns"):
+        read_coefficients(str(tmp_path / "other.csv"), 3, head)
+    (tmp_path / "plain.csv").write_text("0.1,0.2,0.3,0.4\n")
+    table, note = read_coefficients(str(tmp_path / "plain.csv"), 3, head)
+    np.testing.assert_allclose(table, [[0.1, 0.2, 0.3]])
+    assert "using the first 3" in note

@@ -66,14 +66,16 @@ def tested_run(stored: BlendShapeRunConfig, cli: BlendShapeRunConfig) -> BlendSh
     return replace(stored, data=data, scene=replace(stored.scene, white_bg=cli.scene.white_bg), runtime=cli.runtime)
 
 
-def read_coefficients(path: str, k: int) -> tuple[np.ndarray, str | None]:
-    """``(coefficients [N, k], note or None)`` from a .npy/.csv/.txt table or a dataset folder."""
+def read_coefficients(path: str, k: int, names: list[str] | None = None) -> tuple[np.ndarray, str | None]:
+    """``(coefficients [N, k], note or None)`` from a .npy/.csv/.txt table or a dataset folder.
+    When both the table and the head (``names``, its ``k`` coefficients) name their columns, the
+    columns are taken by name (case and underscores aside), else by position."""
     from facenerf.preprocess.video.exprfile import read_csv
 
-    source = Path(path)
+    source, given = Path(path), None
     if source.is_dir():
         dataset = parse_video_dataset(source, "all", require_masks=False)
-        table = np.stack([f.expression for f in dataset.frames])
+        table, given = np.stack([f.expression for f in dataset.frames]), dataset.expression_names
     elif not source.is_file():
         raise FaceNerfError(f"--test_expr not found: {path} (give a .npy/.csv/.txt file or a dataset folder)")
     elif source.suffix.lower() == ".npy":
@@ -82,16 +84,34 @@ def read_coefficients(path: str, k: int) -> tuple[np.ndarray, str | None]:
         except (OSError, ValueError) as err:
             raise FaceNerfError(f"--test_expr {path} is not a readable numeric .npy array") from err
     else:
-        table = read_csv(source)[0]
+        table, given, _ = read_csv(source)
     table = table.reshape(len(table), -1) if table.ndim == 1 else table
     if table.ndim != 2 or table.shape[0] == 0 or not np.isfinite(table).all():
         raise FaceNerfError(f"--test_expr {path} must be a finite [frames, K] table, got shape {table.shape}")
+    if given and names and len(given) == table.shape[1]:
+        return by_name(table, given, names[:k], path)
     if table.shape[1] < k:
         raise FaceNerfError(f"--test_expr {path} holds {table.shape[1]} coefficients per frame but the head was "
                             f"trained with --expr_dim {k}; give a table with at least {k} columns")
     note = f"note: --test_expr has {table.shape[1]} coefficients per frame; using the first {k}" \
         if table.shape[1] > k else None
     return table[:, :k].astype(np.float32), note
+
+
+def by_name(table: np.ndarray, given: list[str], names: list[str], path: str) -> tuple[np.ndarray, str | None]:
+    """The columns of ``table`` [N, len(given)] named ``names``, in that order."""
+    def key(name: str) -> str:
+        return name.lower().replace("_", "").replace(" ", "")
+
+    column = {key(name): i for i, name in enumerate(given)}
+    missing = [name for name in names if key(name) not in column]
+    if missing:
+        raise FaceNerfError(f"--test_expr {path} names its columns but lacks the head's {', '.join(missing)}; "
+                            "give those columns, or a table without a header to take them by position")
+    order = [column[key(name)] for name in names]
+    note = None if order == list(range(len(names))) and len(given) == len(names) else \
+        f"note: --test_expr columns taken by name ({len(names)} of its {len(given)})"
+    return table[:, order].astype(np.float32), note
 
 
 def yaw_about_head(pose: Tensor, degrees: float) -> Tensor:
@@ -195,7 +215,8 @@ def write_videos(model: NeRFBlendShape, data: HeadData, test: BlendShapeTestSett
 def run_test(cli: BlendShapeRunConfig, test: BlendShapeTestSettings, say=print) -> dict:
     """Run ``--test`` (see the module docstring); returns the metrics and the paths written."""
     model, data, path, step = load_tested_head(cli, test.ckpt)
-    transfer, note = (read_coefficients(test.test_expr, model.expr_dim) if test.test_expr else (None, None))
+    names = data.val.dataset.expression_names
+    transfer, note = read_coefficients(test.test_expr, model.expr_dim, names) if test.test_expr else (None, None)
     device = model.field.tables.device
     for line in data.notes + [note, fp16_note(cli.train.fp16, device)]:
         if line:
