@@ -125,3 +125,22 @@ def test_plate_takes_back_still_background_that_every_segmentation_called_person
     mask = mk.person_mask(frames[0], plate, FaceFrame.from_landmarks(marks[0]), mk.MaskSettings())
     assert not mask[patch].any()
     assert mask[torso].all() and mask[head].all()
+
+
+def test_background_change_tells_a_still_camera_from_a_moving_one():
+    """The plate's measure of how much the seen background changes across the sample frames:
+    sensor-like noise on a still wall stays far under the note's threshold, a wall sliding by a
+    few pixels per frame (a panning camera) is far over it; pixels seen fewer than 3 times and
+    covered ones (NaN) do not count."""
+    import cv2
+
+    rng = np.random.default_rng(0)
+    wall = cv2.GaussianBlur(rng.uniform(0.2, 0.8, (SIZE, SIZE, 3)).astype(np.float32), (0, 0), 2.0)
+    still = np.stack([wall + rng.normal(0, 0.002, wall.shape).astype(np.float32) for _ in range(12)])
+    panning = np.stack([np.roll(wall, 3 * k, axis=1) for k in range(12)])
+    for stack in (still, panning):
+        stack[:, 40:120, 50:110] = np.nan                      # the person, always in front
+        stack[2:, :10, :10] = np.nan                           # seen twice only
+    assert mk.background_change(still) < 0.25 * mk.MOVING_BACKGROUND
+    assert mk.background_change(panning) > 2 * mk.MOVING_BACKGROUND
+    assert mk.background_change(np.full((4, 8, 8, 3), np.nan, np.float32)) == 0.0

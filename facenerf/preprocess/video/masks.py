@@ -122,6 +122,21 @@ class Plate:
     image: np.ndarray         # [H, W, 3] float32 background
     known: np.ndarray         # [H, W] bool, seen uncovered in some sample frame
     covered: np.ndarray       # [H, W] float32 share of sample frames in which the pixel was person
+    change: float = 0.0       # median over the background of its standard deviation across the samples
+
+
+# a still camera's background changes by under 0.004 (noise, compression) on the clips measured; a
+# moving camera or background gives several times more: the plate is then a blur
+MOVING_BACKGROUND = 0.012
+
+
+def background_change(stack: np.ndarray) -> float:
+    """Median, over pixels seen uncovered in 3 or more sample frames, of their standard deviation
+    across those frames (largest over RGB); ``stack`` [S, H, W, 3] holds NaN where covered."""
+    seen = np.isfinite(stack[..., 0]).sum(axis=0) >= 3           # [H, W]
+    if not seen.any():
+        return 0.0
+    return float(np.median(np.nanstd(stack[:, seen], axis=0).max(axis=-1)))
 
 
 def background_plate(images: list[np.ndarray], landmarks: list[np.ndarray], margin: float = 0.02) -> Plate:
@@ -151,7 +166,7 @@ def background_plate(images: list[np.ndarray], landmarks: list[np.ndarray], marg
         plate8 = (np.clip(plate, 0, 1) * 255 + 0.5).astype(np.uint8)
         plate8 = cv2.inpaint(plate8, (~known).astype(np.uint8), max(3, radius), cv2.INPAINT_TELEA)
         plate = plate8.astype(np.float32) / 255.0
-    return Plate(plate, known, covered / max(len(images), 1))
+    return Plate(plate, known, covered / max(len(images), 1), background_change(stack))
 
 
 def person_mask(image: np.ndarray, plate: Plate, frame: FaceFrame, settings: MaskSettings) -> np.ndarray:
