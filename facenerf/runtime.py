@@ -76,6 +76,11 @@ def seed_everything(seed: int) -> torch.Generator:
     return generator
 
 
+def native_bf16() -> bool:
+    """Whether the current GPU has bf16 arithmetic (from Ampere on; emulated bf16 counts as none)."""
+    return torch.cuda.is_bf16_supported(including_emulation=False)
+
+
 def amp_dtype(device: torch.device, amp: str) -> torch.dtype | None:
     """The autocast dtype for ``amp`` on ``device``, or ``None`` when running in fp32.
 
@@ -87,9 +92,7 @@ def amp_dtype(device: torch.device, amp: str) -> torch.dtype | None:
     if amp == "none":
         return None
     if amp == "bf16":
-        if device.type == "cuda" and not torch.cuda.is_bf16_supported(including_emulation=False):
-            return torch.float16
-        return torch.bfloat16
+        return torch.bfloat16 if device.type != "cuda" or native_bf16() else torch.float16
     return torch.float16 if device.type == "cuda" else None
 
 

@@ -38,7 +38,7 @@ from facenerf.engine.checkpoint import CheckpointManager, check_compatible, make
 from facenerf.engine.logger import RunLogger, format_scalars
 from facenerf.engine.schedules import ExponentialSchedule, apply_schedule, remember_initial_lrs
 from facenerf.errors import FaceNerfError, OutputError
-from facenerf.runtime import AMP_MODES, autocast
+from facenerf.runtime import AMP_MODES, autocast, native_bf16
 
 CHECKPOINT_DIR = "checkpoints"
 
@@ -469,7 +469,7 @@ def resolve_amp(requested: str, device: torch.device) -> str:
     of bf16 on a GPU without bf16 support (with a note)."""
     if device.type != "cuda":
         return "none"
-    if requested == "bf16" and not torch.cuda.is_bf16_supported(including_emulation=False):
+    if requested == "bf16" and not native_bf16():
         if distributed.is_main_process():
             print("note: this GPU has no bf16 support; training with fp16 autocast and loss scaling instead")
         return "fp16"

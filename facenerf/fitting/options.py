@@ -15,7 +15,7 @@ import argparse
 from facenerf.cli import add_options, from_namespace, hidden_flags_given, make_parser
 from facenerf.fitting.config import FitCommand, FitInput, FitOutput, ModeSettings
 from facenerf.fitting.fitter import FitSettings
-from facenerf.models.mofanerf.options import add_trained_run_options, source_from_args
+from facenerf.models.mofanerf.options import add_trained_run_options, override_keys, source_from_args
 from facenerf.runtime import RunSettings
 
 MODES_HELP = """\
@@ -79,14 +79,6 @@ def fit_command_from_args(args: argparse.Namespace) -> FitCommand:
 
 def unread_flags(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> list[str]:
     """Training keys on the command line that fitting does not read, for a note: ``--N_iters 500``
-    does not set the fit's length. The keys that override the trained run (model sizes, render and
-    data keys, rays per step) are read."""
-    from dataclasses import fields
-
-    from facenerf.config import option_key
-    from facenerf.data.ray_batches import PixelSamplerConfig
-    from facenerf.models.mofanerf.config import DATA_OVERRIDES, RENDER_OVERRIDES, MoFaNeRFConfig
-
-    read = {option_key(f) for f in fields(MoFaNeRFConfig)} | set(RENDER_OVERRIDES) | set(DATA_OVERRIDES)
-    read |= {option_key(f) for f in fields(PixelSamplerConfig) if f.name == "n_rays"}
+    does not set the fit's length. The keys that override the trained run are read."""
+    read = override_keys()
     return [key for key in hidden_flags_given(parser, argv) if key not in read]

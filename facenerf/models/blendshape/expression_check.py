@@ -75,7 +75,7 @@ def coefficient_index(spec: str, names: list[str] | None, k: int) -> tuple[int, 
 MIN_CHANGE = 0.05  # the smallest closed-to-open change worth comparing, as a share of max(training range, 1)
 
 
-def pick_frames(values: Tensor, limit: float, min_change: float = 1e-3) -> tuple[int, int]:
+def pick_frames(values: Tensor, limit: float, min_change: float) -> tuple[int, int]:
     """``(closed, open)``: the smallest value, and the largest one not above ``limit`` (the training
     maximum); they must differ by ``min_change`` at least."""
     closed = int(torch.argmin(values))

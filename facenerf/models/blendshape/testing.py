@@ -69,7 +69,7 @@ def tested_run(stored: BlendShapeRunConfig, cli: BlendShapeRunConfig) -> BlendSh
 def read_coefficients(path: str, k: int, names: list[str] | None = None) -> tuple[np.ndarray, str | None]:
     """``(coefficients [N, k], note or None)`` from a .npy/.csv/.txt table or a dataset folder.
     When both the table and the head (``names``, its ``k`` coefficients) name their columns, the
-    columns are taken by name (case and underscores aside), else by position."""
+    columns are taken by name (case, spaces and underscores aside), else by position."""
     from facenerf.preprocess.video.exprfile import read_csv
 
     source, given = Path(path), None
@@ -100,15 +100,14 @@ def read_coefficients(path: str, k: int, names: list[str] | None = None) -> tupl
 
 def by_name(table: np.ndarray, given: list[str], names: list[str], path: str) -> tuple[np.ndarray, str | None]:
     """The columns of ``table`` [N, len(given)] named ``names``, in that order."""
-    def key(name: str) -> str:
-        return name.lower().replace("_", "").replace(" ", "")
+    from facenerf.preprocess.video.exprfile import name_key
 
-    column = {key(name): i for i, name in enumerate(given)}
-    missing = [name for name in names if key(name) not in column]
+    column = {name_key(name): i for i, name in enumerate(given)}
+    missing = [name for name in names if name_key(name) not in column]
     if missing:
         raise FaceNerfError(f"--test_expr {path} names its columns but lacks the head's {', '.join(missing)}; "
                             "give those columns, or a table without a header to take them by position")
-    order = [column[key(name)] for name in names]
+    order = [column[name_key(name)] for name in names]
     note = None if order == list(range(len(names))) and len(given) == len(names) else \
         f"note: --test_expr columns taken by name ({len(names)} of its {len(given)})"
     return table[:, order].astype(np.float32), note

@@ -104,12 +104,26 @@ def add_trained_run_options(parser, data_keys: tuple[str, ...] = DATA_OVERRIDES)
     _add_legacy_options(parser, defaults=False)
 
 
+SAMPLING_OVERRIDES = ("n_rays",)
+
+
+def override_keys() -> set[str]:
+    """Config keys of the trained run that :func:`overrides_from_args` reads (model sizes, render,
+    data and sampling keys); a loading command's other training keys do nothing."""
+    from dataclasses import fields
+
+    from facenerf.config import option_key
+
+    sampling = {option_key(f) for f in fields(PixelSamplerConfig) if f.name in SAMPLING_OVERRIDES}
+    return {option_key(f) for f in fields(MoFaNeRFConfig)} | set(RENDER_OVERRIDES) | set(DATA_OVERRIDES) | sampling
+
+
 def overrides_from_args(args: argparse.Namespace) -> RunOverrides:
     """The model, render, data and sampling keys the user set (on the command line or with ``-c``)."""
     check_legacy_keys(args)
     render = {k: v for k, v in set_options(MoFaNeRFRenderConfig, args).items() if k in RENDER_OVERRIDES}
     data = {k: v for k, v in set_options(MoFaNeRFDataConfig, args).items() if k in DATA_OVERRIDES}
-    sampling = {k: v for k, v in set_options(PixelSamplerConfig, args).items() if k == "n_rays"}
+    sampling = {k: v for k, v in set_options(PixelSamplerConfig, args).items() if k in SAMPLING_OVERRIDES}
     return RunOverrides(model=set_options(MoFaNeRFConfig, args), render=render, data=data, sampling=sampling)
 
 

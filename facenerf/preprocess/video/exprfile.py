@@ -33,8 +33,13 @@ def _number(text: str) -> float | None:
         return None
 
 
+def name_key(name: str) -> str:
+    """A coefficient name compared without case, spaces and underscores ("Jaw_Open" = "jawopen")."""
+    return re.sub(r"[\s_]", "", name.lower())
+
+
 def _not_coefficients(names: list[str]) -> list[int]:
-    return [i for i, name in enumerate(names) if NOT_COEFFICIENTS.match(re.sub(r"[\s_]", "", name.lower()))]
+    return [i for i, name in enumerate(names) if NOT_COEFFICIENTS.match(name_key(name))]
 
 
 def read_csv(path: Path) -> tuple[np.ndarray, list[str] | None, list[str]]:
