@@ -6,6 +6,7 @@ import contextlib
 import os
 import platform
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -94,6 +95,22 @@ def amp_dtype(device: torch.device, amp: str) -> torch.dtype | None:
     if amp == "bf16":
         return torch.bfloat16 if device.type != "cuda" or native_bf16() else torch.float16
     return torch.float16 if device.type == "cuda" else None
+
+
+def host_floats(values: Mapping[str, "torch.Tensor | float"]) -> dict[str, float]:
+    """``values`` (numbers or one-element tensors) as plain floats, in their order.
+
+    The tensors are stacked on the device of the first one and copied to the host in one
+    transfer: on a GPU each ``float(tensor)`` waits for the queued work, so converting a step's
+    scalars one by one would stall the launch queue once per scalar.
+    """
+    tensors = {key: value for key, value in values.items() if isinstance(value, torch.Tensor)}
+    out = {key: float(value) for key, value in values.items() if key not in tensors}
+    if tensors:
+        device = next(iter(tensors.values())).device
+        stacked = torch.stack([value.detach().reshape(()).to(device, torch.float32) for value in tensors.values()])
+        out.update(zip(tensors, stacked.tolist()))
+    return {key: out[key] for key in values}
 
 
 def autocast(device: torch.device, amp: str):

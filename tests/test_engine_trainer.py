@@ -227,10 +227,62 @@ class Broken(Regressor):
 
 
 def test_divergence_and_unknown_loss_are_reported(tmp_path):
+    broken = Broken("nan")
     with pytest.raises(FaceNerfError, match="diverged at step 2"):
-        Trainer(Broken("nan"), step_batches, config(tmp_path, "nan", 5), CPU, {}).fit()
+        Trainer(broken, step_batches, config(tmp_path, "nan", 5), CPU, {}).fit()
+    assert all(torch.isfinite(p).all() for p in broken.parameters())  # the bad step changed no weight
     with pytest.raises(KeyError, match="unknown optimiser"):
         Trainer(Broken("unknown"), step_batches, config(tmp_path, "unk", 5), CPU, {}).fit()
+
+
+class TensorScalars(Regressor):
+    """Scalars as one-element tensors; ``on_step_end`` records what it is given."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def training_step(self, batch, step):
+        x, y = batch
+        loss = ((self.net(x) - y) ** 2).mean()
+        return {"main": loss}, {"psnr": -10 * torch.log10(loss.detach()), "count": torch.tensor(7),
+                                "plain": 0.5}
+
+    def on_step_end(self, step, scalars):
+        self.seen.append((step, scalars))
+
+
+def test_tensor_scalars_come_back_as_floats_in_one_transfer(tmp_path):
+    """No per-value conversion (``aten::item``, a device sync each on a GPU) in a training step:
+    the losses and scalars come to the host in one transfer; ``on_step_end`` gets them as floats."""
+    from torch.profiler import ProfilerActivity, profile
+
+    model = TensorScalars()
+    trainer = Trainer(model, step_batches, config(tmp_path, "ts", 3), CPU, {})
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        losses, scalars = trainer.train_step(step_batches(0), 0)
+
+    def in_optimiser(event):  # Adam reads its step counters, which stay on the CPU
+        while event is not None and not event.name.startswith("Optimizer.step"):
+            event = event.cpu_parent
+        return event is not None
+
+    conversions = [e for e in prof.events() if e.name == "aten::item" and not in_optimiser(e)]
+    assert not conversions
+    assert list(scalars) == ["psnr", "count", "plain"] and list(losses) == ["loss/main"]
+    assert all(type(v) is float for v in (*scalars.values(), *losses.values()))
+    assert scalars["count"] == 7.0 and scalars["plain"] == 0.5
+    assert scalars["psnr"] == pytest.approx(-10 * torch.log10(torch.tensor(losses["loss/main"])).item(), rel=1e-6)
+    assert model.seen == [(0, scalars)]
+
+
+def test_host_floats_keeps_order_and_mixes_numbers_and_tensors():
+    from facenerf.runtime import host_floats
+
+    values = host_floats({"a": 1, "b": torch.tensor([2.5]), "c": torch.tensor(3, dtype=torch.int64),
+                          "d": torch.tensor(0.25, dtype=torch.bfloat16)})
+    assert values == {"a": 1.0, "b": 2.5, "c": 3.0, "d": 0.25} and list(values) == ["a", "b", "c", "d"]
+    assert host_floats({}) == {}
 
 
 class Interrupting(Regressor):

@@ -186,13 +186,12 @@ def _packed_pass(t: Tensor, keep: Tensor, rays: RayBundle, field: Field, setting
     return out
 
 
-def _scatter_rays(out: dict[str, Tensor], active: Tensor, n_rays: int, background) -> dict[str, Tensor]:
-    """Per-ray outputs of the ``active`` rays [R] (bool) spread to all rays; inactive rays see
-    the background, with zero opacity, depth and evaluations. rgb gets the background blended."""
-    full = {}
-    for key, value in out.items():
-        canvas = value.new_zeros((n_rays,) + tuple(value.shape[1:]))
-        full[key] = canvas.index_put((torch.nonzero(active).squeeze(-1),), value)
+def _scatter_rays(out: dict[str, Tensor], rows: Tensor, n_rays: int, background) -> dict[str, Tensor]:
+    """Per-ray outputs of the active rays ``rows`` [Ra] (indices) spread to all ``n_rays`` rays;
+    the others see the background, with zero opacity, depth and evaluations. rgb gets the
+    background blended."""
+    full = {key: value.new_zeros((n_rays,) + tuple(value.shape[1:])).index_put((rows,), value)
+            for key, value in out.items()}
     for suffix in ("", "_coarse"):
         if "rgb" + suffix in full:
             full["rgb" + suffix] = vr.composite_background(full["rgb" + suffix], full["opacity" + suffix], background)
@@ -226,9 +225,10 @@ def _render_packed(t: Tensor, rays: RayBundle, coarse: Field, fine: Field | None
     final = settings.n_importance <= 0
     fine_grid = fine_grid if fine_grid is not None else grid
     decisive = grid if final else fine_grid  # the grid of the pass that makes the image
-    active = torch.ones(n_rays, dtype=torch.bool, device=t.device) if decisive is None else \
-        decisive.ray_meets_box(rays)  # rays that meet no occupied cell are background
-    rays_a, t_a = rays[active], t[active]
+    # rays that meet no occupied cell are background; one index of the others (one device sync)
+    active = torch.arange(n_rays, device=t.device) if decisive is None else \
+        torch.nonzero(decisive.ray_meets_box(rays)).squeeze(-1)  # [Ra]
+    rays_a, t_a = rays[active], t.index_select(0, active)
     grad = contextlib.nullcontext() if (final or settings.coarse_colour) else torch.no_grad()
     with grad:
         keep = _occupied(grid, rays_a, t_a)

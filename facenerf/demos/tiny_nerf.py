@@ -98,12 +98,12 @@ class TinyNeRF(nn.Module):
     def param_groups(self) -> dict[str, list[dict]]:
         return {"main": [{"params": list(self.parameters()), "lr": self.lr, "name": "field"}]}
 
-    def training_step(self, batch: dict, step: int) -> tuple[dict[str, Tensor], dict[str, float]]:
+    def training_step(self, batch: dict, step: int) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         """batch: ``{"rays": RayBundle of R rays, "rgb": [R, 3]}``; MSE photometric loss."""
         settings = replace(self.render_settings, perturb=True)
         out = render_rays(batch["rays"], self.field, None, settings)
         loss = ((out["rgb"] - batch["rgb"]) ** 2).mean()
-        return {"main": loss}, {"psnr": float(-10.0 * torch.log10(loss.detach().clamp_min(1e-10)))}
+        return {"main": loss}, {"psnr": -10.0 * torch.log10(loss.detach().clamp_min(1e-10))}
 
     def render(self, K: Intrinsics, pose: Tensor, near: float, far: float) -> Tensor:
         """Full image ``[H, W, 3]`` for one camera-to-world ``pose`` [4, 4], without gradients."""

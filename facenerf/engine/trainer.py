@@ -3,8 +3,10 @@
 A trainable model is an ``nn.Module`` with
 
 * ``param_groups() -> {optimiser name: [torch param group dicts]}`` (usually ``{"main": [...]}``),
-* ``training_step(batch, step) -> (losses per optimiser name, scalars to log)``,
-* optionally ``on_step_end(step)``.
+* ``training_step(batch, step) -> (losses per optimiser name, scalars to log)``; scalars may be
+  numbers or one-element tensors (copied to the host with the losses in one transfer),
+* optionally ``on_step_end(step, scalars)``, called after the optimiser step with the step's
+  scalars as floats.
 
 The trainer builds one Adam per optimiser name, back-propagates each optimiser's loss into
 that optimiser's parameters only (so a GAN's generator and discriminator losses can come from
@@ -21,6 +23,7 @@ interrupted one stopped; torch's, NumPy's and Python's random states are restore
 from __future__ import annotations
 
 import contextlib
+import math
 import random
 import signal
 import sys
@@ -38,7 +41,7 @@ from facenerf.engine.checkpoint import CheckpointManager, check_compatible, make
 from facenerf.engine.logger import RunLogger, format_scalars
 from facenerf.engine.schedules import ExponentialSchedule, apply_schedule, remember_initial_lrs
 from facenerf.errors import FaceNerfError, OutputError
-from facenerf.runtime import AMP_MODES, autocast, native_bf16
+from facenerf.runtime import AMP_MODES, autocast, host_floats, native_bf16
 
 CHECKPOINT_DIR = "checkpoints"
 
@@ -219,24 +222,25 @@ class Trainer:
             batch = self.batches(step)
         return move_to(batch, self.device)
 
-    def _backward(self, losses: Mapping[str, torch.Tensor], step: int) -> None:
+    def _backward(self, losses: Mapping[str, torch.Tensor]) -> None:
         """Back-propagate each optimiser's loss into its own parameters only."""
         unknown = [name for name in losses if name not in self.optimizers]
         if unknown:
             raise KeyError(f"training_step returned losses for unknown optimiser(s) {unknown}; "
                            f"known: {sorted(self.optimizers)}")
-        if not losses:
-            return
-        values = torch.stack([loss.detach().float() for loss in losses.values()])  # [n_losses]
-        if not bool(torch.isfinite(values).all()):
-            bad = {name: float(loss.detach()) for name, loss in losses.items()}
-            hint = ", run with amp bf16 or none" if self.amp == "fp16" else ""
-            raise FaceNerfError(f"training diverged at step {step} (losses {bad}); lower the learning rate, "
-                                f"set grad_clip{hint}, or resume from an earlier checkpoint")
         names = list(losses)
         for i, name in enumerate(names):
             loss = self.scaler.scale(losses[name]) if self.scaler is not None else losses[name]
             loss.backward(inputs=self.params[name], retain_graph=i < len(names) - 1)
+
+    def _check_finite(self, loss_values: Mapping[str, float], step: int) -> None:
+        """Stop a run whose losses are no longer finite, before its optimisers step."""
+        if all(math.isfinite(value) for value in loss_values.values()):
+            return
+        bad = {key.removeprefix("loss/"): value for key, value in loss_values.items()}
+        hint = ", run with amp bf16 or none" if self.amp == "fp16" else ""
+        raise FaceNerfError(f"training diverged at step {step} (losses {bad}); lower the learning rate, "
+                            f"set grad_clip{hint}, or resume from an earlier checkpoint")
 
     def _optimizer_steps(self, names: list[str]) -> None:
         for name in names:
@@ -254,19 +258,25 @@ class Trainer:
             self.scaler.update()
 
     def train_step(self, batch: Any, step: int) -> tuple[dict[str, float], dict[str, float]]:
-        """One optimisation step at ``step`` (0-based); returns the losses and scalars as floats."""
+        """One optimisation step at ``step`` (0-based); returns the losses and scalars as floats.
+
+        ``training_step``'s scalars may be numbers or one-element tensors: they come to the host
+        with the losses in one transfer, after the backward pass is queued (one device sync per step).
+        """
         self.model.train()
         for optimizer in self.optimizers.values():
             apply_schedule(optimizer, self.schedule, step)
             optimizer.zero_grad(set_to_none=True)
         with autocast(self.device, self.amp):
             losses, scalars = self.model.training_step(batch, step)
-        self._backward(losses, step)
+        self._backward(losses)
+        values = host_floats({**{f"loss/{name}": loss for name, loss in losses.items()}, **(scalars or {})})
+        loss_values = {key: values.pop(key) for key in [f"loss/{name}" for name in losses]}
+        self._check_finite(loss_values, step)
         self._optimizer_steps(list(losses))
         if callable(getattr(self.model, "on_step_end", None)):
-            self.model.on_step_end(step)
-        loss_values = {f"loss/{name}": float(loss.detach()) for name, loss in losses.items()}
-        return loss_values, {key: float(value) for key, value in (scalars or {}).items()}
+            self.model.on_step_end(step, values)
+        return loss_values, values
 
     # ------------------------------------------------------------------ state
     def state_payload(self) -> dict:

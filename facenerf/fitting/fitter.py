@@ -50,7 +50,7 @@ from facenerf.fitting.stats import CodeStatistics
 from facenerf.metrics import mse_to_psnr
 from facenerf.models.mofanerf.acceleration import FitGrid
 from facenerf.models.mofanerf.expressions import expression_index
-from facenerf.runtime import RunSettings, autocast
+from facenerf.runtime import RunSettings, autocast, host_floats
 
 HISTORY_KEYS = ("iteration", "level", "loss", "photometric", "psnr", "psnr_full", "shape_prior", "texture_prior",
                 "expression_prior", "gain_prior")
@@ -210,10 +210,10 @@ class Fitter:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
-        scalars = {"level": float(level), "loss": float(loss.detach()),
-                   "psnr": float(mse_to_psnr(terms["mse"].clamp_min(1e-10))),
-                   "samples_per_ray": float(out["n_evaluated"].float().mean())}
-        scalars.update({k: float(v) for k, v in terms.items() if k != "mse"})
+        scalars = host_floats({"level": level, "loss": loss.detach(),  # one transfer from the device
+                               "psnr": mse_to_psnr(terms["mse"].detach().clamp_min(1e-10)),
+                               "samples_per_ray": out["n_evaluated"].float().mean(),
+                               **{k: v.detach() for k, v in terms.items() if k != "mse"}})
         self.iteration += 1
         self.last_scalars = scalars
         return scalars

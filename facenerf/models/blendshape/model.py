@@ -20,6 +20,7 @@ background (:func:`~facenerf.models.blendshape.torso.composite`), the torso with
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -115,9 +116,9 @@ class NeRFBlendShape(nn.Module):
         with torch.no_grad():
             mse = ((torso_over_background(rgb, alpha, bg) - torso_over_background(target[:, :3], target[:, 3:], bg))
                    ** 2).mean()
-        return {"main": out["loss"]}, {"psnr": float(mse_to_psnr(mse)), "entropy": float(out["entropy"].detach())}
+        return {"main": out["loss"]}, {"psnr": mse_to_psnr(mse), "entropy": out["entropy"].detach()}
 
-    def training_step(self, batch: dict, step: int) -> tuple[dict[str, Tensor], dict[str, float]]:
+    def training_step(self, batch: dict, step: int) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         if self.torso is not None:
             return self.torso_step(batch)
         head = self.field.bind(batch["coefficients"])
@@ -127,25 +128,25 @@ class NeRFBlendShape(nn.Module):
         n, target, t = batch["n_random"], batch["rgb"], self.run.train
         l1 = photometric_l1(rgb[:n], target[:n])
         total = l1
-        scalars = {"psnr": float(mse_to_psnr(((rgb[:n] - target[:n]) ** 2).mean().detach())),
-                   "samples_per_ray": float(out["n_samples"][:n].mean())}
+        scalars = {"psnr": mse_to_psnr(((rgb[:n] - target[:n]) ** 2).mean().detach()),  # one-element tensors,
+                   "samples_per_ray": out["n_samples"][:n].float().mean()}  # copied to the host together
         if self.schedule.mask_active(step) and t.lambda_mask > 0:
             mask = mask_l1(opacity[:n], batch["mask"][:n])
             total = total + t.lambda_mask * mask
-            scalars["mask"] = float(mask.detach())
+            scalars["mask"] = mask.detach()
         if batch["patch"] > 0:
             side = batch["patch"]
             pred, gt = rgb[n:].reshape(-1, side, side, 3), target[n:].reshape(-1, side, side, 3)
             perceptual = (self.patch_loss or PatchLoss())(pred, gt)
             total = total + t.lambda_patch * perceptual + t.lambda_patch_l1 * photometric_l1(pred, gt)
-            scalars["patch"] = float(perceptual.detach())
+            scalars["patch"] = perceptual.detach()
         if t.lambda_reg > 0:
             reg = sparsity_l1(self.field.expression_tables())
             total = total + t.lambda_reg * reg
-            scalars["reg"] = float(reg.detach())
+            scalars["reg"] = reg.detach()
         return {"main": total}, scalars
 
-    def on_step_end(self, step: int) -> None:
+    def on_step_end(self, step: int, scalars: Mapping[str, float] | None = None) -> None:
         scene = self.run.scene
         if not (scene.update_extra_interval > 0 and (step + 1) % scene.update_extra_interval == 0):
             return

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, replace
-from typing import Callable
+from typing import Callable, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -220,15 +220,21 @@ class MoFaNeRF(nn.Module):
     def param_groups(self) -> dict[str, list[dict]]:
         return {"main": [{"params": self.trainable_parameters(), "lr": self.lrate, "name": "mofanerf"}]}
 
-    def training_step(self, batch: dict, step: int) -> tuple[dict[str, Tensor], dict[str, float]]:
+    def training_step(self, batch: dict, step: int) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         """Photometric loss of one batch of rays from one frame.
 
         ``batch``: ``rays`` (RayBundle, N rays), ``rgb [N, 3]`` targets, ``shape [1, shape_dim]``,
         ``uv [1, 3, S, S]`` (or ``texture [1, texture_dim]``), ``expression`` (index tensor [1])
         and optionally ``seed`` (int) for the stratified jitter, making the step reproducible.
-        A collapse of training (:mod:`~facenerf.models.mofanerf.collapse`) is reported once on stderr.
+        The scalars are one-element tensors; the trainer copies them to the host together.
         """
-        losses, scalars = self(batch)
+        return self(batch)
+
+    def on_step_end(self, step: int, scalars: Mapping[str, float] | None = None) -> None:
+        """Watch the step's scalars for a collapse of training
+        (:mod:`~facenerf.models.mofanerf.collapse`), reported once on stderr."""
+        if not scalars:
+            return
         warning = self.collapse_monitor.update(step, scalars["psnr"], scalars.get("psnr_coarse"),
                                                scalars["pred_std"], scalars["target_std"])
         if warning:
@@ -236,9 +242,8 @@ class MoFaNeRF(nn.Module):
 
             if is_main_process():
                 print(f"warning: {warning}", file=sys.stderr, flush=True)
-        return losses, scalars
 
-    def forward(self, batch: dict) -> tuple[dict[str, Tensor], dict[str, float]]:
+    def forward(self, batch: dict) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         codes = self.face_codes(batch["shape"], expression_index=batch["expression"],
                                 texture=batch.get("texture"), uv=batch.get("uv"))
         generator = torch.Generator().manual_seed(int(batch["seed"])) if "seed" in batch else None
@@ -255,8 +260,7 @@ class MoFaNeRF(nn.Module):
         scalars["loss"] = loss.detach()
         scalars["pred_std"] = out["rgb"].detach().float().std(dim=0).mean()  # colour spread over the rays
         scalars["target_std"] = target.detach().float().std(dim=0).mean()
-        values = torch.stack([v.float() for v in scalars.values()]).tolist()  # one device sync
-        return {"main": loss}, dict(zip(scalars.keys(), values))
+        return {"main": loss}, scalars
 
 
 def count_parameters(module: nn.Module | None) -> int:

@@ -136,7 +136,8 @@ class RefineModel(nn.Module):
         pred_fake = [[f[batch:] for f in scale] for scale in outputs]
         return pred_real, pred_fake
 
-    def training_step(self, batch: Mapping[str, Any], step: int) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+    def training_step(self, batch: Mapping[str, Any], step: int
+                      ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """One GAN step: losses {"G", "D"} and scalars to log.
 
         The discriminator runs once on real and generated pairs together (pix2pixHD runs it three
@@ -155,9 +156,8 @@ class RefineModel(nn.Module):
         loss_d = 0.5 * (d_real + d_fake)
         with torch.no_grad():
             mse = F.mse_loss((fake_b + 1) * 0.5, (real_b + 1) * 0.5).clamp_min(1e-10)
-        scalars = {name: float(value.detach()) for name, value in terms.items()}
-        scalars.update(d_real=float(d_real.detach()), d_fake=float(d_fake.detach()),
-                       psnr=float(-10.0 * torch.log10(mse)))
+        scalars = {name: value.detach() for name, value in terms.items()}  # one-element tensors
+        scalars.update(d_real=d_real.detach(), d_fake=d_fake.detach(), psnr=-10.0 * torch.log10(mse))
         return {"G": loss_g, "D": loss_d}, scalars
 
 
