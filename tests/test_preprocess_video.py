@@ -234,6 +234,31 @@ def test_expr_file_drops_time_codes_counts_and_head_and_eye_rotations(tmp_path):
                      "BlendShapeCount, HeadYaw, HeadPitch, LeftEyeRoll"]
 
 
+def test_expr_file_at_another_rate_is_resampled_in_time(tmp_path):
+    """A 60 fps recording (a ramp in time and a sine) read for a clip extracted at 25 fps: each
+    frame gets the value at its own time; a wrong rate or a table far off the clip's length stops
+    with one line that names the cure."""
+    rate, fps, n_frames = 60.0, 25.0, 50  # a 2 s clip
+    times = np.arange(121) / rate  # 121 rows: 2.0 s and one row
+    csv = tmp_path / "livelink60.csv"
+    csv.write_text("Timecode,JawOpen,MouthSmileLeft\n" + "".join(
+        f"00:00:00:{i:02d}.000,{t / 2.0:.6f},{0.5 + 0.4 * np.sin(2 * np.pi * t):.6f}\n" for i, t in enumerate(times)))
+    table, names = load_expr_file(csv, n_frames, fps=fps, expr_fps=rate)
+    frame_t = np.arange(n_frames) / fps
+    assert names == ["JawOpen", "MouthSmileLeft"] and table.shape == (n_frames, 2)
+    np.testing.assert_allclose(table[:, 0], frame_t / 2.0, atol=1e-6)  # linear: exact between rows
+    np.testing.assert_allclose(table[:, 1], 0.5 + 0.4 * np.sin(2 * np.pi * frame_t), atol=2e-3)
+    with pytest.raises(FaceNerfError, match=r"has 121 rows but the video has 50 frames.*about 60.5 rows per second.*"
+                                            r"set --expr_fps"):
+        load_expr_file(csv, n_frames, fps=fps)
+    with pytest.raises(FaceNerfError, match=r"4.03 s at --expr_fps 30.*lasts 2.00 s.*check --expr_fps"):
+        load_expr_file(csv, n_frames, fps=fps, expr_fps=30.0)
+    notes = []  # a table 0.3 s short of the clip: within the slack, its last row held
+    short, _ = load_expr_file(csv, 58, fps=fps, expr_fps=rate, say=notes.append)
+    assert np.allclose(short[-8:], short[-8]) and any("ends 0.30 s before the video" in n for n in notes)
+    assert np.array_equal(load_expr_file(csv, 121, fps=60.0, expr_fps=60.0)[0][:, 0], np.round(times / 2.0, 6))
+
+
 # ---------------------------------------------------------------- landmarks through gaps
 
 class _MissingDetector:
@@ -505,12 +530,19 @@ def test_cli_drops_and_counts_frames_without_a_face_and_checks_expr_file(clip, t
     (tmp_path / "wrong.csv").write_text("\n".join("0.1,0.2" for _ in range(FRAMES - 5)) + "\n")
     _one_error_line(_process([str(video), "--expr_file", str(tmp_path / "wrong.csv")], tmp_path),
                     f"has {FRAMES - 5} rows but the video has {FRAMES} frames")
-    done = _process([str(video), "--mask_samples", "8", "--preview", "false"], tmp_path)
+    (tmp_path / "at50.csv").write_text("".join(f"{i / 100:.2f},{1 - i / 200:.3f}\n" for i in range(2 * FRAMES)))
+    _one_error_line(_process([str(video), "--expr_file", str(tmp_path / "at50.csv"), "--expr_fps", "30"], tmp_path),
+                    "check --expr_fps")
+    done = _process([str(video), "--mask_samples", "8", "--preview", "false", "--expr_file",
+                     str(tmp_path / "at50.csv"), "--expr_fps", "50"], tmp_path)  # two rows per frame
     assert done.returncode == 0, done.stderr
     assert "15 of 75 frames show no face and were dropped (first: frame 30)" in done.stdout
     out = tmp_path / "gone"                                 # data/vids/NAME.mp4 -> data/NAME
     report = json.loads((out / "report.json").read_text())
     assert report["dropped_frames"] == list(range(30, 45)) and report["kept"] == 60
+    assert report["expressions"].endswith("at 50 rows/s, resampled")
+    kept = np.array([i for i in range(FRAMES) if not 30 <= i < 45])
+    np.testing.assert_allclose(np.load(out / "expr.npy")[kept], np.stack([kept / 50, 1 - kept / 100], 1), atol=1e-6)
     ids = [f["img_id"] for f in json.loads((out / "transforms_all.json").read_text())["frames"]]
     assert not set(ids) & set(range(30, 45)) and len(ids) == 60
     assert not (out / "head_imgs" / "35.jpg").exists() and (np.load(out / "expr.npy")[30:45] == 0).all()

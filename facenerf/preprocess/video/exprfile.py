@@ -4,8 +4,11 @@ A CSV holds one row per frame, numbers separated by commas, semicolons or spaces
 with any non-number is a header of coefficient names (e.g. 52 ARKit-style blendshapes). Named
 columns that are no expression coefficients are dropped, with a note: time codes, frame numbers
 and counts, and head and eye rotations (as Live Link Face writes them next to its 52
-blendshapes). An NPY file holds a ``[frames, K]`` array. Either way the row count must equal the
-number of frames extracted from the video (at ``--fps``).
+blendshapes). An NPY file holds a ``[frames, K]`` array. Either way there is one row per frame
+extracted from the video (at ``--fps``), or, with ``--expr_fps``, one row per frame of the
+recording's own rate (Live Link Face records at 60 fps): the rows are then resampled in time to
+the extracted frames, linearly, the first row at the first frame. A table whose duration differs
+from the clip's by more than :data:`DURATION_SLACK` is refused: its rate or its start is wrong.
 """
 
 from __future__ import annotations
@@ -20,6 +23,9 @@ from facenerf.errors import FaceNerfError
 # header names (lower case, without spaces and underscores) of columns that hold no coefficient
 NOT_COEFFICIENTS = re.compile(r"^(timecode|time|timestamp|frame|frameindex|framenumber|blendshapecount"
                               r"|(head|lefteye|righteye)(yaw|pitch|roll))$")
+
+
+DURATION_SLACK = (0.05, 0.5)  # table and clip durations may differ by 5% or 0.5 s, whichever is more
 
 
 def _fields(line: str) -> list[str]:
@@ -69,10 +75,37 @@ def read_csv(path: Path) -> tuple[np.ndarray, list[str] | None, list[str]]:
     return table, names, dropped
 
 
-def load_expr_file(path: str | Path, n_frames: int, say=None) -> tuple[np.ndarray, list[str] | None]:
-    """``(coefficients [n_frames, K], names or None)``; one-line errors for bad files or frame
-    counts; ``say(note)`` hears which columns were dropped."""
-    path = Path(path)
+def resample_rows(table: np.ndarray, rate: float, n_frames: int, fps: float) -> np.ndarray:
+    """``table [R, K]`` sampled at ``rate`` rows per second -> ``[n_frames, K]`` at ``fps``, linear in
+    time from the first row at t = 0; frames past the last row hold it."""
+    times = np.arange(table.shape[0]) / rate
+    frames = np.arange(n_frames) / fps
+    return np.stack([np.interp(frames, times, column) for column in table.T], axis=1)
+
+
+def _duration_check(path: Path, rows: int, rate: float, n_frames: int, fps: float, say) -> None:
+    """Refuse a table whose duration is far from the clip's; note a short tail held still."""
+    table_s, clip_s = rows / rate, n_frames / fps
+    slack = max(DURATION_SLACK[0] * clip_s, DURATION_SLACK[1])
+    if abs(table_s - clip_s) > slack:
+        raise FaceNerfError(f"--expr_file {path} has {rows} rows, {table_s:.2f} s at --expr_fps {rate:g}, but the video "
+                            f"lasts {clip_s:.2f} s ({n_frames} frames at {fps:g} fps); check --expr_fps, or cut the "
+                            "table to the clip")
+    if say is not None and (n_frames - 1) / fps > (rows - 1) / rate + 1.0 / fps:
+        say(f"--expr_file ends {clip_s - table_s:.2f} s before the video; its last row is held for the frames after it")
+
+
+def _row_count_error(path: Path, rows: int, n_frames: int, fps: float | None) -> FaceNerfError:
+    hint = "give one row per frame"
+    if fps:
+        implied = rows * fps / n_frames
+        hint = (f"if it was recorded at another rate (about {implied:.3g} rows per second here), set --expr_fps "
+                f"to it and the rows are resampled to --fps {fps:g}")
+    return FaceNerfError(f"--expr_file {path} has {rows} rows but the video has {n_frames} frames at the "
+                         f"extraction rate; {hint}")
+
+
+def _read_table(path: Path, say) -> tuple[np.ndarray, list[str] | None]:
     if not path.is_file():
         raise FaceNerfError(f"--expr_file not found: {path} (check the path)")
     if path.suffix.lower() == ".npy":
@@ -89,11 +122,27 @@ def load_expr_file(path: str | Path, n_frames: int, say=None) -> tuple[np.ndarra
         raise FaceNerfError(f"--expr_file {path}: use a .csv (one row per frame) or a .npy [frames, K] file")
     if table.ndim == 1:
         table = table[:, None]
-    if table.ndim != 2 or table.shape[1] < 1:
+    if table.ndim != 2 or table.shape[1] < 1 or table.shape[0] < 1:
         raise FaceNerfError(f"--expr_file {path} must be a [frames, K] table, got shape {table.shape}")
-    if table.shape[0] != n_frames:
-        raise FaceNerfError(f"--expr_file {path} has {table.shape[0]} rows but the video has {n_frames} frames at "
-                            "the extraction rate; give one row per frame (resample the coefficients to --fps)")
     if not np.isfinite(table).all():
         raise FaceNerfError(f"--expr_file {path} holds NaN or infinite values; fill them in")
     return table, names
+
+
+def load_expr_file(path: str | Path, n_frames: int, say=None, fps: float | None = None,
+                   expr_fps: float | None = None) -> tuple[np.ndarray, list[str] | None]:
+    """``(coefficients [n_frames, K], names or None)``; one-line errors for bad files, frame counts
+    or durations; ``say(note)`` hears which columns were dropped.
+
+    ``fps``: the extraction rate of the ``n_frames`` frames; ``expr_fps``: the table's rate when it
+    is another (its rows are then resampled to the frames, :func:`resample_rows`)."""
+    path = Path(path)
+    table, names = _read_table(path, say)
+    if expr_fps is not None and expr_fps <= 0:
+        raise FaceNerfError(f"--expr_fps must be positive, got {expr_fps:g}")
+    if expr_fps is None or fps is None or abs(expr_fps - fps) < 1e-6:
+        if table.shape[0] != n_frames:
+            raise _row_count_error(path, table.shape[0], n_frames, fps)
+        return table, names
+    _duration_check(path, table.shape[0], expr_fps, n_frames, fps, say)
+    return resample_rows(table, expr_fps, n_frames, fps), names

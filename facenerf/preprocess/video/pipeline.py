@@ -56,7 +56,9 @@ class ProcessSettings:
     fps: float = option(float(VIDEO_FPS), "frame rate the video is resampled to")
     test_num: int | None = option(None, "last frames held out (default: 10%, at least 1)")
     expr_file: Path | None = option(None, "per-frame coefficients from another tracker (.csv or .npy, one row "
-                                          "per frame at --fps)")
+                                          "per frame at --fps, or at --expr_fps)")
+    expr_fps: float | None = option(None, "rows per second of --expr_file when it was recorded at another rate "
+                                          "(e.g. 60 for Live Link Face): resampled in time to --fps")
     upsample: int | None = option(None, "dlib HOG up-sampling (default: from the frame size)")
     max_gap: int = option(5, "longest detection miss carried over, in frames")
     max_follow: int = option(50, "longest detection miss bridged by following the face from frame to frame, in "
@@ -82,6 +84,7 @@ class ProcessSettings:
     def __post_init__(self) -> None:
         """Refuse out-of-range options when they are parsed, before any stage runs."""
         checks = (("fps", self.fps > 0, "positive"),
+                  ("expr_fps", self.expr_fps is None or self.expr_fps > 0, "positive"),
                   ("test_num", self.test_num is None or self.test_num >= 1, "at least 1"),
                   ("upsample", self.upsample is None or self.upsample >= 0, "0 or more"),
                   ("max_gap", self.max_gap >= 0, "0 or more"),
@@ -289,7 +292,7 @@ class VideoProcessor:
 
         if self.s.expr_file is None:
             return head.coefficients, list(landmark_model()[2])
-        return load_expr_file(self.s.expr_file, n_frames)
+        return load_expr_file(self.s.expr_file, n_frames, fps=self.s.fps, expr_fps=self.s.expr_fps)
 
     def dataset(self, landmarks, head) -> None:
         from facenerf.data.video import write_expressions
@@ -315,7 +318,7 @@ class VideoProcessor:
             write_expressions(self.out, table, kept[: len(kept) - n_test], names or [f"coef_{k}" for k in
                                                                                       range(table.shape[1])])
 
-        self._stage("dataset", expr_source + self.s.key("test_num", "expr_file", "fps"), body)
+        self._stage("dataset", expr_source + self.s.key("test_num", "expr_file", "fps", "expr_fps"), body)
 
     def n_test(self, kept: int) -> int:
         n_test = max(1, round(0.1 * kept)) if self.s.test_num is None else int(self.s.test_num)
@@ -334,7 +337,7 @@ class VideoProcessor:
             write_preview(self.out / "preview.mp4", self.frame_paths(), landmarks.landmarks, landmarks.valid,
                           head.rvecs, head.tvecs, kmat, table, names, self.s.fps, self.s.progress)
 
-        self._stage("preview", self.s.key("expr_file"), body)
+        self._stage("preview", self.s.key("expr_file", "expr_fps"), body)
 
     # ---------------------------------------------------------------------------- run
     def run(self) -> dict:
@@ -343,7 +346,8 @@ class VideoProcessor:
 
         self.frames()
         if self.s.expr_file is not None:                    # check it before the slow stages
-            load_expr_file(self.s.expr_file, self.info["n_frames"], say=self.note)
+            load_expr_file(self.s.expr_file, self.info["n_frames"], say=self.note, fps=self.s.fps,
+                           expr_fps=self.s.expr_fps)
         landmarks = self.landmarks()
         self.n_test(int(landmarks.valid.sum()))
         head = self.tracking(landmarks)
@@ -363,7 +367,8 @@ class VideoProcessor:
             "dropped_frames": dropped.tolist(), "test_num": self.n_test(int(valid.sum())),
             "focal_px": round(head.focal, 2), "width": self.info["width"], "height": self.info["height"],
             "pnp_rmse_px": round(float(np.nanmean(head.rmse)), 3), "vfr_ratio": self.info.get("vfr_ratio"),
-            "expressions": "file " + str(self.s.expr_file) if self.s.expr_file else "fitted",
+            "expressions": ("file " + str(self.s.expr_file) + (f" at {self.s.expr_fps:g} rows/s, resampled"
+                                                                if self.s.expr_fps else "")) if self.s.expr_file else "fitted",
             "stage_seconds": {name: self.log.entries.get(name, {}).get("seconds") for name in STAGES},
             "ran": self.ran, "notes": self.notes,
         }
