@@ -150,9 +150,9 @@ def test_train_resume_and_test_end_to_end(talk, tmp_path, capsys):
     assert main([*common, "--iters", "34", "--preload", "2"]) == 0  # the frames on the device
     assert "resumed from" in capsys.readouterr().out
     transfer = tmp_path / "drive.npy"
-    np.save(transfer, np.random.default_rng(0).uniform(0, 1, (3, 12)))
-    assert main([talk, "--workspace", ws, "--test", "--test_expr", transfer, "--orbit_frames", "4", "--device",
-                 "cpu", "--progress", "false"]) == 0
+    np.save(transfer, np.random.default_rng(0).uniform(0, 1, (5, 12)))  # 5 rows at 50 per second: 3 frames at 25
+    assert main([talk, "--workspace", ws, "--test", "--test_expr", transfer, "--test_expr_fps", "50", "--orbit_frames",
+                 "4", "--device", "cpu", "--progress", "false"]) == 0
     out = capsys.readouterr().out
     assert "held-out PSNR" in out and "using the first 10" in out
     results = ws / "results"
@@ -322,6 +322,12 @@ def test_driving_coefficients_are_taken_by_name_when_both_sides_name_them(tmp_pa
     (tmp_path / "other.csv").write_text("jawOpen,mouthSmileLeft,eyeBlinkLeft\n0.1,0.2,0.3\n")
     with pytest.raises(FaceNerfError, match="lacks the head's mouth_smile, eye_blink; give those columns"):
         read_coefficients(str(tmp_path / "other.csv"), 3, head)
+    from facenerf.models.blendshape.testing import at_video_rate
+
+    ramp = np.stack([np.arange(13) / 60.0, np.ones(13)], 1)  # 0.2 s at 60 rows per second
+    np.testing.assert_allclose(at_video_rate(ramp, 60.0, 25.0), np.stack([np.arange(6) / 25.0, np.ones(6)], 1),
+                               atol=1e-6)
+    assert at_video_rate(ramp, 0.0, 25.0) is ramp and at_video_rate(ramp, 25.0, 25.0) is ramp
     (tmp_path / "plain.csv").write_text("0.1,0.2,0.3,0.4\n")
     table, note = read_coefficients(str(tmp_path / "plain.csv"), 3, head)
     np.testing.assert_allclose(table, [[0.1, 0.2, 0.3]])

@@ -205,12 +205,17 @@ class BlendShapeTestSettings:
     test_fps: int = option(25, "frame rate of the test videos")
     test_expr: str = option("", "drive the head with these coefficients (.npy [N, K] / .csv / .txt, or a dataset "
                                 "folder) from the first held-out frame's view")
+    test_expr_fps: float = option(0.0, "rows per second of --test_expr when it was recorded at another rate than "
+                                       "--test_fps (e.g. 60 for Live Link Face): resampled in time; 0 = one row per "
+                                       "video frame")
     ckpt: str = option("", "checkpoint to test; empty = the newest in the workspace")
     orbit_yaw: float = option(15.0, "the novel-view orbit swings the camera yaw between +- this many degrees")
     orbit_frames: int = option(100, "frames per orbit cycle")
 
     def __post_init__(self) -> None:
         _positive(self, ("test_fps", "orbit_frames"))
+        if self.test_expr_fps < 0:
+            raise FaceNerfError(f"--test_expr_fps must be 0 (one row per frame) or positive, got {self.test_expr_fps}")
 
 
 @dataclass(frozen=True)

@@ -98,6 +98,17 @@ def read_coefficients(path: str, k: int, names: list[str] | None = None) -> tupl
     return table[:, :k].astype(np.float32), note
 
 
+def at_video_rate(table: np.ndarray, rate: float, fps: float) -> np.ndarray:
+    """``table`` [N, K] recorded at ``rate`` rows per second, resampled in time to ``fps`` frames per
+    second (as many frames as its duration holds); unchanged for ``rate`` 0 or equal to ``fps``."""
+    from facenerf.preprocess.video.exprfile import resample_rows
+
+    if rate <= 0 or abs(rate - fps) < 1e-6:
+        return table
+    n_frames = int(math.floor((len(table) - 1) / rate * fps + 1e-6)) + 1
+    return resample_rows(table, rate, n_frames, fps).astype(np.float32)
+
+
 def by_name(table: np.ndarray, given: list[str], names: list[str], path: str) -> tuple[np.ndarray, str | None]:
     """The columns of ``table`` [N, len(given)] named ``names``, in that order."""
     from facenerf.preprocess.video.exprfile import name_key
@@ -216,6 +227,8 @@ def run_test(cli: BlendShapeRunConfig, test: BlendShapeTestSettings, say=print) 
     model, data, path, step = load_tested_head(cli, test.ckpt)
     names = data.val.dataset.expression_names
     transfer, note = read_coefficients(test.test_expr, model.expr_dim, names) if test.test_expr else (None, None)
+    if transfer is not None:
+        transfer = at_video_rate(transfer, test.test_expr_fps, test.test_fps)
     device = model.field.tables.device
     for line in data.notes + [note, fp16_note(cli.train.fp16, device)]:
         if line:
