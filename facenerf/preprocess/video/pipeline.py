@@ -314,7 +314,7 @@ class VideoProcessor:
                 write_text(self.out / "ori_imgs" / f"{i}.lms",
                                   "".join(f"{x:.2f} {y:.2f}\n" for x, y in landmarks.landmarks[i]))
             write_head_transforms(self.out, head, landmarks.landmarks, kept, n_test, self.s.fps, self.info["width"],
-                                  self.info["height"])
+                                  self.info["height"], say=self.note)
             write_expressions(self.out, table, kept[: len(kept) - n_test], names or [f"coef_{k}" for k in
                                                                                       range(table.shape[1])])
 
@@ -377,23 +377,46 @@ class VideoProcessor:
 
 
 def write_head_transforms(out: Path, head, landmarks: np.ndarray, kept: np.ndarray, n_test: int, fps: float,
-                          width: int, height: int) -> None:
+                          width: int, height: int, say=None) -> None:
     """``transforms_{all,train,val}.json`` of the ``kept`` frames from a :class:`~tracking.HeadTrack`.
 
     ``landmarks [N, 68, 2]`` give each frame's face and lip rectangles; the last ``n_test`` kept
-    frames are held out. Near and far bound the procedural head box (the ``aabb`` hint) over
-    every camera distance of the clip.
+    frames are held out. The ``aabb`` hint (from which training sizes its scene cube) is the
+    procedural head's box grown, in x and y, to hold the outline of the head masks
+    (``head_masks/``, when there): hair above or beside the head. Near and far bound that box
+    over every camera distance of the clip. ``say(note)`` hears how far the masks grew the box.
     """
     from facenerf.core.cameras import Intrinsics
     from facenerf.data.video import write_transforms
-    from facenerf.preprocess.video.tracking import head_box
+    from facenerf.preprocess.video.tracking import MM_PER_UNIT, head_box, scene_box
 
     K = Intrinsics(width, height, head.focal, head.focal, width / 2.0, height / 2.0)
-    box = head_box()
+    procedural = head_box()
+    box = scene_box(procedural, mask_outline(out, head, kept, K))
+    grown = (procedural[:3] - box[:3]).max(initial=0.0), (box[3:] - procedural[3:]).max(initial=0.0)
+    if say is not None and max(grown) * MM_PER_UNIT >= 5.0:
+        say(f"the head masks reach up to {max(grown) * MM_PER_UNIT:.0f} mm beyond the procedural head (hair, or a "
+            "large head): the scene box (the transforms' aabb) grows to hold them")
     radius = float(np.abs(box).max())
     distance = np.linalg.norm(head.c2w[kept, :3, 3], axis=1)
     write_transforms(out, K, [(i, head.c2w[i], landmarks[i]) for i in kept], n_test, fps,
                      max(distance.min() - radius, 0.05), distance.max() + radius, box)
+
+
+def mask_outline(out: Path, head, kept: np.ndarray, K) -> np.ndarray | None:
+    """The head masks' outline in the head's coronal plane (:func:`~tracking.silhouette_extent`)
+    over up to ``SILHOUETTE_FRAMES`` kept frames spread over the clip; None without masks."""
+    import imageio.v3 as iio
+
+    from facenerf.preprocess.video.tracking import SILHOUETTE_FRAMES, silhouette_extent
+
+    chosen = kept[np.unique(np.linspace(0, len(kept) - 1, min(SILHOUETTE_FRAMES, len(kept))).round().astype(int))]
+    chosen = [i for i in chosen if (out / "head_masks" / f"{i}.png").is_file()]
+    if not chosen:
+        return None
+    masks = (np.asarray(iio.imread(out / "head_masks" / f"{i}.png")).reshape(K.height, K.width, -1)[..., 0] > 127
+             for i in chosen)
+    return silhouette_extent(masks, head.c2w[chosen], K.fx, K.cx, K.cy)
 
 
 def process_video(settings: ProcessSettings) -> dict:

@@ -123,6 +123,46 @@ def track_head(landmarks: np.ndarray, keep: np.ndarray, width: int, height: int,
     return HeadTrack(f, rvecs, tvecs, c2w, rmse, coefficients, template)
 
 
+SILHOUETTE_FRAMES = 40  # head masks read to measure the head's outline (spread over the clip)
+
+
+def silhouette_extent(masks, poses: np.ndarray, focal: float, cx: float, cy: float) -> np.ndarray | None:
+    """``[4]`` (x min, y min, x max, y max; scene units) of the head masks' outline in the head's
+    coronal plane (z = 0 of the head frame), the median over frames, or None without a usable mask.
+
+    ``masks``: ``[H, W]`` bool per frame; ``poses [N, 4, 4]`` camera-to-head (OpenGL: the camera
+    looks down its -z). Each mask pixel's ray through its centre meets the plane; rays within 60
+    degrees of parallel to it are left out (a profile view says nothing about height or width there).
+    The outline includes what the masks hold beyond the face: hair above and beside the head.
+    """
+    rows = []
+    for mask, c2w in zip(masks, poses):
+        v, u = np.nonzero(mask)
+        if len(u) == 0:
+            continue
+        camera = np.stack([(u + 0.5 - cx) / focal, -(v + 0.5 - cy) / focal, -np.ones(len(u))], 1)  # [P, 3]
+        dirs = camera @ np.asarray(c2w, dtype=np.float64)[:3, :3].T
+        origin = np.asarray(c2w, dtype=np.float64)[:3, 3]
+        facing = np.abs(dirs[:, 2]) > 0.5 * np.linalg.norm(dirs, axis=1)
+        if not facing.any():
+            continue
+        t = -origin[2] / dirs[facing, 2]
+        points = origin[:2] + t[:, None] * dirs[facing, :2]  # [P, 2] x, y in the plane z = 0
+        rows.append(np.concatenate([points.min(0), points.max(0)]))
+    return np.median(np.stack(rows), axis=0) if rows else None
+
+
+def scene_box(procedural: np.ndarray, outline: np.ndarray | None) -> np.ndarray:
+    """``[6]`` box holding the procedural head's padded ``procedural`` box and, in x and y, the head
+    masks' ``outline`` (:func:`silhouette_extent`): hair or a head beyond the procedural one's
+    padding. The training cube adds its own margin around the box (``AUTO_BOUND_MARGIN``)."""
+    box = np.asarray(procedural, dtype=np.float64).copy()
+    if outline is not None:
+        box[:2] = np.minimum(box[:2], outline[:2])
+        box[3:5] = np.maximum(box[3:5], outline[2:])
+    return box
+
+
 def head_box(margin: float = 0.1) -> np.ndarray:
     """``[6]`` box (min xyz, max xyz; scene units) of the procedural head without its neck.
 
