@@ -148,7 +148,7 @@ def background_plate(images: list[np.ndarray], landmarks: list[np.ndarray], marg
     stack = np.full((len(images), height, width, 3), np.nan, np.float32)
     covered = np.zeros((height, width), np.float32)
     for n, (image, lms) in enumerate(zip(images, landmarks)):
-        person = _attached(segment_face(image, lms).labels > 0, FaceFrame.from_landmarks(lms))
+        person = person_region(image, lms)
         covered += person
         free = ~_dilate(person, radius)
         stack[n][free] = image[free]
@@ -190,6 +190,17 @@ def person_mask(image: np.ndarray, plate: Plate, frame: FaceFrame, settings: Mas
     mask = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_OPEN, kernel)
     mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, kernel, iterations=2)
     return _fill_holes(_attached(mask > 0, frame))
+
+
+def person_region(image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    """``[H, W]`` bool: the person that GrabCut finds around the face of ``landmarks [68, 2]``
+    (:func:`segment_face`), the parts of it attached to the face or the frame's lower edge."""
+    return _attached(segment_face(image, landmarks).labels > 0, FaceFrame.from_landmarks(landmarks))
+
+
+def dilated(mask: np.ndarray, fraction: float) -> np.ndarray:
+    """``mask`` grown by ``fraction`` of the frame's larger side (at least one pixel)."""
+    return _dilate(mask, max(1, int(round(fraction * max(mask.shape)))))
 
 
 def _attached(mask: np.ndarray, frame: FaceFrame) -> np.ndarray:

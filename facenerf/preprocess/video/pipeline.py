@@ -47,6 +47,9 @@ STAGE_OUTPUTS = {
 }
 
 
+OPTIONAL_KEYS = ("expr_fps", "stabilise")  # stage-key settings that count only when set
+
+
 @dataclass
 class ProcessSettings:
     """Everything ``data_utils/process.py`` can set (its options: the fields declared with ``option``)."""
@@ -71,6 +74,8 @@ class ProcessSettings:
     min_frames: int = option(50, "fewest frames with a face to accept")
     preview: bool = option(True, "write preview.mp4")
     jpeg_quality: int = option(95, "JPEG quality of the frames (1-100)")
+    stabilise: bool = option(False, "hand-held camera: warp every frame onto the first frame's background (a "
+                                    "turning camera is undone; a moving one is not)")
     progress: bool = True
     predictor: str | None = option(None, "dlib 68-point model file (default: face_recognition_models)")
     brow_flow: bool = option(True, "follow the eyebrows by optical flow from a reference frame (dlib's brow "
@@ -106,7 +111,10 @@ class ProcessSettings:
         return tuple(name for name, on in (("brows", self.brow_flow), ("stable", self.stable_flow)) if on)
 
     def key(self, *names: str) -> str:
-        values = {name: str(getattr(self, name)) for name in names}
+        """The settings ``names`` as a stage key; an option still at its "off" value (``None``,
+        False) is left out, so adding such an option keeps the stages done before it valid."""
+        values = {name: str(getattr(self, name)) for name in names
+                  if name not in OPTIONAL_KEYS or getattr(self, name) not in (None, False)}
         return json.dumps(values, sort_keys=True)
 
 
@@ -184,10 +192,18 @@ class VideoProcessor:
 
         def body():
             done = extract_frames(self.s.video, self.out / "ori_imgs", self.s.fps, self.s.jpeg_quality, self.s.progress)
-            write_json(self.track / "frames.json", asdict(done))
+            record = asdict(done)
+            if self.s.stabilise:
+                record["stabilised"] = self._stabilise(done.n_frames, done.width, done.height)
+            write_json(self.track / "frames.json", record)
 
-        self._stage("frames", source + self.s.key("fps", "jpeg_quality"), body)
+        self._stage("frames", source + self.s.key("fps", "jpeg_quality", "stabilise"), body)
         info = json.loads((self.track / "frames.json").read_text())
+        if "stabilised" in info:
+            held = info["stabilised"]
+            self.note(f"stabilised: every frame warped onto the first frame's background (largest shift "
+                      f"{held['largest_shift_px']:.1f} px" + (f"; {held['kept_previous']} frame(s) without enough "
+                      "background corners kept the previous frame's warp" if held["kept_previous"] else "") + ")")
         if info["n_frames"] < self.s.min_frames:
             raise FaceNerfError(f"{self.s.video} is too short: {info['n_frames']} frames at {self.s.fps:g} fps; "
                                 f"at least {self.s.min_frames} are needed (--min_frames), minutes are better")
@@ -198,6 +214,22 @@ class VideoProcessor:
         elif info.get("source_fps") and abs(info["source_fps"] - self.s.fps) > 0.01:
             self.note(f"{self.s.video.name} runs at {info['source_fps']:g} fps; resampled to {self.s.fps:g} fps")
         self.info = info
+
+    def _stabilise(self, n_frames: int, width: int, height: int) -> dict:
+        """Warp the extracted frames onto the first frame's background (:mod:`.stabilise`); the
+        speaker, as the plate's segmentation finds them in the first frame, is left out of it."""
+        from facenerf.io import read_image
+        from facenerf.preprocess.video.landmarks import VideoFaceDetector, choose_upsample
+        from facenerf.preprocess.video.masks import dilated, person_region
+        from facenerf.preprocess.video.stabilise import SPEAKER_MARGIN, stabilise_frames
+
+        upsample = self.s.upsample if self.s.upsample is not None else choose_upsample(width, height)
+        first = read_image(self.out / "ori_imgs" / "0.jpg")
+        found = VideoFaceDetector(upsample, self.s.predictor).detect(first, None)
+        speaker = None if found is None else dilated(person_region(first, found[2]), SPEAKER_MARGIN)
+        held = stabilise_frames(self.out / "ori_imgs", n_frames, speaker, self.s.jpeg_quality, self.s.progress)
+        return {"largest_shift_px": round(held.largest_shift(width, height), 2), "kept_previous": held.kept_previous(),
+                "transforms": np.round(held.transforms, 6).tolist(), "inliers": held.inliers.tolist()}
 
     def landmarks(self):
         from facenerf.preprocess.video.landmarks import LandmarkTrack, choose_upsample, track_landmarks
@@ -281,7 +313,8 @@ class VideoProcessor:
         if plate.change > MOVING_BACKGROUND:
             self.note(f"the background changes over the clip (by {plate.change:.3f} of the range, typically; a still "
                       "camera gives under 0.004): NeRFBlendShape needs a fixed camera and a still background, and "
-                      "the background plate (bc.jpg) of this clip is a blur")
+                      "the background plate (bc.jpg) of this clip is a blur" +
+                      ("" if self.s.stabilise else "; for a hand-held camera, rerun with --stabilise"))
         write_image(self.out / "bc.jpg", plate.image, self.s.jpeg_quality)
         write_npz(stored, image=plate.image, known=plate.known, covered=plate.covered, change=np.float32(plate.change))
         return plate
