@@ -551,8 +551,11 @@ def test_stabilise_undoes_a_hand_held_shake(clip, tmp_path):
     assert max(errors) < 0.75 and float(np.median(errors)) < 0.3, (max(errors), np.median(errors))
     assert held["kept_previous"] == 0 and any(n.startswith("stabilised") for n in report["notes"])
     with np.load(out / "track" / "plate.npz") as plate:
-        assert float(plate["change"]) < MOVING_BACKGROUND
-    assert not any("background changes" in n for n in report["notes"])
+        assert float(plate["change"]) < MOVING_BACKGROUND and float(plate["camera_shift"]) < 0.5
+    assert not any("background changes" in n or "camera moved" in n for n in report["notes"])
+    shaky = process_video(_settings(video, tmp_path / "shaky", preview=False))  # the same clip, not stabilised
+    moved = [n for n in shaky["notes"] if n.startswith("the camera moved")]
+    assert len(moved) == 1 and "rerun with --stabilise" in moved[0]
 
 
 def test_cli_drops_and_counts_frames_without_a_face_and_checks_expr_file(clip, tmp_path):

@@ -76,3 +76,17 @@ def test_a_speaker_left_in_is_outvoted_by_the_background():
     point = np.array([20.0, 20.0])
     np.testing.assert_allclose(found.transforms[1] @ np.r_[point @ shake[:, :2].T + shake[:, 2], 1.0], point,
                                atol=0.3)
+
+
+def test_camera_shift_of_the_plate_samples_tells_a_still_camera_from_a_shaking_one():
+    import cv2
+
+    from facenerf.preprocess.video.masks import MOVING_CAMERA_PX, camera_shift
+
+    person = speaker(0.0)
+    still = [scene(4.0 * np.sin(i)) for i in range(5)]
+    shaken = [cv2.warpAffine(f, similarity(0.5 * i, 1.0, 2.0 * i, -i), (SIZE, SIZE), flags=cv2.INTER_LINEAR,
+                             borderMode=cv2.BORDER_REPLICATE) for i, f in enumerate(still)]
+    assert camera_shift(still, person) < 0.05 * MOVING_CAMERA_PX
+    assert camera_shift(shaken, person) > 5 * MOVING_CAMERA_PX
+    assert camera_shift(still[:1], person) == 0.0

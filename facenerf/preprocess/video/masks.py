@@ -123,11 +123,16 @@ class Plate:
     known: np.ndarray         # [H, W] bool, seen uncovered in some sample frame
     covered: np.ndarray       # [H, W] float32 share of sample frames in which the pixel was person
     change: float = 0.0       # median over the background of its standard deviation across the samples
+    camera_shift: float = 0.0  # px: how far the background moves across the samples (a turning camera)
 
 
 # a still camera's background changes by under 0.004 (noise, compression) on the clips measured; a
 # moving camera or background gives several times more: the plate is then a blur
 MOVING_BACKGROUND = 0.012
+# the background corners of a still camera's samples moved by at most 0.023 px on the clips measured
+# (0.14 px after --stabilise; 9.4 px for a hand-held shake of up to 9.7 px, whose change above was only
+# 0.0088 yet cost 4 dB held out; 5 to 6 px for panned photos)
+MOVING_CAMERA_PX = 1.0
 
 
 def background_change(stack: np.ndarray) -> float:
@@ -147,8 +152,10 @@ def background_plate(images: list[np.ndarray], landmarks: list[np.ndarray], marg
     radius = max(1, int(round(margin * max(height, width))))
     stack = np.full((len(images), height, width, 3), np.nan, np.float32)
     covered = np.zeros((height, width), np.float32)
+    first_person = None
     for n, (image, lms) in enumerate(zip(images, landmarks)):
         person = person_region(image, lms)
+        first_person = person if first_person is None else first_person
         covered += person
         free = ~_dilate(person, radius)
         stack[n][free] = image[free]
@@ -166,7 +173,21 @@ def background_plate(images: list[np.ndarray], landmarks: list[np.ndarray], marg
         plate8 = (np.clip(plate, 0, 1) * 255 + 0.5).astype(np.uint8)
         plate8 = cv2.inpaint(plate8, (~known).astype(np.uint8), max(3, radius), cv2.INPAINT_TELEA)
         plate = plate8.astype(np.float32) / 255.0
-    return Plate(plate, known, covered / max(len(images), 1), background_change(stack))
+    return Plate(plate, known, covered / max(len(images), 1), background_change(stack),
+                 camera_shift(images, first_person))
+
+
+def camera_shift(images: list[np.ndarray], first_person: np.ndarray | None) -> float:
+    """How far (px, at the frame's corners) the background of ``images`` moves from the first
+    one's (outside its person ``first_person`` [H, W]): ~0 for a still camera."""
+    from facenerf.preprocess.video.stabilise import SPEAKER_MARGIN, background_motion
+
+    if len(images) < 2:
+        return 0.0
+    speaker = None if first_person is None else dilated(first_person, SPEAKER_MARGIN)
+    found = background_motion(images, speaker)
+    height, width = images[0].shape[:2]
+    return found.largest_shift(width, height)
 
 
 def person_mask(image: np.ndarray, plate: Plate, frame: FaceFrame, settings: MaskSettings) -> np.ndarray:

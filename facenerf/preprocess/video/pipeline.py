@@ -300,23 +300,30 @@ class VideoProcessor:
 
     def _plate(self, paths, landmarks, settings):
         from facenerf.io import read_image, write_npz, write_image
-        from facenerf.preprocess.video.masks import MOVING_BACKGROUND, Plate, background_plate
+        from facenerf.preprocess.video.masks import MOVING_BACKGROUND, MOVING_CAMERA_PX, Plate, background_plate
 
         stored = self.track / "plate.npz"
         if stored.is_file():
             with np.load(stored, allow_pickle=False) as data:
                 change = float(data["change"]) if "change" in data.files else 0.0
-                return Plate(data["image"], data["known"], data["covered"], change)
+                shift = float(data["camera_shift"]) if "camera_shift" in data.files else 0.0
+                return Plate(data["image"], data["known"], data["covered"], change, shift)
         kept = np.flatnonzero(landmarks.valid)
         chosen = kept[np.linspace(0, len(kept) - 1, min(settings.samples, len(kept))).astype(int)]
         plate = background_plate([read_image(paths[i]) for i in chosen], [landmarks.landmarks[i] for i in chosen])
-        if plate.change > MOVING_BACKGROUND:
+        if plate.camera_shift > MOVING_CAMERA_PX:
+            self.note(f"the camera moved: the background shifts by up to {plate.camera_shift:.1f} px across the plate's "
+                      "sample frames, and NeRFBlendShape needs a fixed camera" +
+                      (" (what is left after --stabilise: a camera that travels, not only turns)" if self.s.stabilise
+                       else "; for a hand-held camera, rerun with --stabilise"))
+        elif plate.change > MOVING_BACKGROUND:
             self.note(f"the background changes over the clip (by {plate.change:.3f} of the range, typically; a still "
                       "camera gives under 0.004): NeRFBlendShape needs a fixed camera and a still background, and "
                       "the background plate (bc.jpg) of this clip is a blur" +
                       ("" if self.s.stabilise else "; for a hand-held camera, rerun with --stabilise"))
         write_image(self.out / "bc.jpg", plate.image, self.s.jpeg_quality)
-        write_npz(stored, image=plate.image, known=plate.known, covered=plate.covered, change=np.float32(plate.change))
+        write_npz(stored, image=plate.image, known=plate.known, covered=plate.covered, change=np.float32(plate.change),
+                  camera_shift=np.float32(plate.camera_shift))
         return plate
 
     def _coefficients(self, head, n_frames: int):
