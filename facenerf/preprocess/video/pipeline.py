@@ -207,6 +207,9 @@ class VideoProcessor:
         if info["n_frames"] < self.s.min_frames:
             raise FaceNerfError(f"{self.s.video} is too short: {info['n_frames']} frames at {self.s.fps:g} fps; "
                                 f"at least {self.s.min_frames} are needed (--min_frames), minutes are better")
+        if info.get("hdr"):
+            self.note(f"{self.s.video.name} is HDR video ({info['hdr']}); its frames were converted to SDR (BT.709, the "
+                      "HDR reference white at full scale: brighter highlights clip)")
         ratio = info.get("vfr_ratio")
         if ratio is not None and ratio > 0.01:
             self.note(f"{self.s.video.name} has a variable frame rate ({100 * ratio:.0f}% of its frames arrive "
