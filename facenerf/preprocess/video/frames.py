@@ -24,7 +24,7 @@ HDR_TRANSFERS = {"arib-std-b67": "HLG", "smpte2084": "PQ"}  # ffmpeg's names of 
 # HDR -> SDR: BT.709 primaries and transfer, the HDR reference white (203 cd/m2, ITU-R BT.2408) at SDR's
 # full scale; brighter highlights clip. HLG clips made from SDR ones gave the SDR frames back at 30.6 dB
 # (the benchmark talking head) and 26.2 dB (scikit-image's astronaut), against 21.6 and 19.1 dB for
-# decoding the HLG values as if they were SDR.
+# decoding the HLG values as if they were SDR; a PQ clip 21.4 dB (a little bright) against 14.6 dB.
 HDR_TO_SDR = "zscale=t=bt709:p=bt709:m=bt709:r=tv:npl=203,format=yuv420p,"
 
 
