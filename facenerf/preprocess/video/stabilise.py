@@ -25,6 +25,7 @@ MAX_CORNERS = 400       # background corners followed from the first frame
 MIN_INLIERS = 12        # fewer agreeing corners: the frame keeps the previous frame's map
 RANSAC_PX = 1.0         # corners farther than this from the fitted map are outliers
 ROUND_TRIP_PX = 0.5     # a corner followed there and back must land this close to where it started
+STILL_PX = 0.1          # a frame whose map moves no corner this far is left as it is
 SPEAKER_MARGIN = 0.03   # the first frame's person is grown by this fraction of the frame before corners are taken
 
 
@@ -37,11 +38,15 @@ class Stabilisation:
     transforms: np.ndarray
     inliers: np.ndarray
 
-    def largest_shift(self, width: int, height: int) -> float:
-        """The farthest any frame corner moves, in pixels."""
+    def shifts(self, width: int, height: int) -> np.ndarray:
+        """``[N]`` the farthest each frame's map moves one of the frame's corners, in pixels."""
         corners = np.array([[0, 0, 1], [width, 0, 1], [0, height, 1], [width, height, 1]], dtype=np.float64)
         moved = np.einsum("nij,cj->nci", self.transforms, corners)  # [N, 4, 2]
-        return float(np.abs(moved - corners[None, :, :2]).max()) if len(self.transforms) else 0.0
+        return np.abs(moved - corners[None, :, :2]).max(axis=(1, 2))
+
+    def largest_shift(self, width: int, height: int) -> float:
+        """The farthest any frame corner moves, in pixels."""
+        return float(self.shifts(width, height).max()) if len(self.transforms) else 0.0
 
     def kept_previous(self) -> int:
         return int((self.inliers < 0).sum())
@@ -101,8 +106,9 @@ def background_motion(frames, speaker: np.ndarray | None = None) -> Stabilisatio
 def stabilise_frames(folder: Path, n_frames: int, speaker: np.ndarray | None, quality: int,
                      progress: bool = True) -> Stabilisation:
     """Warp ``folder/<i>.jpg`` (i < ``n_frames``) onto frame 0's background (outside ``speaker``,
-    see :func:`background_motion`), in place (each file replaced atomically); returns the maps.
-    The edges a warp uncovers repeat the nearest pixels."""
+    see :func:`background_motion`), in place (each file replaced atomically; a frame whose map
+    moves it by under ``STILL_PX`` is left as it is); returns the maps. The edges a warp uncovers
+    repeat the nearest pixels."""
     import cv2
     from tqdm import tqdm
 
@@ -111,9 +117,11 @@ def stabilise_frames(folder: Path, n_frames: int, speaker: np.ndarray | None, qu
     paths = [folder / f"{i}.jpg" for i in range(n_frames)]
     found = background_motion((read_image(p) for p in tqdm(paths, desc="stabilise", unit="frame",
                                                             disable=None if progress else True)), speaker)
-    for path, warp in zip(paths[1:], found.transforms[1:]):
-        image = read_image(path)
-        height, width = image.shape[:2]
-        moved = cv2.warpAffine(image, warp, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    height, width = read_image(paths[0]).shape[:2]
+    for path, warp, shift in zip(paths[1:], found.transforms[1:], found.shifts(width, height)[1:]):
+        if shift < STILL_PX:  # as good as still: not worth another resampling and JPEG pass
+            continue
+        moved = cv2.warpAffine(read_image(path), warp, (width, height), flags=cv2.INTER_LINEAR,
+                               borderMode=cv2.BORDER_REPLICATE)
         write_image(path, moved, quality)
     return found
