@@ -533,6 +533,38 @@ def test_hdr_video_comes_out_as_sdr(tmp_path, transfer, tag):
         (psnr(frame), psnr(as_if_sdr))
 
 
+def test_frames_larger_than_max_side_are_scaled_down_with_the_aspect_kept(tmp_path):
+    import imageio.v3 as iio
+
+    from facenerf.io import read_image
+    from facenerf.preprocess.video.frames import VideoInfo, extract_frames, probe_video
+
+    def size(width, height, limit):
+        return VideoInfo(width, height, 25.0, 1.0, "mov").output_size(limit)
+
+    assert size(3840, 2160, 1024) == (1024, 576) and size(1080, 1920, 1024) == (576, 1024)
+    assert size(256, 256, 1024) == (256, 256) and size(3840, 2160, 0) == (3840, 2160)
+    assert size(1001, 500, 500) == (500, 250)
+    wide = np.full((10, 180, 320, 3), 40, np.uint8)             # [N, H, W, 3]: a red block right of centre
+    wide[:, 60:120, 200:260] = (230, 30, 30)
+    iio.imwrite(tmp_path / "wide.mp4", wide, fps=25, codec="libx264", macro_block_size=1)
+    assert (probe_video(tmp_path / "wide.mp4").width, probe_video(tmp_path / "wide.mp4").height) == (320, 180)
+    done = extract_frames(tmp_path / "wide.mp4", tmp_path / "frames", progress=False, max_side=160)
+    frame = read_image(tmp_path / "frames" / "4.jpg")           # [90, 160, 3]
+    assert (done.width, done.height, done.shown_size) == (160, 90, (320, 180)) and frame.shape == (90, 160, 3)
+    assert frame[33:57, 103:127, 0].mean() > 0.75 and frame[:, :90].mean() < 0.3
+    assert extract_frames(tmp_path / "wide.mp4", tmp_path / "full", progress=False, max_side=320).shown_size is None
+
+
+def test_process_scales_big_frames_and_the_given_focal_with_them(clip, tmp_path):
+    from facenerf.preprocess.video.pipeline import process_video
+
+    report = process_video(_settings(clip / "talk.mp4", tmp_path / "small", max_side=128, focal=400.0, preview=False))
+    assert (report["width"], report["height"]) == (128, 128)
+    assert report["focal_px"] == pytest.approx(400.0 * 128 / SIZE, abs=0.01)  # the report rounds to 0.01 px
+    assert any(n.startswith(f"frames scaled down from {SIZE}x{SIZE} to 128x128") for n in report["notes"])
+
+
 def test_a_video_of_non_square_pixels_is_scaled_to_square_ones(tmp_path):
     """An anamorphic video (pixels twice as wide as tall) is shown twice as wide as it is coded;
     the frames come out at that size, so a round face stays round for the camera model."""

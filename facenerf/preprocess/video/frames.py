@@ -45,12 +45,23 @@ class VideoInfo:
     pixel_aspect: float = 1.0   # of the upright frames
     transfer: str | None = None  # "HLG" or "PQ" for HDR video, else None
 
-    @property
-    def scale_filter(self) -> str:
-        """ffmpeg filters that make the pixels square at the shown size ("" when they are), after
-        converting HDR video to SDR (:data:`HDR_TO_SDR`)."""
+    def output_size(self, max_side: int = 0) -> tuple[int, int]:
+        """``(width, height)`` of the extracted frames: the shown size, scaled down (even sides, the
+        aspect kept) so that the longer side is at most ``max_side`` (0: no limit)."""
+        if max_side <= 0 or max(self.width, self.height) <= max_side:
+            return self.width, self.height
+        factor = max_side / max(self.width, self.height)
+        return (max(2, int(round(self.width * factor / 2.0)) * 2), max(2, int(round(self.height * factor / 2.0)) * 2))
+
+    def scale_filter(self, max_side: int = 0) -> str:
+        """ffmpeg filters that convert HDR video to SDR (:data:`HDR_TO_SDR`) and give square pixels
+        at :meth:`output_size` ("" when nothing is to change)."""
         hdr = HDR_TO_SDR if self.transfer else ""
-        return hdr + ("" if abs(self.pixel_aspect - 1.0) < 1e-3 else f"scale={self.width}:{self.height},setsar=1,")
+        size = self.output_size(max_side)
+        if size == (self.width, self.height) and abs(self.pixel_aspect - 1.0) < 1e-3:
+            return hdr
+        shrink = ":flags=area" if size != (self.width, self.height) else ""
+        return hdr + f"scale={size[0]}:{size[1]}{shrink},setsar=1,"
 
 
 def ffmpeg_exe() -> str:
@@ -108,6 +119,7 @@ class Extraction:
     vfr_ratio: float | None   # share of input frames with irregular timing (None: unknown)
     source_fps: float | None
     hdr: str | None = None    # "HLG" or "PQ": the frames were converted from HDR to SDR
+    shown_size: tuple[int, int] | None = None  # the video's (width, height) when the frames were scaled down
 
 
 def _vfr_ratio(log: str) -> float | None:
@@ -120,16 +132,18 @@ def _vfr_ratio(log: str) -> float | None:
 
 
 def extract_frames(path: Path, out_dir: Path, fps: float = 25.0, quality: int = 95,
-                   progress: bool = True) -> Extraction:
-    """Decode ``path`` at ``fps`` into ``out_dir/<i>.jpg``; returns counts and the VFR measure."""
+                   progress: bool = True, max_side: int = 0) -> Extraction:
+    """Decode ``path`` at ``fps`` into ``out_dir/<i>.jpg`` (longer side at most ``max_side``, 0:
+    the shown size); returns counts, sizes and the VFR measure."""
     from tqdm import tqdm
 
     info = probe_video(path)
-    frame_bytes = info.width * info.height * 3
+    width, height = info.output_size(max_side)
+    frame_bytes = width * height * 3
     expected = int(round(info.duration * fps)) if info.duration else None
     out_dir.mkdir(parents=True, exist_ok=True)
     command = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats", "-i", str(path), "-map", "0:v:0",
-               "-vf", f"vfrdet,{info.scale_filter}fps={fps}", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
+               "-vf", f"vfrdet,{info.scale_filter(max_side)}fps={fps}", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
     count = 0
     with tempfile.TemporaryFile(mode="w+") as log:
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log)
@@ -141,7 +155,7 @@ def extract_frames(path: Path, out_dir: Path, fps: float = 25.0, quality: int = 
                         break
                     target = out_dir / f"{count}.jpg"
                     if not target.is_file():     # a resumed run keeps the frames already written
-                        image = np.frombuffer(chunk, np.uint8).reshape(info.height, info.width, 3)
+                        image = np.frombuffer(chunk, np.uint8).reshape(height, width, 3)
                         write_image(target, image, quality)
                     count += 1
                     bar.update(1)
@@ -153,4 +167,5 @@ def extract_frames(path: Path, out_dir: Path, fps: float = 25.0, quality: int = 
     if status != 0 and count == 0:
         last = [line for line in text.strip().splitlines() if line.strip()][-1:] or ["unknown error"]
         raise FaceNerfError(f"ffmpeg cannot decode {path}: {last[0].strip()}; re-encode it (e.g. to H.264 MP4)")
-    return Extraction(count, info.width, info.height, _vfr_ratio(text), info.fps, info.transfer)
+    return Extraction(count, width, height, _vfr_ratio(text), info.fps, info.transfer,
+                      (info.width, info.height) if (width, height) != (info.width, info.height) else None)

@@ -48,6 +48,9 @@ STAGE_OUTPUTS = {
 
 
 OPTIONAL_KEYS = ("expr_fps", "stabilise")  # stage-key settings that count only when set
+# longest frame side kept (px). A 4K phone video's frames cost 9 s each in the masks stage and 3 MB on
+# disk in every image folder; NeRFBlendShape trains at 512 px or less.
+MAX_SIDE = 1024
 
 
 @dataclass
@@ -69,11 +72,13 @@ class ProcessSettings:
     smooth_landmarks: float = option(0.7, "temporal smoothing sigma of the landmarks (frames)")
     smooth_pose: float = option(1.0, "temporal smoothing sigma of the pose (frames)")
     smooth_expression: float = option(0.7, "temporal smoothing sigma of the expression (frames)")
-    focal: float | None = option(None, "focal length in pixels (default: estimated for the clip)")
+    focal: float | None = option(None, "focal length in pixels of the video (default: estimated for the clip)")
     mask_samples: int = option(24, "frames segmented to build the background plate")
     min_frames: int = option(50, "fewest frames with a face to accept")
     preview: bool = option(True, "write preview.mp4")
     jpeg_quality: int = option(95, "JPEG quality of the frames (1-100)")
+    max_side: int = option(MAX_SIDE, "frames whose longer side exceeds this are scaled down to it as they are "
+                                     "extracted (0: keep the video's size)")
     stabilise: bool = option(False, "hand-held camera: warp every frame onto the first frame's background (a "
                                     "turning camera is undone; a moving one is not)")
     progress: bool = True
@@ -101,6 +106,7 @@ class ProcessSettings:
                   ("mask_samples", self.mask_samples >= 1, "at least 1"),
                   ("min_frames", self.min_frames >= 1, "at least 1"),
                   ("jpeg_quality", 1 <= self.jpeg_quality <= 100, "between 1 and 100"),
+                  ("max_side", self.max_side == 0 or self.max_side >= 64, "0 (no limit) or at least 64"),
                   ("corner_window", 0 <= self.corner_window < 1, "in [0, 1): a fraction of the face width"))
         for name, ok, rule in checks:
             if not ok:
@@ -186,12 +192,15 @@ class VideoProcessor:
     def frames(self) -> None:
         from facenerf.preprocess.video.frames import extract_frames, probe_video
 
-        probe_video(self.s.video)                  # one line for a missing file or a non-video
+        video = probe_video(self.s.video)          # one line for a missing file or a non-video
         stat = self.s.video.stat()
         source = f"{self.s.video.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+        if video.output_size(self.s.max_side) != (video.width, video.height):  # the limit changes these frames
+            source += f"|max_side {self.s.max_side}"
 
         def body():
-            done = extract_frames(self.s.video, self.out / "ori_imgs", self.s.fps, self.s.jpeg_quality, self.s.progress)
+            done = extract_frames(self.s.video, self.out / "ori_imgs", self.s.fps, self.s.jpeg_quality, self.s.progress,
+                                  self.s.max_side)
             record = asdict(done)
             if self.s.stabilise:
                 record["stabilised"] = self._stabilise(done.n_frames, done.width, done.height)
@@ -207,6 +216,10 @@ class VideoProcessor:
         if info["n_frames"] < self.s.min_frames:
             raise FaceNerfError(f"{self.s.video} is too short: {info['n_frames']} frames at {self.s.fps:g} fps; "
                                 f"at least {self.s.min_frames} are needed (--min_frames), minutes are better")
+        if info.get("shown_size"):
+            (w, h), (tw, th) = info["shown_size"], (info["width"], info["height"])
+            self.note(f"frames scaled down from {w}x{h} to {tw}x{th} (--max_side {self.s.max_side}; 0 keeps the "
+                      "video's size, at the cost of much slower masks and larger files)")
         if info.get("hdr"):
             self.note(f"{self.s.video.name} is HDR video ({info['hdr']}); its frames were converted to SDR (BT.709, the "
                       "HDR reference white at full scale: brighter highlights clip)")
@@ -217,6 +230,12 @@ class VideoProcessor:
         elif info.get("source_fps") and abs(info["source_fps"] - self.s.fps) > 0.01:
             self.note(f"{self.s.video.name} runs at {info['source_fps']:g} fps; resampled to {self.s.fps:g} fps")
         self.info = info
+
+    def focal(self) -> float | None:
+        """``--focal`` (pixels of the video) in pixels of the extracted frames, which may be scaled down."""
+        if self.s.focal is None or not self.info.get("shown_size"):
+            return self.s.focal
+        return self.s.focal * self.info["width"] / self.info["shown_size"][0]
 
     def _stabilise(self, n_frames: int, width: int, height: int) -> dict:
         """Warp the extracted frames onto the first frame's background (:mod:`.stabilise`); the
@@ -266,7 +285,7 @@ class VideoProcessor:
         from facenerf.preprocess.video.tracking import HeadTrack, track_head
 
         def body():
-            track_head(landmarks.landmarks, landmarks.valid, self.info["width"], self.info["height"], self.s.focal,
+            track_head(landmarks.landmarks, landmarks.valid, self.info["width"], self.info["height"], self.focal(),
                        self.s.smooth_pose, self.s.smooth_expression, self.s.progress).save(self.track / "head.npz")
 
         self._stage("tracking", self.s.key("focal", "smooth_pose", "smooth_expression"), body)
