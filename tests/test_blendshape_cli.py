@@ -322,6 +322,14 @@ def test_driving_coefficients_are_taken_by_name_when_both_sides_name_them(tmp_pa
     (tmp_path / "other.csv").write_text("jawOpen,mouthSmileLeft,eyeBlinkLeft\n0.1,0.2,0.3\n")
     with pytest.raises(FaceNerfError, match="lacks the head's mouth_smile, eye_blink; give those columns"):
         read_coefficients(str(tmp_path / "other.csv"), 3, head)
+    arkit = tmp_path / "livelink.csv"  # a Live Link Face recording drives a head of process.py's blendshapes
+    arkit.write_text("Timecode,BlendShapeCount,EyeBlinkLeft,EyeBlinkRight,JawOpen,MouthSmileLeft,MouthSmileRight,"
+                     "MouthFunnel\n00:00:01:00.000,61,0.2,0.4,0.7,0.1,0.3,0.0\n")
+    table, note = read_coefficients(str(arkit), 3, ["jaw_open", "mouth_smile", "eye_blink"])
+    np.testing.assert_allclose(table, [[0.7, 0.2, 0.3]], rtol=1e-6)
+    assert note.startswith("note: --test_expr holds ARKit coefficients")
+    with pytest.raises(FaceNerfError, match="lacks the head's brow_up"):  # no ARKit brow columns in the table
+        read_coefficients(str(arkit), 2, ["jaw_open", "brow_up"])
     from facenerf.models.blendshape.testing import at_video_rate
 
     ramp = np.stack([np.arange(13) / 60.0, np.ones(13)], 1)  # 0.2 s at 60 rows per second
@@ -332,3 +340,19 @@ def test_driving_coefficients_are_taken_by_name_when_both_sides_name_them(tmp_pa
     table, note = read_coefficients(str(tmp_path / "plain.csv"), 3, head)
     np.testing.assert_allclose(table, [[0.1, 0.2, 0.3]])
     assert "using the first 3" in note
+
+
+def test_the_arkit_mapping_covers_every_procedural_blendshape_with_real_arkit_names():
+    from facenerf.data.synthetic.blendshapes import BLENDSHAPES
+    from facenerf.preprocess.video.exprfile import ARKIT_TO_PROCEDURAL
+
+    sides = [f"{part}{side}" for side in ("Left", "Right") for part in (
+        "eyeBlink", "eyeLookDown", "eyeLookIn", "eyeLookOut", "eyeLookUp", "eyeSquint", "eyeWide", "mouthSmile",
+        "mouthFrown", "mouthDimple", "mouthStretch", "mouthPress", "mouthLowerDown", "mouthUpperUp", "browDown",
+        "browOuterUp", "cheekSquint", "noseSneer")]
+    arkit = set(sides) | {"jawForward", "jawLeft", "jawRight", "jawOpen", "mouthClose", "mouthFunnel", "mouthPucker",
+                          "mouthLeft", "mouthRight", "mouthRollLower", "mouthRollUpper", "mouthShrugLower",
+                          "mouthShrugUpper", "browInnerUp", "cheekPuff", "tongueOut"}
+    assert len(arkit) == 52
+    assert set(ARKIT_TO_PROCEDURAL) == set(BLENDSHAPES)
+    assert all(source in arkit for sources in ARKIT_TO_PROCEDURAL.values() for source in sources)

@@ -110,12 +110,18 @@ def at_video_rate(table: np.ndarray, rate: float, fps: float) -> np.ndarray:
 
 
 def by_name(table: np.ndarray, given: list[str], names: list[str], path: str) -> tuple[np.ndarray, str | None]:
-    """The columns of ``table`` [N, len(given)] named ``names``, in that order."""
-    from facenerf.preprocess.video.exprfile import name_key
+    """The columns of ``table`` [N, len(given)] named ``names``, in that order; for a head of the
+    procedural blendshapes driven by an ARKit table, its blendshapes made from the ARKit ones
+    (:func:`~facenerf.preprocess.video.exprfile.from_arkit`)."""
+    from facenerf.preprocess.video.exprfile import from_arkit, name_key
 
     column = {name_key(name): i for i, name in enumerate(given)}
     missing = [name for name in names if name_key(name) not in column]
     if missing:
+        mapped = from_arkit(table, given, names)
+        if mapped is not None:
+            return mapped.astype(np.float32), (f"note: --test_expr holds ARKit coefficients; the head's {len(names)} "
+                                               "taken from them (left and right averaged)")
         raise FaceNerfError(f"--test_expr {path} names its columns but lacks the head's {', '.join(missing)}; "
                             "give those columns, or a table without a header to take them by position")
     order = [column[name_key(name)] for name in names]

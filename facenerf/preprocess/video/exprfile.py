@@ -44,6 +44,38 @@ def name_key(name: str) -> str:
     return re.sub(r"[\s_]", "", name.lower())
 
 
+# The procedural head's blendshapes (process.py's fitted coefficients) from Apple ARKit's 52 (as
+# Live Link Face and other iPhone trackers write them): each the mean of its ARKit counterparts,
+# both in 0..1 (left and right halves averaged; the brow raise from the inner and both outer raises).
+ARKIT_TO_PROCEDURAL = {
+    "jaw_open": ("jawOpen",),
+    "mouth_stretch": ("mouthStretchLeft", "mouthStretchRight"),
+    "mouth_pucker": ("mouthPucker",),
+    "mouth_funnel": ("mouthFunnel",),
+    "mouth_smile": ("mouthSmileLeft", "mouthSmileRight"),
+    "mouth_frown": ("mouthFrownLeft", "mouthFrownRight"),
+    "upper_lip_up": ("mouthUpperUpLeft", "mouthUpperUpRight"),
+    "eye_blink": ("eyeBlinkLeft", "eyeBlinkRight"),
+    "brow_up": ("browInnerUp", "browOuterUpLeft", "browOuterUpRight"),
+    "brow_down": ("browDownLeft", "browDownRight"),
+}
+
+
+def from_arkit(table: np.ndarray, given: list[str], wanted: list[str]) -> np.ndarray | None:
+    """``table [N, len(given)]`` of ARKit coefficients as the procedural blendshapes ``wanted``
+    ``[N, len(wanted)]`` (:data:`ARKIT_TO_PROCEDURAL`); None when a wanted name has no ARKit
+    counterpart or the table lacks one of its ARKit columns."""
+    column = {name_key(name): i for i, name in enumerate(given)}
+    mapping = {name_key(k): v for k, v in ARKIT_TO_PROCEDURAL.items()}
+    out = []
+    for name in wanted:
+        sources = mapping.get(name_key(name))
+        if sources is None or any(name_key(src) not in column for src in sources):
+            return None
+        out.append(table[:, [column[name_key(src)] for src in sources]].mean(axis=1))
+    return np.stack(out, axis=1)
+
+
 def _not_coefficients(names: list[str]) -> list[int]:
     return [i for i, name in enumerate(names) if NOT_COEFFICIENTS.match(name_key(name))]
 
