@@ -100,16 +100,21 @@ def amp_dtype(device: torch.device, amp: str) -> torch.dtype | None:
 def host_floats(values: Mapping[str, "torch.Tensor | float"]) -> dict[str, float]:
     """``values`` (numbers or one-element tensors) as plain floats, in their order.
 
-    The tensors are stacked on the device of the first one and copied to the host in one
-    transfer: on a GPU each ``float(tensor)`` waits for the queued work, so converting a step's
-    scalars one by one would stall the launch queue once per scalar.
+    The tensors of each device are stacked there and copied to the host in one transfer (never
+    moved between devices): on a GPU each ``float(tensor)`` waits for the queued work, so
+    converting a step's scalars one by one would stall the launch queue once per scalar. Values
+    go through float64, so counts and float64 values keep their precision.
     """
-    tensors = {key: value for key, value in values.items() if isinstance(value, torch.Tensor)}
-    out = {key: float(value) for key, value in values.items() if key not in tensors}
-    if tensors:
-        device = next(iter(tensors.values())).device
-        stacked = torch.stack([value.detach().reshape(()).to(device, torch.float32) for value in tensors.values()])
-        out.update(zip(tensors, stacked.tolist()))
+    out: dict[str, float] = {}
+    on_device: dict[torch.device, dict[str, torch.Tensor]] = {}
+    for key, value in values.items():
+        if isinstance(value, torch.Tensor):
+            on_device.setdefault(value.device, {})[key] = value
+        else:
+            out[key] = float(value)
+    for group in on_device.values():
+        stacked = torch.stack([value.detach().reshape(()).to(torch.float64) for value in group.values()])
+        out.update(zip(group, stacked.tolist()))
     return {key: out[key] for key in values}
 
 

@@ -280,9 +280,39 @@ def test_host_floats_keeps_order_and_mixes_numbers_and_tensors():
     from facenerf.runtime import host_floats
 
     values = host_floats({"a": 1, "b": torch.tensor([2.5]), "c": torch.tensor(3, dtype=torch.int64),
-                          "d": torch.tensor(0.25, dtype=torch.bfloat16)})
-    assert values == {"a": 1.0, "b": 2.5, "c": 3.0, "d": 0.25} and list(values) == ["a", "b", "c", "d"]
-    assert host_floats({}) == {}
+                          "d": torch.tensor(0.25, dtype=torch.bfloat16), "e": torch.tensor(2 ** 40 + 1)})
+    assert values == {"a": 1.0, "b": 2.5, "c": 3.0, "d": 0.25, "e": float(2 ** 40 + 1)}
+    assert list(values) == ["a", "b", "c", "d", "e"] and host_floats({}) == {}
+
+
+@pytest.mark.parametrize("device", [d for d in DEVICES if d != "cpu"])
+def test_host_floats_of_device_and_cpu_tensors(device):
+    from facenerf.runtime import host_floats
+
+    values = host_floats({"gpu": torch.tensor(1.5, device=device), "cpu": torch.tensor(2.0), "n": 3})
+    assert values == {"gpu": 1.5, "cpu": 2.0, "n": 3.0}
+
+
+def test_old_step_end_hooks_and_scalars_named_like_losses(tmp_path):
+    class OldHook(Regressor):
+        def __init__(self):
+            super().__init__()
+            self.steps = []
+
+        def on_step_end(self, step):
+            self.steps.append(step)
+
+    model = OldHook()
+    Trainer(model, step_batches, config(tmp_path, "old", 2), CPU, {}).fit()
+    assert model.steps == [0, 1]
+
+    class Clash(Regressor):
+        def training_step(self, batch, step):
+            losses, _ = super().training_step(batch, step)
+            return losses, {"loss/main": torch.tensor(0.0)}
+
+    with pytest.raises(KeyError, match="scalars named like losses"):
+        Trainer(Clash(), step_batches, config(tmp_path, "clash", 1), CPU, {}).train_step(step_batches(0), 0)
 
 
 class Interrupting(Regressor):

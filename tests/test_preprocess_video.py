@@ -544,7 +544,7 @@ def test_frames_larger_than_max_side_are_scaled_down_with_the_aspect_kept(tmp_pa
 
     assert size(3840, 2160, 1024) == (1024, 576) and size(1080, 1920, 1024) == (576, 1024)
     assert size(256, 256, 1024) == (256, 256) and size(3840, 2160, 0) == (3840, 2160)
-    assert size(1001, 500, 500) == (500, 250)
+    assert size(1001, 500, 500) == (500, 248) and size(4000, 3000, 1023) == (1022, 766)  # never over the limit
     wide = np.full((10, 180, 320, 3), 40, np.uint8)             # [N, H, W, 3]: a red block right of centre
     wide[:, 60:120, 200:260] = (230, 30, 30)
     iio.imwrite(tmp_path / "wide.mp4", wide, fps=25, codec="libx264", macro_block_size=1)
@@ -639,6 +639,17 @@ def test_stabilise_undoes_a_hand_held_shake(clip, tmp_path):
     with np.load(out / "track" / "plate.npz") as plate:
         assert float(plate["change"]) < MOVING_BACKGROUND and float(plate["camera_shift"]) < 0.5
     assert not any("background changes" in n or "camera moved" in n for n in report["notes"])
+    # a warp cut short (frames stage unfinished, marker left, frames a mix): the rerun extracts them again
+    stages = json.loads((out / "track" / "stages.json").read_text())
+    stages["frames"]["done"] = False
+    (out / "track" / "stages.json").write_text(json.dumps(stages))
+    (out / "track" / "stabilising").touch()
+    iio.imwrite(out / "ori_imgs" / "5.jpg", np.zeros((SIZE, SIZE, 3), np.uint8))
+    again = process_video(_settings(video, out, stabilise=True, preview=False))
+    redone = json.loads((out / "track" / "frames.json").read_text())["stabilised"]
+    np.testing.assert_allclose(redone["transforms"], held["transforms"], atol=1e-6)
+    assert iio.imread(out / "ori_imgs" / "5.jpg").mean() > 20 and not (out / "track" / "stabilising").exists()
+    assert "frames" in again["ran"]
     shaky = process_video(_settings(video, tmp_path / "shaky", preview=False))  # the same clip, not stabilised
     moved = [n for n in shaky["notes"] if n.startswith("the camera moved")]
     assert len(moved) == 1 and "rerun with --stabilise" in moved[0]

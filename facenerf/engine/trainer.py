@@ -5,8 +5,8 @@ A trainable model is an ``nn.Module`` with
 * ``param_groups() -> {optimiser name: [torch param group dicts]}`` (usually ``{"main": [...]}``),
 * ``training_step(batch, step) -> (losses per optimiser name, scalars to log)``; scalars may be
   numbers or one-element tensors (copied to the host with the losses in one transfer),
-* optionally ``on_step_end(step, scalars)``, called after the optimiser step with the step's
-  scalars as floats.
+* optionally ``on_step_end(step, scalars)`` (or ``on_step_end(step)``), called after the
+  optimiser step with a copy of the step's scalars as floats.
 
 The trainer builds one Adam per optimiser name, back-propagates each optimiser's loss into
 that optimiser's parameters only (so a GAN's generator and discriminator losses can come from
@@ -23,6 +23,7 @@ interrupted one stopped; torch's, NumPy's and Python's random states are restore
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
 import random
 import signal
@@ -270,13 +271,29 @@ class Trainer:
         with autocast(self.device, self.amp):
             losses, scalars = self.model.training_step(batch, step)
         self._backward(losses)
+        clash = [key for key in (scalars or {}) if key.startswith("loss/")]
+        if clash:
+            raise KeyError(f"training_step returned scalars named like losses ({clash}); rename them")
         values = host_floats({**{f"loss/{name}": loss for name, loss in losses.items()}, **(scalars or {})})
         loss_values = {key: values.pop(key) for key in [f"loss/{name}" for name in losses]}
         self._check_finite(loss_values, step)
         self._optimizer_steps(list(losses))
-        if callable(getattr(self.model, "on_step_end", None)):
-            self.model.on_step_end(step, values)
+        self._step_end(step, values)
         return loss_values, values
+
+    def _step_end(self, step: int, scalars: dict[str, float]) -> None:
+        """The model's optional ``on_step_end(step, scalars)`` (or ``on_step_end(step)``), given a copy."""
+        hook = getattr(self.model, "on_step_end", None)
+        if not callable(hook):
+            return
+        try:
+            takes_scalars = len(inspect.signature(hook).parameters) >= 2
+        except (TypeError, ValueError):
+            takes_scalars = True
+        if takes_scalars:
+            hook(step, dict(scalars))
+        else:
+            hook(step)
 
     # ------------------------------------------------------------------ state
     def state_payload(self) -> dict:

@@ -107,7 +107,7 @@ class NeRFBlendShape(nn.Module):
         return {"main": [{"params": [self.field.tables], "lr": lr, "name": "tables"},
                          {"params": mlps, "lr": lr, "weight_decay": self.run.train.weight_decay, "name": "mlps"}]}
 
-    def torso_step(self, batch: dict) -> tuple[dict[str, Tensor], dict[str, float]]:
+    def torso_step(self, batch: dict) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         """Torso mode: the torso over the background against the torso layer over the same background."""
         alpha, rgb = self.torso(batch["coords"], batch["pose"], batch["frame"])
         bg, target = batch["background"], batch["rgba"]

@@ -172,9 +172,11 @@ def load_expr_file(path: str | Path, n_frames: int, say=None, fps: float | None 
     table, names = _read_table(path, say)
     if expr_fps is not None and expr_fps <= 0:
         raise FaceNerfError(f"--expr_fps must be positive, got {expr_fps:g}")
-    if expr_fps is None or fps is None or abs(expr_fps - fps) < 1e-6:
+    if expr_fps is None or fps is None:
         if table.shape[0] != n_frames:
             raise _row_count_error(path, table.shape[0], n_frames, fps)
+        return table, names
+    if abs(expr_fps - fps) < 1e-6 and table.shape[0] == n_frames:
         return table, names
     _duration_check(path, table.shape[0], expr_fps, n_frames, fps, say)
     return resample_rows(table, expr_fps, n_frames, fps), names

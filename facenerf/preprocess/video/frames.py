@@ -20,12 +20,13 @@ from facenerf.errors import FaceNerfError
 from facenerf.io import write_image
 
 IMAGE_FORMATS = ("image2", "png_pipe", "jpeg_pipe", "bmp_pipe", "webp_pipe", "tiff_pipe", "gif")
-HDR_TRANSFERS = {"arib-std-b67": "HLG", "smpte2084": "PQ"}  # ffmpeg's names of HDR transfer functions
+HDR_TRANSFERS = {"arib-std-b67": "HLG", "smpte2084": "PQ"}  # ffmpeg's names of HDR transfer functions (BT.2020)
 # HDR -> SDR: BT.709 primaries and transfer, the HDR reference white (203 cd/m2, ITU-R BT.2408) at SDR's
 # full scale; brighter highlights clip. HLG clips made from SDR ones gave the SDR frames back at 30.6 dB
 # (the benchmark talking head) and 26.2 dB (scikit-image's astronaut), against 21.6 and 19.1 dB for
 # decoding the HLG values as if they were SDR; a PQ clip 21.4 dB (a little bright) against 14.6 dB.
-HDR_TO_SDR = "zscale=t=bt709:p=bt709:m=bt709:r=tv:npl=203,format=yuv420p,"
+HDR_TO_SDR = "zscale=tin={tin}:pin=bt2020:min=bt2020nc:t=bt709:p=bt709:m=bt709:r=tv:npl=203,format=yuv420p,"
+HDR_TAGS = {"HLG": "arib-std-b67", "PQ": "smpte2084"}  # the filter's input transfer, set whatever the tags say
 
 
 @dataclass(frozen=True)
@@ -50,13 +51,13 @@ class VideoInfo:
         aspect kept) so that the longer side is at most ``max_side`` (0: no limit)."""
         if max_side <= 0 or max(self.width, self.height) <= max_side:
             return self.width, self.height
-        factor = max_side / max(self.width, self.height)
-        return (max(2, int(round(self.width * factor / 2.0)) * 2), max(2, int(round(self.height * factor / 2.0)) * 2))
+        factor = max_side / max(self.width, self.height)  # even sides, rounded down: never over the limit
+        return max(2, int(self.width * factor / 2.0 + 1e-9) * 2), max(2, int(self.height * factor / 2.0 + 1e-9) * 2)
 
     def scale_filter(self, max_side: int = 0) -> str:
         """ffmpeg filters that convert HDR video to SDR (:data:`HDR_TO_SDR`) and give square pixels
         at :meth:`output_size` ("" when nothing is to change)."""
-        hdr = HDR_TO_SDR if self.transfer else ""
+        hdr = HDR_TO_SDR.format(tin=HDR_TAGS[self.transfer]) if self.transfer else ""
         size = self.output_size(max_side)
         if size == (self.width, self.height) and abs(self.pixel_aspect - 1.0) < 1e-3:
             return hdr
@@ -166,6 +167,9 @@ def extract_frames(path: Path, out_dir: Path, fps: float = 25.0, quality: int = 
         text = log.read()
     if status != 0 and count == 0:
         last = [line for line in text.strip().splitlines() if line.strip()][-1:] or ["unknown error"]
+        if info.transfer and "zscale" in text:
+            raise FaceNerfError(f"ffmpeg cannot convert the {info.transfer} HDR video {path} to SDR: {last[0].strip()}; "
+                                "convert it to SDR H.264 first (e.g. with your phone's export)")
         raise FaceNerfError(f"ffmpeg cannot decode {path}: {last[0].strip()}; re-encode it (e.g. to H.264 MP4)")
     return Extraction(count, width, height, _vfr_ratio(text), info.fps, info.transfer,
                       (info.width, info.height) if (width, height) != (info.width, info.height) else None)

@@ -197,14 +197,23 @@ class VideoProcessor:
         source = f"{self.s.video.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
         if video.output_size(self.s.max_side) != (video.width, video.height):  # the limit changes these frames
             source += f"|max_side {self.s.max_side}"
+        if video.transfer:                         # HDR frames are converted to SDR as they are decoded
+            source += "|sdr"
+
+        partial = self.track / "stabilising"  # present while frames are being warped in place
 
         def body():
+            if partial.exists():  # a warp was cut short: its frames are a mix, so extract them again
+                shutil.rmtree(self.out / "ori_imgs", ignore_errors=True)
             done = extract_frames(self.s.video, self.out / "ori_imgs", self.s.fps, self.s.jpeg_quality, self.s.progress,
                                   self.s.max_side)
             record = asdict(done)
-            if self.s.stabilise:
+            if self.s.stabilise and done.n_frames >= max(2, self.s.min_frames):  # a short clip is refused below
+                self.track.mkdir(parents=True, exist_ok=True)
+                partial.touch()
                 record["stabilised"] = self._stabilise(done.n_frames, done.width, done.height)
             write_json(self.track / "frames.json", record)
+            partial.unlink(missing_ok=True)
 
         self._stage("frames", source + self.s.key("fps", "jpeg_quality", "stabilise"), body)
         info = json.loads((self.track / "frames.json").read_text())
@@ -457,7 +466,7 @@ def write_head_transforms(out: Path, head, landmarks: np.ndarray, kept: np.ndarr
     box = scene_box(procedural, mask_outline(out, head, kept, K))
     grown = (procedural[:3] - box[:3]).max(initial=0.0), (box[3:] - procedural[3:]).max(initial=0.0)
     if say is not None and max(grown) * MM_PER_UNIT >= 5.0:
-        say(f"the head masks reach up to {max(grown) * MM_PER_UNIT:.0f} mm beyond the procedural head (hair, or a "
+        say(f"the head masks reach up to {max(grown) * MM_PER_UNIT:.0f} mm beyond the procedural head's box (hair, or a "
             "large head): the scene box (the transforms' aabb) grows to hold them")
     radius = float(np.abs(box).max())
     distance = np.linalg.norm(head.c2w[kept, :3, 3], axis=1)

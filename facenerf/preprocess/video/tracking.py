@@ -131,8 +131,9 @@ def silhouette_extent(masks, poses: np.ndarray, focal: float, cx: float, cy: flo
     coronal plane (z = 0 of the head frame), the median over frames, or None without a usable mask.
 
     ``masks``: ``[H, W]`` bool per frame; ``poses [N, 4, 4]`` camera-to-head (OpenGL: the camera
-    looks down its -z). Each mask pixel's ray through its centre meets the plane; rays within 60
-    degrees of parallel to it are left out (a profile view says nothing about height or width there).
+    looks down its -z). Each mask pixel's ray through its centre meets the plane; rays within 30
+    degrees of parallel to it (more than 60 from its normal) are left out: a profile view says
+    little about the outline there.
     The outline includes what the masks hold beyond the face: hair above and beside the head.
     """
     rows = []
