@@ -97,6 +97,22 @@ def amp_dtype(device: torch.device, amp: str) -> torch.dtype | None:
     return torch.float16 if device.type == "cuda" else None
 
 
+def available_memory(device: torch.device | str = "cpu") -> int | None:
+    """Bytes that can still be allocated on ``device``: the kernel's ``MemAvailable`` for the CPU
+    (None where there is no ``/proc/meminfo``), the driver's free memory for a GPU."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
 def host_floats(values: Mapping[str, "torch.Tensor | float"]) -> dict[str, float]:
     """``values`` (numbers or one-element tensors) as plain floats, in their order.
 

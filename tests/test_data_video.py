@@ -115,6 +115,27 @@ def test_load_split_gives_training_tensors_with_optional_downscale(talk):
         load_split(data, downscale=0.5)
 
 
+@needs_gl
+def test_preloading_more_than_the_memory_holds_stops_with_one_line(talk, monkeypatch):
+    """8 frames of 48 x 48 with masks and torso layers: 8 * 48 * 48 * 8 * 4 bytes = 576 KiB; with
+    600 KiB available (80% of it allowed) they are refused before anything is allocated."""
+    import facenerf.runtime as runtime
+
+    data = parse_video_dataset(talk, "train")
+    monkeypatch.setattr(runtime, "available_memory", lambda device="cpu": 600 * 1024)
+    with pytest.raises(FaceNerfError, match=r"preloading 8 train frames at 48x48 needs 576 KiB of CPU memory but "
+                                            r"600 KiB is available: use --preload 0"):
+        load_split(data, torso=True)
+    assert load_split(data, masks=False).images.shape == (8, 48, 48, 3)  # 216 KiB fits
+
+
+def test_available_memory_is_read_from_the_kernel():
+    from facenerf.runtime import available_memory
+
+    free = available_memory("cpu")
+    assert free is None or 2 ** 20 < free < 2 ** 50
+
+
 def test_official_layout_reads_exp_ori_ranges_and_parsing_masks(tmp_path):
     coeffs = write_official(tmp_path)
     train = parse_video_dataset(tmp_path, "train", test_num=2)

@@ -446,6 +446,29 @@ def _read_rgba(path: Path, size: tuple[int, int]) -> np.ndarray:
     return _resized(array, size)
 
 
+PRELOAD_SHARE = 0.8  # of the memory still available that preloaded frames may take
+
+
+def _bytes(n: int) -> str:
+    for unit, size in (("GiB", 2 ** 30), ("MiB", 2 ** 20)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n / 1024:.0f} KiB"
+
+
+def check_preload_memory(needed: int, device, what: str) -> None:
+    """One line, before anything is allocated, when preloading ``needed`` bytes of ``what`` onto
+    ``device`` would take more than :data:`PRELOAD_SHARE` of its available memory."""
+    from facenerf.runtime import available_memory
+
+    free = available_memory(device)
+    if free is not None and needed > PRELOAD_SHARE * free:
+        where = "GPU" if str(device).startswith("cuda") else "CPU"
+        raise FaceNerfError(f"preloading {what} needs {_bytes(needed)} of {where} memory but "
+                            f"{_bytes(free)} is available: use --preload 0 (read frames from disk), "
+                            f"{'--preload 1, ' if where == 'GPU' else ''}or a larger --downscale")
+
+
 def load_split(dataset: VideoDataset, downscale: float = 1.0, image: str = "head", masks: bool = True,
                torso: bool = False, dtype=None, progress: bool = False) -> VideoTensors:
     """Load every frame of ``dataset`` into tensors (CPU).
@@ -469,6 +492,8 @@ def load_split(dataset: VideoDataset, downscale: float = 1.0, image: str = "head
     size = (K.width, K.height)
     dtype = dtype or torch.float32
     n = len(dataset.frames)
+    check_preload_memory(n * K.width * K.height * (3 + int(masks) + 4 * int(torso)) * dtype.itemsize, "cpu",
+                         f"{n} {dataset.split} frames at {K.width}x{K.height}")
     images = torch.empty((n, K.height, K.width, 3), dtype=dtype)
     mask_t = torch.empty((n, K.height, K.width), dtype=dtype) if masks else None
     torso_t = torch.empty((n, K.height, K.width, 4), dtype=dtype) if torso else None

@@ -66,6 +66,11 @@ class FrameStore:
         if preload > 0:
             self.tensors = load_split(dataset, downscale, image=image, masks=masks, torso=torso, progress=progress)
             if preload == 2:
+                from facenerf.data.video import check_preload_memory
+
+                held = [getattr(self.tensors, name) for name in ("images", "masks", "torso")]
+                check_preload_memory(sum(t.numel() * t.element_size() for t in held if t is not None), device,
+                                     f"{len(dataset.frames)} {dataset.split} frames")
                 for name in ("images", "masks", "torso"):
                     if getattr(self.tensors, name) is not None:
                         setattr(self.tensors, name, getattr(self.tensors, name).to(device))
