@@ -533,6 +533,45 @@ def test_hdr_video_comes_out_as_sdr(tmp_path, transfer, tag):
         (psnr(frame), psnr(as_if_sdr))
 
 
+def test_interlaced_video_is_deinterlaced(tmp_path):
+    """A 25 fps interlaced clip whose two fields show a textured bar 4 px apart (a 50 fields/s
+    camera): it is recognised, and its frames lose the comb that weaving the fields leaves on the
+    bar's edges."""
+    import imageio.v3 as iio
+
+    from facenerf.io import read_image
+    from facenerf.preprocess.video.frames import extract_frames, probe_video
+
+    yy, xx = np.mgrid[0:96, 0:128]
+    progressive = []
+    for t in range(40):                                        # 50 frames/s, the bar moving 4 px per frame
+        bar = (xx >= 20 + 4 * t) & (xx < 50 + 4 * t) & (yy > 16) & (yy < 80)
+        frame = np.full((96, 128, 3), 60, np.uint8)
+        frame[bar, 0], frame[bar, 1], frame[bar, 2] = 200, 180 - 12 * (yy[bar] % 8), 40
+        progressive.append(frame)
+    source, woven = tmp_path / "p50.mp4", tmp_path / "i25.mp4"
+    iio.imwrite(source, np.stack(progressive), fps=50, codec="libx264", macro_block_size=1)
+    done = subprocess.run([_ffmpeg(), "-y", "-loglevel", "error", "-i", str(source), "-vf",
+                           "tinterlace=mode=interleave_top,setfield=tff", "-c:v", "libx264", "-flags", "+ildct+ilme",
+                           "-x264-params", "tff=1", "-crf", "12", str(woven)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"this ffmpeg cannot write interlaced H.264: {done.stderr.strip()[:80]}")
+    assert probe_video(woven).interlaced and not probe_video(source).interlaced
+
+    def comb(image):                                           # odd rows against their even neighbours
+        grey = image.mean(axis=-1)
+        return float(np.abs(grey[1:-1:2] - 0.5 * (grey[:-2:2] + grey[2::2])).mean())
+
+    result = extract_frames(woven, tmp_path / "frames", progress=False)
+    plain = subprocess.run([_ffmpeg(), "-loglevel", "error", "-i", str(woven), "-f", "rawvideo", "-pix_fmt", "rgb24",
+                            "-"], capture_output=True, check=True).stdout
+    weaved = np.frombuffer(plain, np.uint8).reshape(-1, 96, 128, 3)[8] / 255.0
+    frame = read_image(tmp_path / "frames" / "8.jpg")
+    truth = progressive[16] / 255.0                            # the top field's moment
+    assert result.deinterlaced and comb(weaved) > 3 * comb(truth)
+    assert comb(frame) < 0.5 * comb(weaved)
+
+
 def test_frames_larger_than_max_side_are_scaled_down_with_the_aspect_kept(tmp_path):
     import imageio.v3 as iio
 

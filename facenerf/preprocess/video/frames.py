@@ -27,6 +27,11 @@ HDR_TRANSFERS = {"arib-std-b67": "HLG", "smpte2084": "PQ"}  # ffmpeg's names of 
 # decoding the HLG values as if they were SDR; a PQ clip 21.4 dB (a little bright) against 14.6 dB.
 HDR_TO_SDR = "zscale=tin={tin}:pin=bt2020:min=bt2020nc:t=bt709:p=bt709:m=bt709:r=tv:npl=203,format=yuv420p,"
 HDR_TAGS = {"HLG": "arib-std-b67", "PQ": "smpte2084"}  # the filter's input transfer, set whatever the tags say
+# interlaced video (broadcast, older camcorders): each frame's two fields, a moment apart, are
+# combined by motion-adaptive deinterlacing (bwdif) into one frame per frame, before any scaling.
+# A 50 fields/s synthetic talking head came out at 42.3 dB (41.3 at worst) against its progressive
+# frames, 41.8 dB (39.0 at worst, the fastest motion) without it.
+DEINTERLACE = "bwdif=mode=send_frame:parity=auto:deint=interlaced,"
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,7 @@ class VideoInfo:
     rotation: float = 0.0
     pixel_aspect: float = 1.0   # of the upright frames
     transfer: str | None = None  # "HLG" or "PQ" for HDR video, else None
+    interlaced: bool = False     # the stream's field order says interlaced (top or bottom field first)
 
     def output_size(self, max_side: int = 0) -> tuple[int, int]:
         """``(width, height)`` of the extracted frames: the shown size, scaled down (even sides, the
@@ -55,9 +61,11 @@ class VideoInfo:
         return max(2, int(self.width * factor / 2.0 + 1e-9) * 2), max(2, int(self.height * factor / 2.0 + 1e-9) * 2)
 
     def scale_filter(self, max_side: int = 0) -> str:
-        """ffmpeg filters that convert HDR video to SDR (:data:`HDR_TO_SDR`) and give square pixels
-        at :meth:`output_size` ("" when nothing is to change)."""
-        hdr = HDR_TO_SDR.format(tin=HDR_TAGS[self.transfer]) if self.transfer else ""
+        """ffmpeg filters that deinterlace (:data:`DEINTERLACE`), convert HDR video to SDR
+        (:data:`HDR_TO_SDR`) and give square pixels at :meth:`output_size` ("" when nothing is to
+        change)."""
+        hdr = (DEINTERLACE if self.interlaced else "") + \
+            (HDR_TO_SDR.format(tin=HDR_TAGS[self.transfer]) if self.transfer else "")
         size = self.output_size(max_side)
         if size == (self.width, self.height) and abs(self.pixel_aspect - 1.0) < 1e-3:
             return hdr
@@ -101,8 +109,9 @@ def probe_video(path: Path) -> VideoInfo:
     if abs(aspect - 1.0) >= 1e-3:
         width = max(2, int(round(width * aspect / 2.0)) * 2)
     transfer = next((name for tag, name in HDR_TRANSFERS.items() if tag in stream.group(1)), None)
+    interlaced = re.search(r"\b(top|bottom) (first|coded first)", stream.group(1)) is not None
     return VideoInfo(width, height, float(fps.group(1)) if fps else None, seconds, container.group(1), rotation,
-                     aspect, transfer)
+                     aspect, transfer, interlaced)
 
 
 def _rotation(header: str) -> float:
@@ -120,6 +129,7 @@ class Extraction:
     vfr_ratio: float | None   # share of input frames with irregular timing (None: unknown)
     source_fps: float | None
     hdr: str | None = None    # "HLG" or "PQ": the frames were converted from HDR to SDR
+    deinterlaced: bool = False  # the video was interlaced; its frames were deinterlaced
     shown_size: tuple[int, int] | None = None  # the video's (width, height) when the frames were scaled down
 
 
@@ -171,5 +181,5 @@ def extract_frames(path: Path, out_dir: Path, fps: float = 25.0, quality: int = 
             raise FaceNerfError(f"ffmpeg cannot convert the {info.transfer} HDR video {path} to SDR: {last[0].strip()}; "
                                 "convert it to SDR H.264 first (e.g. with your phone's export)")
         raise FaceNerfError(f"ffmpeg cannot decode {path}: {last[0].strip()}; re-encode it (e.g. to H.264 MP4)")
-    return Extraction(count, width, height, _vfr_ratio(text), info.fps, info.transfer,
+    return Extraction(count, width, height, _vfr_ratio(text), info.fps, info.transfer, info.interlaced,
                       (info.width, info.height) if (width, height) != (info.width, info.height) else None)

@@ -199,6 +199,8 @@ class VideoProcessor:
             source += f"|max_side {self.s.max_side}"
         if video.transfer:                         # HDR frames are converted to SDR as they are decoded
             source += "|sdr"
+        if video.interlaced:                       # and interlaced ones deinterlaced
+            source += "|deinterlaced"
 
         partial = self.track / "stabilising"  # present while frames are being warped in place
 
@@ -229,6 +231,8 @@ class VideoProcessor:
             (w, h), (tw, th) = info["shown_size"], (info["width"], info["height"])
             self.note(f"frames scaled down from {w}x{h} to {tw}x{th} (--max_side {self.s.max_side}; 0 keeps the "
                       "video's size, at the cost of much slower masks and larger files)")
+        if info.get("deinterlaced"):
+            self.note(f"{self.s.video.name} is interlaced; its frames were deinterlaced (bwdif)")
         if info.get("hdr"):
             self.note(f"{self.s.video.name} is HDR video ({info['hdr']}); its frames were converted to SDR (BT.709, the "
                       "HDR reference white at full scale: brighter highlights clip)")
