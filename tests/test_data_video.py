@@ -129,6 +129,24 @@ def test_preloading_more_than_the_memory_holds_stops_with_one_line(talk, monkeyp
     assert load_split(data, masks=False).images.shape == (8, 48, 48, 3)  # 216 KiB fits
 
 
+@needs_gl
+def test_preloaded_frames_are_kept_in_8_bits_and_read_back_exactly(talk):
+    """At their own size the frames, masks and torso layers are held as uint8 (4x less memory than
+    fp32) and read back bit for bit as read from disk; a downscaled split stays in fp32."""
+    from facenerf.models.blendshape.data import FrameStore
+
+    data = parse_video_dataset(talk, "train")
+    cpu = torch.device("cpu")
+    disk = FrameStore(data, 1.0, 0, cpu, torso=True)
+    held = FrameStore(data, 1.0, 1, cpu, torso=True)
+    assert held.tensors.images.dtype == held.tensors.masks.dtype == held.tensors.torso.dtype == torch.uint8
+    for i in (0, 3, 7):
+        for read in ("image", "mask", "torso"):
+            ours, truth = getattr(held, read)(i), getattr(disk, read)(i)
+            assert ours.dtype == torch.float32 and torch.equal(ours, truth), (read, i)
+    assert FrameStore(data, 2.0, 1, cpu).tensors.images.dtype == torch.float32
+
+
 def test_available_memory_is_read_from_the_kernel():
     from facenerf.runtime import available_memory
 

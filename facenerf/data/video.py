@@ -469,6 +469,23 @@ def check_preload_memory(needed: int, device, what: str) -> None:
                             f"{'--preload 1, ' if where == 'GPU' else ''}or a larger --downscale")
 
 
+def stored(values: np.ndarray, dtype) -> "torch.Tensor":
+    """``values`` (float in [0, 1]) as a tensor of ``dtype``; uint8 holds ``round(255 x)``, exact
+    for 8-bit images read at their own size (:func:`as_float` gives them back bit for bit)."""
+    import torch
+
+    if dtype == torch.uint8:
+        return torch.from_numpy(np.rint(np.clip(values, 0.0, 1.0) * 255.0).astype(np.uint8))
+    return torch.from_numpy(values).to(dtype)
+
+
+def as_float(values: "torch.Tensor") -> "torch.Tensor":
+    """A stored image tensor as float in [0, 1] (uint8 divided by 255 in float32, as images are read)."""
+    import torch
+
+    return values.float() / 255.0 if values.dtype == torch.uint8 else values
+
+
 def load_split(dataset: VideoDataset, downscale: float = 1.0, image: str = "head", masks: bool = True,
                torso: bool = False, dtype=None, progress: bool = False) -> VideoTensors:
     """Load every frame of ``dataset`` into tensors (CPU).
@@ -477,7 +494,8 @@ def load_split(dataset: VideoDataset, downscale: float = 1.0, image: str = "head
         downscale: divide the resolution by this factor (>= 1; intrinsics follow).
         image: ``"head"`` (head_imgs, the head model's target) or ``"frame"`` (ori_imgs).
         masks / torso: also load head masks / RGBA torso images.
-        dtype: image dtype (default float32; float16 halves the memory).
+        dtype: image dtype (default float32; float16 halves the memory; uint8 quarters it, exact
+            for 8-bit images at their own size; read them with :func:`as_float`).
     """
     import torch
     from tqdm import tqdm
@@ -502,18 +520,19 @@ def load_split(dataset: VideoDataset, downscale: float = 1.0, image: str = "head
         path = frame.image_path if image == "head" else frame.frame_path
         if path is None:
             raise FaceNerfError(f"frame {frame.img_id} has no ori_imgs image; restore it or load image='head'")
-        images[j] = torch.from_numpy(read_image(path, size))
+        images[j] = stored(read_image(path, size), dtype)
         if masks:
             if frame.mask_path is None:
                 raise FaceNerfError(f"frame {frame.img_id} has no head mask (head_masks/ or parsing/)")
-            mask_t[j] = torch.from_numpy(_resized(read_head_mask(frame.mask_path), size))
+            mask_t[j] = stored(_resized(read_head_mask(frame.mask_path), size), dtype)
         if torso:
             if frame.torso_path is None:
                 raise FaceNerfError(f"frame {frame.img_id} has no torso_imgs image; rerun the preprocessing")
-            torso_t[j] = torch.from_numpy(_read_rgba(frame.torso_path, size))
+            torso_t[j] = stored(_read_rgba(frame.torso_path, size), dtype)
     background = None
     if dataset.background_path is not None:
-        background = torch.from_numpy(read_image(dataset.background_path, size)).to(dtype)
+        background = torch.from_numpy(read_image(dataset.background_path, size))
+        background = background if dtype == torch.uint8 else background.to(dtype)
     return VideoTensors(
         images=images, masks=mask_t, torso=torso_t,
         coefficients=torch.from_numpy(np.stack([f.expression for f in dataset.frames])).float(),
