@@ -89,6 +89,9 @@ def read_image(path: str | Path, size: tuple[int, int] | None = None) -> np.ndar
                 handle = handle.convert("I")
             array = np.asarray(handle)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
+        if file.suffix.lower() in (".heic", ".heif"):
+            raise FaceNerfError(f"cannot read image {file}: HEIC/HEIF photos are not supported; convert them to JPEG "
+                                "or PNG (an iPhone writes JPEG with Settings > Camera > Formats > Most Compatible)") from err
         raise FaceNerfError(f"cannot read image {file}: not a valid image file ({err.__class__.__name__})") from err
     if array.dtype == np.int32:
         array = np.clip(array, 0, 65535).astype(np.uint16)

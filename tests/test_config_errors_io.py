@@ -128,6 +128,9 @@ def test_read_image_modes(tmp_path):
         io.read_image(tmp_path / "bad.jpg")
     with pytest.raises(FaceNerfError, match="image not found"):
         io.read_image(tmp_path / "missing.png")
+    (tmp_path / "IMG_0001.HEIC").write_bytes(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(64))
+    with pytest.raises(FaceNerfError, match="HEIC/HEIF photos are not supported; convert them to JPEG or PNG"):
+        io.read_image(tmp_path / "IMG_0001.HEIC")
 
 
 def test_write_image_and_video(tmp_path):
