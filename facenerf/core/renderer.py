@@ -107,8 +107,9 @@ def auto_chunk_rays(device: torch.device | str, samples_per_ray: int, width: int
     device = torch.device(device)
     per_ray_floats = max(samples_per_ray, 1) * max(width, 1) * 8
     if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        rays = int(free * memory_fraction / (4 * per_ray_floats))
+        from facenerf.runtime import available_memory
+
+        rays = int(available_memory(device) * memory_fraction / (4 * per_ray_floats))
     else:
         rays = (1 << 18) // max(samples_per_ray, 1)
     return max(256, min(1 << 20, rays // 256 * 256))

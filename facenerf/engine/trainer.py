@@ -175,6 +175,7 @@ class Trainer:
         self.config = dict(config or {})
         self.evaluate_fn = evaluate
         self.model_name = model_name or type(self.model).__name__
+        self._hook_takes_scalars: bool | None = None  # whether on_step_end takes the scalars (read on first use)
         self.batches = batches if callable(batches) and not hasattr(batches, "__next__") else iter(batches)
         self.step = 0
         self.amp = resolve_amp(cfg.amp, self.device)
@@ -286,11 +287,12 @@ class Trainer:
         hook = getattr(self.model, "on_step_end", None)
         if not callable(hook):
             return
-        try:
-            takes_scalars = len(inspect.signature(hook).parameters) >= 2
-        except (TypeError, ValueError):
-            takes_scalars = True
-        if takes_scalars:
+        if self._hook_takes_scalars is None:  # read the hook's signature once, not every step
+            try:
+                self._hook_takes_scalars = len(inspect.signature(hook).parameters) >= 2
+            except (TypeError, ValueError):
+                self._hook_takes_scalars = True
+        if self._hook_takes_scalars:
             hook(step, dict(scalars))
         else:
             hook(step)

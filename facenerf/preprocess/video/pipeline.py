@@ -346,16 +346,15 @@ class VideoProcessor:
         kept = np.flatnonzero(landmarks.valid)
         chosen = kept[np.linspace(0, len(kept) - 1, min(settings.samples, len(kept))).astype(int)]
         plate = background_plate([read_image(paths[i]) for i in chosen], [landmarks.landmarks[i] for i in chosen])
+        cure = "" if self.s.stabilise else "; for a hand-held camera, rerun with --stabilise"
         if plate.camera_shift > MOVING_CAMERA_PX:
             self.note(f"the camera moved: the background shifts by up to {plate.camera_shift:.1f} px across the plate's "
                       "sample frames, and NeRFBlendShape needs a fixed camera" +
-                      (" (what is left after --stabilise: a camera that travels, not only turns)" if self.s.stabilise
-                       else "; for a hand-held camera, rerun with --stabilise"))
+                      (cure or " (what is left after --stabilise: a camera that travels, not only turns)"))
         elif plate.change > MOVING_BACKGROUND:
             self.note(f"the background changes over the clip (by {plate.change:.3f} of the range, typically; a still "
                       "camera gives under 0.004): NeRFBlendShape needs a fixed camera and a still background, and "
-                      "the background plate (bc.jpg) of this clip is a blur" +
-                      ("" if self.s.stabilise else "; for a hand-held camera, rerun with --stabilise"))
+                      "the background plate (bc.jpg) of this clip is a blur" + cure)
         write_image(self.out / "bc.jpg", plate.image, self.s.jpeg_quality)
         write_npz(stored, image=plate.image, known=plate.known, covered=plate.covered, change=np.float32(plate.change),
                   camera_shift=np.float32(plate.camera_shift))
@@ -481,16 +480,14 @@ def write_head_transforms(out: Path, head, landmarks: np.ndarray, kept: np.ndarr
 def mask_outline(out: Path, head, kept: np.ndarray, K) -> np.ndarray | None:
     """The head masks' outline in the head's coronal plane (:func:`~tracking.silhouette_extent`)
     over up to ``SILHOUETTE_FRAMES`` kept frames spread over the clip; None without masks."""
-    import imageio.v3 as iio
-
+    from facenerf.data.video import read_head_mask
     from facenerf.preprocess.video.tracking import SILHOUETTE_FRAMES, silhouette_extent
 
     chosen = kept[np.unique(np.linspace(0, len(kept) - 1, min(SILHOUETTE_FRAMES, len(kept))).round().astype(int))]
     chosen = [i for i in chosen if (out / "head_masks" / f"{i}.png").is_file()]
     if not chosen:
         return None
-    masks = (np.asarray(iio.imread(out / "head_masks" / f"{i}.png")).reshape(K.height, K.width, -1)[..., 0] > 127
-             for i in chosen)
+    masks = (read_head_mask(out / "head_masks" / f"{i}.png") > 0.5 for i in chosen)
     return silhouette_extent(masks, head.c2w[chosen], K.fx, K.cx, K.cy)
 
 

@@ -38,18 +38,19 @@ class Stabilisation:
     transforms: np.ndarray
     inliers: np.ndarray
 
-    def shifts(self, width: int, height: int) -> np.ndarray:
-        """``[N]`` the farthest each frame's map moves one of the frame's corners, in pixels."""
-        corners = np.array([[0, 0, 1], [width, 0, 1], [0, height, 1], [width, height, 1]], dtype=np.float64)
-        moved = np.einsum("nij,cj->nci", self.transforms, corners)  # [N, 4, 2]
-        return np.abs(moved - corners[None, :, :2]).max(axis=(1, 2))
-
     def largest_shift(self, width: int, height: int) -> float:
         """The farthest any frame corner moves, in pixels."""
-        return float(self.shifts(width, height).max()) if len(self.transforms) else 0.0
+        return float(corner_shifts(self.transforms, width, height).max()) if len(self.transforms) else 0.0
 
     def kept_previous(self) -> int:
         return int((self.inliers < 0).sum())
+
+
+def corner_shifts(transforms: np.ndarray, width: int, height: int) -> np.ndarray:
+    """``[N]`` the farthest each map of ``transforms [N, 2, 3]`` moves one of the frame's corners (px)."""
+    corners = np.array([[0, 0, 1], [width, 0, 1], [0, height, 1], [width, height, 1]], dtype=np.float64)
+    moved = np.einsum("nij,cj->nci", np.asarray(transforms, dtype=np.float64).reshape(-1, 2, 3), corners)
+    return np.abs(moved - corners[None, :, :2]).max(axis=(1, 2))
 
 
 def _grey(image: np.ndarray) -> np.ndarray:
@@ -78,13 +79,14 @@ def frame_map(reference: np.ndarray, corners: np.ndarray, frame: np.ndarray) -> 
     return (warp, count) if warp is not None and count >= MIN_INLIERS else (None, count)
 
 
-def background_motion(frames, speaker: np.ndarray | None = None) -> Stabilisation:
-    """Maps of ``frames`` (an iterable of ``[H, W, 3]`` images, the first one the reference)
-    onto the first frame, from its background: outside ``speaker`` ``[H, W]`` bool (the first
-    frame's person, grown by a margin; None: the whole frame, RANSAC alone sorting it out)."""
+def frame_maps(frames, speaker: np.ndarray | None = None):
+    """For each of ``frames`` (an iterable of ``[H, W, 3]`` images, the first one the reference):
+    ``(image, map [2, 3] onto the first frame, inliers)``, from the first frame's background:
+    outside ``speaker`` ``[H, W]`` bool (its person, grown by a margin; None: the whole frame,
+    RANSAC alone sorting it out). A frame with too few agreeing corners keeps the previous map
+    (inliers -1); the first frame gets the identity and its corner count."""
     import cv2
 
-    transforms, inliers = [], []
     reference = corners = None
     previous = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
     for image in frames:
@@ -93,35 +95,41 @@ def background_motion(frames, speaker: np.ndarray | None = None) -> Stabilisatio
             reference = grey
             region = None if speaker is None else np.where(speaker, 0, 255).astype(np.uint8)
             corners = cv2.goodFeaturesToTrack(grey, MAX_CORNERS, 0.005, 5, mask=region)
-            transforms.append(previous)
-            inliers.append(0 if corners is None else len(corners))
+            yield image, previous, 0 if corners is None else len(corners)
             continue
         warp, count = frame_map(reference, corners, grey) if corners is not None else (None, 0)
         previous = warp if warp is not None else previous
-        transforms.append(previous)
-        inliers.append(count if warp is not None else -1)
-    return Stabilisation(np.asarray(transforms, dtype=np.float64).reshape(-1, 2, 3), np.asarray(inliers))
+        yield image, previous, count if warp is not None else -1
+
+
+def _collected(maps: list[tuple[np.ndarray, int]]) -> Stabilisation:
+    return Stabilisation(np.asarray([m for m, _ in maps], dtype=np.float64).reshape(-1, 2, 3),
+                         np.asarray([n for _, n in maps]))
+
+
+def background_motion(frames, speaker: np.ndarray | None = None) -> Stabilisation:
+    """The maps of ``frames`` onto the first frame (:func:`frame_maps`)."""
+    return _collected([(warp, count) for _, warp, count in frame_maps(frames, speaker)])
 
 
 def stabilise_frames(folder: Path, n_frames: int, speaker: np.ndarray | None, quality: int,
                      progress: bool = True) -> Stabilisation:
     """Warp ``folder/<i>.jpg`` (i < ``n_frames``) onto frame 0's background (outside ``speaker``,
-    see :func:`background_motion`), in place (each file replaced atomically; a frame whose map
-    moves it by under ``STILL_PX`` is left as it is); returns the maps. The edges a warp uncovers
-    repeat the nearest pixels."""
+    see :func:`frame_maps`), in place and in one pass (each file read once and replaced
+    atomically; a frame whose map moves it by under ``STILL_PX`` is left as it is); returns the
+    maps. The edges a warp uncovers repeat the nearest pixels."""
     import cv2
     from tqdm import tqdm
 
     from facenerf.io import read_image, write_image
 
     paths = [folder / f"{i}.jpg" for i in range(n_frames)]
-    found = background_motion((read_image(p) for p in tqdm(paths, desc="stabilise", unit="frame",
-                                                            disable=None if progress else True)), speaker)
-    height, width = read_image(paths[0]).shape[:2]
-    for path, warp, shift in zip(paths[1:], found.transforms[1:], found.shifts(width, height)[1:]):
-        if shift < STILL_PX:  # as good as still: not worth another resampling and JPEG pass
-            continue
-        moved = cv2.warpAffine(read_image(path), warp, (width, height), flags=cv2.INTER_LINEAR,
-                               borderMode=cv2.BORDER_REPLICATE)
-        write_image(path, moved, quality)
-    return found
+    maps = []
+    for path, (image, warp, count) in zip(paths, frame_maps((read_image(p) for p in tqdm(
+            paths, desc="stabilise", unit="frame", disable=None if progress else True)), speaker)):
+        maps.append((warp, count))
+        height, width = image.shape[:2]
+        if corner_shifts(warp, width, height)[0] >= STILL_PX:  # else as good as still: no second resampling
+            write_image(path, cv2.warpAffine(image, warp, (width, height), flags=cv2.INTER_LINEAR,
+                                             borderMode=cv2.BORDER_REPLICATE), quality)
+    return _collected(maps)
