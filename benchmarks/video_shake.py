@@ -12,7 +12,8 @@ pixels of shift, each a sum of slow sines (0.2 to 1.5 Hz), none at the first fra
 * ``stabilised``: ``process.py --stabilise`` on the shaken clip.
 
 Reported for each: the background plate's change across its sample frames (``masks``' measure:
-a still camera gives under 0.004), the head masks' IoU with the true head and the landmarks'
+a still camera gives under 0.004) and how far their background corners move (the camera shift
+behind the camera-moved note, over 1 px), the head masks' IoU with the true head and the landmarks'
 mean error (the truth moved by the shake for ``shaken``, whose frames keep it), the notes, and
 (``--train``, on by default) the held-out PSNR of a head trained by ``main_nerf.py`` on each
 dataset (``configs/blendshape_tiny.txt --downscale 4``, 6 epochs, the same seed), scored on
@@ -127,7 +128,8 @@ def train_psnr(dataset: Path, workspace: Path) -> float:
 def markdown(result: dict, argv: list[str]) -> str:
     rows = []
     for name, r in result["runs"].items():
-        rows.append(f"| {name} | {r['plate_change']:.4f} | {r['head_iou']:.3f} | {r['landmark_error_px']:.2f} | "
+        rows.append(f"| {name} | {r['plate_change']:.4f} | {r['camera_shift_px']:.3f} | {r['head_iou']:.3f} | "
+                    f"{r['landmark_error_px']:.2f} | "
                     f"{r.get('heldout_psnr', float('nan')):.2f} | {'; '.join(r['notes']) or '-'} |")
     maps = result["runs"]["stabilised"]["map_error"]
     return "\n".join([
@@ -138,8 +140,8 @@ def markdown(result: dict, argv: list[str]) -> str:
         f"largest corner displacement is {result['largest_shake_px']:.1f} px). Heads: "
         "`configs/blendshape_tiny.txt --downscale 4`, 6 epochs, the same seed, scored on their own dataset's "
         "held-out frames.", "",
-        "| dataset | plate change | head-mask IoU | landmark error (px) | held-out PSNR (dB) | notes |",
-        "|---|---:|---:|---:|---:|---|", *rows, "",
+        "| dataset | plate change | camera shift (px) | head-mask IoU | landmark error (px) | held-out PSNR (dB) | notes |",
+        "|---|---:|---:|---:|---:|---:|---|", *rows, "",
         f"Stabilisation maps against the true shake, at the frame's corners: median {maps['median_px']} px, "
         f"largest {maps['max_px']} px.", ""])
 
@@ -179,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
              "--progress", "false", *flags])
         report = json.loads((data / "report.json").read_text())
         with np.load(data / "track" / "plate.npz") as plate:
-            entry = {"plate_change": round(float(plate["change"]), 5), "notes": report["notes"],
+            entry = {"plate_change": round(float(plate["change"]), 5),
+                     "camera_shift_px": round(float(plate["camera_shift"]), 3), "notes": report["notes"],
                      **mask_and_landmark_errors(data, gt / "ground_truth", truth_maps)}
         if name == "stabilised":
             held = json.loads((data / "track" / "frames.json").read_text())["stabilised"]

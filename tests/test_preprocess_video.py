@@ -480,20 +480,14 @@ def test_a_phone_video_stored_sideways_with_a_rotation_tag_decodes_upright(tmp_p
 
 
 def _hdr_signal(sdr: np.ndarray, transfer: str) -> np.ndarray:
-    """BT.2100 HLG or PQ signal [..., 3] in [0, 1] of SDR BT.709 pixels [..., 3] in [0, 1]: the BT.709
-    OETF undone, BT.709 -> BT.2020 primaries, SDR white at the HDR reference white (HLG 75%, PQ
-    203 cd/m2), then the HLG OETF or the inverse PQ EOTF."""
-    linear = np.where(sdr < 0.081, sdr / 4.5, ((sdr + 0.099) / 1.099) ** (1 / 0.45))
-    to_2020 = np.array([[0.6274, 0.3293, 0.0433], [0.0691, 0.9195, 0.0114], [0.0164, 0.0880, 0.8956]])
-    if transfer == "PQ":
-        m1, m2, c1, c2, c3 = 2610 / 16384, 2523 / 4096 * 128, 3424 / 4096, 2413 / 4096 * 32, 2392 / 4096 * 32
-        y = np.clip(linear @ to_2020.T * 203.0 / 10000.0, 0.0, 1.0) ** m1
-        return ((c1 + c2 * y) / (1 + c3 * y)) ** m2
-    a, b = 0.17883277, 0.28466892
-    c = 0.5 - a * np.log(4 * a)
-    white = (np.exp((0.75 - c) / a) + b) / 12.0
-    scene = np.clip(linear @ to_2020.T * white, 0.0, 1.0)
-    return np.where(scene <= 1 / 12, np.sqrt(3 * scene), a * np.log(np.maximum(12 * scene - b, 1e-12)) + c)
+    """The BT.2100 HLG or PQ signal of SDR pixels, as ``benchmarks/video_inputs.py`` writes it."""
+    import importlib.util
+
+    script = ROOT / "benchmarks" / "video_inputs.py"
+    spec = importlib.util.spec_from_file_location("video_inputs", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.hdr_signal(sdr, transfer)
 
 
 @pytest.mark.parametrize("transfer, tag", [("HLG", "arib-std-b67"), ("PQ", "smpte2084")])

@@ -22,15 +22,15 @@ from facenerf.io import write_image
 IMAGE_FORMATS = ("image2", "png_pipe", "jpeg_pipe", "bmp_pipe", "webp_pipe", "tiff_pipe", "gif")
 HDR_TRANSFERS = {"arib-std-b67": "HLG", "smpte2084": "PQ"}  # ffmpeg's names of HDR transfer functions (BT.2020)
 # HDR -> SDR: BT.709 primaries and transfer, the HDR reference white (203 cd/m2, ITU-R BT.2408) at SDR's
-# full scale; brighter highlights clip. HLG clips made from SDR ones gave the SDR frames back at 30.6 dB
-# (the benchmark talking head) and 26.2 dB (scikit-image's astronaut), against 21.6 and 19.1 dB for
-# decoding the HLG values as if they were SDR; a PQ clip 21.4 dB (a little bright) against 14.6 dB.
+# full scale; brighter highlights clip. benchmarks/results/video_inputs_cpu.md: HLG clips made from SDR
+# ones come back at 28.8-30.5 dB, against 19.1-21.7 dB when the HLG values are read as if they were SDR;
+# PQ clips 21.8-22.5 dB (a little bright) against 14.5-16.8 dB.
 HDR_TO_SDR = "zscale=tin={tin}:pin=bt2020:min=bt2020nc:t=bt709:p=bt709:m=bt709:r=tv:npl=203,format=yuv420p,"
 HDR_TAGS = {"HLG": "arib-std-b67", "PQ": "smpte2084"}  # the filter's input transfer, set whatever the tags say
 # interlaced video (broadcast, older camcorders): each frame's two fields, a moment apart, are
 # combined by motion-adaptive deinterlacing (bwdif) into one frame per frame, before any scaling.
 # A 50 fields/s synthetic talking head came out at 42.3 dB (41.3 at worst) against its progressive
-# frames, 41.8 dB (39.0 at worst, the fastest motion) without it.
+# frames, 41.8 dB (39.0 at worst, the fastest motion) without it (video_inputs_cpu.md).
 DEINTERLACE = "bwdif=mode=send_frame:parity=auto:deint=interlaced,"
 
 

@@ -130,8 +130,9 @@ class Plate:
 # moving camera or background gives several times more: the plate is then a blur
 MOVING_BACKGROUND = 0.012
 # the background corners of a still camera's samples moved by at most 0.023 px on the clips measured
-# (0.14 px after --stabilise; 9.4 px for a hand-held shake of up to 9.7 px, whose change above was only
-# 0.0088 yet cost 4 dB held out; 5 to 6 px for panned photos)
+# (benchmarks/results/video_shake_cpu.md: 0.011 px still, 0.137 px after --stabilise, 9.4 px for a
+# hand-held shake of up to 9.7 px, whose change above was only 0.0088 yet cost 4 dB held out; 5 to 6 px
+# for panned photos)
 MOVING_CAMERA_PX = 1.0
 
 

@@ -48,8 +48,8 @@ STAGE_OUTPUTS = {
 
 
 OPTIONAL_KEYS = ("expr_fps", "stabilise")  # stage-key settings that count only when set
-# longest frame side kept (px). A 4K phone video's frames cost 9 s each in the masks stage and 3 MB on
-# disk in every image folder; NeRFBlendShape trains at 512 px or less.
+# longest frame side kept (px). A 4K video's frames cost 8.7 s each in the masks stage and 3.7 MB on disk
+# (benchmarks/results/video_inputs_cpu.md); NeRFBlendShape trains at 512 px or less.
 MAX_SIDE = 1024
 
 
